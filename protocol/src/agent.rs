@@ -1,0 +1,228 @@
+//! SSH agent protocol framing (draft-miller-ssh-agent) and the message filter.
+//!
+//! A frame is a `u32` big-endian length followed by that many bytes; the first byte of the
+//! body is the message number. The length is checked against [`MAX_FRAME`] before any
+//! buffer is sized from it.
+
+use std::collections::BTreeSet;
+
+use thiserror::Error;
+
+/// Largest agent message body the toolkit relays.
+pub const MAX_FRAME: usize = 256 * 1024;
+
+/// Message numbers (draft-miller-ssh-agent section 7).
+pub mod msg {
+    pub const FAILURE: u8 = 5;
+    pub const SUCCESS: u8 = 6;
+    pub const REQUEST_IDENTITIES: u8 = 11;
+    pub const IDENTITIES_ANSWER: u8 = 12;
+    pub const SIGN_REQUEST: u8 = 13;
+    pub const SIGN_RESPONSE: u8 = 14;
+    pub const ADD_IDENTITY: u8 = 17;
+    pub const REMOVE_IDENTITY: u8 = 18;
+    pub const REMOVE_ALL_IDENTITIES: u8 = 19;
+    pub const ADD_SMARTCARD_KEY: u8 = 20;
+    pub const REMOVE_SMARTCARD_KEY: u8 = 21;
+    pub const LOCK: u8 = 22;
+    pub const UNLOCK: u8 = 23;
+    pub const ADD_ID_CONSTRAINED: u8 = 25;
+    pub const ADD_SMARTCARD_KEY_CONSTRAINED: u8 = 26;
+    pub const EXTENSION: u8 = 27;
+    pub const EXTENSION_FAILURE: u8 = 28;
+}
+
+/// The whole `SSH_AGENT_FAILURE` frame.
+pub const FAILURE_FRAME: [u8; 5] = [0, 0, 0, 1, msg::FAILURE];
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AgentFrameError {
+    #[error("agent frame is shorter than its 4-byte length prefix")]
+    Truncated,
+    #[error("agent frame declares {declared} bytes but carries {actual}")]
+    LengthMismatch { declared: usize, actual: usize },
+    #[error("agent frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("agent frame is empty")]
+    Empty,
+}
+
+/// Encodes `body` as one frame.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads the length prefix of a frame at the start of `buf`.
+///
+/// `Ok(None)` means more bytes are needed; `Ok(Some(n))` means a whole frame of `4 + n`
+/// bytes is available. Errors for an empty or oversized declared length, before anything
+/// is allocated for it.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, AgentFrameError> {
+    let Some(prefix) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let n = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    if n == 0 {
+        return Err(AgentFrameError::Empty);
+    }
+    if n > MAX_FRAME {
+        return Err(AgentFrameError::TooLarge(n));
+    }
+    Ok((buf.len() >= 4 + n).then_some(n))
+}
+
+/// Checks that `bytes` is exactly one whole frame and returns its body.
+pub fn single_frame(bytes: &[u8]) -> Result<&[u8], AgentFrameError> {
+    if bytes.len() < 4 {
+        return Err(AgentFrameError::Truncated);
+    }
+    let declared = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    if declared > MAX_FRAME {
+        return Err(AgentFrameError::TooLarge(declared));
+    }
+    if declared == 0 {
+        return Err(AgentFrameError::Empty);
+    }
+    let actual = bytes.len() - 4;
+    if declared != actual {
+        return Err(AgentFrameError::LengthMismatch { declared, actual });
+    }
+    Ok(&bytes[4..])
+}
+
+/// Reads an SSH `string` (u32 length + bytes) at the start of `buf`.
+pub fn read_string(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    let s = buf.get(4..4usize.checked_add(len)?)?;
+    Some((s, &buf[4 + len..]))
+}
+
+/// The extension name of an `SSH_AGENTC_EXTENSION` body, if it is one and well-formed.
+pub fn extension_name(body: &[u8]) -> Option<&str> {
+    let (&kind, rest) = body.split_first()?;
+    if kind != msg::EXTENSION {
+        return None;
+    }
+    let (name, _) = read_string(rest)?;
+    std::str::from_utf8(name).ok()
+}
+
+/// Which agent messages may reach the host's agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPolicy {
+    pub allowed_messages: BTreeSet<u8>,
+    pub allowed_extensions: BTreeSet<String>,
+}
+
+impl Default for AgentPolicy {
+    /// List and sign, plus the two harmless extensions OpenSSH sends; nothing that adds,
+    /// removes or locks keys.
+    fn default() -> Self {
+        Self {
+            allowed_messages: [msg::REQUEST_IDENTITIES, msg::SIGN_REQUEST].into(),
+            allowed_extensions: ["session-bind@openssh.com".to_string(), "query".to_string()]
+                .into(),
+        }
+    }
+}
+
+/// What to do with one agent request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    /// Answer `SSH_AGENT_FAILURE` without contacting the agent.
+    Refuse,
+}
+
+impl AgentPolicy {
+    pub fn decide(&self, body: &[u8]) -> Verdict {
+        let Some(&kind) = body.first() else {
+            return Verdict::Refuse;
+        };
+        let allowed = if kind == msg::EXTENSION {
+            extension_name(body).is_some_and(|n| self.allowed_extensions.contains(n))
+        } else {
+            self.allowed_messages.contains(&kind)
+        };
+        if allowed {
+            Verdict::Forward
+        } else {
+            Verdict::Refuse
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext(name: &str) -> Vec<u8> {
+        let mut b = vec![msg::EXTENSION];
+        b.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        b.extend_from_slice(name.as_bytes());
+        b
+    }
+
+    #[test]
+    fn golden_frames() {
+        assert_eq!(frame(&[msg::REQUEST_IDENTITIES]), [0, 0, 0, 1, 11]);
+        assert_eq!(frame(&[msg::FAILURE]), FAILURE_FRAME);
+    }
+
+    #[test]
+    fn single_frame_boundaries() {
+        assert_eq!(single_frame(&[0, 0, 0, 1, 11]).unwrap(), &[11]);
+        assert_eq!(single_frame(&[0, 0, 0]), Err(AgentFrameError::Truncated));
+        assert_eq!(single_frame(&[0, 0, 0, 0]), Err(AgentFrameError::Empty));
+        assert!(matches!(
+            single_frame(&[0, 0, 0, 2, 11]),
+            Err(AgentFrameError::LengthMismatch { .. })
+        ));
+        // two frames concatenated are not one frame
+        assert!(single_frame(&[0, 0, 0, 1, 11, 0, 0, 0, 1, 11]).is_err());
+        let big = frame(&vec![13u8; MAX_FRAME]);
+        assert!(single_frame(&big).is_ok());
+        let too_big = frame(&vec![13u8; MAX_FRAME + 1]);
+        assert_eq!(
+            single_frame(&too_big),
+            Err(AgentFrameError::TooLarge(MAX_FRAME + 1))
+        );
+    }
+
+    #[test]
+    fn frame_len_checks_before_allocating() {
+        assert_eq!(frame_len(&[0, 0]), Ok(None));
+        assert_eq!(frame_len(&[0, 0, 0, 2, 1]), Ok(None));
+        assert_eq!(frame_len(&[0, 0, 0, 1, 1]), Ok(Some(1)));
+        assert_eq!(
+            frame_len(&[0xff, 0xff, 0xff, 0xff]),
+            Err(AgentFrameError::TooLarge(u32::MAX as usize))
+        );
+    }
+
+    #[test]
+    fn default_policy_table() {
+        let p = AgentPolicy::default();
+        for kind in 0u8..=255 {
+            let expected = if matches!(kind, 11 | 13) {
+                Verdict::Forward
+            } else {
+                Verdict::Refuse
+            };
+            let body = if kind == msg::EXTENSION {
+                ext("add-identity@example")
+            } else {
+                vec![kind]
+            };
+            assert_eq!(p.decide(&body), expected, "message {kind}");
+        }
+        assert_eq!(p.decide(&ext("session-bind@openssh.com")), Verdict::Forward);
+        assert_eq!(p.decide(&ext("query")), Verdict::Forward);
+        assert_eq!(p.decide(&[msg::EXTENSION, 0, 0]), Verdict::Refuse);
+        assert_eq!(p.decide(&[msg::EXTENSION, 0, 0, 0, 9, b'q']), Verdict::Refuse);
+        assert_eq!(p.decide(&[]), Verdict::Refuse);
+    }
+}

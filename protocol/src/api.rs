@@ -1,0 +1,362 @@
+//! The HTTP API: routes, limits, and every request and reply body (SPEC.md section 4).
+//!
+//! Request types reject unknown fields, so a typo in a client is a 400 rather than a
+//! silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// Route paths and templates.
+pub mod routes {
+    pub const HEALTH: &str = "/health";
+    pub const OPEN_URL: &str = "/open/url";
+    pub const GIT_CREDENTIAL: &str = "/git/credential";
+    pub const SSH_AGENT: &str = "/ssh/agent";
+    pub const CALLBACK_REGISTER: &str = "/callback/register";
+    /// Template of `GET /callback/{id}/data`.
+    pub const CALLBACK_DATA: &str = "/callback/{id}/data";
+    /// Template of `DELETE /callback/{id}`.
+    pub const CALLBACK: &str = "/callback/{id}";
+    /// Prefix of the browser-facing capture route `/cb/{id}/{path…}`.
+    pub const CB_PREFIX: &str = "/cb/";
+    /// Query parameter of the long-poll.
+    pub const WAIT_PARAM: &str = "wait";
+
+    pub fn callback_data(id: &str) -> String {
+        format!("/callback/{id}/data")
+    }
+
+    pub fn callback(id: &str) -> String {
+        format!("/callback/{id}")
+    }
+}
+
+/// Largest JSON body accepted on every route but `/ssh/agent`.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Largest JSON body accepted on `/ssh/agent` (a 256 KiB frame, base64-encoded, with room).
+pub const MAX_AGENT_BODY: usize = 512 * 1024;
+/// Longest `?wait=` the long-poll honours, in seconds.
+pub const MAX_WAIT_SECS: u64 = 60;
+/// Callback session time-to-live: default and maximum, in seconds.
+pub const DEFAULT_CALLBACK_TTL_SECS: u64 = 300;
+pub const MAX_CALLBACK_TTL_SECS: u64 = 900;
+/// Lowest port a callback may be registered for.
+pub const MIN_CALLBACK_PORT: u32 = 1024;
+/// Path registered when a client names none.
+pub const DEFAULT_CALLBACK_PATH: &str = "/callback";
+/// Longest callback path accepted.
+pub const MAX_CALLBACK_PATH: usize = 1024;
+/// Bytes of randomness in a session id (rendered as twice as many hex digits).
+pub const SESSION_ID_BYTES: usize = 16;
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthResponse {
+    pub status: String,
+    pub service: String,
+    pub version: String,
+}
+
+/// `POST /open/url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenUrlRequest {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenUrlResponse {
+    pub success: bool,
+    /// The canonical (re-serialised) URL that was handed to the launcher.
+    pub url: String,
+}
+
+/// What a container asks of the host's git credential helpers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitCredentialAction {
+    Get,
+    Store,
+    Erase,
+}
+
+impl GitCredentialAction {
+    /// The `git credential` subcommand this action maps to.
+    pub fn git_subcommand(self) -> &'static str {
+        match self {
+            Self::Get => "fill",
+            Self::Store => "approve",
+            Self::Erase => "reject",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Store => "store",
+            Self::Erase => "erase",
+        }
+    }
+}
+
+impl std::str::FromStr for GitCredentialAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "get" => Ok(Self::Get),
+            "store" => Ok(Self::Store),
+            "erase" => Ok(Self::Erase),
+            other => Err(format!("unknown action {other:?}: expected get, store or erase")),
+        }
+    }
+}
+
+/// `POST /git/credential`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitCredentialRequest {
+    pub action: GitCredentialAction,
+    pub protocol: String,
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<Secret<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret<String>>,
+}
+
+/// Reply of `POST /git/credential`: the credential fields are present for `get` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitCredentialResponse {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<Secret<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_expiry_utc: Option<String>,
+}
+
+/// `POST /ssh/agent`: one whole framed agent message, base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshAgentRequest {
+    pub data: Secret<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshAgentResponse {
+    pub success: bool,
+    pub data: Secret<String>,
+}
+
+/// `POST /callback/register`.
+///
+/// `port` is a wide integer so that an out-of-range value gets the port error rather than a
+/// generic JSON one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackRegisterRequest {
+    pub port: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Secret<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackRegisterResponse {
+    pub success: bool,
+    pub session_id: Secret<String>,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+}
+
+/// A captured browser request, as replayed by callback-forwarder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackData {
+    pub method: String,
+    pub path: String,
+    /// The raw query string without the leading `?` (holds the OAuth code: secret).
+    pub query: Secret<String>,
+    /// Request headers, lowercase names; `Cookie`, `Authorization` and
+    /// `Proxy-Authorization` are never captured.
+    pub headers: BTreeMap<String, String>,
+    /// The request body as UTF-8 (lossy), empty for GET.
+    pub body: Secret<String>,
+    /// RFC 3339, UTC.
+    pub received_at: String,
+}
+
+/// `GET /callback/{id}/data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackDataResponse {
+    pub received: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackData>,
+}
+
+/// `{"success":true}`: store, erase, delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessResponse {
+    pub success: bool,
+}
+
+impl SuccessResponse {
+    pub const OK: Self = Self { success: true };
+}
+
+/// The body of every failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorResponse {
+    pub success: bool,
+    pub error: String,
+}
+
+impl ErrorResponse {
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            success: false,
+            error: error.into(),
+        }
+    }
+}
+
+/// True when `id` has the shape of a session id: 32 lowercase hex digits.
+pub fn is_session_id(id: &str) -> bool {
+    id.len() == SESSION_ID_BYTES * 2 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Renders random bytes as a session id.
+pub fn session_id_from_bytes(bytes: &[u8; SESSION_ID_BYTES]) -> String {
+    let mut s = String::with_capacity(SESSION_ID_BYTES * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Why a callback path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackPathError {
+    #[error("path must start with '/'")]
+    NotAbsolute,
+    #[error("path must not contain a query, a fragment, spaces or control characters")]
+    BadCharacter,
+    #[error("path is longer than {MAX_CALLBACK_PATH} bytes")]
+    TooLong,
+}
+
+/// Checks a callback path to register: absolute, printable, no query or fragment.
+pub fn validate_callback_path(path: &str) -> Result<(), CallbackPathError> {
+    if path.len() > MAX_CALLBACK_PATH {
+        return Err(CallbackPathError::TooLong);
+    }
+    if !path.starts_with('/') {
+        return Err(CallbackPathError::NotAbsolute);
+    }
+    if path
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '?' || c == '#' || c == '\\')
+    {
+        return Err(CallbackPathError::BadCharacter);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_types_reject_unknown_fields() {
+        let err = serde_json::from_str::<OpenUrlRequest>(r#"{"url":"https://x","extra":1}"#);
+        assert!(err.is_err());
+        let err = serde_json::from_str::<GitCredentialRequest>(
+            r#"{"action":"get","protocol":"https","host":"h","pasword":"x"}"#,
+        );
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn credential_reply_for_store_is_just_success() {
+        let r = GitCredentialResponse {
+            success: true,
+            protocol: None,
+            host: None,
+            username: None,
+            password: None,
+            password_expiry_utc: None,
+        };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"success":true}"#);
+    }
+
+    #[test]
+    fn callback_data_golden() {
+        let d = CallbackData {
+            method: "GET".into(),
+            path: "/callback".into(),
+            query: Secret::new("code=abc&state=xyz".into()),
+            headers: BTreeMap::from([("user-agent".into(), "t".into())]),
+            body: Secret::new(String::new()),
+            received_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let json = serde_json::to_string(&CallbackDataResponse {
+            received: true,
+            callback: Some(d),
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"received":true,"callback":{"method":"GET","path":"/callback","query":"code=abc&state=xyz","headers":{"user-agent":"t"},"body":"","received_at":"2026-01-01T00:00:00Z"}}"#
+        );
+        let not_yet = serde_json::to_string(&CallbackDataResponse {
+            received: false,
+            callback: None,
+        })
+        .unwrap();
+        assert_eq!(not_yet, r#"{"received":false}"#);
+    }
+
+    #[test]
+    fn session_ids() {
+        let id = session_id_from_bytes(&[0xab; 16]);
+        assert_eq!(id.len(), 32);
+        assert!(is_session_id(&id));
+        assert!(!is_session_id("ABABABABABABABABABABABABABABABAB"));
+        assert!(!is_session_id("../etc/passwd"));
+    }
+
+    #[test]
+    fn callback_paths() {
+        assert!(validate_callback_path("/callback").is_ok());
+        assert!(validate_callback_path("/").is_ok());
+        assert_eq!(validate_callback_path("cb"), Err(CallbackPathError::NotAbsolute));
+        assert_eq!(validate_callback_path("/a?b"), Err(CallbackPathError::BadCharacter));
+        assert_eq!(validate_callback_path("/a\nb"), Err(CallbackPathError::BadCharacter));
+        assert_eq!(
+            validate_callback_path(&format!("/{}", "a".repeat(2000))),
+            Err(CallbackPathError::TooLong)
+        );
+    }
+}

@@ -1,0 +1,26 @@
+//! Every type and constant that crosses a process boundary in the hostproxy toolkit.
+//!
+//! This crate is the single source of truth for the wire: HTTP request and reply bodies,
+//! route and header names, environment variable names, the git credential `key=value`
+//! codec, SSH agent framing and the socket-bridge frame codec. It performs no I/O and owns
+//! no runtime, so both the daemon and the static container tools can depend on it.
+
+pub mod agent;
+pub mod api;
+pub mod bridge;
+pub mod credential;
+pub mod env;
+pub mod host;
+pub mod secret;
+
+pub use secret::Secret;
+
+/// The daemon's default TCP port.
+pub const DEFAULT_PORT: u16 = 18374;
+
+/// The `service` value `/health` answers with; `hostproxy start` uses it to recognise a
+/// daemon of ours on the port.
+pub const SERVICE_NAME: &str = "clawker-host-proxy";
+
+/// Base URL the container tools use when `CLAWKER_HOST_PROXY` is unset.
+pub const DEFAULT_PROXY_URL: &str = "http://host.docker.internal:18374";
