@@ -1,1 +1,5 @@
-fn main() {}
+//! `hostproxy`: see the library crate.
+
+fn main() -> std::process::ExitCode {
+    hostproxy::cli::main()
+}

@@ -12,6 +12,8 @@ use crate::Secret;
 /// Route paths and templates.
 pub mod routes {
     pub const HEALTH: &str = "/health";
+    /// Authenticated daemon status (`hostproxy status --json`).
+    pub const STATUS: &str = "/status";
     pub const OPEN_URL: &str = "/open/url";
     pub const GIT_CREDENTIAL: &str = "/git/credential";
     pub const SSH_AGENT: &str = "/ssh/agent";
@@ -59,6 +61,20 @@ pub struct HealthResponse {
     pub status: String,
     pub service: String,
     pub version: String,
+}
+
+/// `GET /status` (authenticated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusResponse {
+    pub success: bool,
+    pub service: String,
+    pub version: String,
+    pub pid: u32,
+    pub port: u16,
+    pub listen: Vec<String>,
+    pub uptime_secs: u64,
+    pub sessions: usize,
 }
 
 /// `POST /open/url`.

@@ -1,0 +1,363 @@
+//! The daemon's side effects on the host, behind traits.
+//!
+//! Routes hold the policy (validation, filters, limits); these hold the effect (spawn a
+//! browser, run git, talk to the agent, bind a port). The real daemon uses the `Host*`
+//! implementations here; `mock-proxy` plugs in recording fakes behind the very same routes
+//! and gates, which is what keeps the two from drifting apart.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawker_protocol::api::GitCredentialAction;
+use clawker_protocol::credential::{CredentialFields, decode};
+use futures_util::future::BoxFuture;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::GitPolicy;
+
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    #[error("cannot start the URL launcher {program:?}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the URL launcher {program:?} exited with {status}")]
+    Failed { program: String, status: String },
+}
+
+/// Opens a URL in the host's browser.
+pub trait Launcher: Send + Sync + 'static {
+    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), LaunchError>>;
+}
+
+#[derive(Debug, Error)]
+pub enum GitError {
+    #[error("git did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot run git: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("git exited with {0}")]
+    Failed(String),
+    #[error("git's reply was not in the credential format")]
+    BadReply,
+}
+
+/// Runs `git credential fill|approve|reject`.
+pub trait CredentialHelper: Send + Sync + 'static {
+    /// For `Get`, `Ok(Some)` carries what git found and `Ok(None)` means nothing was found.
+    fn run(
+        &self,
+        action: GitCredentialAction,
+        input: CredentialFields,
+    ) -> BoxFuture<'_, Result<Option<CredentialFields>, GitError>>;
+}
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("no SSH agent on the host: SSH_AUTH_SOCK is not set for the daemon")]
+    NoSocket,
+    #[error("the host SSH agent is not answering")]
+    Unreachable(#[source] std::io::Error),
+    #[error("the host SSH agent sent an invalid reply")]
+    BadReply,
+}
+
+/// Sends one framed request to the host's SSH agent and returns its framed reply.
+pub trait AgentConnector: Send + Sync + 'static {
+    fn request(&self, frame: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, AgentError>>;
+}
+
+#[derive(Debug, Error)]
+pub enum BindError {
+    #[error("port {0} is already in use on the host")]
+    InUse(u16),
+    #[error("cannot listen on port {port}: {source}")]
+    Other {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the loopback listeners of a callback session.
+pub trait PortBinder: Send + Sync + 'static {
+    /// Returns the listeners to serve; an empty list means "nothing to serve" (the mock).
+    fn bind(&self, port: u16) -> Result<Vec<std::net::TcpListener>, BindError>;
+}
+
+/// Every side effect the routes may cause.
+#[derive(Clone)]
+pub struct Backends {
+    pub launcher: Arc<dyn Launcher>,
+    pub git: Arc<dyn CredentialHelper>,
+    pub agent: Arc<dyn AgentConnector>,
+    pub ports: Arc<dyn PortBinder>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backends")
+    }
+}
+
+/// Launches `argv... URL` directly (never through a shell).
+#[derive(Debug, Clone)]
+pub struct CommandLauncher {
+    argv: Vec<String>,
+}
+
+impl CommandLauncher {
+    pub fn new(argv: Option<Vec<String>>) -> Self {
+        let default = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+        Self {
+            argv: argv.unwrap_or_else(|| vec![default.to_string()]),
+        }
+    }
+}
+
+/// How long the launcher may run before it counts as "started": `xdg-open` returns at once,
+/// a browser run directly keeps running and is then reaped in the background.
+const LAUNCH_SETTLE: Duration = Duration::from_millis(1500);
+
+impl Launcher for CommandLauncher {
+    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), LaunchError>> {
+        Box::pin(async move {
+            let program = self.argv[0].clone();
+            let mut cmd = tokio::process::Command::new(&program);
+            cmd.args(&self.argv[1..])
+                .arg(url)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0);
+            let mut child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+            match tokio::time::timeout(LAUNCH_SETTLE, child.wait()).await {
+                Ok(Ok(status)) if status.success() => Ok(()),
+                Ok(Ok(status)) => Err(LaunchError::Failed {
+                    program,
+                    status: status.to_string(),
+                }),
+                Ok(Err(source)) => Err(LaunchError::Spawn { program, source }),
+                Err(_) => {
+                    tokio::spawn(async move {
+                        let _ = child.wait().await;
+                    });
+                    Ok(())
+                }
+            }
+        })
+    }
+}
+
+/// Runs the host's real `git credential`.
+#[derive(Debug, Clone)]
+pub struct GitCommand {
+    policy: GitPolicy,
+}
+
+impl GitCommand {
+    pub fn new(policy: GitPolicy) -> Self {
+        Self { policy }
+    }
+}
+
+/// Puts the child in a session of its own: no controlling terminal, so neither git nor a
+/// helper can prompt on the terminal the daemon was started from.
+#[allow(unsafe_code)]
+fn detach_from_terminal(cmd: &mut tokio::process::Command) {
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // The child leads its own session and group (setsid), so this reaches helpers too.
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+impl CredentialHelper for GitCommand {
+    fn run(
+        &self,
+        action: GitCredentialAction,
+        input: CredentialFields,
+    ) -> BoxFuture<'_, Result<Option<CredentialFields>, GitError>> {
+        Box::pin(async move {
+            let stdin_text = input.encode().map_err(|_| GitError::BadReply)?;
+            let mut cmd = tokio::process::Command::new(&self.policy.program);
+            cmd.args(["-c", "core.askPass=", "credential", action.git_subcommand()])
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .env_remove("GIT_ASKPASS")
+                .env_remove("SSH_ASKPASS")
+                .env("GCM_INTERACTIVE", "never")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            detach_from_terminal(&mut cmd);
+            let mut child = cmd.spawn().map_err(GitError::Spawn)?;
+            let pid = child.id();
+            let mut stdin = child.stdin.take().ok_or(GitError::BadReply)?;
+            let mut stdout = child.stdout.take().ok_or(GitError::BadReply)?;
+            let work = async {
+                stdin
+                    .write_all(stdin_text.as_bytes())
+                    .await
+                    .map_err(GitError::Spawn)?;
+                drop(stdin);
+                let mut out = Vec::new();
+                // A helper has no business sending more than this.
+                (&mut stdout)
+                    .take(64 * 1024)
+                    .read_to_end(&mut out)
+                    .await
+                    .map_err(GitError::Spawn)?;
+                let status = child.wait().await.map_err(GitError::Spawn)?;
+                Ok::<_, GitError>((status, out))
+            };
+            let (status, out) = match tokio::time::timeout(self.policy.timeout, work).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    kill_group(pid);
+                    return Err(GitError::Timeout(self.policy.timeout));
+                }
+            };
+            if action != GitCredentialAction::Get {
+                return if status.success() {
+                    Ok(None)
+                } else {
+                    Err(GitError::Failed(status.to_string()))
+                };
+            }
+            if !status.success() {
+                // `fill` with prompts disabled exits non-zero when no helper knows the host.
+                return Ok(None);
+            }
+            let text = String::from_utf8(out).map_err(|_| GitError::BadReply)?;
+            let fields = CredentialFields::from_pairs(decode(&text).map_err(|_| GitError::BadReply)?);
+            Ok(fields.password.is_some().then_some(fields))
+        })
+    }
+}
+
+/// Talks to the host agent at `SSH_AUTH_SOCK`, one connection per request.
+///
+/// A connection per request keeps agent-side per-connection state (`session-bind`) from
+/// leaking between unrelated container clients.
+#[derive(Debug, Clone)]
+pub struct UnixAgent {
+    socket: Option<PathBuf>,
+}
+
+impl UnixAgent {
+    pub fn new(socket: Option<PathBuf>) -> Self {
+        Self { socket }
+    }
+
+    pub fn from_env() -> Self {
+        Self::new(
+            std::env::var_os(clawker_protocol::env::SSH_AUTH_SOCK)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        )
+    }
+}
+
+/// Reads one agent frame from `r`, bounded by the protocol's limit.
+pub async fn read_agent_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix).await?;
+    let n = match clawker_protocol::agent::frame_len(&prefix) {
+        Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Ok(_) => u32::from_be_bytes(prefix) as usize,
+    };
+    let mut frame = vec![0u8; 4 + n];
+    frame[..4].copy_from_slice(&prefix);
+    r.read_exact(&mut frame[4..]).await?;
+    Ok(frame)
+}
+
+impl AgentConnector for UnixAgent {
+    fn request(&self, frame: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, AgentError>> {
+        Box::pin(async move {
+            let path = self.socket.as_ref().ok_or(AgentError::NoSocket)?;
+            let mut s = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(AgentError::Unreachable)?;
+            let io = async {
+                s.write_all(&frame).await?;
+                read_agent_frame(&mut s).await
+            };
+            // Hardware keys may wait for a touch; anything slower is a stuck agent.
+            match tokio::time::timeout(Duration::from_secs(60), io).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(AgentError::BadReply),
+                Ok(Err(e)) => Err(AgentError::Unreachable(e)),
+                Err(_) => Err(AgentError::Unreachable(std::io::ErrorKind::TimedOut.into())),
+            }
+        })
+    }
+}
+
+/// Binds `127.0.0.1:port` and `[::1]:port`. A host without IPv6 is fine; a port taken on
+/// either family is [`BindError::InUse`].
+#[derive(Debug, Clone, Default)]
+pub struct LoopbackBinder;
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+impl PortBinder for LoopbackBinder {
+    fn bind(&self, port: u16) -> Result<Vec<std::net::TcpListener>, BindError> {
+        let in_use = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                BindError::InUse(port)
+            } else {
+                BindError::Other { port, source: e }
+            }
+        };
+        let v4 = bind_one(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).map_err(in_use)?;
+        let mut out = vec![v4];
+        match bind_one(SocketAddr::from((Ipv6Addr::LOCALHOST, port))) {
+            Ok(v6) => out.push(v6),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(BindError::InUse(port)),
+            Err(_) => {} // no IPv6 on this host
+        }
+        Ok(out)
+    }
+}
+
+impl Backends {
+    /// The real host effects.
+    pub fn host(browser: Option<Vec<String>>, git: GitPolicy, agent: UnixAgent) -> Self {
+        Self {
+            launcher: Arc::new(CommandLauncher::new(browser)),
+            git: Arc::new(GitCommand::new(git)),
+            agent: Arc::new(agent),
+            ports: Arc::new(LoopbackBinder),
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Daemon settings: the TOML file format, its defaults, and the resolved [`Settings`].
+//!
+//! Precedence is flags, then environment, then the file, then the defaults below; the CLI
+//! layer (`cli.rs`) applies the first two on top of what [`FileConfig::load`] returns.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clawker_protocol::agent::AgentPolicy;
+use clawker_protocol::host::HostName;
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid value for {key}: {message}")]
+    Value { key: &'static str, message: String },
+}
+
+/// `hostproxy.toml`. Every key is optional; see README.md for the documented defaults.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub port: Option<u16>,
+    pub listen: Option<Vec<IpAddr>>,
+    pub listen_docker_bridge: Option<bool>,
+    /// URL launcher command, split on whitespace; the URL is appended as one argument.
+    pub browser: Option<String>,
+    pub no_auth: Option<bool>,
+    /// Extra names accepted in the `Host` header.
+    pub allowed_hosts: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub git: GitFile,
+    #[serde(default)]
+    pub ssh: SshFile,
+    #[serde(default)]
+    pub callback: CallbackFile,
+    #[serde(default)]
+    pub open: OpenFile,
+    #[serde(default)]
+    pub watcher: WatcherFile,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitFile {
+    pub program: Option<PathBuf>,
+    pub allowed_protocols: Option<Vec<String>>,
+    /// `None` (or absent): any host.
+    pub allowed_hosts: Option<Vec<String>>,
+    pub allow_store: Option<bool>,
+    pub allow_erase: Option<bool>,
+    pub timeout: Option<String>,
+    pub max_concurrent: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshFile {
+    /// Extra agent message numbers to forward, on top of 11 and 13.
+    pub extra_messages: Option<Vec<u8>>,
+    /// Extra extension names to forward, on top of `session-bind@openssh.com` and `query`.
+    pub extra_extensions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackFile {
+    pub max_sessions: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenFile {
+    pub rate_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatcherFile {
+    pub grace_period: Option<String>,
+    pub poll_interval: Option<String>,
+    /// `key=value` labels a container must carry to be counted.
+    pub labels: Option<Vec<String>>,
+}
+
+impl FileConfig {
+    /// Loads `path`; a missing file is an empty config only when `required` is false.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+/// The default config path: `$XDG_CONFIG_HOME/clawker/hostproxy.toml`, else
+/// `~/.config/clawker/hostproxy.toml`.
+pub fn default_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("clawker").join("hostproxy.toml"))
+}
+
+/// Parses `30s`, `2m`, `1h30m` (humantime) or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 30s or 2m: {e}"))
+}
+
+/// Git credential policy.
+#[derive(Debug, Clone)]
+pub struct GitPolicy {
+    pub program: PathBuf,
+    pub allowed_protocols: Vec<String>,
+    pub allowed_hosts: Option<Vec<String>>,
+    pub allow_store: bool,
+    pub allow_erase: bool,
+    pub timeout: Duration,
+    pub max_concurrent: usize,
+}
+
+impl Default for GitPolicy {
+    fn default() -> Self {
+        Self {
+            program: PathBuf::from("git"),
+            allowed_protocols: vec!["https".into()],
+            allowed_hosts: None,
+            allow_store: false,
+            allow_erase: false,
+            timeout: Duration::from_secs(30),
+            max_concurrent: 4,
+        }
+    }
+}
+
+/// Settings of the idle-exit container watcher.
+#[derive(Debug, Clone)]
+pub struct WatcherSettings {
+    pub grace_period: Duration,
+    pub poll_interval: Duration,
+    pub labels: Vec<(String, String)>,
+}
+
+impl Default for WatcherSettings {
+    fn default() -> Self {
+        Self {
+            grace_period: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(30),
+            labels: vec![
+                ("dev.clawker.managed".into(), "true".into()),
+                ("dev.clawker.purpose".into(), "agent".into()),
+            ],
+        }
+    }
+}
+
+/// Everything the daemon runs with, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub port: u16,
+    pub listen: Vec<IpAddr>,
+    pub listen_docker_bridge: bool,
+    /// Launcher argv prefix; `None` means the platform default (`xdg-open` / `open`).
+    pub browser: Option<Vec<String>>,
+    pub no_auth: bool,
+    pub extra_hosts: Vec<HostName>,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub git: GitPolicy,
+    pub agent_policy: AgentPolicy,
+    pub max_callback_sessions: usize,
+    pub open_rate_per_minute: u32,
+    pub watcher: Option<WatcherSettings>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            port: clawker_protocol::DEFAULT_PORT,
+            listen: vec![
+                IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ],
+            listen_docker_bridge: false,
+            browser: None,
+            no_auth: false,
+            extra_hosts: Vec::new(),
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            git: GitPolicy::default(),
+            agent_policy: AgentPolicy::default(),
+            max_callback_sessions: 16,
+            open_rate_per_minute: 10,
+            watcher: None,
+        }
+    }
+}
+
+/// Splits a launcher command line on whitespace (no shell, no quoting).
+pub fn split_command(cmd: &str) -> Option<Vec<String>> {
+    let argv: Vec<String> = cmd.split_whitespace().map(str::to_owned).collect();
+    (!argv.is_empty()).then_some(argv)
+}
+
+impl Settings {
+    /// Applies a config file on top of the defaults.
+    pub fn from_file(file: &FileConfig) -> Result<Self, ConfigError> {
+        let mut s = Self::default();
+        if let Some(p) = file.port {
+            s.port = p;
+        }
+        if let Some(l) = &file.listen {
+            s.listen = l.clone();
+        }
+        if let Some(b) = file.listen_docker_bridge {
+            s.listen_docker_bridge = b;
+        }
+        if let Some(b) = &file.browser {
+            s.browser = split_command(b);
+        }
+        if let Some(n) = file.no_auth {
+            s.no_auth = n;
+        }
+        if let Some(hosts) = &file.allowed_hosts {
+            for h in hosts {
+                s.extra_hosts
+                    .push(HostName::parse_configured(h).map_err(|_| ConfigError::Value {
+                        key: "allowed_hosts",
+                        message: format!("{h:?} is not a host name or address"),
+                    })?);
+            }
+        }
+        if let Some(m) = file.max_connections {
+            s.max_connections = m.max(1);
+        }
+        let g = &file.git;
+        if let Some(p) = &g.program {
+            s.git.program = p.clone();
+        }
+        if let Some(p) = &g.allowed_protocols {
+            s.git.allowed_protocols = p.clone();
+        }
+        if let Some(h) = &g.allowed_hosts {
+            s.git.allowed_hosts = Some(h.iter().map(|h| h.to_ascii_lowercase()).collect());
+        }
+        if let Some(b) = g.allow_store {
+            s.git.allow_store = b;
+        }
+        if let Some(b) = g.allow_erase {
+            s.git.allow_erase = b;
+        }
+        if let Some(t) = &g.timeout {
+            s.git.timeout = parse_duration(t).map_err(|message| ConfigError::Value {
+                key: "git.timeout",
+                message,
+            })?;
+        }
+        if let Some(m) = g.max_concurrent {
+            s.git.max_concurrent = m.max(1);
+        }
+        if let Some(extra) = &file.ssh.extra_messages {
+            s.agent_policy.allowed_messages.extend(extra.iter().copied());
+        }
+        if let Some(extra) = &file.ssh.extra_extensions {
+            s.agent_policy
+                .allowed_extensions
+                .extend(extra.iter().cloned());
+        }
+        if let Some(m) = file.callback.max_sessions {
+            s.max_callback_sessions = m.max(1);
+        }
+        if let Some(r) = file.open.rate_per_minute {
+            s.open_rate_per_minute = r;
+        }
+        Ok(s)
+    }
+}
+
+/// Resolves the watcher section of the file, for `--idle-exit`.
+pub fn watcher_from_file(w: &WatcherFile) -> Result<WatcherSettings, ConfigError> {
+    let mut out = WatcherSettings::default();
+    if let Some(g) = &w.grace_period {
+        out.grace_period = parse_duration(g).map_err(|message| ConfigError::Value {
+            key: "watcher.grace_period",
+            message,
+        })?;
+    }
+    if let Some(p) = &w.poll_interval {
+        out.poll_interval = parse_duration(p).map_err(|message| ConfigError::Value {
+            key: "watcher.poll_interval",
+            message,
+        })?;
+    }
+    if let Some(labels) = &w.labels {
+        out.labels = labels
+            .iter()
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| ConfigError::Value {
+                        key: "watcher.labels",
+                        message: format!("{l:?} is not key=value"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let f: FileConfig = toml::from_str(
+            r#"
+            port = 1234
+            allowed_hosts = ["devbox.local"]
+            [git]
+            allow_store = true
+            allowed_hosts = ["GitHub.com"]
+            timeout = "5s"
+            "#,
+        )
+        .unwrap();
+        let s = Settings::from_file(&f).unwrap();
+        assert_eq!(s.port, 1234);
+        assert!(s.git.allow_store);
+        assert!(!s.git.allow_erase);
+        assert_eq!(s.git.allowed_hosts, Some(vec!["github.com".into()]));
+        assert_eq!(s.git.timeout, Duration::from_secs(5));
+        assert_eq!(s.extra_hosts, vec![HostName::Name("devbox.local".into())]);
+        assert!(toml::from_str::<FileConfig>("prot = 1").is_err());
+    }
+}

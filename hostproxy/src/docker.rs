@@ -1,0 +1,118 @@
+//! Docker through bollard: bridge gateway discovery and the idle-exit container watcher.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use bollard::Docker;
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WatcherSettings;
+
+pub fn connect() -> Result<Docker> {
+    Docker::connect_with_local_defaults().context("cannot connect to the docker engine")
+}
+
+/// Gateway addresses of Docker's bridge networks: what `host-gateway` resolves to inside a
+/// container on native Linux.
+pub async fn bridge_gateways() -> Result<Vec<IpAddr>> {
+    let docker = connect()?;
+    let networks = docker.list_networks(None).await.context("cannot list docker networks")?;
+    let mut out = Vec::new();
+    for n in networks {
+        if n.driver.as_deref() != Some("bridge") {
+            continue;
+        }
+        let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
+        for c in configs {
+            if let Some(ip) = c.gateway.and_then(|g| g.parse::<IpAddr>().ok())
+                && !ip.is_unspecified()
+                && !out.contains(&ip)
+            {
+                out.push(ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn label_filters(labels: &[(String, String)]) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+    )])
+}
+
+/// Counts running containers carrying every label.
+pub async fn count_labelled(docker: &Docker, labels: &[(String, String)]) -> Result<usize> {
+    let opts = ListContainersOptionsBuilder::default()
+        .filters(&label_filters(labels))
+        .build();
+    Ok(docker.list_containers(Some(opts)).await?.len())
+}
+
+/// Returns when the daemon should exit: no labelled container is left after the grace
+/// period, or Docker failed 10 times in a row. Returns never (until `stop`) when Docker is
+/// absent at start: then the daemon keeps serving without idle exit.
+pub async fn watch_containers(settings: WatcherSettings, stop: CancellationToken) {
+    const MAX_ERRORS: u32 = 10;
+    let docker = match connect() {
+        Ok(d) if d.ping().await.is_ok() => d,
+        _ => {
+            tracing::warn!("docker is not reachable: --idle-exit is off, the daemon keeps serving");
+            stop.cancelled().await;
+            return;
+        }
+    };
+    tracing::info!(grace = ?settings.grace_period, poll = ?settings.poll_interval, "container watcher armed");
+    tokio::select! {
+        () = tokio::time::sleep(settings.grace_period) => {}
+        () = stop.cancelled() => return,
+    }
+    let mut filters = label_filters(&settings.labels);
+    filters.insert("type".into(), vec!["container".into()]);
+    filters.insert(
+        "event".into(),
+        ["start", "die", "stop", "kill", "destroy", "pause", "unpause"].map(String::from).to_vec(),
+    );
+    let mut events = docker
+        .events(Some(EventsOptionsBuilder::new().filters(&filters).build()))
+        .boxed();
+    let mut errors = 0u32;
+    loop {
+        match count_labelled(&docker, &settings.labels).await {
+            Ok(0) => {
+                tracing::info!("no agent containers are running: exiting");
+                return;
+            }
+            Ok(n) => {
+                errors = 0;
+                tracing::debug!(containers = n, "agent containers running");
+            }
+            Err(e) => {
+                errors += 1;
+                tracing::warn!(error = %e, errors, "cannot count containers");
+                if errors >= MAX_ERRORS {
+                    tracing::error!("docker failed {MAX_ERRORS} times in a row: exiting");
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(settings.poll_interval) => {}
+            ev = events.next() => match ev {
+                Some(Ok(_)) => {}
+                // The stream broke: count by polling and reopen it.
+                Some(Err(_)) | None => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    events = docker
+                        .events(Some(EventsOptionsBuilder::new().filters(&filters).build()))
+                        .boxed();
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The gates of SPEC.md 4.1, run before any handler and before the body is read.
+//!
+//! Order matters and is fixed: Host (400/403) → browser requests (403) → token (401) →
+//! content type (415) → declared size (413). Routing (404/405) comes after, so an
+//! unauthenticated client learns nothing about which paths exist.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use clawker_protocol::api::{self, routes};
+use clawker_protocol::host::{HostName, parse_host_header};
+use subtle::ConstantTimeEq;
+
+use crate::app::{ApiError, AppState};
+
+/// Which gates a path gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    /// `/health`: Host only.
+    Public,
+    /// `/cb/…`: reached by the host browser; Host only.
+    Browser,
+    /// Everything else: every gate.
+    Api,
+}
+
+pub fn classify(path: &str) -> RouteClass {
+    if path == routes::HEALTH {
+        RouteClass::Public
+    } else if path.starts_with(routes::CB_PREFIX) {
+        RouteClass::Browser
+    } else {
+        RouteClass::Api
+    }
+}
+
+/// Gate 1: exactly one well-formed `Host` whose name is allowed and whose port is `port`.
+pub fn check_host(headers: &HeaderMap, allowed: &[HostName], port: u16) -> Result<(), ApiError> {
+    let mut values = headers.get_all(header::HOST).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(ApiError::bad_request("missing or repeated host header"));
+    };
+    let parsed = parse_host_header(value.as_bytes())
+        .map_err(|_| ApiError::bad_request("malformed host header"))?;
+    if parsed.port.unwrap_or(80) != port || !allowed.contains(&parsed.host) {
+        return Err(ApiError::forbidden("host not allowed"));
+    }
+    Ok(())
+}
+
+/// Gate 2: anything a browser adds to a cross-site or scripted request.
+fn is_browser_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ORIGIN)
+        || headers
+            .keys()
+            .any(|k| k.as_str().starts_with("sec-fetch-"))
+}
+
+/// Gate 3: `Authorization: Bearer <token>`, compared in constant time.
+pub fn check_token(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(unauthorized());
+    };
+    let value = value.as_bytes();
+    let presented = value
+        .get(..7)
+        .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
+        .map(|_| &value[7..])
+        .ok_or_else(unauthorized)?;
+    if bool::from(presented.ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(unauthorized())
+    }
+}
+
+/// Gate 4: `application/json`, optionally with a UTF-8 charset.
+pub fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|p| match p.trim().split_once('=') {
+        Some((k, v)) => {
+            k.trim().eq_ignore_ascii_case("charset")
+                && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        None => p.trim().is_empty(),
+    })
+}
+
+fn body_limit(path: &str) -> usize {
+    if path == routes::SSH_AGENT {
+        api::MAX_AGENT_BODY
+    } else {
+        api::MAX_BODY
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs the gates for one request; `Ok` means it may reach routing.
+pub fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
+    let headers = req.headers();
+    let path = req.uri().path();
+    check_host(headers, &state.allowed_hosts, state.settings.port)?;
+    let class = classify(path);
+    if class != RouteClass::Api {
+        return Ok(());
+    }
+    if is_browser_request(headers) {
+        return Err(ApiError::forbidden("browser requests are not allowed on the api"));
+    }
+    if let Some(token) = &state.token {
+        check_token(headers, token.expose())?;
+    }
+    if req.method() == Method::POST {
+        if !is_json_content_type(headers) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content-type must be application/json",
+            ));
+        }
+        if declared_length(headers).is_some_and(|n| n > body_limit(path) as u64) {
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+        }
+    }
+    Ok(())
+}
+
+/// The gates as axum middleware, plus a log line per request that names the route
+/// template, never the concrete path (it may hold a session id).
+pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let mut response = match check(&state, &req) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    tracing::info!(
+        %method,
+        route,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn content_types() {
+        for ok in ["application/json", "Application/JSON; charset=utf-8", "application/json;charset=\"UTF-8\""] {
+            assert!(is_json_content_type(&headers(&[("content-type", ok)])), "{ok}");
+        }
+        for bad in ["text/plain", "application/json; charset=latin1", "application/jsonx", "multipart/form-data", "application/json; boundary=x"] {
+            assert!(!is_json_content_type(&headers(&[("content-type", bad)])), "{bad}");
+        }
+        assert!(!is_json_content_type(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn tokens() {
+        let t = "a".repeat(64);
+        assert!(check_token(&headers(&[("authorization", &format!("Bearer {t}"))]), &t).is_ok());
+        assert!(check_token(&headers(&[("authorization", &format!("bearer {t}"))]), &t).is_ok());
+        assert!(check_token(&headers(&[("authorization", "Bearer nope")]), &t).is_err());
+        assert!(check_token(&headers(&[("authorization", &format!("Basic {t}"))]), &t).is_err());
+        assert!(check_token(&HeaderMap::new(), &t).is_err());
+        let two = headers(&[
+            ("authorization", &format!("Bearer {t}")),
+            ("authorization", &format!("Bearer {t}")),
+        ]);
+        assert!(check_token(&two, &t).is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        let allowed = crate::app::builtin_host_names();
+        let ok = |h: &str| check_host(&headers(&[("host", h)]), &allowed, 18374);
+        assert!(ok("localhost:18374").is_ok());
+        assert!(ok("127.0.0.1:18374").is_ok());
+        assert!(ok("[::1]:18374").is_ok());
+        assert!(ok("host.docker.internal:18374").is_ok());
+        assert_eq!(ok("evil.example:18374").unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(ok("localhost:1").unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(ok("localhost").unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(ok("local host").unwrap_err().status, StatusCode::BAD_REQUEST);
+        let none = check_host(&HeaderMap::new(), &allowed, 18374);
+        assert_eq!(none.unwrap_err().status, StatusCode::BAD_REQUEST);
+        let two = headers(&[("host", "localhost:18374"), ("host", "localhost:18374")]);
+        assert_eq!(
+            check_host(&two, &allowed, 18374).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn classes() {
+        assert_eq!(classify("/health"), RouteClass::Public);
+        assert_eq!(classify("/health/"), RouteClass::Api);
+        assert_eq!(classify("/cb/abc/callback"), RouteClass::Browser);
+        assert_eq!(classify("/open/url"), RouteClass::Api);
+    }
+}

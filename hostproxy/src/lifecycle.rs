@@ -1,0 +1,290 @@
+//! `start`, `stop`, `status` and the PID file that makes one daemon per host.
+//!
+//! The running daemon holds an exclusive lock on `<state>/pids/hostproxy.pid` for its whole
+//! life. A PID file nobody holds the lock on is stale, whatever PID it names, so a
+//! `kill -9`ed daemon never blocks the next one and a recycled PID is never signalled.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clawker_protocol::api::{HealthResponse, StatusResponse, routes};
+
+use crate::cli::{PortArg, StartArgs, StatusArgs, StopArgs};
+use crate::state::StateDir;
+
+/// The locked PID file of the running daemon; removed on drop.
+#[derive(Debug)]
+pub struct PidFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl PidFile {
+    pub fn acquire(state: &StateDir) -> Result<Self> {
+        let path = state.pid_file();
+        if let Some(dir) = path.parent() {
+            StateDir::ensure_dir(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if file.try_lock().is_err() {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            bail!(
+                "another hostproxy daemon (pid {}) holds {}: stop it with `hostproxy stop`",
+                pid.trim(),
+                path.display()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(Self { file, path })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+/// The PID of the daemon holding the PID file, or `None` when no daemon holds it.
+pub fn running_pid(state: &StateDir) -> Option<u32> {
+    let path = state.pid_file();
+    let mut file = File::open(&path).ok()?;
+    if file.try_lock_shared().is_ok() {
+        // Nobody holds it: stale.
+        let _ = file.unlock();
+        return None;
+    }
+    let mut s = String::new();
+    file.read_to_string(&mut s).ok()?;
+    s.trim().parse().ok()
+}
+
+/// Where `status` finds what the daemon listens on.
+pub fn write_status_file(state: &StateDir, port: u16, listen: &[IpAddr]) -> Result<()> {
+    let path = state.root().join("pids").join("hostproxy.json");
+    let body = serde_json::json!({
+        "pid": std::process::id(),
+        "port": port,
+        "listen": listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    });
+    std::fs::write(&path, body.to_string()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn port_of(arg: &PortArg) -> u16 {
+    arg.port.unwrap_or(clawker_protocol::DEFAULT_PORT)
+}
+
+/// A tiny blocking HTTP/1.1 GET against the local daemon (no client library needed).
+pub fn local_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.set_write_timeout(Some(Duration::from_secs(3)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.take(1024 * 1024).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not http"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// True when a daemon of ours answers `/health` on `port`.
+pub fn is_ours(port: u16) -> bool {
+    matches!(
+        local_get(port, routes::HEALTH, None),
+        Ok((200, body)) if serde_json::from_str::<HealthResponse>(&body)
+            .is_ok_and(|h| h.service == clawker_protocol::SERVICE_NAME)
+    )
+}
+
+fn last_lines(path: &std::path::Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn start(args: &StartArgs) -> Result<ExitCode> {
+    let port = port_of(&args.port);
+    if is_ours(port) {
+        eprintln!("hostproxy is already running on port {port}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(300)).is_ok() {
+        bail!("port {port} is in use by something that is not hostproxy: pass --port or stop it");
+    }
+    let state = StateDir::from_env()?;
+    let log = state.log_file();
+    if let Some(dir) = log.parent() {
+        StateDir::ensure_dir(dir)?;
+    }
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let exe = std::env::current_exe().context("cannot find the hostproxy executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
+        .arg("--idle-exit")
+        .arg("--port")
+        .arg(port.to_string())
+        .args(&args.serve_args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    detach(&mut cmd);
+    let mut child = cmd.spawn().context("cannot start the daemon")?;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if is_ours(port) {
+            eprintln!("hostproxy started on port {port} (log: {})", log.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Lost a race with a concurrent start? Then the winner answers shortly.
+            if wait_for_health(port, Duration::from_millis(1500)) {
+                eprintln!("hostproxy is already running on port {port}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            bail!(
+                "the daemon exited with {status} during start; last lines of {}:\n{}",
+                log.display(),
+                last_lines(&log, 10)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    bail!(
+        "the daemon did not answer on port {port} within 3 s; last lines of {}:\n{}",
+        log.display(),
+        last_lines(&log, 10)
+    )
+}
+
+fn wait_for_health(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if is_ours(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// A session of its own: the daemon outlives the terminal that started it.
+#[allow(unsafe_code)]
+fn detach(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .unwrap_or(false)
+}
+
+pub fn stop(args: &StopArgs) -> Result<ExitCode> {
+    let state = StateDir::from_env()?;
+    let Some(pid) = running_pid(&state) else {
+        eprintln!("hostproxy is not running");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let pid_i = i32::try_from(pid).context("invalid pid in the pid file")?;
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) with a PID read from the locked PID file; no memory involved.
+    let rc = unsafe { libc::kill(pid_i, libc::SIGTERM) };
+    if rc != 0 {
+        bail!("cannot signal the daemon (pid {pid}): {}", std::io::Error::last_os_error());
+    }
+    if let Some(secs) = args.wait {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while alive(pid) || state.pid_file().exists() {
+            if Instant::now() >= deadline {
+                bail!("the daemon (pid {pid}) did not exit within {secs} s");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        eprintln!("hostproxy stopped");
+    } else {
+        eprintln!("hostproxy asked to stop (pid {pid})");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(args: &StatusArgs) -> Result<ExitCode> {
+    let port = port_of(&args.port);
+    let state = StateDir::from_env()?;
+    let token = state.read_token().ok();
+    let reply = local_get(port, routes::STATUS, token.as_ref().map(|t| t.expose().as_str()));
+    let status = match reply {
+        Ok((200, body)) => serde_json::from_str::<StatusResponse>(&body).ok(),
+        _ => None,
+    };
+    match (status, args.json) {
+        (Some(s), true) => {
+            let mut v = serde_json::to_value(&s)?;
+            v["running"] = serde_json::Value::Bool(true);
+            println!("{v}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(s), false) => {
+            println!(
+                "hostproxy {} running: pid {}, port {}, listening on {}, up {} s, {} live callback session(s)",
+                s.version,
+                s.pid,
+                s.port,
+                s.listen.join(", "),
+                s.uptime_secs,
+                s.sessions
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        (None, json) => {
+            let ours_on_port = is_ours(port);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"running": false, "port": port, "pid": running_pid(&state), "answers_health": ours_on_port})
+                );
+            } else if ours_on_port {
+                println!("a hostproxy daemon answers on port {port}, but its status needs this host's token");
+            } else {
+                println!("hostproxy is not running on port {port}");
+            }
+            Ok(ExitCode::from(if ours_on_port { 0 } else { 1 }))
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! A token bucket: `n` actions per minute, with a burst of `n`.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_minute: u32,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// `0` disables the limit.
+    pub fn per_minute(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            state: Mutex::new((f64::from(per_minute), Instant::now())),
+        }
+    }
+
+    /// Takes one token, or says how many seconds until one is available.
+    pub fn try_acquire(&self) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.per_minute) / 60.0;
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = &mut *guard;
+        let now = Instant::now();
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(f64::from(self.per_minute));
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refuse() {
+        let r = RateLimiter::per_minute(3);
+        for _ in 0..3 {
+            assert!(r.try_acquire().is_ok());
+        }
+        let wait = r.try_acquire().unwrap_err();
+        assert!(wait > Duration::from_secs(15) && wait <= Duration::from_secs(20), "{wait:?}");
+        assert!(RateLimiter::per_minute(0).try_acquire().is_ok());
+    }
+}

@@ -1,0 +1,180 @@
+//! The host state directory: PID file, log, token and bridge PID files.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use clawker_protocol::Secret;
+use rand::TryRng;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("cannot find a state directory: set CLAWKER_STATE_DIR, XDG_STATE_HOME or HOME")]
+    NoStateDir,
+    #[error("cannot use {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("token file {0} is empty or not valid: delete it and start the daemon again")]
+    BadToken(PathBuf),
+    #[error("the operating system's random source failed")]
+    Random,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Paths inside the state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// `CLAWKER_STATE_DIR`, then `$XDG_STATE_HOME/clawker`, then `~/.local/state/clawker`.
+    pub fn from_env() -> Result<Self, StateError> {
+        let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let root = if let Some(d) = non_empty(clawker_protocol::env::STATE_DIR) {
+            PathBuf::from(d)
+        } else if let Some(x) = non_empty("XDG_STATE_HOME") {
+            PathBuf::from(x).join("clawker")
+        } else if let Some(h) = non_empty("HOME") {
+            PathBuf::from(h).join(".local/state/clawker")
+        } else {
+            return Err(StateError::NoStateDir);
+        };
+        Ok(Self { root })
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.root.join("pids").join("hostproxy.pid")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.root.join("logs").join("hostproxy.log")
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.root.join("hostproxy.token")
+    }
+
+    pub fn bridges_dir(&self) -> PathBuf {
+        self.root.join("bridges")
+    }
+
+    /// Creates `dir` (and parents) with mode 0700.
+    pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))
+    }
+
+    /// Reads the token, creating it (0600, 32 random bytes as hex) on first use.
+    ///
+    /// The file is created with `O_EXCL`, so two daemons starting at once agree on one token.
+    pub fn load_or_create_token(&self) -> Result<Secret<String>, StateError> {
+        Self::ensure_dir(&self.root)?;
+        let path = self.token_file();
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                let token = new_token()?;
+                f.write_all(token.expose().as_bytes())
+                    .and_then(|()| f.write_all(b"\n"))
+                    .and_then(|()| f.sync_all())
+                    .map_err(io_err(&path))?;
+                Ok(token)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.read_token(),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Reads an existing token; tightens its mode to 0600 if it was looser.
+    pub fn read_token(&self) -> Result<Secret<String>, StateError> {
+        let path = self.token_file();
+        let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "token file was readable by others; setting mode 0600");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(&path))?;
+        }
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let token = text.trim();
+        if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(StateError::BadToken(path));
+        }
+        Ok(Secret::new(token.to_string()))
+    }
+}
+
+/// 32 bytes from the OS random source, hex-encoded.
+pub fn new_token() -> Result<Secret<String>, StateError> {
+    Ok(Secret::new(hex(&random_bytes::<32>()?)))
+}
+
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], StateError> {
+    let mut buf = [0u8; N];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut buf)
+        .map_err(|_| StateError::Random)?;
+    Ok(buf)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_created_once_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path().join("s"));
+        let t1 = state.load_or_create_token().unwrap();
+        let t2 = state.load_or_create_token().unwrap();
+        assert_eq!(t1, t2);
+        assert_eq!(t1.expose().len(), 64);
+        let mode = std::fs::metadata(state.token_file()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = std::fs::metadata(state.root()).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn loose_token_mode_is_tightened_and_garbage_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path());
+        std::fs::write(state.token_file(), "x".repeat(64)).unwrap();
+        std::fs::set_permissions(state.token_file(), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        state.read_token().unwrap();
+        let mode = std::fs::metadata(state.token_file()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(state.token_file(), "short").unwrap();
+        assert!(matches!(state.read_token(), Err(StateError::BadToken(_))));
+    }
+}
