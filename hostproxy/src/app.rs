@@ -78,7 +78,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let read = bytes::Bytes::from_request(req, state);
         // The head arrived in time (hyper's header timeout); the body must not trickle either.
         let body = match tokio::time::timeout(std::time::Duration::from_secs(10), read).await {
-            Err(_) => return Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body too slow",
+                ));
+            }
             Ok(Err(rejection)) => {
                 let status = rejection.status();
                 let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -90,9 +95,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             }
             Ok(Ok(b)) => b,
         };
-        serde_json::from_slice(&body)
-            .map(ApiJson)
-            .map_err(|e| ApiError::bad_request(format!("invalid json body: {}", json_error_text(&e))))
+        serde_json::from_slice(&body).map(ApiJson).map_err(|e| {
+            ApiError::bad_request(format!("invalid json body: {}", json_error_text(&e)))
+        })
     }
 }
 
@@ -202,14 +207,26 @@ pub fn router(state: AppState) -> Router {
         )
         .route(routes::CALLBACK_REGISTER, post(handlers::callback_register))
         .route(routes::CALLBACK_DATA, get(handlers::callback_data))
-        .route(routes::CALLBACK, axum::routing::delete(handlers::callback_delete))
-        .route("/cb/{id}/{*path}", get(handlers::cb_capture).post(handlers::cb_capture))
-        .route("/cb/{id}/", get(handlers::cb_capture_root).post(handlers::cb_capture_root))
+        .route(
+            routes::CALLBACK,
+            axum::routing::delete(handlers::callback_delete),
+        )
+        .route(
+            "/cb/{id}/{*path}",
+            get(handlers::cb_capture).post(handlers::cb_capture),
+        )
+        .route(
+            "/cb/{id}/",
+            get(handlers::cb_capture_root).post(handlers::cb_capture_root),
+        )
         .fallback(|| async { ApiError::not_found("not found") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .layer(DefaultBodyLimit::max(api::MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), gates::api_gates))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gates::api_gates,
+        ))
         .with_state(state)
 }

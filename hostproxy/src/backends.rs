@@ -114,7 +114,11 @@ pub struct CommandLauncher {
 
 impl CommandLauncher {
     pub fn new(argv: Option<Vec<String>>) -> Self {
-        let default = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+        let default = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
         Self {
             argv: argv.unwrap_or_else(|| vec![default.to_string()]),
         }
@@ -254,7 +258,8 @@ impl CredentialHelper for GitCommand {
                 return Ok(None);
             }
             let text = String::from_utf8(out).map_err(|_| GitError::BadReply)?;
-            let fields = CredentialFields::from_pairs(decode(&text).map_err(|_| GitError::BadReply)?);
+            let fields =
+                CredentialFields::from_pairs(decode(&text).map_err(|_| GitError::BadReply)?);
             Ok(fields.password.is_some().then_some(fields))
         })
     }
@@ -284,7 +289,9 @@ impl UnixAgent {
 }
 
 /// Reads one agent frame from `r`, bounded by the protocol's limit.
-pub async fn read_agent_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Vec<u8>> {
+pub async fn read_agent_frame<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<Vec<u8>> {
     let mut prefix = [0u8; 4];
     r.read_exact(&mut prefix).await?;
     let n = match clawker_protocol::agent::frame_len(&prefix) {
@@ -311,7 +318,9 @@ impl AgentConnector for UnixAgent {
             // Hardware keys may wait for a touch; anything slower is a stuck agent.
             match tokio::time::timeout(Duration::from_secs(60), io).await {
                 Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => Err(AgentError::BadReply),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    Err(AgentError::BadReply)
+                }
                 Ok(Err(e)) => Err(AgentError::Unreachable(e)),
                 Err(_) => Err(AgentError::Unreachable(std::io::ErrorKind::TimedOut.into())),
             }
@@ -343,7 +352,9 @@ impl PortBinder for LoopbackBinder {
         let mut out = vec![v4];
         match bind_one(SocketAddr::from((Ipv6Addr::LOCALHOST, port))) {
             Ok(v6) => out.push(v6),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(BindError::InUse(port)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(BindError::InUse(port));
+            }
             Err(_) => {} // no IPv6 on this host
         }
         Ok(out)

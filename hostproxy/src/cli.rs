@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{AppState, router};
 use crate::backends::{Backends, UnixAgent};
-use crate::config::{FileConfig, Settings, default_config_path, parse_duration, split_command, watcher_from_file};
+use crate::config::{
+    FileConfig, Settings, default_config_path, parse_duration, split_command, watcher_from_file,
+};
 use crate::server::{ServeLimits, serve};
 use crate::state::StateDir;
 
@@ -209,14 +211,20 @@ pub fn resolve_settings(args: &ServeArgs) -> Result<Settings> {
 
 /// Binds every listen address. The first family that is simply absent (no IPv6 on the
 /// host) is skipped when it was a default; a taken port is always an error.
-async fn bind_all(addrs: &[IpAddr], port: u16, explicit: bool) -> Result<Vec<tokio::net::TcpListener>> {
+async fn bind_all(
+    addrs: &[IpAddr],
+    port: u16,
+    explicit: bool,
+) -> Result<Vec<tokio::net::TcpListener>> {
     let mut out = Vec::new();
     for &ip in addrs {
         let addr = SocketAddr::new(ip, port);
         match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => out.push(l),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                bail!("port {port} is already in use on {ip}: stop whatever holds it or pass --port")
+                bail!(
+                    "port {port} is already in use on {ip}: stop whatever holds it or pass --port"
+                )
             }
             Err(e) if !explicit && ip.is_ipv6() => {
                 tracing::warn!(error = %e, "no IPv6 loopback; serving IPv4 only");
@@ -241,12 +249,16 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         match crate::docker::bridge_gateways().await {
             Ok(gw) if gw.is_empty() => tracing::warn!("no docker bridge network gateway found"),
             Ok(gw) => addrs.extend(gw),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot ask docker for its bridge gateways"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot ask docker for its bridge gateways")
+            }
         }
     }
     addrs.dedup();
     if addrs.iter().any(IpAddr::is_unspecified) {
-        tracing::warn!("listening on a wildcard address: every network this host is on can reach the daemon");
+        tracing::warn!(
+            "listening on a wildcard address: every network this host is on can reach the daemon"
+        );
     }
     let listeners = bind_all(&addrs, settings.port, !args.listen.is_empty()).await?;
     let bound: Vec<IpAddr> = listeners
@@ -254,13 +266,25 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         .filter_map(|l| l.local_addr().ok().map(|a| a.ip()))
         .collect();
     if settings.no_auth {
-        tracing::warn!("--no-auth: any local process and any container can use your git credentials and ssh keys");
+        tracing::warn!(
+            "--no-auth: any local process and any container can use your git credentials and ssh keys"
+        );
     }
     let shutdown = CancellationToken::new();
-    let backends = Backends::host(settings.browser.clone(), settings.git.clone(), UnixAgent::from_env());
+    let backends = Backends::host(
+        settings.browser.clone(),
+        settings.git.clone(),
+        UnixAgent::from_env(),
+    );
     let token_opt = (!settings.no_auth).then(|| token.clone());
     let watcher = settings.watcher.take();
-    let state = AppState::new(settings.clone(), token_opt, backends, &bound, shutdown.clone());
+    let state = AppState::new(
+        settings.clone(),
+        token_opt,
+        backends,
+        &bound,
+        shutdown.clone(),
+    );
     print_banner(&settings, &bound, &state_dir);
     crate::lifecycle::write_status_file(&state_dir, settings.port, &bound)?;
 
@@ -289,7 +313,10 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the daemon can still be killed; keep serving.
         std::future::pending::<()>().await;
         return;
@@ -301,7 +328,10 @@ async fn wait_for_signal() {
 }
 
 fn print_banner(settings: &Settings, bound: &[IpAddr], state: &StateDir) {
-    let addrs: Vec<String> = bound.iter().map(|a| SocketAddr::new(*a, settings.port).to_string()).collect();
+    let addrs: Vec<String> = bound
+        .iter()
+        .map(|a| SocketAddr::new(*a, settings.port).to_string())
+        .collect();
     let port = settings.port;
     let token_file = state.token_file();
     eprintln!(

@@ -251,10 +251,12 @@ impl Settings {
         if let Some(hosts) = &file.allowed_hosts {
             for h in hosts {
                 s.extra_hosts
-                    .push(HostName::parse_configured(h).map_err(|_| ConfigError::Value {
-                        key: "allowed_hosts",
-                        message: format!("{h:?} is not a host name or address"),
-                    })?);
+                    .push(
+                        HostName::parse_configured(h).map_err(|_| ConfigError::Value {
+                            key: "allowed_hosts",
+                            message: format!("{h:?} is not a host name or address"),
+                        })?,
+                    );
             }
         }
         if let Some(m) = file.max_connections {
@@ -286,7 +288,9 @@ impl Settings {
             s.git.max_concurrent = m.max(1);
         }
         if let Some(extra) = &file.ssh.extra_messages {
-            s.agent_policy.allowed_messages.extend(extra.iter().copied());
+            s.agent_policy
+                .allowed_messages
+                .extend(extra.iter().copied());
         }
         if let Some(extra) = &file.ssh.extra_extensions {
             s.agent_policy

@@ -19,7 +19,10 @@ pub fn connect() -> Result<Docker> {
 /// container on native Linux.
 pub async fn bridge_gateways() -> Result<Vec<IpAddr>> {
     let docker = connect()?;
-    let networks = docker.list_networks(None).await.context("cannot list docker networks")?;
+    let networks = docker
+        .list_networks(None)
+        .await
+        .context("cannot list docker networks")?;
     let mut out = Vec::new();
     for n in networks {
         if n.driver.as_deref() != Some("bridge") {
@@ -75,7 +78,11 @@ pub async fn watch_containers(settings: WatcherSettings, stop: CancellationToken
     filters.insert("type".into(), vec!["container".into()]);
     filters.insert(
         "event".into(),
-        ["start", "die", "stop", "kill", "destroy", "pause", "unpause"].map(String::from).to_vec(),
+        [
+            "start", "die", "stop", "kill", "destroy", "pause", "unpause",
+        ]
+        .map(String::from)
+        .to_vec(),
     );
     let mut events = docker
         .events(Some(EventsOptionsBuilder::new().filters(&filters).build()))

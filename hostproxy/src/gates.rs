@@ -54,14 +54,13 @@ pub fn check_host(headers: &HeaderMap, allowed: &[HostName], port: u16) -> Resul
 /// Gate 2: anything a browser adds to a cross-site or scripted request.
 fn is_browser_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::ORIGIN)
-        || headers
-            .keys()
-            .any(|k| k.as_str().starts_with("sec-fetch-"))
+        || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
 }
 
 /// Gate 3: `Authorization: Bearer <token>`, compared in constant time.
 pub fn check_token(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
-    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+    let unauthorized =
+        || ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(unauthorized());
@@ -127,7 +126,9 @@ pub fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
         return Ok(());
     }
     if is_browser_request(headers) {
-        return Err(ApiError::forbidden("browser requests are not allowed on the api"));
+        return Err(ApiError::forbidden(
+            "browser requests are not allowed on the api",
+        ));
     }
     if let Some(token) = &state.token {
         check_token(headers, token.expose())?;
@@ -140,7 +141,10 @@ pub fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
             ));
         }
         if declared_length(headers).is_some_and(|n| n > body_limit(path) as u64) {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
         }
     }
     Ok(())
@@ -160,9 +164,10 @@ pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) 
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     };
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     tracing::info!(
         %method,
         route,
@@ -190,11 +195,27 @@ mod tests {
 
     #[test]
     fn content_types() {
-        for ok in ["application/json", "Application/JSON; charset=utf-8", "application/json;charset=\"UTF-8\""] {
-            assert!(is_json_content_type(&headers(&[("content-type", ok)])), "{ok}");
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+        ] {
+            assert!(
+                is_json_content_type(&headers(&[("content-type", ok)])),
+                "{ok}"
+            );
         }
-        for bad in ["text/plain", "application/json; charset=latin1", "application/jsonx", "multipart/form-data", "application/json; boundary=x"] {
-            assert!(!is_json_content_type(&headers(&[("content-type", bad)])), "{bad}");
+        for bad in [
+            "text/plain",
+            "application/json; charset=latin1",
+            "application/jsonx",
+            "multipart/form-data",
+            "application/json; boundary=x",
+        ] {
+            assert!(
+                !is_json_content_type(&headers(&[("content-type", bad)])),
+                "{bad}"
+            );
         }
         assert!(!is_json_content_type(&HeaderMap::new()));
     }
@@ -222,10 +243,16 @@ mod tests {
         assert!(ok("127.0.0.1:18374").is_ok());
         assert!(ok("[::1]:18374").is_ok());
         assert!(ok("host.docker.internal:18374").is_ok());
-        assert_eq!(ok("evil.example:18374").unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            ok("evil.example:18374").unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(ok("localhost:1").unwrap_err().status, StatusCode::FORBIDDEN);
         assert_eq!(ok("localhost").unwrap_err().status, StatusCode::FORBIDDEN);
-        assert_eq!(ok("local host").unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ok("local host").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
         let none = check_host(&HeaderMap::new(), &allowed, 18374);
         assert_eq!(none.unwrap_err().status, StatusCode::BAD_REQUEST);
         let two = headers(&[("host", "localhost:18374"), ("host", "localhost:18374")]);

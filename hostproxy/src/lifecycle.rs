@@ -84,7 +84,8 @@ pub fn write_status_file(state: &StateDir, port: u16, listen: &[IpAddr]) -> Resu
         "port": port,
         "listen": listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
     });
-    std::fs::write(&path, body.to_string()).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(&path, body.to_string())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn port_of(arg: &PortArg) -> u16 {
@@ -97,8 +98,13 @@ pub fn local_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
     s.set_write_timeout(Some(Duration::from_secs(3)))?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n")?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.take(1024 * 1024).read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
@@ -107,7 +113,10 @@ pub fn local_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not http"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -132,7 +141,12 @@ pub fn start(args: &StartArgs) -> Result<ExitCode> {
         eprintln!("hostproxy is already running on port {port}");
         return Ok(ExitCode::SUCCESS);
     }
-    if TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(300)).is_ok() {
+    if TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(300),
+    )
+    .is_ok()
+    {
         bail!("port {port} is in use by something that is not hostproxy: pass --port or stop it");
     }
     let state = StateDir::from_env()?;
@@ -212,7 +226,13 @@ fn detach(cmd: &mut Command) {
 fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
             .unwrap_or(false)
 }
 
@@ -227,7 +247,10 @@ pub fn stop(args: &StopArgs) -> Result<ExitCode> {
     // SAFETY: kill(2) with a PID read from the locked PID file; no memory involved.
     let rc = unsafe { libc::kill(pid_i, libc::SIGTERM) };
     if rc != 0 {
-        bail!("cannot signal the daemon (pid {pid}): {}", std::io::Error::last_os_error());
+        bail!(
+            "cannot signal the daemon (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        );
     }
     if let Some(secs) = args.wait {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -248,7 +271,11 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
     let port = port_of(&args.port);
     let state = StateDir::from_env()?;
     let token = state.read_token().ok();
-    let reply = local_get(port, routes::STATUS, token.as_ref().map(|t| t.expose().as_str()));
+    let reply = local_get(
+        port,
+        routes::STATUS,
+        token.as_ref().map(|t| t.expose().as_str()),
+    );
     let status = match reply {
         Ok((200, body)) => serde_json::from_str::<StatusResponse>(&body).ok(),
         _ => None,
@@ -280,7 +307,9 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
                     serde_json::json!({"running": false, "port": port, "pid": running_pid(&state), "answers_health": ours_on_port})
                 );
             } else if ours_on_port {
-                println!("a hostproxy daemon answers on port {port}, but its status needs this host's token");
+                println!(
+                    "a hostproxy daemon answers on port {port}, but its status needs this host's token"
+                );
             } else {
                 println!("hostproxy is not running on port {port}");
             }

@@ -27,7 +27,8 @@ impl RateLimiter {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (tokens, last) = &mut *guard;
         let now = Instant::now();
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(f64::from(self.per_minute));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate)
+            .min(f64::from(self.per_minute));
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -49,7 +50,10 @@ mod tests {
             assert!(r.try_acquire().is_ok());
         }
         let wait = r.try_acquire().unwrap_err();
-        assert!(wait > Duration::from_secs(15) && wait <= Duration::from_secs(20), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(15) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
         assert!(RateLimiter::per_minute(0).try_acquire().is_ok());
     }
 }

@@ -17,7 +17,9 @@ use clawker_protocol::api::{
     OpenUrlRequest, OpenUrlResponse, SshAgentRequest, SshAgentResponse, StatusResponse,
     SuccessResponse,
 };
-use clawker_protocol::credential::{CredentialFields, has_forbidden_char, is_valid_credential_host};
+use clawker_protocol::credential::{
+    CredentialFields, has_forbidden_char, is_valid_credential_host,
+};
 use serde::Deserialize;
 
 use crate::app::{ApiError, ApiJson, AppState};
@@ -50,6 +52,7 @@ const MAX_URL: usize = 8 * 1024;
 
 /// Parses and canonicalises a URL to open: http(s) only, no userinfo, no control
 /// characters (the `url` crate would silently strip tabs and newlines, so check first).
+/// Spaces are percent-encoded by the re-serialisation, as a browser would.
 pub fn canonical_url(raw: &str) -> Result<String, ApiError> {
     if raw.is_empty() {
         return Err(ApiError::bad_request("url is empty"));
@@ -57,15 +60,20 @@ pub fn canonical_url(raw: &str) -> Result<String, ApiError> {
     if raw.len() > MAX_URL {
         return Err(ApiError::bad_request("url is too long"));
     }
-    if raw.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(ApiError::bad_request("url contains spaces or control characters"));
+    if raw.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("url contains control characters"));
     }
-    let url = url::Url::parse(raw).map_err(|e| ApiError::bad_request(format!("invalid url: {e}")))?;
+    let url =
+        url::Url::parse(raw).map_err(|e| ApiError::bad_request(format!("invalid url: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ApiError::bad_request("only http and https urls can be opened"));
+        return Err(ApiError::bad_request(
+            "only http and https urls can be opened",
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ApiError::bad_request("urls with a username or password are not allowed"));
+        return Err(ApiError::bad_request(
+            "urls with a username or password are not allowed",
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ApiError::bad_request("url has no host"));
@@ -79,30 +87,52 @@ pub async fn open_url(
 ) -> Result<Json<OpenUrlResponse>, ApiError> {
     let url = canonical_url(&req.url)?;
     if let Err(wait) = state.open_limiter.try_acquire() {
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many urls opened: try again later");
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many urls opened: try again later",
+        );
         e.retry_after = Some(wait.as_secs().max(1));
         return Err(e);
     }
     state.backends.launcher.open(&url).await.map_err(|e| {
         tracing::warn!(error = %e, "url launcher failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the browser launcher failed on the host")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the browser launcher failed on the host",
+        )
     })?;
-    tracing::info!(host = url::Url::parse(&url).ok().and_then(|u| u.host_str().map(str::to_owned)), "opened url");
+    tracing::info!(
+        host = url::Url::parse(&url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned)),
+        "opened url"
+    );
     Ok(Json(OpenUrlResponse { success: true, url }))
 }
 
 /// Validates a credential request against the policy, returning what git will be given.
-pub fn validate_credential(state: &AppState, req: &GitCredentialRequest) -> Result<CredentialFields, ApiError> {
+pub fn validate_credential(
+    state: &AppState,
+    req: &GitCredentialRequest,
+) -> Result<CredentialFields, ApiError> {
     let fields: [(&str, Option<&str>); 5] = [
         ("protocol", Some(&req.protocol)),
         ("host", Some(&req.host)),
         ("path", req.path.as_deref()),
-        ("username", req.username.as_ref().map(|s| s.expose().as_str())),
-        ("password", req.password.as_ref().map(|s| s.expose().as_str())),
+        (
+            "username",
+            req.username.as_ref().map(|s| s.expose().as_str()),
+        ),
+        (
+            "password",
+            req.password.as_ref().map(|s| s.expose().as_str()),
+        ),
     ];
     for (name, value) in fields {
         if value.is_some_and(has_forbidden_char) {
-            return Err(ApiError::bad_request(format!("{name} contains a carriage return, newline or nul")));
+            return Err(ApiError::bad_request(format!(
+                "{name} contains a carriage return, newline or nul"
+            )));
         }
     }
     if req.protocol.is_empty() {
@@ -116,8 +146,14 @@ pub fn validate_credential(state: &AppState, req: &GitCredentialRequest) -> Resu
     }
     let policy = &state.settings.git;
     let protocol = req.protocol.to_ascii_lowercase();
-    if !policy.allowed_protocols.iter().any(|p| p.eq_ignore_ascii_case(&protocol)) {
-        return Err(ApiError::forbidden(format!("protocol {protocol} is not allowed")));
+    if !policy
+        .allowed_protocols
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(&protocol))
+    {
+        return Err(ApiError::forbidden(format!(
+            "protocol {protocol} is not allowed"
+        )));
     }
     let host = req.host.to_ascii_lowercase();
     if let Some(hosts) = &policy.allowed_hosts
@@ -128,10 +164,14 @@ pub fn validate_credential(state: &AppState, req: &GitCredentialRequest) -> Resu
     match req.action {
         GitCredentialAction::Get => {}
         GitCredentialAction::Store if !policy.allow_store => {
-            return Err(ApiError::forbidden("store is not allowed: enable git.allow_store in the daemon config"));
+            return Err(ApiError::forbidden(
+                "store is not allowed: enable git.allow_store in the daemon config",
+            ));
         }
         GitCredentialAction::Erase if !policy.allow_erase => {
-            return Err(ApiError::forbidden("erase is not allowed: enable git.allow_erase in the daemon config"));
+            return Err(ApiError::forbidden(
+                "erase is not allowed: enable git.allow_erase in the daemon config",
+            ));
         }
         GitCredentialAction::Store | GitCredentialAction::Erase => {}
     }
@@ -155,11 +195,19 @@ pub async fn git_credential(
 ) -> Result<Json<GitCredentialResponse>, ApiError> {
     let fields = validate_credential(&state, &req)?;
     let Ok(_slot) = state.git_slots.try_acquire() else {
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many credential requests at once: retry shortly"));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many credential requests at once: retry shortly",
+        ));
     };
     let host = fields.host.clone().unwrap_or_default();
     let result = state.backends.git.run(req.action, fields).await;
-    tracing::info!(action = req.action.as_str(), host, ok = result.is_ok(), "git credential");
+    tracing::info!(
+        action = req.action.as_str(),
+        host,
+        ok = result.is_ok(),
+        "git credential"
+    );
     match result {
         Ok(Some(found)) => Ok(Json(GitCredentialResponse {
             success: true,
@@ -169,7 +217,9 @@ pub async fn git_credential(
             password: found.password,
             password_expiry_utc: found.password_expiry_utc,
         })),
-        Ok(None) if req.action == GitCredentialAction::Get => Err(ApiError::not_found("no credential found")),
+        Ok(None) if req.action == GitCredentialAction::Get => {
+            Err(ApiError::not_found("no credential found"))
+        }
         Ok(None) => Ok(Json(GitCredentialResponse {
             success: true,
             protocol: None,
@@ -178,10 +228,16 @@ pub async fn git_credential(
             password: None,
             password_expiry_utc: None,
         })),
-        Err(GitError::Timeout(_)) => Err(ApiError::new(StatusCode::GATEWAY_TIMEOUT, "git did not answer in time")),
+        Err(GitError::Timeout(_)) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "git did not answer in time",
+        )),
         Err(e) => {
             tracing::warn!(error = %e, "git credential failed");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "git credential failed on the host"))
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "git credential failed on the host",
+            ))
         }
     }
 }
@@ -192,7 +248,10 @@ pub async fn relay_agent_frame(state: &AppState, frame: Vec<u8>) -> Result<Vec<u
     let body = agent::single_frame(&frame).map_err(|_| AgentError::BadReply)?;
     match state.settings.agent_policy.decide(body) {
         Verdict::Refuse => {
-            tracing::info!(message = body.first().copied(), "agent message refused by policy");
+            tracing::info!(
+                message = body.first().copied(),
+                "agent message refused by policy"
+            );
             Ok(FAILURE_FRAME.to_vec())
         }
         Verdict::Forward => state.backends.agent.request(frame).await,
@@ -207,12 +266,18 @@ pub async fn ssh_agent(
         .decode(req.data.expose())
         .map_err(|_| ApiError::bad_request("data is not valid base64"))?;
     agent::single_frame(&frame).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let reply = relay_agent_frame(&state, frame).await.map_err(|e| match e {
-        AgentError::NoSocket | AgentError::Unreachable(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no ssh agent on the host: start one and set SSH_AUTH_SOCK for the daemon")
-        }
-        AgentError::BadReply => ApiError::new(StatusCode::BAD_GATEWAY, "the host ssh agent sent an invalid reply"),
-    })?;
+    let reply = relay_agent_frame(&state, frame)
+        .await
+        .map_err(|e| match e {
+            AgentError::NoSocket | AgentError::Unreachable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no ssh agent on the host: start one and set SSH_AUTH_SOCK for the daemon",
+            ),
+            AgentError::BadReply => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "the host ssh agent sent an invalid reply",
+            ),
+        })?;
     Ok(Json(SshAgentResponse {
         success: true,
         data: Secret::new(B64.encode(reply)),
@@ -230,15 +295,24 @@ pub async fn callback_register(
     if port == state.sessions.daemon_port() {
         return Err(ApiError::bad_request("port is the daemon's own port"));
     }
-    let path = req.path.unwrap_or_else(|| api::DEFAULT_CALLBACK_PATH.to_string());
-    api::validate_callback_path(&path).map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))?;
+    let path = req
+        .path
+        .unwrap_or_else(|| api::DEFAULT_CALLBACK_PATH.to_string());
+    api::validate_callback_path(&path)
+        .map_err(|e| ApiError::bad_request(format!("invalid path: {e}")))?;
     let ttl = match req.timeout_seconds {
         None => api::DEFAULT_CALLBACK_TTL_SECS,
         Some(0) => return Err(ApiError::bad_request("timeout_seconds must be at least 1")),
         Some(t) => t.min(api::MAX_CALLBACK_TTL_SECS),
     };
-    if req.state.as_ref().is_some_and(|s| s.expose().is_empty() || has_forbidden_char(s.expose())) {
-        return Err(ApiError::bad_request("state must be non-empty printable text"));
+    if req
+        .state
+        .as_ref()
+        .is_some_and(|s| s.expose().is_empty() || has_forbidden_char(s.expose()))
+    {
+        return Err(ApiError::bad_request(
+            "state must be non-empty printable text",
+        ));
     }
     let (id, session) = state.sessions.register(Registration {
         port,
@@ -290,18 +364,29 @@ pub async fn callback_data(
     }))
 }
 
-pub async fn callback_delete(State(state): State<AppState>, Path(id): Path<String>) -> Json<SuccessResponse> {
+pub async fn callback_delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Json<SuccessResponse> {
     state.sessions.remove(&id);
     Json(SuccessResponse::OK)
 }
 
 /// `/cb/{id}/{path…}`: the browser reaching the daemon directly (when the redirect points
 /// at the daemon rather than at the container's port).
-pub async fn cb_capture(State(state): State<AppState>, Path((id, path)): Path<(String, String)>, req: Request) -> Response {
+pub async fn cb_capture(
+    State(state): State<AppState>,
+    Path((id, path)): Path<(String, String)>,
+    req: Request,
+) -> Response {
     cb(&state, &id, &format!("/{path}"), req).await
 }
 
-pub async fn cb_capture_root(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
+pub async fn cb_capture_root(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Response {
     cb(&state, &id, "/", req).await
 }
 
@@ -318,13 +403,28 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(canonical_url("https://Example.com/a b").ok(), None);
-        assert_eq!(canonical_url("https://Example.COM/x?y=1").unwrap(), "https://example.com/x?y=1");
-        assert_eq!(canonical_url("http://localhost:3000").unwrap(), "http://localhost:3000/");
+        assert_eq!(
+            canonical_url("https://Example.com/a b").unwrap(),
+            "https://example.com/a%20b"
+        );
+        assert_eq!(
+            canonical_url("https://Example.COM/x?y=1").unwrap(),
+            "https://example.com/x?y=1"
+        );
+        assert_eq!(
+            canonical_url("http://localhost:3000").unwrap(),
+            "http://localhost:3000/"
+        );
         for bad in [
-            "", "javascript:alert(1)", "file:///etc/passwd", "https://user:pw@example.com/",
-            "https://user@example.com/", "https://exa\nmple.com", "https://example.com/\t", "not a url",
-            "data:text/html,x", "http:///path",
+            "",
+            "javascript:alert(1)",
+            "file:///etc/passwd",
+            "https://user:pw@example.com/",
+            "https://user@example.com/",
+            "https://exa\nmple.com",
+            "https://example.com/\t",
+            "not a url",
+            "data:text/html,x",
         ] {
             assert!(canonical_url(bad).is_err(), "{bad:?}");
         }

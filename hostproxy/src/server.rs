@@ -86,10 +86,8 @@ pub async fn serve(
                     },
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(app.clone()),
-                );
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;

@@ -76,7 +76,14 @@ impl Session {
     }
 
     /// Captures the request if it is the one this session waits for.
-    pub fn offer(&self, method: &Method, path: &str, query: &str, headers: &HeaderMap, body: &[u8]) -> Offer {
+    pub fn offer(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Offer {
         if !self.matches(method, path, query) {
             return Offer::NotForUs;
         }
@@ -96,7 +103,11 @@ impl Session {
             }
             first
         });
-        if first { Offer::Captured } else { Offer::AlreadyCaptured }
+        if first {
+            Offer::Captured
+        } else {
+            Offer::AlreadyCaptured
+        }
     }
 
     /// The capture so far.
@@ -156,12 +167,19 @@ pub struct SessionStore(Arc<StoreInner>);
 
 impl std::fmt::Debug for SessionStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionStore").field("live", &self.len()).finish()
+        f.debug_struct("SessionStore")
+            .field("live", &self.len())
+            .finish()
     }
 }
 
 impl SessionStore {
-    pub fn new(max: usize, daemon_port: u16, ports: Arc<dyn PortBinder>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        max: usize,
+        daemon_port: u16,
+        ports: Arc<dyn PortBinder>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self(Arc::new(StoreInner {
             sessions: Mutex::new(HashMap::new()),
             max,
@@ -202,7 +220,8 @@ impl SessionStore {
     pub fn register(&self, reg: Registration) -> Result<(String, Arc<Session>), RegisterError> {
         // Reserve a slot under the lock first, so concurrent registrations cannot overshoot.
         let id = clawker_protocol::api::session_id_from_bytes(
-            &crate::state::random_bytes::<{ api::SESSION_ID_BYTES }>().map_err(|_| RegisterError::Random)?,
+            &crate::state::random_bytes::<{ api::SESSION_ID_BYTES }>()
+                .map_err(|_| RegisterError::Random)?,
         );
         let listeners;
         let session;
@@ -260,10 +279,13 @@ impl SessionStore {
 pub async fn read_capture_body(req: Request) -> Result<(http::request::Parts, Bytes), StatusCode> {
     let (parts, body) = req.into_parts();
     let limited = http_body_util::Limited::new(body, api::MAX_BODY);
-    let collected = tokio::time::timeout(Duration::from_secs(10), http_body_util::BodyExt::collect(limited))
-        .await
-        .map_err(|_| StatusCode::REQUEST_TIMEOUT)?
-        .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
+    let collected = tokio::time::timeout(
+        Duration::from_secs(10),
+        http_body_util::BodyExt::collect(limited),
+    )
+    .await
+    .map_err(|_| StatusCode::REQUEST_TIMEOUT)?
+    .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
     Ok((parts, collected.to_bytes()))
 }
 
@@ -286,14 +308,21 @@ pub async fn capture_response(session: &Session, path: &str, req: Request) -> Re
 
 pub fn success_page() -> Response {
     (
-        [(header::CACHE_CONTROL, "no-store"), (header::REFERRER_POLICY, "no-referrer")],
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
         Html(SUCCESS_PAGE),
     )
         .into_response()
 }
 
 pub fn not_found_page() -> Response {
-    (StatusCode::NOT_FOUND, Html("<!doctype html><title>Not found</title><h1>Not found</h1>")).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Html("<!doctype html><title>Not found</title><h1>Not found</h1>"),
+    )
+        .into_response()
 }
 
 /// The router of a session's own listener: every request goes to the capture logic after
@@ -312,11 +341,16 @@ fn listener_router(session: Arc<Session>) -> Router {
 impl From<RegisterError> for ApiError {
     fn from(e: RegisterError) -> Self {
         match e {
-            RegisterError::TooMany(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
-            RegisterError::Bind(BindError::InUse(_)) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-            RegisterError::Bind(BindError::Other { .. }) | RegisterError::Random => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot listen for the callback")
+            RegisterError::TooMany(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
             }
+            RegisterError::Bind(BindError::InUse(_)) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            RegisterError::Bind(BindError::Other { .. }) | RegisterError::Random => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot listen for the callback",
+            ),
         }
     }
 }

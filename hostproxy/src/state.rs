@@ -158,9 +158,15 @@ mod tests {
         let t2 = state.load_or_create_token().unwrap();
         assert_eq!(t1, t2);
         assert_eq!(t1.expose().len(), 64);
-        let mode = std::fs::metadata(state.token_file()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(state.token_file())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let dir_mode = std::fs::metadata(state.root()).unwrap().permissions().mode();
+        let dir_mode = std::fs::metadata(state.root())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
     }
 
@@ -172,7 +178,10 @@ mod tests {
         std::fs::set_permissions(state.token_file(), std::fs::Permissions::from_mode(0o644))
             .unwrap();
         state.read_token().unwrap();
-        let mode = std::fs::metadata(state.token_file()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(state.token_file())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(state.token_file(), "short").unwrap();
         assert!(matches!(state.read_token(), Err(StateError::BadToken(_))));

@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(p.decide(&ext("session-bind@openssh.com")), Verdict::Forward);
         assert_eq!(p.decide(&ext("query")), Verdict::Forward);
         assert_eq!(p.decide(&[msg::EXTENSION, 0, 0]), Verdict::Refuse);
-        assert_eq!(p.decide(&[msg::EXTENSION, 0, 0, 0, 9, b'q']), Verdict::Refuse);
+        assert_eq!(
+            p.decide(&[msg::EXTENSION, 0, 0, 0, 9, b'q']),
+            Verdict::Refuse
+        );
         assert_eq!(p.decide(&[]), Verdict::Refuse);
     }
 }

@@ -128,7 +128,9 @@ impl std::str::FromStr for GitCredentialAction {
             "get" => Ok(Self::Get),
             "store" => Ok(Self::Store),
             "erase" => Ok(Self::Erase),
-            other => Err(format!("unknown action {other:?}: expected get, store or erase")),
+            other => Err(format!(
+                "unknown action {other:?}: expected get, store or erase"
+            )),
         }
     }
 }
@@ -367,9 +369,18 @@ mod tests {
     fn callback_paths() {
         assert!(validate_callback_path("/callback").is_ok());
         assert!(validate_callback_path("/").is_ok());
-        assert_eq!(validate_callback_path("cb"), Err(CallbackPathError::NotAbsolute));
-        assert_eq!(validate_callback_path("/a?b"), Err(CallbackPathError::BadCharacter));
-        assert_eq!(validate_callback_path("/a\nb"), Err(CallbackPathError::BadCharacter));
+        assert_eq!(
+            validate_callback_path("cb"),
+            Err(CallbackPathError::NotAbsolute)
+        );
+        assert_eq!(
+            validate_callback_path("/a?b"),
+            Err(CallbackPathError::BadCharacter)
+        );
+        assert_eq!(
+            validate_callback_path("/a\nb"),
+            Err(CallbackPathError::BadCharacter)
+        );
         assert_eq!(
             validate_callback_path(&format!("/{}", "a".repeat(2000))),
             Err(CallbackPathError::TooLong)

@@ -167,14 +167,23 @@ mod tests {
             ),
             (
                 Frame::new(FrameType::Open, 2, b"ssh-agent".to_vec()),
-                &[0, 0, 0, 14, 2, 0, 0, 0, 2, b's', b's', b'h', b'-', b'a', b'g', b'e', b'n', b't'],
+                &[
+                    0, 0, 0, 14, 2, 0, 0, 0, 2, b's', b's', b'h', b'-', b'a', b'g', b'e', b'n',
+                    b't',
+                ],
             ),
-            (Frame::new(FrameType::Close, 3, vec![]), &[0, 0, 0, 5, 3, 0, 0, 0, 3]),
+            (
+                Frame::new(FrameType::Close, 3, vec![]),
+                &[0, 0, 0, 5, 3, 0, 0, 0, 3],
+            ),
             (
                 Frame::new(FrameType::Pubkey, 0, vec![0x99]),
                 &[0, 0, 0, 6, 4, 0, 0, 0, 0, 0x99],
             ),
-            (Frame::new(FrameType::Ready, 0, vec![]), &[0, 0, 0, 5, 5, 0, 0, 0, 0]),
+            (
+                Frame::new(FrameType::Ready, 0, vec![]),
+                &[0, 0, 0, 5, 5, 0, 0, 0, 0],
+            ),
             (
                 Frame::new(FrameType::Error, 0, b"x".to_vec()),
                 &[0, 0, 0, 6, 6, 0, 0, 0, 0, b'x'],
@@ -190,7 +199,9 @@ mod tests {
 
     #[test]
     fn stream_id_is_big_endian() {
-        let b = Frame::new(FrameType::Data, 0x0102_0304, vec![]).encode().unwrap();
+        let b = Frame::new(FrameType::Data, 0x0102_0304, vec![])
+            .encode()
+            .unwrap();
         assert_eq!(&b[5..9], &[1, 2, 3, 4]);
     }
 
@@ -203,7 +214,9 @@ mod tests {
 
     #[test]
     fn partial_and_concatenated_input() {
-        let mut two = Frame::new(FrameType::Data, 1, b"abc".to_vec()).encode().unwrap();
+        let mut two = Frame::new(FrameType::Data, 1, b"abc".to_vec())
+            .encode()
+            .unwrap();
         two.extend(Frame::new(FrameType::Close, 1, vec![]).encode().unwrap());
         for cut in 0..12 {
             assert_eq!(decode(&two[..cut]).unwrap(), None, "cut at {cut}");

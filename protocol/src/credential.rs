@@ -209,7 +209,10 @@ mod tests {
             decode("nonsense\n"),
             Err(CredentialError::MissingEquals { line: 1 })
         ));
-        assert!(matches!(decode("=x\n"), Err(CredentialError::EmptyKey { .. })));
+        assert!(matches!(
+            decode("=x\n"),
+            Err(CredentialError::EmptyKey { .. })
+        ));
     }
 
     #[test]
@@ -232,11 +235,27 @@ mod tests {
 
     #[test]
     fn hosts() {
-        for ok in ["github.com", "git.example.com:8443", "127.0.0.1", "[::1]", "[::1]:22", "my_host"] {
+        for ok in [
+            "github.com",
+            "git.example.com:8443",
+            "127.0.0.1",
+            "[::1]",
+            "[::1]:22",
+            "my_host",
+        ] {
             assert!(is_valid_credential_host(ok), "{ok}");
         }
         for bad in [
-            "", "a b", "evil.com/path", "u@evil.com", "a:", "a:99999", "[::1", "[zz]", "-a", "a\n",
+            "",
+            "a b",
+            "evil.com/path",
+            "u@evil.com",
+            "a:",
+            "a:99999",
+            "[::1",
+            "[zz]",
+            "-a",
+            "a\n",
         ] {
             assert!(!is_valid_credential_host(bad), "{bad:?}");
         }

@@ -72,7 +72,9 @@ fn parse_name(s: &str) -> Result<HostName, HostError> {
     }
     // All-numeric dotted names must be real IPv4 literals (parsed above), never names:
     // "127.1" or "0x7f.1" are how allow-lists get bypassed.
-    if s.split('.').all(|l| l.bytes().all(|b| b.is_ascii_hexdigit() || b == b'x')) {
+    if s.split('.')
+        .all(|l| l.bytes().all(|b| b.is_ascii_hexdigit() || b == b'x'))
+    {
         if let Ok(v4) = s.parse::<Ipv4Addr>() {
             return Ok(HostName::Ip(IpAddr::V4(v4)));
         }
@@ -97,10 +99,14 @@ pub fn parse_host_header(value: &[u8]) -> Result<HostHeader, HostError> {
     };
     if let Some(rest) = s.strip_prefix('[') {
         let (inner, after) = rest.split_once(']').ok_or(HostError::Malformed)?;
-        let addr = inner.parse::<Ipv6Addr>().map_err(|_| HostError::Malformed)?;
+        let addr = inner
+            .parse::<Ipv6Addr>()
+            .map_err(|_| HostError::Malformed)?;
         let port = match after {
             "" => None,
-            a => Some(parse_port(a.strip_prefix(':').ok_or(HostError::Malformed)?)?),
+            a => Some(parse_port(
+                a.strip_prefix(':').ok_or(HostError::Malformed)?,
+            )?),
         };
         return Ok(HostHeader {
             host: HostName::Ip(IpAddr::V6(addr)),
@@ -136,7 +142,10 @@ mod tests {
             }
         );
         assert_eq!(ok("LocalHost.").host, HostName::Name("localhost".into()));
-        assert_eq!(ok("127.0.0.1:1").host, HostName::Ip("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            ok("127.0.0.1:1").host,
+            HostName::Ip("127.0.0.1".parse().unwrap())
+        );
         assert_eq!(ok("[::1]:80").host, HostName::Ip("::1".parse().unwrap()));
         assert_eq!(ok("[::1]").port, None);
         assert_eq!(ok("host.docker.internal").port, None);
@@ -145,9 +154,27 @@ mod tests {
     #[test]
     fn rejected_forms() {
         for bad in [
-            "", " ", "a b", "a:b", "a:", "a:65536", "a:1:2", "[::1", "[::1]x", "[xyz]",
-            "::1", "u@host", "host/x", "127.1", "0x7f.0.0.1", "a..b", "-a.b", "a\u{0}",
-            "évil", "a:+80", "a:080000",
+            "",
+            " ",
+            "a b",
+            "a:b",
+            "a:",
+            "a:65536",
+            "a:1:2",
+            "[::1",
+            "[::1]x",
+            "[xyz]",
+            "::1",
+            "u@host",
+            "host/x",
+            "127.1",
+            "0x7f.0.0.1",
+            "a..b",
+            "-a.b",
+            "a\u{0}",
+            "évil",
+            "a:+80",
+            "a:080000",
         ] {
             assert!(parse_host_header(bad.as_bytes()).is_err(), "{bad:?}");
         }

@@ -1,0 +1,959 @@
+//! The daemon's HTTP API against real peers: every route, every gate, and for every
+//! rejection proof that nothing happened.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clawker_protocol::agent::{self, msg};
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+// ---------- gates ----------
+
+#[tokio::test]
+async fn health_is_public_and_exact() {
+    let d = spawn(|_, _| {}).await;
+    let resp = reqwest::get(format!("{}/health", d.base)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"status":"ok","service":"clawker-host-proxy","version":env!("CARGO_PKG_VERSION")})
+    );
+}
+
+#[tokio::test]
+async fn host_allow_list() {
+    let d = spawn(|_, _| {}).await;
+    let p = d.port;
+    for (host, want) in [
+        (format!("localhost:{p}"), 200),
+        (format!("127.0.0.1:{p}"), 200),
+        (format!("[::1]:{p}"), 200),
+        (format!("host.docker.internal:{p}"), 200),
+        (format!("LOCALHOST:{p}"), 200),
+        (format!("evil.example:{p}"), 403),
+        (format!("localhost.evil.example:{p}"), 403),
+        ("localhost:1".to_string(), 403),
+        ("localhost".to_string(), 403),
+        (format!("local host:{p}"), 400),
+        (format!("127.1:{p}"), 400),
+    ] {
+        let r = raw(
+            p,
+            format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(status_of(&r), want, "Host: {host}\n{r}");
+    }
+    let missing = raw(p, b"GET /health HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status_of(&missing), 400, "{missing}");
+    let repeated = raw(
+        p,
+        format!("GET /health HTTP/1.1\r\nHost: localhost:{p}\r\nHost: localhost:{p}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(status_of(&repeated), 400);
+    let binary = raw(
+        p,
+        b"GET /health HTTP/1.1\r\nHost: \xff\xfe\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(matches!(status_of(&binary), 400), "{binary}");
+    // Still alive after all that.
+    assert_eq!(
+        reqwest::get(format!("{}/health", d.base))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn host_gate_runs_before_the_launcher() {
+    let d = spawn(|_, _| {}).await;
+    let body = r#"{"url":"https://example.com/"}"#;
+    let r = raw(
+        d.port,
+        format!(
+            "POST /open/url HTTP/1.1\r\nHost: attacker.example:{}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            d.port,
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status_of(&r), 403);
+    assert_eq!(launch_log(d.path()), "");
+}
+
+#[tokio::test]
+async fn token_required_and_never_from_query() {
+    let d = spawn(|_, _| {}).await;
+    let url = json!({"url":"https://example.com/"});
+    let c = &d.client;
+    let no_token = c
+        .post(format!("{}/open/url", d.base))
+        .json(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 401);
+    let body: Value = no_token.json().await.unwrap();
+    assert_eq!(body["success"], false);
+    assert!(body["error"].as_str().unwrap().contains("token"));
+    let wrong = c
+        .post(format!("{}/open/url", d.base))
+        .bearer_auth("nope")
+        .json(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let in_query = c
+        .post(format!(
+            "{}/open/url?token={TOKEN}&access_token={TOKEN}",
+            d.base
+        ))
+        .json(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_query.status(), 401);
+    let basic = c
+        .post(format!("{}/open/url", d.base))
+        .basic_auth("x", Some(TOKEN))
+        .json(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 401);
+    assert_eq!(launch_log(d.path()), "", "launcher ran without a token");
+    // Unknown paths do not reveal themselves without the token either.
+    assert_eq!(
+        c.get(format!("{}/nope", d.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn browser_requests_refused_on_api_and_no_cors() {
+    let d = spawn(|_, _| {}).await;
+    for (h, v) in [
+        ("Origin", "https://evil.example"),
+        ("Origin", "null"),
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "no-cors"),
+        ("Sec-Fetch-Dest", "document"),
+    ] {
+        let r = d
+            .client
+            .post(format!("{}/open/url", d.base))
+            .bearer_auth(TOKEN)
+            .header(h, v)
+            .json(&json!({"url":"https://example.com/"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{h}: {v}");
+        assert!(
+            r.headers()
+                .keys()
+                .all(|k| !k.as_str().starts_with("access-control-"))
+        );
+    }
+    assert_eq!(launch_log(d.path()), "");
+    let preflight = d
+        .client
+        .request(Method::OPTIONS, format!("{}/open/url", d.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 405);
+    assert!(
+        preflight
+            .headers()
+            .keys()
+            .all(|k| !k.as_str().starts_with("access-control-"))
+    );
+    let preflight_health = d
+        .client
+        .request(Method::OPTIONS, format!("{}/health", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight_health.status(), 405);
+}
+
+#[tokio::test]
+async fn content_type_size_unknown_fields_paths_methods() {
+    let d = spawn(|_, _| {}).await;
+    let c = &d.client;
+    let text = c
+        .post(format!("{}/open/url", d.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/plain")
+        .body(r#"{"url":"https://example.com/"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 415);
+    let form = c
+        .post(format!("{}/open/url", d.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("url=https://example.com/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 415);
+    let charset = c
+        .post(format!("{}/open/url", d.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"url":"https://example.com/charset"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(charset.status(), 200);
+    let big = json!({"url": format!("https://example.com/{}", "a".repeat(70 * 1024))});
+    let (s, _) = d.post("/open/url", big).await;
+    assert_eq!(s, 413);
+    // Chunked body without a length: limit enforced while reading.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![b' '; 8 * 1024])).collect();
+    let chunked = c
+        .post(format!("{}/open/url", d.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_stream(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status(), 413);
+    let (s, b) = d
+        .post(
+            "/open/url",
+            json!({"url":"https://example.com/","extra":true}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, _) = d.post("/open/url", json!({})).await;
+    assert_eq!(s, 400);
+    let (s, _) = d.get("/no/such/route").await;
+    assert_eq!(s, 404);
+    let (s, _) = d.get("/open/url").await;
+    assert_eq!(s, 405);
+    let (s, _) = d.call(Method::PUT, "/git/credential", None).await;
+    assert_eq!(s, 405);
+    // Only the charset request launched.
+    assert_eq!(
+        launch_log(d.path()),
+        "BEGIN\nhttps://example.com/charset\nEND\n"
+    );
+}
+
+fn futures_stream(
+    items: Vec<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_core_stream::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_core_stream::iter(items)
+}
+
+mod futures_core_stream {
+    pub use futures_util::stream::{Stream, iter};
+}
+
+#[tokio::test]
+async fn slow_header_client_is_cut_off() {
+    let d = spawn_with(
+        Options {
+            header_read_timeout: Duration::from_millis(600),
+            ..Options::default()
+        },
+        |_, _| {},
+    )
+    .await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", d.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(n.is_ok(), "connection still open after 5 s");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    // A silent client too.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", d.port))
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf)).await;
+    assert!(n.is_ok(), "silent connection still open after 5 s");
+}
+
+#[tokio::test]
+async fn no_auth_mode_accepts_without_token_but_keeps_other_gates() {
+    let d = spawn_with(
+        Options {
+            no_auth: true,
+            ..Options::default()
+        },
+        |_, _| {},
+    )
+    .await;
+    let r = d
+        .client
+        .post(format!("{}/open/url", d.base))
+        .json(&json!({"url":"https://example.com/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = d
+        .client
+        .post(format!("{}/open/url", d.base))
+        .header("Origin", "https://evil.example")
+        .json(&json!({"url":"https://example.com/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+// ---------- /open/url ----------
+
+#[tokio::test]
+async fn open_url_launches_canonical_url_as_one_argument() {
+    let d = spawn(|_, _| {}).await;
+    let tricky = "https://Example.com/a;b$(touch pwned)?q=1&x=`id`#frag";
+    let (s, b) = d.post("/open/url", json!({"url": tricky})).await;
+    assert_eq!(s, 200, "{b}");
+    let canonical = b["url"].as_str().unwrap().to_string();
+    assert!(canonical.starts_with("https://example.com/"));
+    assert_eq!(b["success"], true);
+    assert_eq!(launch_log(d.path()), format!("BEGIN\n{canonical}\nEND\n"));
+    assert!(!d.path().join("pwned").exists());
+}
+
+#[tokio::test]
+async fn open_url_rejections_launch_nothing() {
+    let d = spawn(|_, _| {}).await;
+    for bad in [
+        "javascript:alert(1)",
+        "file:///etc/passwd",
+        "ftp://example.com/",
+        "https://user:pass@example.com/",
+        "https://user@example.com/",
+        "https://example.com/\nx",
+        "https://exam\tple.com/",
+        "https://example.com/\u{7f}",
+        "not a url",
+        "",
+        "//example.com",
+    ] {
+        let (s, b) = d.post("/open/url", json!({"url": bad})).await;
+        assert_eq!(s, 400, "{bad:?}: {b}");
+        assert_eq!(b["success"], false);
+    }
+    let (s, _) = d.post("/open/url", json!({"url": 42})).await;
+    assert_eq!(s, 400);
+    assert_eq!(launch_log(d.path()), "");
+}
+
+#[tokio::test]
+async fn open_url_launcher_failure_is_500_and_rate_limit_429() {
+    let d = spawn(|s, dir| {
+        let failing = dir.join("failing-launcher");
+        write_script(&failing, "exit 3");
+        s.browser = Some(vec![failing.display().to_string()]);
+    })
+    .await;
+    let (s, b) = d
+        .post("/open/url", json!({"url":"https://example.com/"}))
+        .await;
+    assert_eq!(s, 500);
+    assert!(
+        !b["error"].as_str().unwrap().contains("failing-launcher"),
+        "internals leaked: {b}"
+    );
+
+    let d = spawn(|s, _| s.open_rate_per_minute = 2).await;
+    for _ in 0..2 {
+        assert_eq!(
+            d.post("/open/url", json!({"url":"https://example.com/"}))
+                .await
+                .0,
+            200
+        );
+    }
+    let r = d
+        .client
+        .post(format!("{}/open/url", d.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"url":"https://example.com/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(launch_log(d.path()).matches("BEGIN").count(), 2);
+}
+
+// ---------- /git/credential ----------
+
+#[tokio::test]
+async fn git_get_returns_the_hosts_credential() {
+    let d = spawn(|_, _| {}).await;
+    let (s, b) = d
+        .post(
+            "/git/credential",
+            json!({"action":"get","protocol":"https","host":"github.com"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b,
+        json!({"success":true,"protocol":"https","host":"github.com","username":"alice","password":"s3cret-pass"})
+    );
+    assert_eq!(helper_log(d.path()), "get\n");
+    let (s, b) = d
+        .post(
+            "/git/credential",
+            json!({"action":"get","protocol":"https","host":"unknown.example"}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(b, json!({"success":false,"error":"no credential found"}));
+}
+
+#[tokio::test]
+async fn git_rejections_never_run_git() {
+    let d = spawn(|_, _| {}).await;
+    let cases = [
+        (
+            json!({"action":"get","protocol":"https","host":"github.com\nhost=evil.com"}),
+            400,
+        ),
+        (
+            json!({"action":"get","protocol":"https","host":"github.com\r"}),
+            400,
+        ),
+        (
+            json!({"action":"get","protocol":"https","host":"github.com","path":"a\u{0}b"}),
+            400,
+        ),
+        (
+            json!({"action":"get","protocol":"https","host":"github.com","username":"a\nb"}),
+            400,
+        ),
+        (
+            json!({"action":"get","protocol":"https\nx","host":"github.com"}),
+            400,
+        ),
+        (
+            json!({"action":"get","protocol":"","host":"github.com"}),
+            400,
+        ),
+        (json!({"action":"get","protocol":"https","host":""}), 400),
+        (
+            json!({"action":"get","protocol":"https","host":"evil.com/x"}),
+            400,
+        ),
+        (
+            json!({"action":"get","protocol":"https","host":"u@evil.com"}),
+            400,
+        ),
+        (json!({"action":"get","protocol":"https","host":"a b"}), 400),
+        (
+            json!({"action":"steal","protocol":"https","host":"github.com"}),
+            400,
+        ),
+        (
+            json!({"action":"get","protocol":"https","host":"github.com","bogus":1}),
+            400,
+        ),
+        (json!({"action":"get","host":"github.com"}), 400),
+        (
+            json!({"action":"get","protocol":"http","host":"github.com"}),
+            403,
+        ),
+        (
+            json!({"action":"get","protocol":"ssh","host":"github.com"}),
+            403,
+        ),
+        (
+            json!({"action":"store","protocol":"https","host":"github.com","username":"x","password":"y"}),
+            403,
+        ),
+        (
+            json!({"action":"erase","protocol":"https","host":"github.com"}),
+            403,
+        ),
+    ];
+    for (body, want) in cases {
+        let (s, b) = d.post("/git/credential", body.clone()).await;
+        assert_eq!(s, want, "{body} -> {b}");
+        assert_eq!(b["success"], false);
+    }
+    assert_eq!(helper_log(d.path()), "", "git ran for a rejected request");
+    let creds = std::fs::read_to_string(d.path().join("git-credentials")).unwrap();
+    assert_eq!(creds, "https://alice:s3cret-pass@github.com\n");
+}
+
+#[tokio::test]
+async fn git_host_policy_and_enabled_store() {
+    let d = spawn(|s, _| {
+        s.git.allowed_hosts = Some(vec!["github.com".into()]);
+        s.git.allow_store = true;
+    })
+    .await;
+    let (s, _) = d
+        .post(
+            "/git/credential",
+            json!({"action":"get","protocol":"https","host":"gitlab.example.com"}),
+        )
+        .await;
+    assert_eq!(s, 403);
+    assert_eq!(helper_log(d.path()), "");
+    let (s, b) = d
+        .post(
+            "/git/credential",
+            json!({"action":"store","protocol":"https","host":"github.com","username":"bob","password":"new-pass"}),
+        )
+        .await;
+    assert_eq!((s, b), (200, json!({"success":true})));
+    assert_eq!(helper_log(d.path()), "store\n");
+    let creds = std::fs::read_to_string(d.path().join("git-credentials")).unwrap();
+    assert!(creds.contains("bob:new-pass@github.com"), "{creds}");
+}
+
+#[tokio::test]
+async fn git_timeout_is_504_and_concurrency_is_capped() {
+    let d = spawn(|s, dir| {
+        let slow = dir.join("slow-git");
+        write_script(&slow, "sleep 30");
+        s.git.program = slow;
+        s.git.timeout = Duration::from_millis(700);
+        s.git.max_concurrent = 2;
+    })
+    .await;
+    let start = Instant::now();
+    let (s, b) = d
+        .post(
+            "/git/credential",
+            json!({"action":"get","protocol":"https","host":"github.com"}),
+        )
+        .await;
+    assert_eq!(s, 504, "{b}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let body = json!({"action":"get","protocol":"https","host":"github.com"});
+    let calls = (0..3).map(|_| d.post("/git/credential", body.clone()));
+    let statuses: Vec<u16> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 504).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        1,
+        "{statuses:?}"
+    );
+}
+
+// ---------- /ssh/agent ----------
+
+fn agent_call(body: &[u8]) -> Value {
+    json!({"data": B64.encode(agent::frame(body))})
+}
+
+fn reply_body(v: &Value) -> Vec<u8> {
+    let bytes = B64.decode(v["data"].as_str().unwrap()).unwrap();
+    agent::single_frame(&bytes).unwrap().to_vec()
+}
+
+fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+#[tokio::test]
+async fn ssh_agent_lists_and_signs_but_refuses_lock_and_remove() {
+    let agent = Agent::start();
+    let d = spawn_with(
+        Options {
+            agent_socket: Some(agent.socket.clone()),
+            ..Options::default()
+        },
+        |_, _| {},
+    )
+    .await;
+    let (s, b) = d
+        .post("/ssh/agent", agent_call(&[msg::REQUEST_IDENTITIES]))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let body = reply_body(&b);
+    assert_eq!(body[0], msg::IDENTITIES_ANSWER);
+    assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()), 1);
+    let (key_blob, _) = agent::read_string(&body[5..]).unwrap();
+
+    let mut sign = vec![msg::SIGN_REQUEST];
+    ssh_string(&mut sign, key_blob);
+    ssh_string(&mut sign, b"data to sign");
+    sign.extend_from_slice(&0u32.to_be_bytes());
+    let (s, b) = d.post("/ssh/agent", agent_call(&sign)).await;
+    assert_eq!(s, 200);
+    assert_eq!(reply_body(&b)[0], msg::SIGN_RESPONSE);
+
+    let mut lock = vec![msg::LOCK];
+    ssh_string(&mut lock, b"passphrase");
+    for refused in [
+        lock,
+        vec![msg::REMOVE_ALL_IDENTITIES],
+        vec![msg::ADD_IDENTITY, 0, 0, 0, 0],
+    ] {
+        let (s, b) = d.post("/ssh/agent", agent_call(&refused)).await;
+        assert_eq!(s, 200);
+        assert_eq!(reply_body(&b), vec![msg::FAILURE], "message {}", refused[0]);
+    }
+    let (code, listing) = agent.list();
+    assert_eq!(code, 0, "agent locked or emptied: {listing}");
+    assert!(listing.contains("test@hostproxy"), "{listing}");
+}
+
+/// An agent that records every connection and answers FAILURE.
+async fn recording_agent(
+    dir: &std::path::Path,
+) -> (
+    std::path::PathBuf,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let path = dir.join("rec.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut s, _)) = listener.accept().await {
+            c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if hostproxy::backends::read_agent_frame(&mut s).await.is_ok() {
+                let _ = s.write_all(&agent::FAILURE_FRAME).await;
+            }
+        }
+    });
+    (path, count)
+}
+
+#[tokio::test]
+async fn ssh_agent_rejections_never_reach_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, count) = recording_agent(dir.path()).await;
+    let d = spawn_with(
+        Options {
+            agent_socket: Some(sock),
+            ..Options::default()
+        },
+        |_, _| {},
+    )
+    .await;
+    let two = [agent::frame(&[11]), agent::frame(&[11])].concat();
+    let mut oversized = vec![msg::SIGN_REQUEST];
+    oversized.resize(agent::MAX_FRAME + 1, 0);
+    for data in [
+        B64.encode(&two),
+        B64.encode([0, 0, 0, 5, 11]),
+        B64.encode([0, 0, 0]),
+        B64.encode([0, 0, 0, 0]),
+        B64.encode(agent::frame(&oversized)),
+        "***not base64***".to_string(),
+    ] {
+        let (s, b) = d.post("/ssh/agent", json!({"data": data})).await;
+        assert!(s == 400 || s == 413, "{s} {b}");
+    }
+    for kind in 0u8..=255 {
+        if kind == msg::REQUEST_IDENTITIES || kind == msg::SIGN_REQUEST {
+            continue;
+        }
+        let (s, b) = d.post("/ssh/agent", agent_call(&[kind, 0, 0, 0, 0])).await;
+        assert_eq!(s, 200);
+        assert_eq!(reply_body(&b), vec![msg::FAILURE], "message {kind}");
+    }
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "agent was contacted"
+    );
+    let (s, _) = d
+        .post("/ssh/agent", agent_call(&[msg::REQUEST_IDENTITIES]))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn ssh_agent_absent_is_503() {
+    let d = spawn(|_, _| {}).await;
+    let (s, b) = d
+        .post("/ssh/agent", agent_call(&[msg::REQUEST_IDENTITIES]))
+        .await;
+    assert_eq!(s, 503, "{b}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = spawn_with(
+        Options {
+            agent_socket: Some(dir.path().join("gone.sock")),
+            ..Options::default()
+        },
+        |_, _| {},
+    )
+    .await;
+    let (s, _) = d
+        .post("/ssh/agent", agent_call(&[msg::REQUEST_IDENTITIES]))
+        .await;
+    assert_eq!(s, 503);
+}
+
+// ---------- callbacks ----------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn register(d: &Daemon, body: Value) -> (u16, Value) {
+    d.post("/callback/register", body).await
+}
+
+#[tokio::test]
+async fn callback_round_trip_with_long_poll() {
+    let d = spawn(|_, _| {}).await;
+    let port = free_port();
+    let (s, b) = register(
+        &d,
+        json!({"port": port, "path": "/callback", "state": "xyz"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let id = b["session_id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    assert!(b["expires_at"].as_str().unwrap().ends_with('Z'));
+
+    let (s, b) = d.get(&format!("/callback/{id}/data")).await;
+    assert_eq!((s, b), (200, json!({"received": false})));
+
+    let browser = reqwest::Client::new();
+    // Wrong path, wrong state, missing state, wrong method: 404 and the session stays armed.
+    for url in [
+        format!("http://127.0.0.1:{port}/favicon.ico"),
+        format!("http://127.0.0.1:{port}/callback?code=1&state=nope"),
+        format!("http://127.0.0.1:{port}/callback?code=1"),
+        format!("http://127.0.0.1:{port}/callback?state=xyz&state=xyz"),
+    ] {
+        let r = browser.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{url}");
+    }
+    let r = browser
+        .put(format!("http://127.0.0.1:{port}/callback?state=xyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // A foreign Host on the callback listener.
+    let r = raw(port, format!("GET /callback?state=xyz HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    assert_eq!(status_of(&r), 403);
+    let (_, b) = d.get(&format!("/callback/{id}/data")).await;
+    assert_eq!(b["received"], false);
+
+    let waiter = {
+        let (client, base, id) = (d.client.clone(), d.base.clone(), id.clone());
+        tokio::spawn(async move {
+            let r = client
+                .get(format!("{base}/callback/{id}/data?wait=30"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            (Instant::now(), r.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = Instant::now();
+    let page = browser
+        .get(format!(
+            "http://localhost:{port}/callback?code=the-code&state=xyz"
+        ))
+        .header("Cookie", "session=host-secret")
+        .header("Authorization", "Bearer host-secret")
+        .header("X-Custom", "kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("the-code") && !html.contains("xyz"),
+        "page reflects the request"
+    );
+    let (woke, data) = waiter.await.unwrap();
+    let latency = woke.duration_since(sent);
+    assert!(
+        latency < Duration::from_millis(500),
+        "long-poll woke after {latency:?}"
+    );
+    assert_eq!(data["received"], true);
+    let cb = &data["callback"];
+    assert_eq!(cb["method"], "GET");
+    assert_eq!(cb["path"], "/callback");
+    assert_eq!(cb["query"], "code=the-code&state=xyz");
+    assert_eq!(cb["headers"]["x-custom"], "kept");
+    assert!(cb["headers"].get("cookie").is_none());
+    assert!(cb["headers"].get("authorization").is_none());
+    assert!(cb["received_at"].as_str().unwrap().ends_with('Z'));
+
+    // The first capture wins; data stays until delete.
+    let again = browser
+        .get(format!(
+            "http://127.0.0.1:{port}/callback?code=second&state=xyz"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let (_, b) = d.get(&format!("/callback/{id}/data")).await;
+    assert_eq!(b["callback"]["query"], "code=the-code&state=xyz");
+
+    let (s, b) = d
+        .call(Method::DELETE, &format!("/callback/{id}"), None)
+        .await;
+    assert_eq!((s, b), (200, json!({"success": true})));
+    let (s, _) = d
+        .call(Method::DELETE, &format!("/callback/{id}"), None)
+        .await;
+    assert_eq!(s, 200, "delete is idempotent");
+    let (s, _) = d.get(&format!("/callback/{id}/data")).await;
+    assert_eq!(s, 404);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "listener still open after delete"
+    );
+}
+
+#[tokio::test]
+async fn callback_post_capture_and_cb_route() {
+    let d = spawn(|_, _| {}).await;
+    let port = free_port();
+    let (_, b) = register(&d, json!({"port": port, "path": "/oauth/done"})).await;
+    let id = b["session_id"].as_str().unwrap().to_string();
+    let r = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/oauth/done?x=1"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("code=c0de&state=s")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, b) = d.get(&format!("/callback/{id}/data")).await;
+    assert_eq!(b["callback"]["method"], "POST");
+    assert_eq!(b["callback"]["body"], "code=c0de&state=s");
+
+    // The daemon's own /cb/{id}/{path} route captures too (no token: it is the browser).
+    let port2 = free_port();
+    let (_, b) = register(&d, json!({"port": port2, "path": "/cb-path"})).await;
+    let id2 = b["session_id"].as_str().unwrap().to_string();
+    let r = reqwest::get(format!("{}/cb/{id2}/cb-path?code=9", d.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::get(format!("{}/cb/{}/cb-path?code=9", d.base, "0".repeat(32)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (_, b) = d.get(&format!("/callback/{id2}/data")).await;
+    assert_eq!(b["callback"]["query"], "code=9");
+}
+
+#[tokio::test]
+async fn callback_register_rejections() {
+    let d = spawn(|s, _| s.max_callback_sessions = 3).await;
+    for (body, want) in [
+        (json!({"port": 80}), 400),
+        (json!({"port": 1023}), 400),
+        (json!({"port": 65536}), 400),
+        (json!({"port": -1}), 400),
+        (json!({"port": d.port}), 400),
+        (json!({"port": free_port(), "path": "no-slash"}), 400),
+        (json!({"port": free_port(), "path": "/a b"}), 400),
+        (json!({"port": free_port(), "path": "/a?b=c"}), 400),
+        (json!({"port": free_port(), "bogus": 1}), 400),
+        (json!({"port": "8080"}), 400),
+    ] {
+        let (s, b) = register(&d, body.clone()).await;
+        assert_eq!(s, want, "{body}: {b}");
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (s, b) = register(&d, json!({"port": taken.local_addr().unwrap().port()})).await;
+    assert_eq!(s, 409, "{b}");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (s, b) = register(&d, json!({"port": free_port()})).await;
+        assert_eq!(s, 200);
+        ids.push(b["session_id"].as_str().unwrap().to_string());
+    }
+    let (s, _) = register(&d, json!({"port": free_port()})).await;
+    assert_eq!(s, 429);
+    let (s, _) = d.get(&format!("/callback/{}/data?wait=abc", ids[0])).await;
+    assert_eq!(s, 400);
+    let (s, _) = d.get(&format!("/callback/{}/data", "f".repeat(32))).await;
+    assert_eq!(s, 404);
+    let (s, _) = d.get("/callback/../data").await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn callback_expiry_closes_the_listener() {
+    let d = spawn(|_, _| {}).await;
+    let port = free_port();
+    let (_, b) = register(&d, json!({"port": port, "timeout_seconds": 1})).await;
+    let id = b["session_id"].as_str().unwrap().to_string();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    // A long-poll on an expiring session ends with 404 when it expires.
+    let start = Instant::now();
+    let (s, _) = d.get(&format!("/callback/{id}/data?wait=10")).await;
+    assert_eq!(s, 404);
+    assert!(start.elapsed() < Duration::from_secs(3));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[tokio::test]
+async fn shutdown_closes_callback_listeners() {
+    let d = spawn(|_, _| {}).await;
+    let port = free_port();
+    let (s, _) = register(&d, json!({"port": port})).await;
+    assert_eq!(s, 200);
+    d.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    assert!(std::net::TcpStream::connect(("127.0.0.1", d.port)).is_err());
+}

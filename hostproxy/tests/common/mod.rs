@@ -1,0 +1,301 @@
+//! Harness for the daemon's API tests: a real daemon on port 0 with real backends pointed
+//! at scratch state (a git wrapper with its own HOME, a recording launcher, a real or
+//! recording SSH agent).
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clawker_protocol::Secret;
+use hostproxy::backends::{Backends, CommandLauncher, GitCommand, LoopbackBinder, UnixAgent};
+use hostproxy::config::Settings;
+use hostproxy::{AppState, ServeLimits, router, serve};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
+
+pub fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Fails loudly, with what to install, when a peer the test needs is missing.
+pub fn require(program: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is required for this test: apt-get install {package}"
+    );
+}
+
+pub struct Daemon {
+    pub port: u16,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub shutdown: CancellationToken,
+    pub client: reqwest::Client,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Scratch git: a wrapper script that runs the real git with its own HOME and global config,
+/// whose first credential helper logs each call and whose second is `store`.
+pub fn scratch_git(dir: &Path) -> PathBuf {
+    require("git", "git");
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let creds = dir.join("git-credentials");
+    std::fs::write(&creds, "https://alice:s3cret-pass@github.com\n").unwrap();
+    let log = dir.join("helper.log");
+    let config = dir.join("gitconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "[credential]\n\thelper = \"!f() {{ echo \\\"$1\\\" >> {log}; cat > /dev/null; }}; f\"\n\thelper = store --file {creds}\n",
+            log = log.display(),
+            creds = creds.display()
+        ),
+    )
+    .unwrap();
+    let wrapper = dir.join("git-wrapper");
+    write_script(
+        &wrapper,
+        &format!(
+            "HOME={home} GIT_CONFIG_GLOBAL={config} GIT_CONFIG_NOSYSTEM=1 exec git \"$@\"",
+            home = home.display(),
+            config = config.display()
+        ),
+    );
+    wrapper
+}
+
+pub fn helper_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("helper.log")).unwrap_or_default()
+}
+
+pub fn launch_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("launch.log")).unwrap_or_default()
+}
+
+pub struct Options {
+    pub agent_socket: Option<PathBuf>,
+    pub no_auth: bool,
+    pub header_read_timeout: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            agent_socket: None,
+            no_auth: false,
+            header_read_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+pub async fn spawn(configure: impl FnOnce(&mut Settings, &Path)) -> Daemon {
+    spawn_with(Options::default(), configure).await
+}
+
+pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Path)) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = dir.path().join("launcher");
+    // One line per call: every argument on its own line between markers.
+    write_script(
+        &launcher,
+        &format!(
+            "{{ echo BEGIN; for a in \"$@\"; do echo \"$a\"; done; echo END; }} >> {}",
+            dir.path().join("launch.log").display()
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut settings = Settings {
+        port,
+        browser: Some(vec![launcher.display().to_string()]),
+        header_read_timeout: opts.header_read_timeout,
+        ..Settings::default()
+    };
+    settings.git.program = scratch_git(dir.path());
+    configure(&mut settings, dir.path());
+    let backends = Backends {
+        launcher: Arc::new(CommandLauncher::new(settings.browser.clone())),
+        git: Arc::new(GitCommand::new(settings.git.clone())),
+        agent: Arc::new(UnixAgent::new(opts.agent_socket)),
+        ports: Arc::new(LoopbackBinder),
+    };
+    let shutdown = CancellationToken::new();
+    let token = (!opts.no_auth).then(|| Secret::new(TOKEN.to_string()));
+    let limits = ServeLimits {
+        header_read_timeout: settings.header_read_timeout,
+        ..ServeLimits::default()
+    };
+    let state = AppState::new(
+        settings,
+        token,
+        backends,
+        &["127.0.0.1".parse().unwrap()],
+        shutdown.clone(),
+    );
+    tokio::spawn(serve(
+        vec![listener],
+        router(state),
+        limits,
+        shutdown.clone(),
+    ));
+    Daemon {
+        port,
+        base: format!("http://127.0.0.1:{port}"),
+        dir,
+        shutdown,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Daemon {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// An authenticated JSON request; returns the status and the parsed body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+}
+
+/// Sends raw bytes and returns the raw reply (for Host header and framing tests).
+pub async fn raw(port: u16, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn status_of(raw: &str) -> u16 {
+    raw.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A real ssh-agent with one fresh ed25519 key, killed on drop.
+pub struct Agent {
+    pub socket: PathBuf,
+    pub pid: u32,
+    pub pubkey: String,
+    pub key_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn start() -> Self {
+        require("ssh-agent", "openssh-client");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let out = std::process::Command::new("ssh-agent")
+            .arg("-a")
+            .arg(&socket)
+            .arg("-s")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid: u32 = text
+            .split("SSH_AGENT_PID=")
+            .nth(1)
+            .and_then(|s| s.split(';').next())
+            .and_then(|s| s.parse().ok())
+            .expect("ssh-agent pid");
+        let key_path = dir.path().join("id_ed25519");
+        let st = std::process::Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "test@hostproxy",
+                "-f",
+            ])
+            .arg(&key_path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = std::process::Command::new("ssh-add")
+            .arg("-q")
+            .arg(&key_path)
+            .env("SSH_AUTH_SOCK", &socket)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let pubkey = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
+        Self {
+            socket,
+            pid,
+            pubkey,
+            key_path,
+            _dir: dir,
+        }
+    }
+
+    /// `ssh-add -l` straight against the agent: (exit code, output).
+    pub fn list(&self) -> (i32, String) {
+        let out = std::process::Command::new("ssh-add")
+            .arg("-l")
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.pid.to_string())
+            .status();
+    }
+}
