@@ -1,1 +1,190 @@
-//! placeholder
+//! The container tools' client for the hostproxy daemon.
+//!
+//! Resolves the daemon URL and token from the environment (SPEC.md section 3), speaks the
+//! JSON API with the types of `clawker-protocol`, and turns every failure into an error that
+//! says which URL was tried and what to check.
+
+use std::time::Duration;
+
+use clawker_protocol::api::ErrorResponse;
+use clawker_protocol::{Secret, env};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the hostproxy daemon at {url}: is `hostproxy serve` running on the host, and is {var} right?"
+    )]
+    Unreachable {
+        url: String,
+        var: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{var}={value:?} is not a usable http:// url")]
+    BadUrl { var: &'static str, value: String },
+    #[error("cannot read the token file {path} (from {var})")]
+    TokenFile {
+        path: String,
+        var: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon at {url} refused the token: set {token} or {token_file} to the host's `hostproxy token`")]
+    Unauthorized {
+        url: String,
+        token: &'static str,
+        token_file: &'static str,
+    },
+    #[error("the daemon answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("the daemon at {url} sent a reply this tool does not understand")]
+    Decode {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status the daemon answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            Self::Unauthorized { .. } => Some(401),
+            _ => None,
+        }
+    }
+
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+}
+
+/// A client of one daemon.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<Secret<String>>,
+    http: reqwest::Client,
+}
+
+/// Reads the token: `CLAWKER_HOST_PROXY_TOKEN`, else the file named by
+/// `CLAWKER_HOST_PROXY_TOKEN_FILE`, else none.
+pub fn token_from_env() -> Result<Option<Secret<String>>, ClientError> {
+    if let Some(t) = std::env::var(env::HOST_PROXY_TOKEN).ok().filter(|t| !t.trim().is_empty()) {
+        return Ok(Some(Secret::new(t.trim().to_string())));
+    }
+    let Some(path) = std::env::var(env::HOST_PROXY_TOKEN_FILE).ok().filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ClientError::TokenFile {
+        path: path.clone(),
+        var: env::HOST_PROXY_TOKEN_FILE,
+        source,
+    })?;
+    Ok(Some(Secret::new(text.trim().to_string())).filter(|t| !t.expose().is_empty()))
+}
+
+/// The daemon URL from `CLAWKER_HOST_PROXY` (default `http://host.docker.internal:18374`),
+/// without a trailing slash.
+pub fn base_from_env() -> Result<String, ClientError> {
+    let raw = std::env::var(env::HOST_PROXY)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| clawker_protocol::DEFAULT_PROXY_URL.to_string());
+    let bad = || ClientError::BadUrl {
+        var: env::HOST_PROXY,
+        value: raw.clone(),
+    };
+    let url = url::Url::parse(raw.trim()).map_err(|_| bad())?;
+    if url.scheme() != "http" || url.host_str().is_none() || url.query().is_some() {
+        return Err(bad());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+impl Client {
+    pub fn from_env() -> Result<Self, ClientError> {
+        Ok(Self::new(base_from_env()?, token_from_env()?))
+    }
+
+    pub fn new(base: String, token: Option<Secret<String>>) -> Self {
+        let http = reqwest::Client::builder()
+            // The daemon is on the host: a container's HTTP_PROXY must never see the token.
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(8))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { base, token, http }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, self.url(path));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t.expose());
+        }
+        r
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, timeout: Duration) -> Result<T, ClientError> {
+        let resp = req.timeout(timeout).send().await.map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            var: env::HOST_PROXY,
+            source,
+        })?;
+        let status = resp.status().as_u16();
+        if status == 401 {
+            return Err(ClientError::Unauthorized {
+                url: self.base.clone(),
+                token: env::HOST_PROXY_TOKEN,
+                token_file: env::HOST_PROXY_TOKEN_FILE,
+            });
+        }
+        if !(200..300).contains(&status) {
+            let message = resp
+                .json::<ErrorResponse>()
+                .await
+                .map(|e| e.error)
+                .unwrap_or_else(|_| "no error message".into());
+            return Err(ClientError::Status { status, message });
+        }
+        resp.json::<T>().await.map_err(|source| ClientError::Decode {
+            url: self.base.clone(),
+            source,
+        })
+    }
+
+    /// POSTs JSON and decodes the reply.
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.send(self.request(reqwest::Method::POST, path).json(body), Duration::from_secs(60))
+            .await
+    }
+
+    /// GETs JSON; `timeout` covers the whole request (long-polls need more than the default).
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T, ClientError> {
+        self.send(self.request(reqwest::Method::GET, path), timeout).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.request(reqwest::Method::DELETE, path), Duration::from_secs(10))
+            .await
+    }
+}
+
+/// A current-thread runtime for a tool's `main`.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}

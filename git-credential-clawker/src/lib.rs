@@ -1,1 +1,166 @@
-//! placeholder
+//! `git-credential-clawker get|store|erase`: git's credential helper protocol on
+//! stdin/stdout, answered by the host's git through the hostproxy daemon.
+//!
+//! Exit codes are API for git: 0 with no output means "nothing here, try the next helper"
+//! (not found, or refused by the host's policy); 1 means the daemon could not be used.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use clawker_client::{Client, ClientError};
+use clawker_protocol::api::{GitCredentialAction, GitCredentialRequest, GitCredentialResponse, routes};
+use clawker_protocol::credential::{self, CredentialFields};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "git-credential-clawker",
+    version,
+    about = "git credential helper that asks the host's git through hostproxy",
+    after_help = "Example:\n  git config --global credential.helper clawker\n  printf 'protocol=https\\nhost=github.com\\n\\n' | git-credential-clawker get"
+)]
+pub struct Args {
+    /// get, store or erase (other actions are ignored, as git expects).
+    pub action: String,
+}
+
+/// Largest credential description read from git.
+const MAX_INPUT: u64 = 64 * 1024;
+
+/// Parses git's input into the request to send; `None` when there is nothing to ask.
+pub fn build_request(action: GitCredentialAction, input: &str) -> Result<Option<GitCredentialRequest>> {
+    let pairs = credential::decode(input).context("invalid credential input from git")?;
+    let url = pairs.iter().rev().find(|(k, _)| k == "url").map(|(_, v)| v.clone());
+    let mut f = CredentialFields::from_pairs(pairs);
+    if let (None, Some(u)) = (&f.host, url)
+        && let Ok(u) = url::Url::parse(&u)
+    {
+        f.protocol.get_or_insert_with(|| u.scheme().to_string());
+        f.host = u.host_str().map(|h| match u.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_string(),
+        });
+        if f.path.is_none() && u.path().len() > 1 {
+            f.path = Some(u.path().trim_start_matches('/').to_string());
+        }
+    }
+    let (Some(protocol), Some(host)) = (f.protocol, f.host) else {
+        return Ok(None);
+    };
+    Ok(Some(GitCredentialRequest {
+        action,
+        protocol,
+        host,
+        path: f.path,
+        username: f.username,
+        password: if action == GitCredentialAction::Get { None } else { f.password },
+    }))
+}
+
+/// Formats a `get` reply for git.
+pub fn format_reply(reply: &GitCredentialResponse) -> Result<String> {
+    let mut fields = CredentialFields {
+        username: reply.username.clone(),
+        password: reply.password.clone(),
+        password_expiry_utc: reply.password_expiry_utc.clone(),
+        ..CredentialFields::default()
+    };
+    if fields.password.is_none() {
+        fields.username = None;
+    }
+    let text = fields.encode().context("the daemon sent a credential with a newline or nul")?;
+    // `encode` ends with the blank terminator line; helpers print just the lines.
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+}
+
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let Ok(action) = args.action.parse::<GitCredentialAction>() else {
+        // git may grow new actions; a helper ignores what it does not know.
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut input = String::new();
+    std::io::stdin()
+        .take(MAX_INPUT)
+        .read_to_string(&mut input)
+        .context("cannot read the credential description from stdin")?;
+    let Some(request) = build_request(action, &input)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let client = Client::from_env()?;
+    match client.post::<_, GitCredentialResponse>(routes::GIT_CREDENTIAL, &request).await {
+        Ok(reply) => {
+            if action == GitCredentialAction::Get {
+                let text = format_reply(&reply)?;
+                let mut out = std::io::stdout().lock();
+                if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+                    && e.kind() != std::io::ErrorKind::BrokenPipe
+                {
+                    bail!("cannot write to git: {e}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        // Not found, or refused by the host's policy: let git go on to its next helper.
+        Err(ClientError::Status { status: 403 | 404, .. }) => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = clawker_client::runtime()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("git-credential-clawker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clawker_protocol::Secret;
+
+    #[test]
+    fn request_from_git_input() {
+        let r = build_request(GitCredentialAction::Get, "protocol=https\nhost=github.com\nwwwauth[]=Basic\n\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.protocol, "https");
+        assert_eq!(r.host, "github.com");
+        assert!(r.password.is_none());
+        let r = build_request(GitCredentialAction::Get, "url=https://git.example.com:8443/org/repo.git\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.host, "git.example.com:8443");
+        assert_eq!(r.path.as_deref(), Some("org/repo.git"));
+        assert!(build_request(GitCredentialAction::Get, "protocol=https\n").unwrap().is_none());
+        assert!(build_request(GitCredentialAction::Get, "host=a\rb\n").is_err());
+        assert!(build_request(GitCredentialAction::Get, "host=a\0b\n").is_err());
+        let r = build_request(GitCredentialAction::Store, "protocol=https\nhost=h\nusername=u\npassword=p\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.password.unwrap().expose(), "p");
+    }
+
+    #[test]
+    fn reply_for_git() {
+        let reply = GitCredentialResponse {
+            success: true,
+            protocol: Some("https".into()),
+            host: Some("github.com".into()),
+            username: Some(Secret::new("alice".into())),
+            password: Some(Secret::new("pw".into())),
+            password_expiry_utc: Some("1700000000".into()),
+        };
+        assert_eq!(
+            format_reply(&reply).unwrap(),
+            "username=alice\npassword=pw\npassword_expiry_utc=1700000000\n"
+        );
+    }
+}

@@ -1,1 +1,206 @@
-//! placeholder
+//! `host-open URL`: the container's `BROWSER`.
+//!
+//! Opens the URL in the host's browser through the daemon. When the URL is an OAuth
+//! authorization request whose redirect goes to a loopback port inside this container, it
+//! first registers that port with the daemon (so the host browser's redirect is captured)
+//! and starts `callback-forwarder` detached to replay the captured request locally.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use clawker_client::Client;
+use clawker_protocol::Secret;
+use clawker_protocol::api::{CallbackRegisterRequest, CallbackRegisterResponse, OpenUrlRequest, OpenUrlResponse, routes};
+use clawker_protocol::env;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "host-open",
+    version,
+    about = "Open a URL in the host's browser; capture OAuth redirects to this container's localhost",
+    after_help = "Example:\n  export BROWSER=host-open\n  host-open 'https://auth.example.com/authorize?redirect_uri=http://localhost:8765/callback&state=abc'"
+)]
+pub struct Args {
+    /// The URL to open (http or https).
+    pub url: String,
+}
+
+/// An OAuth redirect to a loopback port of this container.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OAuthRedirect {
+    pub port: u16,
+    pub path: String,
+    pub state: Option<String>,
+}
+
+/// Finds `redirect_uri` (else `callback`) pointing at `http://localhost:P/…`,
+/// `http://127.0.0.1:P/…` or `http://[::1]:P/…`, with the URL's `state`.
+pub fn detect_oauth(url: &url::Url) -> Option<OAuthRedirect> {
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let target = param("redirect_uri").or_else(|| param("callback"))?;
+    let target = url::Url::parse(&target).ok()?;
+    if target.scheme() != "http" {
+        return None;
+    }
+    let loopback = match target.host()? {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(a) => a == std::net::Ipv4Addr::LOCALHOST,
+        url::Host::Ipv6(a) => a == std::net::Ipv6Addr::LOCALHOST,
+    };
+    if !loopback {
+        return None;
+    }
+    let port = target.port()?;
+    Some(OAuthRedirect {
+        port,
+        path: target.path().to_string(),
+        state: param("state").filter(|s| !s.is_empty()),
+    })
+}
+
+/// `callback-forwarder` beside this executable, else on `PATH`.
+fn forwarder_path() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("callback-forwarder")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("callback-forwarder"))
+}
+
+/// Starts the forwarder in a session of its own, with no terminal and no inherited pipes,
+/// so it outlives `host-open` and never writes over the caller's terminal UI.
+#[allow(unsafe_code)]
+fn spawn_forwarder(session: &Secret<String>, port: u16) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(forwarder_path());
+    cmd.env(env::CALLBACK_SESSION, session.expose())
+        .env(env::CALLBACK_PORT, port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    // Not waited for: once host-open exits, init reaps it.
+    cmd.spawn().map(|c| c.id())
+}
+
+async fn register(client: &Client, redirect: &OAuthRedirect) -> Result<()> {
+    let reply: CallbackRegisterResponse = client
+        .post(
+            routes::CALLBACK_REGISTER,
+            &CallbackRegisterRequest {
+                port: i64::from(redirect.port),
+                path: Some(redirect.path.clone()),
+                timeout_seconds: None,
+                state: redirect.state.clone().map(Secret::new),
+            },
+        )
+        .await?;
+    spawn_forwarder(&reply.session_id, redirect.port).context("cannot start callback-forwarder")?;
+    eprintln!("host-open: waiting for the login to redirect to port {}", redirect.port);
+    Ok(())
+}
+
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let url = url::Url::parse(&args.url).with_context(|| format!("{:?} is not a valid url", args.url))?;
+    let client = Client::from_env()?;
+    if let Some(redirect) = detect_oauth(&url)
+        && let Err(e) = register(&client, &redirect).await
+    {
+        let unreachable = e
+            .downcast_ref::<clawker_client::ClientError>()
+            .is_some_and(clawker_client::ClientError::is_unreachable);
+        if unreachable {
+            return Ok(print_for_user(&args.url, &e));
+        }
+        eprintln!("host-open: the login callback will not reach this container: {e:#}");
+    }
+    // The URL is opened exactly as given; the daemon canonicalises and validates it.
+    match client
+        .post::<_, OpenUrlResponse>(routes::OPEN_URL, &OpenUrlRequest { url: args.url.clone() })
+        .await
+    {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.is_unreachable() => Ok(print_for_user(&args.url, &anyhow::Error::from(e))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print_for_user(url: &str, e: &anyhow::Error) -> ExitCode {
+    eprintln!("host-open: {e:#}\nhost-open: open this URL in your browser yourself:");
+    println!("{url}");
+    ExitCode::FAILURE
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = clawker_client::runtime()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("host-open: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detect(s: &str) -> Option<OAuthRedirect> {
+        detect_oauth(&url::Url::parse(s).unwrap())
+    }
+
+    #[test]
+    fn detects_loopback_redirects() {
+        let r = detect("https://auth.example.com/authorize?client_id=x&redirect_uri=http%3A%2F%2Flocalhost%3A8765%2Fcallback&state=abc").unwrap();
+        assert_eq!(
+            r,
+            OAuthRedirect {
+                port: 8765,
+                path: "/callback".into(),
+                state: Some("abc".into())
+            }
+        );
+        let r = detect("https://a.example/?redirect_uri=http://127.0.0.1:9000/").unwrap();
+        assert_eq!((r.port, r.path.as_str(), r.state), (9000, "/", None));
+        let r = detect("https://a.example/?redirect_uri=http://[::1]:9001/cb").unwrap();
+        assert_eq!(r.port, 9001);
+        let r = detect("https://a.example/?callback=http://localhost:7000/done").unwrap();
+        assert_eq!(r.path, "/done");
+        // redirect_uri wins over callback
+        let r = detect("https://a.example/?callback=http://localhost:7000/x&redirect_uri=http://localhost:7001/y").unwrap();
+        assert_eq!(r.port, 7001);
+    }
+
+    #[test]
+    fn ignores_everything_else() {
+        for s in [
+            "https://example.com/",
+            "https://a.example/?redirect_uri=https://localhost:8765/cb",
+            "https://a.example/?redirect_uri=http://localhost/cb",
+            "https://a.example/?redirect_uri=http://evil.example:8765/cb",
+            "https://a.example/?redirect_uri=http://localhost.evil.example:8765/cb",
+            "https://a.example/?redirect_uri=http://127.0.0.2:8765/cb",
+            "https://a.example/?redirect_uri=not-a-url",
+            "https://a.example/?x=http://localhost:8765/cb",
+            "https://a.example/path/redirect_uri=http://localhost:8765/cb",
+        ] {
+            assert_eq!(detect(s), None, "{s}");
+        }
+    }
+}
