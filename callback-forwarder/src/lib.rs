@@ -46,11 +46,16 @@ fn secs(name: &str, default: u64) -> Result<Duration> {
 
 impl Config {
     pub fn from_env() -> Result<Self> {
-        let session = var(env::CALLBACK_SESSION).with_context(|| format!("{} is not set", env::CALLBACK_SESSION))?;
+        let session = var(env::CALLBACK_SESSION)
+            .with_context(|| format!("{} is not set", env::CALLBACK_SESSION))?;
         if !api::is_session_id(session.trim()) {
-            bail!("{} is not a session id (32 hex digits)", env::CALLBACK_SESSION);
+            bail!(
+                "{} is not a session id (32 hex digits)",
+                env::CALLBACK_SESSION
+            );
         }
-        let port_text = var(env::CALLBACK_PORT).with_context(|| format!("{} is not set", env::CALLBACK_PORT))?;
+        let port_text = var(env::CALLBACK_PORT)
+            .with_context(|| format!("{} is not set", env::CALLBACK_PORT))?;
         let port = port_text
             .trim()
             .parse::<u16>()
@@ -59,13 +64,22 @@ impl Config {
             .with_context(|| format!("{}={port_text:?} is not a port", env::CALLBACK_PORT))?;
         let cleanup = match var(env::CB_FORWARDER_CLEANUP) {
             None => true,
-            Some(v) => env::parse_bool(&v).with_context(|| format!("{}={v:?} is not true or false", env::CB_FORWARDER_CLEANUP))?,
+            Some(v) => env::parse_bool(&v).with_context(|| {
+                format!("{}={v:?} is not true or false", env::CB_FORWARDER_CLEANUP)
+            })?,
         };
         Ok(Self {
             session: session.trim().to_string(),
             port,
-            timeout: secs(env::CB_FORWARDER_TIMEOUT, env::CB_FORWARDER_TIMEOUT_DEFAULT_SECS)?,
-            poll_interval: secs(env::CB_FORWARDER_POLL_INTERVAL, env::CB_FORWARDER_POLL_INTERVAL_DEFAULT_SECS)?.max(Duration::from_millis(100)),
+            timeout: secs(
+                env::CB_FORWARDER_TIMEOUT,
+                env::CB_FORWARDER_TIMEOUT_DEFAULT_SECS,
+            )?,
+            poll_interval: secs(
+                env::CB_FORWARDER_POLL_INTERVAL,
+                env::CB_FORWARDER_POLL_INTERVAL_DEFAULT_SECS,
+            )?
+            .max(Duration::from_millis(100)),
             cleanup,
         })
     }
@@ -73,16 +87,29 @@ impl Config {
 
 /// Headers that describe one hop, not the request: never replayed.
 const HOP_HEADERS: [&str; 10] = [
-    "host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-    "content-length", "proxy-connection", "proxy-authenticate",
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "proxy-connection",
+    "proxy-authenticate",
 ];
 
 /// Replays `data` to `localhost`, `127.0.0.1` and `[::1]` in turn; the first status below
 /// 400 counts as delivered. Returns a description of the last failure otherwise.
 pub async fn replay(http: &reqwest::Client, port: u16, data: &CallbackData) -> Result<u16, String> {
-    let method = reqwest::Method::from_bytes(data.method.as_bytes()).map_err(|_| "invalid method".to_string())?;
+    let method = reqwest::Method::from_bytes(data.method.as_bytes())
+        .map_err(|_| "invalid method".to_string())?;
     let query = data.query.expose();
-    let suffix = if query.is_empty() { data.path.clone() } else { format!("{}?{query}", data.path) };
+    let suffix = if query.is_empty() {
+        data.path.clone()
+    } else {
+        format!("{}?{query}", data.path)
+    };
     let mut last = String::from("no address tried");
     for host in ["localhost", "127.0.0.1", "[::1]"] {
         let mut req = http.request(method.clone(), format!("http://{host}:{port}{suffix}"));
@@ -97,7 +124,16 @@ pub async fn replay(http: &reqwest::Client, port: u16, data: &CallbackData) -> R
         match req.send().await {
             Ok(r) if r.status().as_u16() < 400 => return Ok(r.status().as_u16()),
             Ok(r) => last = format!("{host}:{port} answered {}", r.status().as_u16()),
-            Err(e) => last = format!("{host}:{port}: {}", if e.is_connect() { "connection refused".to_string() } else { e.to_string() }),
+            Err(e) => {
+                last = format!(
+                    "{host}:{port}: {}",
+                    if e.is_connect() {
+                        "connection refused".to_string()
+                    } else {
+                        e.to_string()
+                    }
+                )
+            }
         }
     }
     Err(last)
@@ -112,22 +148,34 @@ pub async fn run(cfg: Config, client: Client) -> Result<ExitCode> {
         .timeout(Duration::from_secs(30))
         .build()
         .context("cannot build the http client")?;
-    let data_path = format!("{}?{}=", routes::callback_data(&cfg.session), routes::WAIT_PARAM);
+    let data_path = format!(
+        "{}?{}=",
+        routes::callback_data(&cfg.session),
+        routes::WAIT_PARAM
+    );
     let mut captured: Option<CallbackData> = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            bail!("no login callback arrived within {} s (CB_FORWARDER_TIMEOUT)", cfg.timeout.as_secs());
+            bail!(
+                "no login callback arrived within {} s (CB_FORWARDER_TIMEOUT)",
+                cfg.timeout.as_secs()
+            );
         }
         let data = match captured.take() {
             Some(d) => d,
             None => {
                 let wait = remaining.as_secs().clamp(1, api::MAX_WAIT_SECS);
                 let reply = client
-                    .get::<CallbackDataResponse>(&format!("{data_path}{wait}"), Duration::from_secs(wait + 15))
+                    .get::<CallbackDataResponse>(
+                        &format!("{data_path}{wait}"),
+                        Duration::from_secs(wait + 15),
+                    )
                     .await;
                 match reply {
-                    Ok(CallbackDataResponse { callback: Some(d), .. }) => d,
+                    Ok(CallbackDataResponse {
+                        callback: Some(d), ..
+                    }) => d,
                     Ok(_) => continue,
                     Err(ClientError::Status { status: 404, .. }) => {
                         bail!("the daemon does not know this callback session (expired or deleted)")
@@ -142,7 +190,10 @@ pub async fn run(cfg: Config, client: Client) -> Result<ExitCode> {
         };
         match replay(&replayer, cfg.port, &data).await {
             Ok(status) => {
-                eprintln!("callback-forwarder: delivered the login callback to port {} ({status})", cfg.port);
+                eprintln!(
+                    "callback-forwarder: delivered the login callback to port {} ({status})",
+                    cfg.port
+                );
                 break;
             }
             Err(why) => {
@@ -154,7 +205,9 @@ pub async fn run(cfg: Config, client: Client) -> Result<ExitCode> {
         }
     }
     if cfg.cleanup
-        && let Err(e) = client.delete::<SuccessResponse>(&routes::callback(&cfg.session)).await
+        && let Err(e) = client
+            .delete::<SuccessResponse>(&routes::callback(&cfg.session))
+            .await
     {
         eprintln!("callback-forwarder: delivered, but could not delete the session: {e:#}");
     }
@@ -163,7 +216,10 @@ pub async fn run(cfg: Config, client: Client) -> Result<ExitCode> {
 
 async fn terminated() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut t), Ok(mut i)) => {
             tokio::select! {
                 _ = t.recv() => {}

@@ -32,7 +32,9 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the daemon at {url} refused the token: set {token} or {token_file} to the host's `hostproxy token`")]
+    #[error(
+        "the daemon at {url} refused the token: set {token} or {token_file} to the host's `hostproxy token`"
+    )]
     Unauthorized {
         url: String,
         token: &'static str,
@@ -74,10 +76,16 @@ pub struct Client {
 /// Reads the token: `CLAWKER_HOST_PROXY_TOKEN`, else the file named by
 /// `CLAWKER_HOST_PROXY_TOKEN_FILE`, else none.
 pub fn token_from_env() -> Result<Option<Secret<String>>, ClientError> {
-    if let Some(t) = std::env::var(env::HOST_PROXY_TOKEN).ok().filter(|t| !t.trim().is_empty()) {
+    if let Some(t) = std::env::var(env::HOST_PROXY_TOKEN)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
         return Ok(Some(Secret::new(t.trim().to_string())));
     }
-    let Some(path) = std::env::var(env::HOST_PROXY_TOKEN_FILE).ok().filter(|p| !p.is_empty()) else {
+    let Some(path) = std::env::var(env::HOST_PROXY_TOKEN_FILE)
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
         return Ok(None);
     };
     let text = std::fs::read_to_string(&path).map_err(|source| ClientError::TokenFile {
@@ -139,12 +147,20 @@ impl Client {
         r
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, timeout: Duration) -> Result<T, ClientError> {
-        let resp = req.timeout(timeout).send().await.map_err(|source| ClientError::Unreachable {
-            url: self.base.clone(),
-            var: env::HOST_PROXY,
-            source,
-        })?;
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let resp =
+            req.timeout(timeout)
+                .send()
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    url: self.base.clone(),
+                    var: env::HOST_PROXY,
+                    source,
+                })?;
         let status = resp.status().as_u16();
         if status == 401 {
             return Err(ClientError::Unauthorized {
@@ -161,30 +177,49 @@ impl Client {
                 .unwrap_or_else(|_| "no error message".into());
             return Err(ClientError::Status { status, message });
         }
-        resp.json::<T>().await.map_err(|source| ClientError::Decode {
-            url: self.base.clone(),
-            source,
-        })
+        resp.json::<T>()
+            .await
+            .map_err(|source| ClientError::Decode {
+                url: self.base.clone(),
+                source,
+            })
     }
 
     /// POSTs JSON and decodes the reply.
-    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
-        self.send(self.request(reqwest::Method::POST, path).json(body), Duration::from_secs(60))
-            .await
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(
+            self.request(reqwest::Method::POST, path).json(body),
+            Duration::from_secs(60),
+        )
+        .await
     }
 
     /// GETs JSON; `timeout` covers the whole request (long-polls need more than the default).
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<T, ClientError> {
-        self.send(self.request(reqwest::Method::GET, path), timeout).await
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        self.send(self.request(reqwest::Method::GET, path), timeout)
+            .await
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.send(self.request(reqwest::Method::DELETE, path), Duration::from_secs(10))
-            .await
+        self.send(
+            self.request(reqwest::Method::DELETE, path),
+            Duration::from_secs(10),
+        )
+        .await
     }
 }
 
 /// A current-thread runtime for a tool's `main`.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }

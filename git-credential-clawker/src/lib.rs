@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use clawker_client::{Client, ClientError};
-use clawker_protocol::api::{GitCredentialAction, GitCredentialRequest, GitCredentialResponse, routes};
+use clawker_protocol::api::{
+    GitCredentialAction, GitCredentialRequest, GitCredentialResponse, routes,
+};
 use clawker_protocol::credential::{self, CredentialFields};
 
 #[derive(Debug, Parser)]
@@ -29,9 +31,16 @@ pub struct Args {
 const MAX_INPUT: u64 = 64 * 1024;
 
 /// Parses git's input into the request to send; `None` when there is nothing to ask.
-pub fn build_request(action: GitCredentialAction, input: &str) -> Result<Option<GitCredentialRequest>> {
+pub fn build_request(
+    action: GitCredentialAction,
+    input: &str,
+) -> Result<Option<GitCredentialRequest>> {
     let pairs = credential::decode(input).context("invalid credential input from git")?;
-    let url = pairs.iter().rev().find(|(k, _)| k == "url").map(|(_, v)| v.clone());
+    let url = pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "url")
+        .map(|(_, v)| v.clone());
     let mut f = CredentialFields::from_pairs(pairs);
     if let (None, Some(u)) = (&f.host, url)
         && let Ok(u) = url::Url::parse(&u)
@@ -54,7 +63,11 @@ pub fn build_request(action: GitCredentialAction, input: &str) -> Result<Option<
         host,
         path: f.path,
         username: f.username,
-        password: if action == GitCredentialAction::Get { None } else { f.password },
+        password: if action == GitCredentialAction::Get {
+            None
+        } else {
+            f.password
+        },
     }))
 }
 
@@ -69,7 +82,9 @@ pub fn format_reply(reply: &GitCredentialResponse) -> Result<String> {
     if fields.password.is_none() {
         fields.username = None;
     }
-    let text = fields.encode().context("the daemon sent a credential with a newline or nul")?;
+    let text = fields
+        .encode()
+        .context("the daemon sent a credential with a newline or nul")?;
     // `encode` ends with the blank terminator line; helpers print just the lines.
     Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
 }
@@ -88,7 +103,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let client = Client::from_env()?;
-    match client.post::<_, GitCredentialResponse>(routes::GIT_CREDENTIAL, &request).await {
+    match client
+        .post::<_, GitCredentialResponse>(routes::GIT_CREDENTIAL, &request)
+        .await
+    {
         Ok(reply) => {
             if action == GitCredentialAction::Get {
                 let text = format_reply(&reply)?;
@@ -102,7 +120,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         // Not found, or refused by the host's policy: let git go on to its next helper.
-        Err(ClientError::Status { status: 403 | 404, .. }) => Ok(ExitCode::SUCCESS),
+        Err(ClientError::Status {
+            status: 403 | 404, ..
+        }) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.into()),
     }
 }
@@ -128,23 +148,36 @@ mod tests {
 
     #[test]
     fn request_from_git_input() {
-        let r = build_request(GitCredentialAction::Get, "protocol=https\nhost=github.com\nwwwauth[]=Basic\n\n")
-            .unwrap()
-            .unwrap();
+        let r = build_request(
+            GitCredentialAction::Get,
+            "protocol=https\nhost=github.com\nwwwauth[]=Basic\n\n",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.protocol, "https");
         assert_eq!(r.host, "github.com");
         assert!(r.password.is_none());
-        let r = build_request(GitCredentialAction::Get, "url=https://git.example.com:8443/org/repo.git\n")
-            .unwrap()
-            .unwrap();
+        let r = build_request(
+            GitCredentialAction::Get,
+            "url=https://git.example.com:8443/org/repo.git\n",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.host, "git.example.com:8443");
         assert_eq!(r.path.as_deref(), Some("org/repo.git"));
-        assert!(build_request(GitCredentialAction::Get, "protocol=https\n").unwrap().is_none());
+        assert!(
+            build_request(GitCredentialAction::Get, "protocol=https\n")
+                .unwrap()
+                .is_none()
+        );
         assert!(build_request(GitCredentialAction::Get, "host=a\rb\n").is_err());
         assert!(build_request(GitCredentialAction::Get, "host=a\0b\n").is_err());
-        let r = build_request(GitCredentialAction::Store, "protocol=https\nhost=h\nusername=u\npassword=p\n")
-            .unwrap()
-            .unwrap();
+        let r = build_request(
+            GitCredentialAction::Store,
+            "protocol=https\nhost=h\nusername=u\npassword=p\n",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.password.unwrap().expose(), "p");
     }
 

@@ -12,7 +12,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use clawker_client::Client;
 use clawker_protocol::Secret;
-use clawker_protocol::api::{CallbackRegisterRequest, CallbackRegisterResponse, OpenUrlRequest, OpenUrlResponse, routes};
+use clawker_protocol::api::{
+    CallbackRegisterRequest, CallbackRegisterResponse, OpenUrlRequest, OpenUrlResponse, routes,
+};
 use clawker_protocol::env;
 
 #[derive(Debug, Parser)]
@@ -108,12 +110,16 @@ async fn register(client: &Client, redirect: &OAuthRedirect) -> Result<()> {
         )
         .await?;
     spawn_forwarder(&reply.session_id, redirect.port).context("cannot start callback-forwarder")?;
-    eprintln!("host-open: waiting for the login to redirect to port {}", redirect.port);
+    eprintln!(
+        "host-open: waiting for the login to redirect to port {}",
+        redirect.port
+    );
     Ok(())
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
-    let url = url::Url::parse(&args.url).with_context(|| format!("{:?} is not a valid url", args.url))?;
+    let url =
+        url::Url::parse(&args.url).with_context(|| format!("{:?} is not a valid url", args.url))?;
     let client = Client::from_env()?;
     if let Some(redirect) = detect_oauth(&url)
         && let Err(e) = register(&client, &redirect).await
@@ -128,7 +134,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
     // The URL is opened exactly as given; the daemon canonicalises and validates it.
     match client
-        .post::<_, OpenUrlResponse>(routes::OPEN_URL, &OpenUrlRequest { url: args.url.clone() })
+        .post::<_, OpenUrlResponse>(
+            routes::OPEN_URL,
+            &OpenUrlRequest {
+                url: args.url.clone(),
+            },
+        )
         .await
     {
         Ok(_) => Ok(ExitCode::SUCCESS),

@@ -30,7 +30,13 @@ pub async fn bridge_gateways() -> Result<Vec<IpAddr>> {
         }
         let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
         for c in configs {
-            if let Some(ip) = c.gateway.and_then(|g| g.parse::<IpAddr>().ok())
+            // Some engines leave Gateway empty for the default bridge; Docker then uses the
+            // subnet's first address.
+            let ip = c
+                .gateway
+                .and_then(|g| g.parse::<IpAddr>().ok())
+                .or_else(|| c.subnet.as_deref().and_then(first_host));
+            if let Some(ip) = ip
                 && !ip.is_unspecified()
                 && !out.contains(&ip)
             {
@@ -39,6 +45,23 @@ pub async fn bridge_gateways() -> Result<Vec<IpAddr>> {
         }
     }
     Ok(out)
+}
+
+/// The first host address of a CIDR subnet (`172.17.0.0/16` → `172.17.0.1`).
+pub fn first_host(subnet: &str) -> Option<IpAddr> {
+    let (addr, prefix) = subnet.split_once('/')?;
+    let prefix: u32 = prefix.parse().ok()?;
+    match addr.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) if prefix <= 30 => {
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            Some(IpAddr::V4((u32::from(a) & mask).wrapping_add(1).into()))
+        }
+        IpAddr::V6(a) if prefix <= 126 => {
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            Some(IpAddr::V6((u128::from(a) & mask).wrapping_add(1).into()))
+        }
+        _ => None,
+    }
 }
 
 fn label_filters(labels: &[(String, String)]) -> HashMap<String, Vec<String>> {
@@ -121,5 +144,22 @@ pub async fn watch_containers(settings: WatcherSettings, stop: CancellationToken
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_hosts() {
+        assert_eq!(
+            first_host("172.17.0.0/16"),
+            Some("172.17.0.1".parse().unwrap())
+        );
+        assert_eq!(first_host("10.1.2.0/24"), Some("10.1.2.1".parse().unwrap()));
+        assert_eq!(first_host("fd00::/64"), Some("fd00::1".parse().unwrap()));
+        assert_eq!(first_host("10.0.0.0/32"), None);
+        assert_eq!(first_host("junk"), None);
     }
 }

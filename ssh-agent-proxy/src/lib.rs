@@ -30,7 +30,9 @@ pub struct Args {
 }
 
 fn default_socket() -> Result<PathBuf> {
-    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).context("HOME is not set: pass --socket")?;
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .context("HOME is not set: pass --socket")?;
     Ok(PathBuf::from(home).join(".ssh").join("agent.sock"))
 }
 
@@ -47,14 +49,22 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener> {
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            bail!("{} exists and is not a socket: remove it or pass another --socket", path.display());
+            bail!(
+                "{} exists and is not a socket: remove it or pass another --socket",
+                path.display()
+            );
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!("{} is in use by another agent: pass another --socket", path.display());
+            bail!(
+                "{} is in use by another agent: pass another --socket",
+                path.display()
+            );
         }
-        std::fs::remove_file(path).with_context(|| format!("cannot remove stale {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
     Ok(listener)
@@ -65,7 +75,10 @@ pub async fn forward(client: &Client, frame: &[u8]) -> Vec<u8> {
     let req = SshAgentRequest {
         data: Secret::new(B64.encode(frame)),
     };
-    match client.post::<_, SshAgentResponse>(routes::SSH_AGENT, &req).await {
+    match client
+        .post::<_, SshAgentResponse>(routes::SSH_AGENT, &req)
+        .await
+    {
         Ok(reply) => match B64.decode(reply.data.expose()) {
             Ok(bytes) if agent::single_frame(&bytes).is_ok() => bytes,
             _ => FAILURE_FRAME.to_vec(),
@@ -116,7 +129,10 @@ pub async fn run(listener: UnixListener, client: Client) {
 
 async fn terminated() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut t), Ok(mut i)) => {
             tokio::select! {
                 _ = t.recv() => {}

@@ -1,1 +1,442 @@
-//! placeholder
+//! Harness for the end-to-end suite: locate (and build) the real binaries, run the real
+//! daemon in a scratch state dir, start real peers (ssh-agent, gpg, Chromium, Docker).
+//!
+//! A peer that is missing fails the test with what to install; nothing is skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds every binary of the workspace once per test process (`CARGO_BIN_EXE_*` only
+/// exists inside one package) and returns the directory holding them.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--workspace", "--bins", "--quiet"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("cannot run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+        target_dir().join("debug")
+    })
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.is_file(), "{} was not built", p.display());
+    p
+}
+
+/// The static container tools (`cargo xtask dist`), built on first use.
+pub fn dist_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(d) = std::env::var_os("CLAWKER_DIST_DIR") {
+            return PathBuf::from(d);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["run", "--quiet", "-p", "xtask", "--", "dist"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("cannot run cargo xtask dist");
+        assert!(status.success(), "cargo xtask dist failed");
+        target_dir().join("dist")
+    })
+}
+
+pub fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Fails loudly, naming the package, when a peer is missing.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| panic!("{program} is required for this test: apt-get install {package}"))
+}
+
+/// Docker must answer; there is no skipping.
+pub fn require_docker() {
+    require("docker", "docker.io");
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the Docker engine is required for this test and does not answer: start dockerd"
+    );
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real ssh-agent with one fresh ed25519 key, killed on drop.
+#[derive(Debug)]
+pub struct Agent {
+    pub socket: PathBuf,
+    pub pid: u32,
+    pub pubkey: String,
+    pub key_path: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn start() -> Self {
+        require("ssh-agent", "openssh-client");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let out = Command::new("ssh-agent")
+            .arg("-a")
+            .arg(&socket)
+            .arg("-s")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid: u32 = text
+            .split("SSH_AGENT_PID=")
+            .nth(1)
+            .and_then(|s| s.split(';').next())
+            .and_then(|s| s.parse().ok())
+            .expect("ssh-agent pid");
+        let key_path = dir.path().join("id_ed25519");
+        let st = Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "test@hostproxy",
+                "-f",
+            ])
+            .arg(&key_path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = Command::new("ssh-add")
+            .arg("-q")
+            .arg(&key_path)
+            .env("SSH_AUTH_SOCK", &socket)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let pubkey = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
+        Self {
+            socket,
+            pid,
+            pubkey,
+            key_path,
+            dir,
+        }
+    }
+
+    /// `ssh-add -l` straight against the agent: (exit code, output).
+    pub fn list(&self) -> (i32, String) {
+        let out = Command::new("ssh-add")
+            .arg("-l")
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+    }
+}
+
+/// Scratch git for the host side: its own HOME and global config whose first credential
+/// helper logs each call to `helper.log` and whose second is `store`.
+pub fn host_git_env(dir: &Path) -> Vec<(String, String)> {
+    require("git", "git");
+    let home = dir.join("host-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let creds = dir.join("git-credentials");
+    std::fs::write(&creds, "https://alice:s3cret-pass@github.com\n").unwrap();
+    let config = dir.join("host-gitconfig");
+    std::fs::write(
+        &config,
+        format!(
+            "[credential]\n\thelper = \"!f() {{ echo \\\"$1\\\" >> {log}; cat > /dev/null; }}; f\"\n\thelper = store --file {creds}\n",
+            log = dir.join("helper.log").display(),
+            creds = creds.display()
+        ),
+    )
+    .unwrap();
+    vec![
+        ("HOME".into(), home.display().to_string()),
+        ("GIT_CONFIG_GLOBAL".into(), config.display().to_string()),
+        ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+    ]
+}
+
+/// The real `hostproxy serve` in a scratch state dir; SIGTERM on drop.
+#[derive(Debug)]
+pub struct DaemonProc {
+    pub child: Child,
+    pub port: u16,
+    pub token: String,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Default)]
+pub struct DaemonOpts {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub agent: Option<PathBuf>,
+}
+
+impl DaemonProc {
+    pub fn start(opts: DaemonOpts) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let launcher = dir.path().join("launcher");
+        write_script(
+            &launcher,
+            &format!(
+                "{{ echo BEGIN; for a in \"$@\"; do echo \"$a\"; done; echo END; }} >> {}",
+                dir.path().join("launch.log").display()
+            ),
+        );
+        let log = dir.path().join("daemon.log");
+        let mut cmd = Command::new(bin("hostproxy"));
+        cmd.arg("serve")
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--browser")
+            .arg(&launcher)
+            .args(&opts.args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CLAWKER_STATE_DIR", dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("RUST_LOG", "debug")
+            .envs(host_git_env(dir.path()))
+            .envs(opts.env)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("daemon.out")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(a) = &opts.agent {
+            cmd.env("SSH_AUTH_SOCK", a);
+        }
+        let child = cmd.spawn().expect("cannot start hostproxy");
+        let mut d = Self {
+            child,
+            port,
+            token: String::new(),
+            dir,
+            log,
+        };
+        d.wait_healthy();
+        d.token = std::fs::read_to_string(d.dir.path().join("state/hostproxy.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        d
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("hostproxy exited with {status}:\n{}", self.log_text());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("hostproxy did not come up:\n{}", self.log_text());
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn launch_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("launch.log")).unwrap_or_default()
+    }
+
+    pub fn helper_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("helper.log")).unwrap_or_default()
+    }
+
+    /// Environment a container tool needs to reach this daemon from the host itself.
+    pub fn tool_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("CLAWKER_HOST_PROXY".into(), self.url()),
+            ("CLAWKER_HOST_PROXY_TOKEN".into(), self.token.clone()),
+        ]
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// A tool command with a clean environment (PATH kept, our binaries first) plus `env`.
+pub fn tool(name: &str, env: &[(String, String)]) -> Command {
+    command(bin(name), env)
+}
+
+/// Any program with the same clean environment as [`tool`].
+pub fn command(program: impl AsRef<std::ffi::OsStr>, env: &[(String, String)]) -> Command {
+    let mut c = Command::new(program);
+    c.env_clear()
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    c
+}
+
+/// Runs a command with `input` on stdin: (exit code, stdout, stderr).
+pub fn run_with_input(cmd: &mut Command, input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The test image: `FROM scratch` + Debian's static busybox (installed as /bin applets) +
+/// the static container tools. Built once per test process.
+pub fn test_image() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        require_docker();
+        let busybox = require("busybox", "busybox-static");
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::copy(&busybox, ctx.path().join("busybox")).unwrap();
+        let mut copies = String::new();
+        for entry in std::fs::read_dir(dist_dir()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_file() {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                std::fs::copy(&p, ctx.path().join(&name)).unwrap();
+                copies.push_str(&format!("COPY {name} /usr/local/bin/{name}\n"));
+            }
+        }
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!(
+                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/tmp\", \"/root\", \"/usr/bin\"]\n{copies}ENV PATH=/usr/local/bin:/bin\n"
+            ),
+        )
+        .unwrap();
+        let tag = "hostproxy-e2e:latest".to_string();
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", &tag])
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker build failed: {}", String::from_utf8_lossy(&out.stderr));
+        tag
+    })
+}
+
+/// The gateway address containers on the default bridge reach the host at.
+pub fn docker_gateway() -> String {
+    let out = Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "--format",
+            "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut parts = text.split_whitespace();
+    match (parts.next(), parts.next()) {
+        (Some(gw), Some(_)) if gw.parse::<std::net::IpAddr>().is_ok() => gw.to_string(),
+        (Some(subnet), None) | (_, Some(subnet)) => {
+            let net = subnet.split('/').next().unwrap();
+            let mut octets: Vec<u8> = net.split('.').map(|o| o.parse().unwrap()).collect();
+            octets[3] += 1;
+            octets
+                .iter()
+                .map(u8::to_string)
+                .collect::<Vec<_>>()
+                .join(".")
+        }
+        _ => panic!("cannot find the docker bridge gateway: {text:?}"),
+    }
+}

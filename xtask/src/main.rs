@@ -1,1 +1,192 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands.
+//!
+//! - `cargo xtask test`: installs the Debian packages the tests need when they are missing
+//!   (as root, `apt-get update` first), checks that Docker answers, then runs
+//!   `cargo fmt --check`, `cargo clippy --all-targets -D warnings`, `cargo xtask dist` and
+//!   every test.
+//! - `cargo xtask dist`: static container tools in `target/dist/`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+/// The container tools: shipped static, into images we did not build.
+const TOOLS: [&str; 4] = [
+    "host-open",
+    "callback-forwarder",
+    "git-credential-clawker",
+    "ssh-agent-proxy",
+];
+
+/// What the tests need on the machine: (program to look for, Debian package).
+const PEERS: [(&str, &str); 11] = [
+    ("git", "git"),
+    ("ssh-agent", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("gpg", "gnupg"),
+    ("gpg-agent", "gpg-agent"),
+    ("chromium", "chromium"),
+    ("socat", "socat"),
+    ("curl", "curl"),
+    ("jq", "jq"),
+    ("busybox", "busybox-static"),
+    ("docker", "docker.io"),
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn busybox_is_static() -> bool {
+    Command::new("dpkg")
+        .args(["-s", "busybox-static"])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("Status: install ok installed")
+        })
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
+}
+
+/// Installs missing peers with apt-get when possible, then insists they are all there.
+fn ensure_peers() -> Result<()> {
+    let mut missing: Vec<&str> = PEERS
+        .iter()
+        .filter(|(prog, pkg)| {
+            if *pkg == "busybox-static" {
+                !busybox_is_static()
+            } else {
+                !on_path(prog)
+            }
+        })
+        .map(|(_, pkg)| *pkg)
+        .filter(|pkg| *pkg != "docker.io")
+        .collect();
+    missing.dedup();
+    if !missing.is_empty() {
+        if is_root() && on_path("apt-get") {
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        } else {
+            bail!(
+                "missing test peers; install them with: sudo apt-get install {}",
+                missing.join(" ")
+            );
+        }
+    }
+    let still: Vec<&str> = PEERS
+        .iter()
+        .filter(|(prog, _)| !on_path(prog))
+        .map(|(prog, _)| *prog)
+        .collect();
+    if !still.is_empty() {
+        bail!("still missing after install: {}", still.join(", "));
+    }
+    let docker = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
+    match docker {
+        Ok(o) if o.status.success() => {}
+        _ => bail!(
+            "the Docker engine does not answer (`docker info` failed): start it; the end-to-end tests need it"
+        ),
+    }
+    Ok(())
+}
+
+/// Builds the container tools static and copies them to `target/dist/`.
+fn dist() -> Result<PathBuf> {
+    let target = "x86_64-unknown-linux-gnu";
+    let mut cmd = cargo();
+    cmd.args(["build", "--profile", "dist", "--target", target])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    for t in TOOLS {
+        cmd.args(["--bin", t]);
+    }
+    run(&mut cmd)?;
+    let out = root().join("target").join("dist");
+    std::fs::create_dir_all(&out)?;
+    for t in TOOLS {
+        let from = root().join("target").join(target).join("dist").join(t);
+        let to = out.join(t);
+        std::fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
+        let size = std::fs::metadata(&to)?.len();
+        eprintln!("xtask: {} {:.2} MiB", to.display(), size as f64 / 1048576.0);
+    }
+    Ok(out)
+}
+
+fn test() -> Result<()> {
+    ensure_peers()?;
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let dist_dir = dist()?;
+    run(cargo()
+        .args(["test", "--workspace"])
+        .env("CLAWKER_DIST_DIR", &dist_dir))?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("dist") => dist().map(|_| ()),
+        _ => {
+            eprintln!("usage: cargo xtask test | dist");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

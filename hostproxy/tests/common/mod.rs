@@ -3,11 +3,11 @@
 //! recording SSH agent).
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clawker_protocol::Secret;
+pub use e2e::{Agent, host_git_env, write_script};
 use hostproxy::backends::{Backends, CommandLauncher, GitCommand, LoopbackBinder, UnixAgent};
 use hostproxy::config::Settings;
 use hostproxy::{AppState, ServeLimits, router, serve};
@@ -15,22 +15,6 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub const TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
-
-pub fn write_script(path: &Path, body: &str) {
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// Fails loudly, with what to install, when a peer the test needs is missing.
-pub fn require(program: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{program} is required for this test: apt-get install {package}"
-    );
-}
 
 pub struct Daemon {
     pub port: u16,
@@ -46,34 +30,15 @@ impl Drop for Daemon {
     }
 }
 
-/// Scratch git: a wrapper script that runs the real git with its own HOME and global config,
-/// whose first credential helper logs each call and whose second is `store`.
+/// Scratch git: a wrapper script that runs the real git with the scratch host environment
+/// of [`e2e::host_git_env`] (a logging helper in front of `store`).
 pub fn scratch_git(dir: &Path) -> PathBuf {
-    require("git", "git");
-    let home = dir.join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let creds = dir.join("git-credentials");
-    std::fs::write(&creds, "https://alice:s3cret-pass@github.com\n").unwrap();
-    let log = dir.join("helper.log");
-    let config = dir.join("gitconfig");
-    std::fs::write(
-        &config,
-        format!(
-            "[credential]\n\thelper = \"!f() {{ echo \\\"$1\\\" >> {log}; cat > /dev/null; }}; f\"\n\thelper = store --file {creds}\n",
-            log = log.display(),
-            creds = creds.display()
-        ),
-    )
-    .unwrap();
+    let env: Vec<String> = host_git_env(dir)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let wrapper = dir.join("git-wrapper");
-    write_script(
-        &wrapper,
-        &format!(
-            "HOME={home} GIT_CONFIG_GLOBAL={config} GIT_CONFIG_NOSYSTEM=1 exec git \"$@\"",
-            home = home.display(),
-            config = config.display()
-        ),
-    );
+    write_script(&wrapper, &format!("{} exec git \"$@\"", env.join(" ")));
     wrapper
 }
 
@@ -214,88 +179,4 @@ pub fn status_of(raw: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
-}
-
-/// A real ssh-agent with one fresh ed25519 key, killed on drop.
-pub struct Agent {
-    pub socket: PathBuf,
-    pub pid: u32,
-    pub pubkey: String,
-    pub key_path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Agent {
-    pub fn start() -> Self {
-        require("ssh-agent", "openssh-client");
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("agent.sock");
-        let out = std::process::Command::new("ssh-agent")
-            .arg("-a")
-            .arg(&socket)
-            .arg("-s")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let pid: u32 = text
-            .split("SSH_AGENT_PID=")
-            .nth(1)
-            .and_then(|s| s.split(';').next())
-            .and_then(|s| s.parse().ok())
-            .expect("ssh-agent pid");
-        let key_path = dir.path().join("id_ed25519");
-        let st = std::process::Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "test@hostproxy",
-                "-f",
-            ])
-            .arg(&key_path)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let st = std::process::Command::new("ssh-add")
-            .arg("-q")
-            .arg(&key_path)
-            .env("SSH_AUTH_SOCK", &socket)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let pubkey = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
-        Self {
-            socket,
-            pid,
-            pubkey,
-            key_path,
-            _dir: dir,
-        }
-    }
-
-    /// `ssh-add -l` straight against the agent: (exit code, output).
-    pub fn list(&self) -> (i32, String) {
-        let out = std::process::Command::new("ssh-add")
-            .arg("-l")
-            .env("SSH_AUTH_SOCK", &self.socket)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .arg(self.pid.to_string())
-            .status();
-    }
 }

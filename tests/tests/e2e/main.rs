@@ -1,0 +1,6 @@
+//! End-to-end: the real binaries with real git, ssh, Chromium and Docker.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod browser;
+mod lifecycle;
+mod tools;

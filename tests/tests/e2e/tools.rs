@@ -1,0 +1,465 @@
+//! The container tools against the real daemon on this host.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::*;
+
+fn container_git_env(d: &DaemonProc, dir: &std::path::Path) -> Vec<(String, String)> {
+    let home = dir.join("container-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let cfg = dir.join("container-gitconfig");
+    std::fs::write(&cfg, "[credential]\n\thelper = clawker\n").unwrap();
+    let mut env = d.tool_env();
+    env.extend([
+        ("HOME".into(), home.display().to_string()),
+        ("GIT_CONFIG_GLOBAL".into(), cfg.display().to_string()),
+        ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+        ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+    ]);
+    env
+}
+
+fn git(env: &[(String, String)], args: &[&str], input: &str) -> (i32, String, String) {
+    // Real git, which finds git-credential-clawker on PATH through credential.helper=clawker.
+    run_with_input(command(require("git", "git"), env).args(args), input)
+}
+
+#[test]
+fn real_git_fill_gets_the_hosts_password_through_the_helper() {
+    let d = DaemonProc::start(DaemonOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let env = container_git_env(&d, dir.path());
+    let (code, out, err) = git(
+        &env,
+        &["credential", "fill"],
+        "protocol=https\nhost=github.com\n\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("username=alice\n"), "{out}");
+    assert!(out.contains("password=s3cret-pass\n"), "{out}");
+    assert_eq!(d.helper_log(), "get\n");
+
+    // Unknown host: the helper says nothing and exits 0; git then has nothing.
+    let (code, out, _) = run_with_input(
+        tool("git-credential-clawker", &d.tool_env()).arg("get"),
+        "protocol=https\nhost=unknown.example\n\n",
+    );
+    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, out, _) = git(
+        &env,
+        &["credential", "fill"],
+        "protocol=https\nhost=unknown.example\n\n",
+    );
+    assert_ne!(code, 0);
+    assert!(!out.contains("password="));
+
+    // store is refused by the host's default policy: quiet exit 0, nothing stored, git not run.
+    let before = d.helper_log();
+    let (code, out, err) = run_with_input(
+        tool("git-credential-clawker", &d.tool_env()).arg("store"),
+        "protocol=https\nhost=github.com\nusername=mallory\npassword=evil\n\n",
+    );
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert_eq!(d.helper_log(), before);
+    let creds = std::fs::read_to_string(d.dir.path().join("git-credentials")).unwrap();
+    assert!(!creds.contains("mallory"));
+
+    // A CR smuggled into a value is refused before anything is sent.
+    let (code, _, err) = run_with_input(
+        tool("git-credential-clawker", &d.tool_env()).arg("get"),
+        "protocol=https\nhost=github.com\rhost=evil\n\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(d.helper_log(), before);
+
+    // Unknown actions are ignored, as git expects of helpers.
+    let (code, out, _) = run_with_input(
+        tool("git-credential-clawker", &d.tool_env()).arg("capability"),
+        "",
+    );
+    assert_eq!((code, out.as_str()), (0, ""));
+}
+
+#[test]
+fn tools_name_the_url_when_the_daemon_is_down() {
+    let port = free_port();
+    let env = vec![
+        (
+            "CLAWKER_HOST_PROXY".to_string(),
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("CLAWKER_HOST_PROXY_TOKEN".to_string(), "x".repeat(64)),
+    ];
+    let (code, out, err) = run_with_input(
+        tool("git-credential-clawker", &env).arg("get"),
+        "protocol=https\nhost=github.com\n\n",
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("http://127.0.0.1:{port}")), "{err}");
+
+    let url = "https://example.com/login?x=1";
+    let (code, out, err) = run_with_input(tool("host-open", &env).arg(url), "");
+    assert_eq!(code, 1);
+    assert_eq!(out.trim(), url, "the url must be printed for the user");
+    assert!(err.contains(&format!("http://127.0.0.1:{port}")), "{err}");
+}
+
+#[test]
+fn host_open_plain_url_goes_to_the_launcher() {
+    let d = DaemonProc::start(DaemonOpts::default());
+    let (code, out, err) = run_with_input(
+        tool("host-open", &d.tool_env()).arg("https://example.com/docs?a=1"),
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+    assert_eq!(d.launch_log(), "BEGIN\nhttps://example.com/docs?a=1\nEND\n");
+    // A URL the daemon refuses: clear error, launcher not called.
+    let (code, _, err) = run_with_input(
+        tool("host-open", &d.tool_env()).arg("file:///etc/passwd"),
+        "",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("http"), "{err}");
+    assert_eq!(d.launch_log().matches("BEGIN").count(), 1);
+    for flag in ["--help", "--version"] {
+        for t in [
+            "host-open",
+            "callback-forwarder",
+            "git-credential-clawker",
+            "ssh-agent-proxy",
+        ] {
+            let out = tool(t, &[]).arg(flag).output().unwrap();
+            assert!(out.status.success(), "{t} {flag}");
+        }
+    }
+}
+
+#[test]
+fn callback_forwarder_replays_then_cleans_up_and_fails_clearly() {
+    let d = DaemonProc::start(DaemonOpts::default());
+    // Register a callback on a host port and capture it, as the browser would.
+    let cb_port = free_port();
+    let client = reqwest::blocking_client();
+    let reg: serde_json::Value = client
+        .post(
+            format!("{}/callback/register", d.url()),
+            &d.token,
+            serde_json::json!({"port": cb_port, "path": "/cb", "state": "st"}),
+        )
+        .1;
+    let id = reg["session_id"].as_str().unwrap().to_string();
+    // The "container's" local server: a socket on another port that records one request.
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let local_port = local.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = local.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = s.read(&mut buf).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    let mut env = d.tool_env();
+    env.push(("CALLBACK_SESSION".into(), id.clone()));
+    env.push(("CALLBACK_PORT".into(), local_port.to_string()));
+    let mut fwd = tool("callback-forwarder", &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let page = client.get_text(&format!("http://127.0.0.1:{cb_port}/cb?code=abc&state=st"));
+    assert_eq!(page.0, 200);
+    let request = server.join().unwrap();
+    assert!(
+        request.starts_with("GET /cb?code=abc&state=st HTTP/1.1\r\n"),
+        "{request}"
+    );
+    let status = fwd.wait().unwrap();
+    assert!(status.success());
+    // Cleaned up: the session is gone.
+    let (s, _) = client.get_json(&format!("{}/callback/{id}/data", d.url()), &d.token);
+    assert_eq!(s, 404);
+
+    // Unknown session: exit 1 with a clear message.
+    let mut env = d.tool_env();
+    env.push(("CALLBACK_SESSION".into(), "0".repeat(32)));
+    env.push(("CALLBACK_PORT".into(), "9".into()));
+    let out = tool("callback-forwarder", &env).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("session"));
+
+    // SIGTERM ends a waiting forwarder at once.
+    let port2 = free_port();
+    let reg = client
+        .post(
+            format!("{}/callback/register", d.url()),
+            &d.token,
+            serde_json::json!({"port": port2}),
+        )
+        .1;
+    let mut env = d.tool_env();
+    env.push((
+        "CALLBACK_SESSION".into(),
+        reg["session_id"].as_str().unwrap().into(),
+    ));
+    env.push(("CALLBACK_PORT".into(), "9".into()));
+    let mut waiting = tool("callback-forwarder", &env).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "forwarder should be waiting"
+    );
+    let t = Instant::now();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(waiting.id().to_string())
+        .status()
+        .unwrap();
+    let st = waiting.wait().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(!st.success());
+}
+
+#[test]
+fn ssh_through_the_agent_proxy_lists_signs_and_cannot_remove() {
+    let agent = Agent::start();
+    let d = DaemonProc::start(DaemonOpts {
+        agent: Some(agent.socket.clone()),
+        ..DaemonOpts::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("c/agent.sock");
+    let mut proxy = tool("ssh-agent-proxy", &d.tool_env())
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(proxy.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), format!("SSH_AUTH_SOCK={}", sock.display()));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let ssh = |args: &[&str]| {
+        Command::new("ssh-add")
+            .args(args)
+            .env("SSH_AUTH_SOCK", &sock)
+            .output()
+            .unwrap()
+    };
+    let listed = ssh(&["-l"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("test@hostproxy"));
+
+    // ssh-keygen -Y sign through the proxy; verify on the host.
+    let file = dir.path().join("payload.txt");
+    std::fs::write(&file, "commit to sign\n").unwrap();
+    let pubfile = dir.path().join("key.pub");
+    std::fs::write(&pubfile, &agent.pubkey).unwrap();
+    let sign = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "git", "-f"])
+        .arg(&pubfile)
+        .arg(&file)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        sign.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sign.stderr)
+    );
+    let allowed = dir.path().join("allowed_signers");
+    std::fs::write(
+        &allowed,
+        format!("test@hostproxy namespaces=\"git\" {}", agent.pubkey),
+    )
+    .unwrap();
+    let verify = Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-n", "git", "-I", "test@hostproxy", "-f"])
+        .arg(&allowed)
+        .arg("-s")
+        .arg(file.with_extension("txt.sig"))
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    // Removing keys through the proxy fails and removes nothing; locking fails too.
+    let removed = ssh(&["-D"]);
+    assert!(!removed.status.success());
+    let (code, listing) = agent.list();
+    assert_eq!(code, 0);
+    assert!(listing.contains("test@hostproxy"));
+
+    // Many clients at once.
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                Command::new("ssh-add")
+                    .arg("-l")
+                    .env("SSH_AUTH_SOCK", sock)
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            })
+        })
+        .collect();
+    assert!(handles.into_iter().all(|h| h.join().unwrap()));
+
+    // A malformed frame closes that client only.
+    {
+        use std::io::{Read, Write};
+        let mut bad = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        bad.write_all(&[0xff, 0xff, 0xff, 0xff]).unwrap();
+        let mut buf = [0u8; 1];
+        bad.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            bad.read(&mut buf).unwrap(),
+            0,
+            "connection should be closed"
+        );
+    }
+    assert!(ssh(&["-l"]).status.success());
+
+    // Daemon gone: the proxy answers FAILURE instead of dropping the client.
+    drop(d);
+    let listed = ssh(&["-l"]);
+    assert!(!listed.status.success());
+    let text = String::from_utf8_lossy(&listed.stderr).to_string()
+        + &String::from_utf8_lossy(&listed.stdout);
+    assert!(!text.contains("communication with agent failed"), "{text}");
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
+
+#[test]
+fn daemon_logs_hold_no_secrets() {
+    let agent = Agent::start();
+    let d = DaemonProc::start(DaemonOpts {
+        agent: Some(agent.socket.clone()),
+        ..DaemonOpts::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let env = container_git_env(&d, dir.path());
+    let (code, out, _) = git(
+        &env,
+        &["credential", "fill"],
+        "protocol=https\nhost=github.com\n\n",
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("s3cret-pass"));
+    let client = reqwest::blocking_client();
+    let cb_port = free_port();
+    let (_, reg) = client.post(
+        format!("{}/callback/register", d.url()),
+        &d.token,
+        serde_json::json!({"port": cb_port, "state": "state-secret-123"}),
+    );
+    let id = reg["session_id"].as_str().unwrap().to_string();
+    client.get_text(&format!(
+        "http://127.0.0.1:{cb_port}/callback?code=oauth-code-secret&state=state-secret-123"
+    ));
+    client.get_json(&format!("{}/callback/{id}/data", d.url()), &d.token);
+    client.get_json(
+        &format!("{}/callback/{id}/data?token={}", d.url(), d.token),
+        "wrong",
+    );
+    let mut d = d;
+    d.terminate();
+    let log = d.log_text();
+    assert!(log.contains("request"), "log is empty?\n{log}");
+    for secret in [
+        "s3cret-pass",
+        "alice",
+        &d.token,
+        &id,
+        "oauth-code-secret",
+        "state-secret-123",
+    ] {
+        assert!(!log.contains(secret), "log leaks {secret:?}:\n{log}");
+    }
+}
+
+/// A few blocking HTTP helpers for these process-level tests.
+mod reqwest {
+    pub struct Blocking;
+
+    pub fn blocking_client() -> Blocking {
+        Blocking
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    impl Blocking {
+        pub fn post(
+            &self,
+            url: String,
+            token: &str,
+            body: serde_json::Value,
+        ) -> (u16, serde_json::Value) {
+            rt().block_on(async {
+                let r = ::reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json().await.unwrap_or_default())
+            })
+        }
+
+        pub fn get_json(&self, url: &str, token: &str) -> (u16, serde_json::Value) {
+            rt().block_on(async {
+                let r = ::reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json().await.unwrap_or_default())
+            })
+        }
+
+        pub fn get_text(&self, url: &str) -> (u16, String) {
+            rt().block_on(async {
+                let r = ::reqwest::Client::new().get(url).send().await.unwrap();
+                (r.status().as_u16(), r.text().await.unwrap_or_default())
+            })
+        }
+    }
+}
