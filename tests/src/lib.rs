@@ -223,6 +223,8 @@ pub struct DaemonProc {
 #[derive(Debug, Default)]
 pub struct DaemonOpts {
     pub args: Vec<String>,
+    /// The URL launcher; default: a script recording its arguments in `launch.log`.
+    pub browser: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub agent: Option<PathBuf>,
 }
@@ -245,7 +247,7 @@ impl DaemonProc {
             .arg("--port")
             .arg(port.to_string())
             .arg("--browser")
-            .arg(&launcher)
+            .arg(opts.browser.as_ref().unwrap_or(&launcher))
             .args(&opts.args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -375,15 +377,29 @@ pub fn run_with_input(cmd: &mut Command, input: &str) -> (i32, String, String) {
     )
 }
 
+/// `FROM scratch` with nothing but the static tools: no libc, no shell, no CA store.
+pub fn tools_only_image() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| build_image("hostproxy-e2e-bare:latest", false))
+}
+
 /// The test image: `FROM scratch` + Debian's static busybox (installed as /bin applets) +
 /// the static container tools. Built once per test process.
 pub fn test_image() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
-    TAG.get_or_init(|| {
+    TAG.get_or_init(|| build_image("hostproxy-e2e:latest", true))
+}
+
+fn build_image(tag: &str, with_busybox: bool) -> String {
+    {
         require_docker();
-        let busybox = require("busybox", "busybox-static");
         let ctx = tempfile::tempdir().unwrap();
-        std::fs::copy(&busybox, ctx.path().join("busybox")).unwrap();
+        let mut base = String::from("FROM scratch\n");
+        if with_busybox {
+            let busybox = require("busybox", "busybox-static");
+            std::fs::copy(&busybox, ctx.path().join("busybox")).unwrap();
+            base.push_str("COPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/tmp\", \"/root\", \"/usr/bin\"]\n");
+        }
         let mut copies = String::new();
         for entry in std::fs::read_dir(dist_dir()).unwrap() {
             let p = entry.unwrap().path();
@@ -395,20 +411,17 @@ pub fn test_image() -> &'static str {
         }
         std::fs::write(
             ctx.path().join("Dockerfile"),
-            format!(
-                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/tmp\", \"/root\", \"/usr/bin\"]\n{copies}ENV PATH=/usr/local/bin:/bin\n"
-            ),
+            format!("{base}{copies}ENV PATH=/usr/local/bin:/bin\n"),
         )
         .unwrap();
-        let tag = "hostproxy-e2e:latest".to_string();
         let out = Command::new("docker")
-            .args(["build", "-q", "-t", &tag])
+            .args(["build", "-q", "-t", tag])
             .arg(ctx.path())
             .output()
             .unwrap();
         assert!(out.status.success(), "docker build failed: {}", String::from_utf8_lossy(&out.stderr));
-        tag
-    })
+        tag.to_string()
+    }
 }
 
 /// The gateway address containers on the default bridge reach the host at.

@@ -1,1 +1,167 @@
-//! placeholder
+//! The OAuth round trip with real headless Chromium on the host and the container side in a
+//! real container, and the static tools in an empty root.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::*;
+
+/// A tiny authorization server: any GET answers 302 to its `redirect_uri` with a code and
+/// the request's `state`, as an OAuth provider does after the user logs in.
+fn authorization_server(code: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut line = String::new();
+            if BufReader::new(&s).read_line(&mut line).is_err() {
+                continue;
+            }
+            let target = line.split(' ').nth(1).unwrap_or("/").to_string();
+            let url = url_crate::Url::parse(&format!("http://x{target}")).unwrap();
+            let param = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+            let reply = match param("redirect_uri") {
+                Some(r) => format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {r}?code={code}&state={}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    param("state").unwrap_or_default()
+                ),
+                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+            };
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    port
+}
+
+mod url_crate {
+    pub use reqwest::Url;
+}
+
+#[test]
+fn oauth_login_in_host_chromium_reaches_the_containers_localhost() {
+    let chromium = require("chromium", "chromium");
+    let image = test_image();
+    let auth_port = authorization_server("the-auth-code");
+    let dir = tempfile::tempdir().unwrap();
+    let dom = dir.path().join("dom.html");
+    let launcher = dir.path().join("chromium-launcher");
+    // The daemon's --browser: headless Chromium, backgrounded as xdg-open would.
+    write_script(
+        &launcher,
+        &format!(
+            "{chromium} --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir={dir}/profile --dump-dom \"$1\" > {dom} 2>{dir}/chromium.err &",
+            chromium = chromium.display(),
+            dir = dir.path().display(),
+            dom = dom.display()
+        ),
+    );
+    let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--listen-docker-bridge".into()],
+        browser: Some(launcher),
+        ..DaemonOpts::default()
+    });
+    let cb_port = free_port();
+    let login = format!(
+        "http://127.0.0.1:{auth_port}/authorize?client_id=cli&response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A{cb_port}%2Fcgi-bin%2Fcallback&state=st-42"
+    );
+    // Inside the container: the CLI's own callback server (busybox httpd + CGI) on the same
+    // port, then `host-open` as its BROWSER, then wait for the callback to arrive.
+    let script = format!(
+        r#"set -e
+mkdir -p /www/cgi-bin
+printf '#!/bin/sh\necho "$REQUEST_METHOD $QUERY_STRING" > /tmp/got\nprintf "Content-Type: text/plain\r\n\r\nok"\n' > /www/cgi-bin/callback
+chmod +x /www/cgi-bin/callback
+httpd -p {cb_port} -h /www
+host-open '{login}'
+i=0; while [ ! -s /tmp/got ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+cat /tmp/got"#
+    );
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--add-host", "host.docker.internal:host-gateway"])
+        .args(["-e", &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port)])
+        .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
+        .arg(image)
+        .args(["sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim() == "GET code=the-auth-code&state=st-42",
+        "container said: {stdout}\n{stderr}\ndaemon log:\n{}\nchromium:\n{}",
+        d.log_text(),
+        std::fs::read_to_string(dir.path().join("chromium.err")).unwrap_or_default()
+    );
+    // The browser saw our static page, not anything from the request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&dom).unwrap_or_default().contains("Login complete") {
+        assert!(std::time::Instant::now() < deadline, "chromium did not render the success page");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let page = std::fs::read_to_string(&dom).unwrap();
+    assert!(!page.contains("the-auth-code"));
+}
+
+#[test]
+fn container_reaches_daemon_on_the_bridge_and_lying_host_is_refused() {
+    let image = test_image();
+    let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--listen-docker-bridge".into()],
+        ..DaemonOpts::default()
+    });
+    let gw = docker_gateway();
+    let run = |host_header: &str| {
+        let out = Command::new("docker")
+            .args(["run", "--rm", "--add-host", "host.docker.internal:host-gateway"])
+            .arg(image)
+            .args([
+                "sh",
+                "-c",
+                &format!(
+                    "printf 'GET /health HTTP/1.0\\r\\nHost: {host_header}\\r\\n\\r\\n' | nc host.docker.internal {} | head -1",
+                    d.port
+                ),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(run(&format!("host.docker.internal:{}", d.port)).contains("200"), "daemon log:\n{}", d.log_text());
+    assert!(run(&format!("{gw}:{}", d.port)).contains("200"));
+    assert!(run(&format!("evil.example:{}", d.port)).contains("403"));
+    // Never a wildcard bind.
+    let listening = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port_hex = format!(":{:04X}", d.port);
+    for line in listening.lines().filter(|l| l.contains(&port_hex)) {
+        assert!(!line.trim_start().split_whitespace().nth(1).unwrap().starts_with("00000000:"), "wildcard bind: {line}");
+    }
+}
+
+#[test]
+fn every_static_tool_runs_in_an_empty_root() {
+    let image = tools_only_image();
+    for t in ["host-open", "callback-forwarder", "git-credential-clawker", "ssh-agent-proxy"] {
+        let out = Command::new("docker")
+            .args(["run", "--rm", "--entrypoint", &format!("/usr/local/bin/{t}"), image, "--version"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{t}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(t));
+    }
+    // And one real request from that empty root, to prove no CA store or resolver is needed.
+    let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--listen-docker-bridge".into()],
+        ..DaemonOpts::default()
+    });
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--add-host", "host.docker.internal:host-gateway"])
+        .args(["-e", &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port)])
+        .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
+        .args(["--entrypoint", "/usr/local/bin/host-open", image, "https://example.com/from-scratch"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), d.log_text());
+    assert!(d.launch_log().contains("https://example.com/from-scratch"));
+}
