@@ -419,7 +419,11 @@ fn build_image(tag: &str, with_busybox: bool) -> String {
             .arg(ctx.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "docker build failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "docker build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         tag.to_string()
     }
 }

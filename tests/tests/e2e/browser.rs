@@ -21,13 +21,18 @@ fn authorization_server(code: &'static str) -> u16 {
             }
             let target = line.split(' ').nth(1).unwrap_or("/").to_string();
             let url = url_crate::Url::parse(&format!("http://x{target}")).unwrap();
-            let param = |k: &str| url.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
+            let param = |k: &str| {
+                url.query_pairs()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.into_owned())
+            };
             let reply = match param("redirect_uri") {
                 Some(r) => format!(
                     "HTTP/1.1 302 Found\r\nLocation: {r}?code={code}&state={}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                     param("state").unwrap_or_default()
                 ),
-                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string(),
             };
             let _ = s.write_all(reply.as_bytes());
         }
@@ -79,8 +84,16 @@ i=0; while [ ! -s /tmp/got ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 cat /tmp/got"#
     );
     let out = Command::new("docker")
-        .args(["run", "--rm", "--add-host", "host.docker.internal:host-gateway"])
-        .args(["-e", &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port)])
+        .args([
+            "run",
+            "--rm",
+            "--add-host",
+            "host.docker.internal:host-gateway",
+        ])
+        .args([
+            "-e",
+            &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port),
+        ])
         .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
         .arg(image)
         .args(["sh", "-c", &script])
@@ -96,8 +109,14 @@ cat /tmp/got"#
     );
     // The browser saw our static page, not anything from the request.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&dom).unwrap_or_default().contains("Login complete") {
-        assert!(std::time::Instant::now() < deadline, "chromium did not render the success page");
+    while !std::fs::read_to_string(&dom)
+        .unwrap_or_default()
+        .contains("Login complete")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chromium did not render the success page"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let page = std::fs::read_to_string(&dom).unwrap();
@@ -128,26 +147,54 @@ fn container_reaches_daemon_on_the_bridge_and_lying_host_is_refused() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    assert!(run(&format!("host.docker.internal:{}", d.port)).contains("200"), "daemon log:\n{}", d.log_text());
+    assert!(
+        run(&format!("host.docker.internal:{}", d.port)).contains("200"),
+        "daemon log:\n{}",
+        d.log_text()
+    );
     assert!(run(&format!("{gw}:{}", d.port)).contains("200"));
     assert!(run(&format!("evil.example:{}", d.port)).contains("403"));
     // Never a wildcard bind.
     let listening = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let port_hex = format!(":{:04X}", d.port);
     for line in listening.lines().filter(|l| l.contains(&port_hex)) {
-        assert!(!line.trim_start().split_whitespace().nth(1).unwrap().starts_with("00000000:"), "wildcard bind: {line}");
+        assert!(
+            !line
+                .trim_start()
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .starts_with("00000000:"),
+            "wildcard bind: {line}"
+        );
     }
 }
 
 #[test]
 fn every_static_tool_runs_in_an_empty_root() {
     let image = tools_only_image();
-    for t in ["host-open", "callback-forwarder", "git-credential-clawker", "ssh-agent-proxy"] {
+    for t in [
+        "host-open",
+        "callback-forwarder",
+        "git-credential-clawker",
+        "ssh-agent-proxy",
+    ] {
         let out = Command::new("docker")
-            .args(["run", "--rm", "--entrypoint", &format!("/usr/local/bin/{t}"), image, "--version"])
+            .args([
+                "run",
+                "--rm",
+                "--entrypoint",
+                &format!("/usr/local/bin/{t}"),
+                image,
+                "--version",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{t}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{t}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).starts_with(t));
     }
     // And one real request from that empty root, to prove no CA store or resolver is needed.
@@ -156,12 +203,30 @@ fn every_static_tool_runs_in_an_empty_root() {
         ..DaemonOpts::default()
     });
     let out = Command::new("docker")
-        .args(["run", "--rm", "--add-host", "host.docker.internal:host-gateway"])
-        .args(["-e", &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port)])
+        .args([
+            "run",
+            "--rm",
+            "--add-host",
+            "host.docker.internal:host-gateway",
+        ])
+        .args([
+            "-e",
+            &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port),
+        ])
         .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
-        .args(["--entrypoint", "/usr/local/bin/host-open", image, "https://example.com/from-scratch"])
+        .args([
+            "--entrypoint",
+            "/usr/local/bin/host-open",
+            image,
+            "https://example.com/from-scratch",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), d.log_text());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
     assert!(d.launch_log().contains("https://example.com/from-scratch"));
 }

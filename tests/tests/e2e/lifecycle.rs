@@ -1,1 +1,264 @@
-//! placeholder
+//! `hostproxy start|stop|status|token` and the idle-exit watcher, as processes.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::*;
+
+struct Scratch {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("hostproxy"));
+        c.args(args)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .env("CLAWKER_STATE_DIR", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn pid_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("pids/hostproxy.pid")
+    }
+
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+#[test]
+fn start_status_token_stop() {
+    let s = Scratch::new();
+    let st = s.run(&["status"]);
+    assert_eq!(st.status.code(), Some(1), "{}", text(&st));
+    let started = s.run(&["start"]);
+    assert!(started.status.success(), "{}", text(&started));
+    let pid = s.pid().expect("pid file");
+    assert!(alive(pid));
+    let again = s.run(&["start"]);
+    assert!(again.status.success());
+    assert!(text(&again).contains("already running"));
+    assert_eq!(s.pid(), Some(pid), "a second daemon was started");
+
+    let st = s.run(&["status", "--json"]);
+    assert!(st.status.success(), "{}", text(&st));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["running"], true);
+    assert_eq!(v["pid"], pid);
+    assert_eq!(v["port"], s.port);
+    assert_eq!(v["sessions"], 0);
+    assert!(
+        v["listen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "127.0.0.1")
+    );
+    assert!(v["uptime_secs"].is_u64());
+
+    let tok = Command::new(bin("hostproxy"))
+        .arg("token")
+        .env("CLAWKER_STATE_DIR", s.dir.path())
+        .output()
+        .unwrap();
+    let file = std::fs::read_to_string(s.dir.path().join("hostproxy.token")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&tok.stdout).trim(), file.trim());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.dir.path().join("hostproxy.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(s.dir.path().join("logs/hostproxy.log").exists());
+
+    let stopped = s.run(&["stop", "--wait", "5"]);
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    assert!(!alive(pid));
+    assert!(!s.pid_file().exists(), "pid file left behind");
+    assert_eq!(s.run(&["status"]).status.code(), Some(1));
+    assert!(
+        s.run(&["stop"]).status.success(),
+        "stop when stopped is fine"
+    );
+}
+
+#[test]
+fn concurrent_starts_leave_one_daemon() {
+    let s = Scratch::new();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            s.cmd(&["start"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let pid = s.pid().unwrap();
+    let ours: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                c.contains("hostproxy serve") && c.contains(&format!("--port {}", s.port))
+            })
+        })
+        .filter(|p| alive(*p))
+        .collect();
+    assert_eq!(ours, vec![pid], "expected exactly one daemon");
+}
+
+#[test]
+fn kill_dash_nine_then_start_again_and_taken_port_is_an_error() {
+    let s = Scratch::new();
+    assert!(s.run(&["start"]).status.success());
+    let pid = s.pid().unwrap();
+    Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    while alive(pid) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        s.pid_file().exists(),
+        "the stale pid file is the point of this test"
+    );
+    let again = s.run(&["start"]);
+    assert!(again.status.success(), "{}", text(&again));
+    let new_pid = s.pid().unwrap();
+    assert_ne!(new_pid, pid);
+    assert!(s.run(&["stop", "--wait", "5"]).status.success());
+
+    // Something else on the port: a clear error naming it, no fallback.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", s.port)).unwrap();
+    let out = s.run(&["start"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains(&s.port.to_string()), "{}", text(&out));
+    let out = s.run(&["serve"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!("port {} is already in use", s.port)),
+        "{}",
+        text(&out)
+    );
+    drop(squatter);
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+fn run_container(labels: &[&str]) -> Container {
+    let mut args = vec!["run", "-d", "--rm"];
+    for l in labels {
+        args.extend(["--label", l]);
+    }
+    args.extend([test_image(), "sleep", "300"]);
+    Container(docker(&args))
+}
+
+#[test]
+fn idle_exit_follows_labelled_containers() {
+    require_docker();
+    let s = Scratch::new();
+    let agent = run_container(&["dev.clawker.managed=true", "dev.clawker.purpose=agent"]);
+    let _other = run_container(&["dev.clawker.managed=true"]);
+    let mut daemon = s
+        .cmd(&[
+            "serve",
+            "--idle-exit",
+            "--grace-period",
+            "1s",
+            "--poll-interval",
+            "30s",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "exited while a labelled container runs"
+    );
+    docker(&["rm", "-f", &agent.0]);
+    // The die event makes the count current at once: well before the 30 s poll.
+    let t = Instant::now();
+    loop {
+        if let Some(st) = daemon.try_wait().unwrap() {
+            assert!(st.success());
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "daemon did not exit after the last agent container stopped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!s.pid_file().exists());
+}
