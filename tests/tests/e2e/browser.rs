@@ -160,7 +160,6 @@ fn container_reaches_daemon_on_the_bridge_and_lying_host_is_refused() {
     for line in listening.lines().filter(|l| l.contains(&port_hex)) {
         assert!(
             !line
-                .trim_start()
                 .split_whitespace()
                 .nth(1)
                 .unwrap()
