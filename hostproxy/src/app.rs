@@ -117,12 +117,22 @@ fn json_error_text(e: &serde_json::Error) -> String {
     }
 }
 
+/// How the token gate decides.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer <this token>`, compared in constant time.
+    Token(Secret<String>),
+    /// Any bearer token (mock-proxy without `--token`): the header must still be present.
+    AnyBearer,
+    /// `--no-auth`.
+    Disabled,
+}
+
 /// Everything a request handler may use.
 #[derive(Debug)]
 pub struct Inner {
     pub settings: Settings,
-    /// `None` with `--no-auth`.
-    pub token: Option<Secret<String>>,
+    pub auth: Auth,
     pub backends: Backends,
     pub sessions: SessionStore,
     pub git_slots: Semaphore,
@@ -160,7 +170,7 @@ impl AppState {
     /// `Host`); `shutdown` closes every callback listener when cancelled.
     pub fn new(
         settings: Settings,
-        token: Option<Secret<String>>,
+        auth: Auth,
         backends: Backends,
         listen_addrs: &[std::net::IpAddr],
         shutdown: CancellationToken,
@@ -183,7 +193,7 @@ impl AppState {
             git_slots: Semaphore::new(settings.git.max_concurrent),
             open_limiter: RateLimiter::per_minute(settings.open_rate_per_minute),
             settings,
-            token,
+            auth,
             backends,
             sessions,
             allowed_hosts,

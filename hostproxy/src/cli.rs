@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use clawker_protocol::env as envs;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{AppState, router};
+use crate::app::{AppState, Auth, router};
 use crate::backends::{Backends, UnixAgent};
 use crate::config::{
     FileConfig, Settings, default_config_path, parse_duration, split_command, watcher_from_file,
@@ -276,15 +276,13 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         settings.git.clone(),
         UnixAgent::from_env(),
     );
-    let token_opt = (!settings.no_auth).then(|| token.clone());
+    let auth = if settings.no_auth {
+        Auth::Disabled
+    } else {
+        Auth::Token(token.clone())
+    };
     let watcher = settings.watcher.take();
-    let state = AppState::new(
-        settings.clone(),
-        token_opt,
-        backends,
-        &bound,
-        shutdown.clone(),
-    );
+    let state = AppState::new(settings.clone(), auth, backends, &bound, shutdown.clone());
     print_banner(&settings, &bound, &state_dir);
     crate::lifecycle::write_status_file(&state_dir, settings.port, &bound)?;
 

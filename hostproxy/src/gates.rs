@@ -14,7 +14,7 @@ use clawker_protocol::api::{self, routes};
 use clawker_protocol::host::{HostName, parse_host_header};
 use subtle::ConstantTimeEq;
 
-use crate::app::{ApiError, AppState};
+use crate::app::{ApiError, AppState, Auth};
 
 /// Which gates a path gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +57,9 @@ fn is_browser_request(headers: &HeaderMap) -> bool {
         || headers.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
 }
 
-/// Gate 3: `Authorization: Bearer <token>`, compared in constant time.
-pub fn check_token(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+/// Gate 3: `Authorization: Bearer <token>`, compared in constant time; `None` accepts any
+/// bearer token (mock-proxy without `--token`).
+pub fn check_token(headers: &HeaderMap, token: Option<&str>) -> Result<(), ApiError> {
     let unauthorized =
         || ApiError::new(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
@@ -71,6 +72,13 @@ pub fn check_token(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
         .filter(|p| p.eq_ignore_ascii_case(b"bearer "))
         .map(|_| &value[7..])
         .ok_or_else(unauthorized)?;
+    let Some(token) = token else {
+        return if presented.is_empty() {
+            Err(unauthorized())
+        } else {
+            Ok(())
+        };
+    };
     if bool::from(presented.ct_eq(token.as_bytes())) {
         Ok(())
     } else {
@@ -130,8 +138,10 @@ pub fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
             "browser requests are not allowed on the api",
         ));
     }
-    if let Some(token) = &state.token {
-        check_token(headers, token.expose())?;
+    match &state.auth {
+        Auth::Token(t) => check_token(headers, Some(t.expose()))?,
+        Auth::AnyBearer => check_token(headers, None)?,
+        Auth::Disabled => {}
     }
     if req.method() == Method::POST {
         if !is_json_content_type(headers) {
@@ -223,16 +233,37 @@ mod tests {
     #[test]
     fn tokens() {
         let t = "a".repeat(64);
-        assert!(check_token(&headers(&[("authorization", &format!("Bearer {t}"))]), &t).is_ok());
-        assert!(check_token(&headers(&[("authorization", &format!("bearer {t}"))]), &t).is_ok());
-        assert!(check_token(&headers(&[("authorization", "Bearer nope")]), &t).is_err());
-        assert!(check_token(&headers(&[("authorization", &format!("Basic {t}"))]), &t).is_err());
-        assert!(check_token(&HeaderMap::new(), &t).is_err());
+        assert!(
+            check_token(
+                &headers(&[("authorization", &format!("Bearer {t}"))]),
+                Some(&t)
+            )
+            .is_ok()
+        );
+        assert!(
+            check_token(
+                &headers(&[("authorization", &format!("bearer {t}"))]),
+                Some(&t)
+            )
+            .is_ok()
+        );
+        assert!(check_token(&headers(&[("authorization", "Bearer nope")]), Some(&t)).is_err());
+        assert!(
+            check_token(
+                &headers(&[("authorization", &format!("Basic {t}"))]),
+                Some(&t)
+            )
+            .is_err()
+        );
+        assert!(check_token(&HeaderMap::new(), Some(&t)).is_err());
         let two = headers(&[
             ("authorization", &format!("Bearer {t}")),
             ("authorization", &format!("Bearer {t}")),
         ]);
-        assert!(check_token(&two, &t).is_err());
+        assert!(check_token(&two, Some(&t)).is_err());
+        assert!(check_token(&headers(&[("authorization", "Bearer anything")]), None).is_ok());
+        assert!(check_token(&headers(&[("authorization", "Bearer ")]), None).is_err());
+        assert!(check_token(&HeaderMap::new(), None).is_err());
     }
 
     #[test]

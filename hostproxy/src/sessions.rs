@@ -93,8 +93,26 @@ impl Session {
             query: Secret::new(query.to_string()),
             headers: capture_headers(headers),
             body: Secret::new(String::from_utf8_lossy(body).into_owned()),
-            received_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            received_at: now_rfc3339(),
         };
+        let mut first = false;
+        self.captured.send_if_modified(|slot| {
+            if slot.is_none() {
+                *slot = Some(Arc::new(data));
+                first = true;
+            }
+            first
+        });
+        if first {
+            Offer::Captured
+        } else {
+            Offer::AlreadyCaptured
+        }
+    }
+
+    /// Makes a capture arrive without a browser (mock-proxy's control API). First wins, as
+    /// with [`Session::offer`].
+    pub fn inject(&self, data: CallbackData) -> Offer {
         let mut first = false;
         self.captured.send_if_modified(|slot| {
             if slot.is_none() {
@@ -124,6 +142,11 @@ impl Session {
             () = self.cancel.cancelled() => None,
         }
     }
+}
+
+/// The current time as RFC 3339 UTC with milliseconds, as `received_at` carries it.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 fn capture_headers(headers: &HeaderMap) -> BTreeMap<String, String> {

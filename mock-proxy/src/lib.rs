@@ -1,1 +1,353 @@
-//! placeholder
+//! mock-proxy: the daemon's very router and gates with recording fakes behind them, plus a
+//! control API under `/__mock/` (SPEC.md section 8).
+//!
+//! Because the routes, validation, gates and wire types are the daemon's own
+//! (`hostproxy::router`), the mock cannot drift from the real API; only the side effects
+//! differ: no browser is opened, git is not run, no agent is contacted, and no port is bound
+//! for callbacks unless asked (`--real-listeners`).
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clawker_protocol::agent::FAILURE_FRAME;
+use clawker_protocol::api::{ErrorResponse, GitCredentialAction, SuccessResponse};
+use clawker_protocol::credential::CredentialFields;
+use clawker_protocol::mock::{
+    self, MockAgent, MockCallback, MockCredential, MockCredentials, MockFault, RecordedRequest,
+};
+use futures_util::future::BoxFuture;
+use hostproxy::app::{AppState, Auth};
+use hostproxy::backends::{
+    AgentConnector, AgentError, Backends, BindError, CredentialHelper, GitError, LaunchError,
+    Launcher, LoopbackBinder, PortBinder,
+};
+use hostproxy::config::Settings;
+use tokio_util::sync::CancellationToken;
+
+/// What the mock has recorded and been told.
+#[derive(Debug)]
+pub struct Mock {
+    requests: Mutex<Vec<RecordedRequest>>,
+    credentials: Mutex<MockCredentials>,
+    agent: Mutex<(MockAgent, usize)>,
+    faults: Mutex<Vec<MockFault>>,
+}
+
+impl Default for Mock {
+    fn default() -> Self {
+        Self {
+            requests: Mutex::default(),
+            credentials: Mutex::default(),
+            agent: Mutex::new((MockAgent::Absent, 0)),
+            faults: Mutex::default(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct FakeLauncher;
+
+impl Launcher for FakeLauncher {
+    fn open<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<(), LaunchError>> {
+        // The request itself is recorded; nothing is launched.
+        Box::pin(async { Ok(()) })
+    }
+}
+
+struct FakeGit(Arc<Mock>);
+
+impl CredentialHelper for FakeGit {
+    fn run(
+        &self,
+        action: GitCredentialAction,
+        input: CredentialFields,
+    ) -> BoxFuture<'_, Result<Option<CredentialFields>, GitError>> {
+        Box::pin(async move {
+            let host = input.host.clone().unwrap_or_default();
+            let mut creds = lock(&self.0.credentials);
+            match action {
+                GitCredentialAction::Get => Ok(creds.get(&host).map(|c| CredentialFields {
+                    protocol: input.protocol.clone(),
+                    host: Some(host.clone()),
+                    path: None,
+                    username: Some(c.username.clone()),
+                    password: Some(c.password.clone()),
+                    password_expiry_utc: c.password_expiry_utc.clone(),
+                })),
+                GitCredentialAction::Store => {
+                    if let (Some(username), Some(password)) = (input.username, input.password) {
+                        creds.insert(
+                            host,
+                            MockCredential {
+                                username,
+                                password,
+                                password_expiry_utc: None,
+                            },
+                        );
+                    }
+                    Ok(None)
+                }
+                GitCredentialAction::Erase => {
+                    creds.remove(&host);
+                    Ok(None)
+                }
+            }
+        })
+    }
+}
+
+struct FakeAgent(Arc<Mock>);
+
+impl AgentConnector for FakeAgent {
+    fn request(&self, _frame: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, AgentError>> {
+        Box::pin(async move {
+            let mut guard = lock(&self.0.agent);
+            let (mode, next) = &mut *guard;
+            match mode {
+                MockAgent::Absent => Err(AgentError::NoSocket),
+                MockAgent::Failure => Ok(FAILURE_FRAME.to_vec()),
+                MockAgent::Replies(replies) if replies.is_empty() => Ok(FAILURE_FRAME.to_vec()),
+                MockAgent::Replies(replies) => {
+                    let r = &replies[(*next).min(replies.len() - 1)];
+                    *next += 1;
+                    B64.decode(r).map_err(|_| AgentError::BadReply)
+                }
+            }
+        })
+    }
+}
+
+/// Binds nothing (the default) or the real loopback listeners.
+struct FakePorts {
+    real: bool,
+}
+
+impl PortBinder for FakePorts {
+    fn bind(&self, port: u16) -> Result<Vec<std::net::TcpListener>, BindError> {
+        if self.real {
+            LoopbackBinder.bind(port)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// How to build a mock.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// The port served (the `Host` gate checks it).
+    pub port: u16,
+    /// `Some`: enforced exactly like the daemon; `None`: any bearer token.
+    pub token: Option<String>,
+    pub listen: Vec<IpAddr>,
+    pub real_listeners: bool,
+}
+
+/// The mock's whole router: the daemon's API (recorded, with faults) plus `/__mock/`.
+pub fn router(mock: Arc<Mock>, cfg: &MockConfig, shutdown: CancellationToken) -> Router {
+    let settings = Settings {
+        port: cfg.port,
+        open_rate_per_minute: 0,
+        ..Settings::default()
+    };
+    let backends = Backends {
+        launcher: Arc::new(FakeLauncher),
+        git: Arc::new(FakeGit(mock.clone())),
+        agent: Arc::new(FakeAgent(mock.clone())),
+        ports: Arc::new(FakePorts {
+            real: cfg.real_listeners,
+        }),
+    };
+    let auth = match &cfg.token {
+        Some(t) => Auth::Token(t.clone().into()),
+        None => Auth::AnyBearer,
+    };
+    let state = AppState::new(settings, auth, backends, &cfg.listen, shutdown);
+    let api = hostproxy::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        mock.clone(),
+        record_and_fault,
+    ));
+    let control = Router::new()
+        .route(mock::REQUESTS, get(list_requests).delete(clear_requests))
+        .route(mock::CREDENTIALS, put(set_credentials))
+        .route(mock::CALLBACKS, post(inject_callback))
+        .route(mock::AGENT, put(set_agent))
+        .route(mock::FAULTS, post(add_fault).delete(clear_faults))
+        .with_state((mock, state));
+    control.merge(api)
+}
+
+const RECORDED_HEADERS: [&str; 4] = ["host", "content-type", "origin", "user-agent"];
+
+async fn record_and_fault(State(mock): State<Arc<Mock>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let path = req.uri().path().to_owned();
+    let fault = {
+        let mut faults = lock(&mock.faults);
+        let hit = faults
+            .iter()
+            .position(|f| Some(f.route.as_str()) == route.as_deref() || f.route == path);
+        hit.map(|i| {
+            let f = faults[i].clone();
+            if let Some(t) = faults[i].times.as_mut() {
+                *t = t.saturating_sub(1);
+                if *t == 0 {
+                    faults.remove(i);
+                }
+            }
+            f
+        })
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
+        Ok(b) => b,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(ErrorResponse::new("request body too large")),
+            )
+                .into_response();
+        }
+    };
+    let mut headers = std::collections::BTreeMap::new();
+    for (k, v) in &parts.headers {
+        let name = k.as_str();
+        if RECORDED_HEADERS.contains(&name) || name.starts_with("sec-fetch-") {
+            headers.insert(name.to_string(), v.to_str().unwrap_or("").to_string());
+        }
+    }
+    if parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        headers.insert("authorization".into(), "[present]".into());
+    }
+    let recorded_body = (!bytes.is_empty()).then(|| {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        })
+    });
+    let record = RecordedRequest {
+        method: parts.method.to_string(),
+        path,
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        body: recorded_body,
+        status: 0,
+    };
+    // Recorded on arrival (status 0 until answered), so a test can see a long-poll in flight.
+    let index = {
+        let mut requests = lock(&mock.requests);
+        requests.push(record);
+        requests.len() - 1
+    };
+    if let Some(delay) = fault.as_ref().and_then(|f| f.delay_ms) {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let response = match fault.and_then(|f| f.status) {
+        Some(status) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (
+                status,
+                Json(ErrorResponse::new(format!(
+                    "injected fault: {}",
+                    status.as_u16()
+                ))),
+            )
+                .into_response()
+        }
+        None => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+    };
+    if let Some(r) = lock(&mock.requests).get_mut(index) {
+        r.status = response.status().as_u16();
+    }
+    response
+}
+
+type Control = State<(Arc<Mock>, AppState)>;
+
+async fn list_requests(State((mock, _)): Control) -> Json<Vec<RecordedRequest>> {
+    Json(lock(&mock.requests).clone())
+}
+
+async fn clear_requests(State((mock, _)): Control) -> Json<SuccessResponse> {
+    lock(&mock.requests).clear();
+    Json(SuccessResponse::OK)
+}
+
+async fn set_credentials(
+    State((mock, _)): Control,
+    Json(creds): Json<MockCredentials>,
+) -> Json<SuccessResponse> {
+    *lock(&mock.credentials) = creds;
+    Json(SuccessResponse::OK)
+}
+
+async fn set_agent(
+    State((mock, _)): Control,
+    Json(agent): Json<MockAgent>,
+) -> Json<SuccessResponse> {
+    *lock(&mock.agent) = (agent, 0);
+    Json(SuccessResponse::OK)
+}
+
+async fn add_fault(State((mock, _)): Control, Json(fault): Json<MockFault>) -> Response {
+    if fault.status.is_none() && fault.delay_ms.is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(ErrorResponse::new("a fault needs a status or a delay_ms")),
+        )
+            .into_response();
+    }
+    lock(&mock.faults).push(fault);
+    Json(SuccessResponse::OK).into_response()
+}
+
+async fn clear_faults(State((mock, _)): Control) -> Json<SuccessResponse> {
+    lock(&mock.faults).clear();
+    Json(SuccessResponse::OK)
+}
+
+async fn inject_callback(
+    State((_, state)): Control,
+    Path(id): Path<String>,
+    Json(cb): Json<MockCallback>,
+) -> Response {
+    let Some(session) = state.sessions.get(&id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(ErrorResponse::new("unknown or expired callback session")),
+        )
+            .into_response();
+    };
+    let data = clawker_protocol::api::CallbackData {
+        method: cb.method,
+        path: cb.path.unwrap_or_else(|| session.path.clone()),
+        query: cb.query,
+        headers: cb.headers,
+        body: cb.body,
+        received_at: hostproxy::sessions::now_rfc3339(),
+    };
+    session.inject(data);
+    Json(SuccessResponse::OK).into_response()
+}

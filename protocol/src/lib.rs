@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod credential;
 pub mod env;
 pub mod host;
+pub mod mock;
 pub mod secret;
 
 pub use secret::Secret;

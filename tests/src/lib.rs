@@ -457,3 +457,92 @@ pub fn docker_gateway() -> String {
         _ => panic!("cannot find the docker bridge gateway: {text:?}"),
     }
 }
+
+/// The real `mock-proxy` binary on a free port; killed on drop.
+#[derive(Debug)]
+pub struct MockProc {
+    pub child: Child,
+    pub port: u16,
+    pub token: String,
+}
+
+impl MockProc {
+    pub fn start(token: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(bin("mock-proxy"))
+            .args(["--port", &port.to_string(), "--token", token])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cannot start mock-proxy");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mock-proxy did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            token: token.to_string(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn tool_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("CLAWKER_HOST_PROXY".into(), self.url()),
+            ("CLAWKER_HOST_PROXY_TOKEN".into(), self.token.clone()),
+        ]
+    }
+
+    /// A control call: (status, JSON body).
+    pub fn control(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        http(method, &format!("{}{path}", self.url()), None, body)
+    }
+}
+
+impl Drop for MockProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One blocking JSON request: (status, body as JSON or as a string).
+pub fn http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    })
+}

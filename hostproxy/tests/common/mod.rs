@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clawker_protocol::Secret;
 pub use e2e::{Agent, host_git_env, write_script};
+use hostproxy::app::Auth;
 use hostproxy::backends::{Backends, CommandLauncher, GitCommand, LoopbackBinder, UnixAgent};
 use hostproxy::config::Settings;
 use hostproxy::{AppState, ServeLimits, router, serve};
@@ -98,14 +99,18 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
         ports: Arc::new(LoopbackBinder),
     };
     let shutdown = CancellationToken::new();
-    let token = (!opts.no_auth).then(|| Secret::new(TOKEN.to_string()));
+    let auth = if opts.no_auth {
+        Auth::Disabled
+    } else {
+        Auth::Token(Secret::new(TOKEN.to_string()))
+    };
     let limits = ServeLimits {
         header_read_timeout: settings.header_read_timeout,
         ..ServeLimits::default()
     };
     let state = AppState::new(
         settings,
-        token,
+        auth,
         backends,
         &["127.0.0.1".parse().unwrap()],
         shutdown.clone(),

@@ -2,5 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
+mod conformance;
 mod lifecycle;
+mod mock_tools;
 mod tools;
