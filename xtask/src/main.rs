@@ -12,11 +12,12 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 /// The container tools: shipped static, into images we did not build.
-const TOOLS: [&str; 4] = [
+const TOOLS: [&str; 5] = [
     "host-open",
     "callback-forwarder",
     "git-credential-clawker",
     "ssh-agent-proxy",
+    "clawker-socket-server",
 ];
 
 /// What the tests need on the machine: (program to look for, Debian package).
