@@ -51,6 +51,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the bearer token containers use (creating it if needed).
     Token,
+    /// Bridge the host's ssh-agent and gpg-agent into a container over docker exec.
+    Bridge(crate::bridge::BridgeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -162,6 +164,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Start(args) => crate::lifecycle::start(&args),
         Command::Stop(args) => crate::lifecycle::stop(&args),
         Command::Status(args) => crate::lifecycle::status(&args),
+        Command::Bridge(args) => {
+            let file = match default_config_path() {
+                Some(p) => FileConfig::load(&p, false)?,
+                None => FileConfig::default(),
+            };
+            let policy = Settings::from_file(&file)?.agent_policy;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::bridge::run(args, policy))
+        }
         Command::Token => {
             let state = StateDir::from_env()?;
             let token = state.load_or_create_token()?;

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod backends;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod docker;

@@ -27,7 +27,12 @@ pub struct PidFile {
 
 impl PidFile {
     pub fn acquire(state: &StateDir) -> Result<Self> {
-        let path = state.pid_file();
+        Self::acquire_at(&state.pid_file())
+    }
+
+    /// Locks the PID file at `path` (the daemon's, or a bridge's in `<state>/bridges/`).
+    pub fn acquire_at(path: &std::path::Path) -> Result<Self> {
+        let path = path.to_path_buf();
         if let Some(dir) = path.parent() {
             StateDir::ensure_dir(dir)?;
         }
@@ -42,7 +47,7 @@ impl PidFile {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             bail!(
-                "another hostproxy daemon (pid {}) holds {}: stop it with `hostproxy stop`",
+                "another hostproxy process (pid {}) holds {}: stop it first",
                 pid.trim(),
                 path.display()
             );

@@ -398,7 +398,16 @@ fn build_image(tag: &str, with_busybox: bool) -> String {
         if with_busybox {
             let busybox = require("busybox", "busybox-static");
             std::fs::copy(&busybox, ctx.path().join("busybox")).unwrap();
-            base.push_str("COPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/tmp\", \"/root\", \"/usr/bin\"]\n");
+            // /lib and /lib64 point into /usr so host tools work when the test bind-mounts the
+            // host's /usr read-only (the tools themselves live in /opt/clawker/bin).
+            base.push_str(concat!(
+                "COPY busybox /bin/busybox\n",
+                "RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+                "RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/tmp\", \"/root\", \"/etc\"]\n",
+                "RUN [\"/bin/busybox\", \"ln\", \"-s\", \"usr/lib\", \"/lib\"]\n",
+                "RUN [\"/bin/busybox\", \"ln\", \"-s\", \"usr/lib64\", \"/lib64\"]\n",
+                "RUN [\"/bin/sh\", \"-c\", \"echo root:x:0:0:root:/root:/bin/sh > /etc/passwd; echo root:x:0: > /etc/group; chmod 1777 /tmp\"]\n",
+            ));
         }
         let mut copies = String::new();
         for entry in std::fs::read_dir(dist_dir()).unwrap() {
@@ -406,12 +415,12 @@ fn build_image(tag: &str, with_busybox: bool) -> String {
             if p.is_file() {
                 let name = p.file_name().unwrap().to_string_lossy().into_owned();
                 std::fs::copy(&p, ctx.path().join(&name)).unwrap();
-                copies.push_str(&format!("COPY {name} /usr/local/bin/{name}\n"));
+                copies.push_str(&format!("COPY {name} /opt/clawker/bin/{name}\n"));
             }
         }
         std::fs::write(
             ctx.path().join("Dockerfile"),
-            format!("{base}{copies}ENV PATH=/usr/local/bin:/bin\n"),
+            format!("{base}{copies}ENV PATH=/opt/clawker/bin:/bin:/usr/bin\nENV HOME=/root\n"),
         )
         .unwrap();
         let out = Command::new("docker")

@@ -183,7 +183,7 @@ fn every_static_tool_runs_in_an_empty_root() {
                 "run",
                 "--rm",
                 "--entrypoint",
-                &format!("/usr/local/bin/{t}"),
+                &format!("/opt/clawker/bin/{t}"),
                 image,
                 "--version",
             ])
@@ -215,7 +215,7 @@ fn every_static_tool_runs_in_an_empty_root() {
         .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
         .args([
             "--entrypoint",
-            "/usr/local/bin/host-open",
+            "/opt/clawker/bin/host-open",
             image,
             "https://example.com/from-scratch",
         ])

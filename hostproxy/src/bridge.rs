@@ -1,0 +1,450 @@
+//! `hostproxy bridge`: the host end of the socket bridge (SPEC.md section 6).
+//!
+//! Runs `clawker-socket-server` in the container through the Docker API (exec with attached
+//! stdin/stdout), sends PUBKEY first when bridging GPG, and connects every stream the
+//! container OPENs to the host's agent: ssh-agent streams to `SSH_AUTH_SOCK` through the
+//! same message filter as `/ssh/agent`, gpg-agent streams to gpg-agent's restricted extra
+//! socket. One slow stream never stalls the others: each has a bounded queue and is closed
+//! when it overflows.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bollard::container::LogOutput;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use bollard::query_parameters::EventsOptionsBuilder;
+use clap::Args;
+use clawker_protocol::agent::{self, AgentPolicy, FAILURE_FRAME, Verdict};
+use clawker_protocol::bridge::{self, Frame, FrameType, SOCKET_GPG_AGENT, SOCKET_SSH_AGENT};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+use crate::state::StateDir;
+
+/// Streams per bridge.
+pub const MAX_STREAMS: usize = 64;
+const STREAM_QUEUE: usize = 64;
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Args)]
+pub struct BridgeArgs {
+    /// Container id or name.
+    #[arg(long)]
+    pub container: String,
+    /// Bridge the host's SSH agent (SSH_AUTH_SOCK).
+    #[arg(long)]
+    pub ssh: bool,
+    /// Bridge the host's gpg-agent (its restricted extra socket) and public keys.
+    #[arg(long)]
+    pub gpg: bool,
+    /// SSH agent socket path inside the container (`~` is the container user's home).
+    #[arg(long, default_value = "~/.ssh/agent.sock")]
+    pub ssh_socket: String,
+    /// gpg-agent socket path inside the container; its directory receives the public keyring.
+    #[arg(long, default_value = "~/.gnupg/S.gpg-agent")]
+    pub gpg_socket: String,
+    /// The container-side program.
+    #[arg(long, default_value = "clawker-socket-server")]
+    pub server: String,
+    /// User to run the container-side program as.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+type Out = mpsc::Sender<Vec<u8>>;
+
+fn encode(kind: FrameType, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + payload.len());
+    // Chunks are at most CHUNK bytes and control payloads are short: always within limits.
+    let _ = bridge::encode_parts(kind, stream, payload, &mut v);
+    v
+}
+
+async fn send(out: &Out, kind: FrameType, stream: u32, payload: &[u8]) -> bool {
+    out.send(encode(kind, stream, payload)).await.is_ok()
+}
+
+struct Entry {
+    tx: mpsc::Sender<Vec<u8>>,
+    closed: Arc<AtomicBool>,
+}
+
+type Streams = Arc<std::sync::Mutex<HashMap<u32, Entry>>>;
+
+fn lock(s: &Streams) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Where each socket type is connected on the host.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pub ssh: Option<PathBuf>,
+    pub gpg: Option<PathBuf>,
+    pub policy: AgentPolicy,
+}
+
+/// Pumps one stream between the container and a host socket. For ssh-agent streams every
+/// request passes the agent filter; refused ones are answered `SSH_AGENT_FAILURE` here.
+async fn pump(
+    conn: UnixStream,
+    id: u32,
+    filter: Option<AgentPolicy>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    closed: Arc<AtomicBool>,
+    out: Out,
+    streams: Streams,
+) {
+    let (mut rd, mut wr) = conn.into_split();
+    let to_host = async {
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(buf) = rx.recv().await {
+            let Some(policy) = &filter else {
+                if wr.write_all(&buf).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            pending.extend_from_slice(&buf);
+            loop {
+                let n = match agent::frame_len(&pending) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => break,
+                    Err(_) => return, // malformed or oversized: close this stream
+                };
+                let frame: Vec<u8> = pending.drain(..4 + n).collect();
+                match policy.decide(&frame[4..]) {
+                    Verdict::Forward => {
+                        if wr.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    Verdict::Refuse => {
+                        if !send(&out, FrameType::Data, id, &FAILURE_FRAME).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let from_host = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !send(&out, FrameType::Data, id, &buf[..n]).await {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = to_host => {}
+        () = from_host => {}
+    }
+    lock(&streams).remove(&id);
+    if !closed.swap(true, Ordering::SeqCst) {
+        send(&out, FrameType::Close, id, &[]).await;
+    }
+}
+
+async fn open_stream(frame: &Frame, targets: &Targets, streams: &Streams, out: &Out) {
+    let id = frame.stream;
+    let (path, filter) = match frame.payload.as_slice() {
+        p if p == SOCKET_SSH_AGENT.as_bytes() => {
+            (targets.ssh.clone(), Some(targets.policy.clone()))
+        }
+        p if p == SOCKET_GPG_AGENT.as_bytes() => (targets.gpg.clone(), None),
+        _ => (None, None),
+    };
+    let full = lock(streams).len() >= MAX_STREAMS;
+    let conn = match path {
+        Some(p) if !full => UnixStream::connect(&p).await.ok(),
+        _ => None,
+    };
+    let Some(conn) = conn else {
+        send(out, FrameType::Close, id, &[]).await;
+        return;
+    };
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    let closed = Arc::new(AtomicBool::new(false));
+    lock(streams).insert(
+        id,
+        Entry {
+            tx,
+            closed: closed.clone(),
+        },
+    );
+    tokio::spawn(pump(
+        conn,
+        id,
+        filter,
+        rx,
+        closed,
+        out.clone(),
+        streams.clone(),
+    ));
+}
+
+/// Serves the bridge over an already started container-side program until its output ends.
+pub async fn serve_bridge<W>(
+    mut output: impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+    input: W,
+    pubkey: Option<Vec<u8>>,
+    targets: Targets,
+) -> Result<()>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    let writer = tokio::spawn(async move {
+        let mut input = input;
+        while let Some(bytes) = out_rx.recv().await {
+            input.write_all(&bytes).await?;
+            if out_rx.is_empty() {
+                input.flush().await?;
+            }
+        }
+        input.shutdown().await
+    });
+    if let Some(key) = &pubkey {
+        send(&out, FrameType::Pubkey, 0, key).await;
+    }
+    let streams: Streams = Arc::default();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut ready = false;
+    let ready_deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        // Drain every whole frame in the buffer.
+        let mut used = 0;
+        while let Some((frame, n)) =
+            bridge::decode(&buf[used..]).context("the container sent a bad bridge frame")?
+        {
+            used += n;
+            match frame.kind {
+                FrameType::Ready => {
+                    ready = true;
+                    tracing::info!("bridge ready");
+                }
+                FrameType::Error => bail!(
+                    "the container side failed: {}",
+                    String::from_utf8_lossy(&frame.payload)
+                ),
+                FrameType::Open => open_stream(&frame, &targets, &streams, &out).await,
+                FrameType::Data => {
+                    let stalled = {
+                        let mut map = lock(&streams);
+                        match map.get(&frame.stream).map(|e| e.tx.try_send(frame.payload)) {
+                            Some(Err(mpsc::error::TrySendError::Full(_))) => {
+                                map.remove(&frame.stream)
+                            }
+                            _ => None,
+                        }
+                    };
+                    if let Some(e) = stalled
+                        && !e.closed.swap(true, Ordering::SeqCst)
+                    {
+                        send(&out, FrameType::Close, frame.stream, &[]).await;
+                    }
+                }
+                FrameType::Close => {
+                    let entry = lock(&streams).remove(&frame.stream);
+                    if let Some(e) = entry
+                        && !e.closed.swap(true, Ordering::SeqCst)
+                    {
+                        send(&out, FrameType::Close, frame.stream, &[]).await;
+                    }
+                }
+                FrameType::Pubkey | FrameType::Unknown(_) => {}
+            }
+        }
+        buf.drain(..used);
+        let next = if ready {
+            output.next().await
+        } else {
+            match tokio::time::timeout_at(ready_deadline, output.next()).await {
+                Ok(n) => n,
+                Err(_) => bail!(
+                    "the container side did not say READY within 15 s: is clawker-socket-server in the image?"
+                ),
+            }
+        };
+        match next {
+            None => break,
+            Some(Ok(LogOutput::StdOut { message })) => buf.extend_from_slice(&message),
+            Some(Ok(LogOutput::StdErr { message })) => {
+                eprint!("{}", String::from_utf8_lossy(&message));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context("the exec stream failed"),
+        }
+    }
+    drop(out);
+    lock(&streams).clear();
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if !ready {
+        bail!("the container side exited before it was ready");
+    }
+    Ok(())
+}
+
+/// `gpg --export` on the host: the public keys (empty when there are none or gpg is absent).
+async fn gpg_export() -> Vec<u8> {
+    match tokio::process::Command::new("gpg")
+        .args(["--batch", "--export"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .await
+    {
+        Ok(o) if o.status.success() => o.stdout,
+        _ => Vec::new(),
+    }
+}
+
+/// gpg-agent's restricted socket for remote use.
+async fn gpg_extra_socket() -> Option<PathBuf> {
+    let o = tokio::process::Command::new("gpgconf")
+        .args(["--list-dirs", "agent-extra-socket"])
+        .output()
+        .await
+        .ok()?;
+    let p = String::from_utf8(o.stdout).ok()?.trim().to_string();
+    (o.status.success() && !p.is_empty()).then(|| PathBuf::from(p))
+}
+
+fn sockets_json(args: &BridgeArgs) -> String {
+    let mut v = Vec::new();
+    if args.ssh {
+        v.push(serde_json::json!({"path": args.ssh_socket, "type": SOCKET_SSH_AGENT}));
+    }
+    if args.gpg {
+        v.push(serde_json::json!({"path": args.gpg_socket, "type": SOCKET_GPG_AGENT}));
+    }
+    serde_json::Value::Array(v).to_string()
+}
+
+pub async fn run(args: BridgeArgs, policy: AgentPolicy) -> Result<ExitCode> {
+    if !args.ssh && !args.gpg {
+        bail!("nothing to bridge: pass --ssh, --gpg or both");
+    }
+    let state = StateDir::from_env()?;
+    let safe: String = args
+        .container
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let _pid =
+        crate::lifecycle::PidFile::acquire_at(&state.bridges_dir().join(format!("{safe}.pid")))?;
+    let ssh = if args.ssh {
+        let sock = std::env::var_os(clawker_protocol::env::SSH_AUTH_SOCK)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        if sock.is_none() {
+            tracing::warn!("SSH_AUTH_SOCK is not set: ssh-agent streams will be closed");
+        }
+        sock
+    } else {
+        None
+    };
+    let (gpg, pubkey) = if args.gpg {
+        let extra = gpg_extra_socket().await;
+        if extra.is_none() {
+            tracing::warn!(
+                "gpgconf does not name an agent extra socket: gpg-agent streams will be closed"
+            );
+        }
+        (extra, Some(gpg_export().await))
+    } else {
+        (None, None)
+    };
+    let docker = crate::docker::connect()?;
+    let info = docker
+        .inspect_container(&args.container, None)
+        .await
+        .with_context(|| format!("no container {:?}", args.container))?;
+    if !info.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+        bail!("container {:?} is not running", args.container);
+    }
+    let id = info.id.unwrap_or_else(|| args.container.clone());
+    let exec = docker
+        .create_exec(
+            &id,
+            ExecConfig {
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(false),
+                cmd: Some(vec![args.server.clone()]),
+                env: Some(vec![format!(
+                    "{}={}",
+                    clawker_protocol::env::REMOTE_SOCKETS,
+                    sockets_json(&args)
+                )]),
+                user: args.user.clone(),
+                ..ExecConfig::default()
+            },
+        )
+        .await
+        .context("cannot create the exec in the container")?;
+    let started = docker
+        .start_exec(
+            &exec.id,
+            Some(StartExecOptions {
+                detach: false,
+                tty: false,
+                output_capacity: None,
+            }),
+        )
+        .await
+        .context("cannot start clawker-socket-server in the container")?;
+    let StartExecResults::Attached { output, input } = started else {
+        bail!("docker did not attach to the exec");
+    };
+    let mut events = docker
+        .events(Some(
+            EventsOptionsBuilder::new()
+                .filters(&HashMap::from([
+                    ("container".to_string(), vec![id.clone()]),
+                    (
+                        "event".to_string(),
+                        vec!["die".to_string(), "destroy".to_string()],
+                    ),
+                ]))
+                .build(),
+        ))
+        .boxed();
+    eprintln!(
+        "hostproxy bridge: bridging {} into container {}",
+        [
+            args.ssh.then_some("ssh-agent"),
+            args.gpg.then_some("gpg-agent")
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" and "),
+        args.container
+    );
+    let targets = Targets { ssh, gpg, policy };
+    tokio::select! {
+        r = serve_bridge(output, input, pubkey, targets) => r?,
+        _ = events.next() => tracing::info!("container stopped: bridge ends"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
