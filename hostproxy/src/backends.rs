@@ -265,18 +265,42 @@ impl CredentialHelper for GitCommand {
     }
 }
 
-/// Talks to the host agent at `SSH_AUTH_SOCK`, one connection per request.
+/// Talks to the host agent at `SSH_AUTH_SOCK`, reusing idle connections.
 ///
-/// A connection per request keeps agent-side per-connection state (`session-bind`) from
-/// leaking between unrelated container clients.
-#[derive(Debug, Clone)]
+/// A connection that carried an extension (`session-bind@openssh.com` binds the connection
+/// to one SSH session) is never reused, so per-connection agent state cannot leak from
+/// one container client to another; list and sign carry no such state.
+#[derive(Debug)]
 pub struct UnixAgent {
     socket: Option<PathBuf>,
+    idle: std::sync::Mutex<Vec<tokio::net::UnixStream>>,
 }
+
+/// Idle agent connections kept for reuse.
+const AGENT_POOL: usize = 8;
 
 impl UnixAgent {
     pub fn new(socket: Option<PathBuf>) -> Self {
-        Self { socket }
+        Self {
+            socket,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take_idle(&self) -> Option<tokio::net::UnixStream> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put_idle(&self, s: tokio::net::UnixStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < AGENT_POOL {
+            idle.push(s);
+        }
+    }
+
+    async fn exchange(s: &mut tokio::net::UnixStream, frame: &[u8]) -> std::io::Result<Vec<u8>> {
+        s.write_all(frame).await?;
+        read_agent_frame(s).await
     }
 
     pub fn from_env() -> Self {
@@ -308,16 +332,32 @@ impl AgentConnector for UnixAgent {
     fn request(&self, frame: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, AgentError>> {
         Box::pin(async move {
             let path = self.socket.as_ref().ok_or(AgentError::NoSocket)?;
+            let reusable = frame.get(4) != Some(&clawker_protocol::agent::msg::EXTENSION);
+            // A pooled connection the agent has closed since fails at once: then retry on a
+            // fresh one.
+            if let Some(mut s) = self.take_idle()
+                && let Ok(Ok(reply)) =
+                    tokio::time::timeout(Duration::from_secs(60), Self::exchange(&mut s, &frame))
+                        .await
+            {
+                if reusable {
+                    self.put_idle(s);
+                }
+                return Ok(reply);
+            }
             let mut s = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(AgentError::Unreachable)?;
-            let io = async {
-                s.write_all(&frame).await?;
-                read_agent_frame(&mut s).await
-            };
             // Hardware keys may wait for a touch; anything slower is a stuck agent.
-            match tokio::time::timeout(Duration::from_secs(60), io).await {
-                Ok(Ok(reply)) => Ok(reply),
+            match tokio::time::timeout(Duration::from_secs(60), Self::exchange(&mut s, &frame))
+                .await
+            {
+                Ok(Ok(reply)) => {
+                    if reusable {
+                        self.put_idle(s);
+                    }
+                    Ok(reply)
+                }
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                     Err(AgentError::BadReply)
                 }

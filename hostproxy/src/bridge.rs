@@ -32,7 +32,8 @@ use crate::state::StateDir;
 /// Streams per bridge.
 pub const MAX_STREAMS: usize = 64;
 const STREAM_QUEUE: usize = 64;
-const CHUNK: usize = 64 * 1024;
+/// Largest DATA payload sent: big enough that bulk transfers are not frame-bound.
+const CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Args)]
 pub struct BridgeArgs {
@@ -54,6 +55,10 @@ pub struct BridgeArgs {
     /// The container-side program.
     #[arg(long, default_value = "clawker-socket-server")]
     pub server: String,
+    /// Host gpg-agent socket to connect gpg streams to. Default: gpgconf's agent-extra-socket
+    /// (restricted for remote use); name another only if you know why.
+    #[arg(long)]
+    pub gpg_agent_socket: Option<PathBuf>,
     /// User to run the container-side program as.
     #[arg(long)]
     pub user: Option<String>,
@@ -363,7 +368,10 @@ pub async fn run(args: BridgeArgs, policy: AgentPolicy) -> Result<ExitCode> {
         None
     };
     let (gpg, pubkey) = if args.gpg {
-        let extra = gpg_extra_socket().await;
+        let extra = match &args.gpg_agent_socket {
+            Some(p) => Some(p.clone()),
+            None => gpg_extra_socket().await,
+        };
         if extra.is_none() {
             tracing::warn!(
                 "gpgconf does not name an agent extra socket: gpg-agent streams will be closed"

@@ -26,8 +26,8 @@ use tokio::sync::mpsc;
 pub const MAX_STREAMS: usize = 64;
 /// Chunks queued towards one local client before it counts as stalled and is closed.
 pub const STREAM_QUEUE: usize = 64;
-/// Largest DATA payload sent (well under the frame limit).
-pub const CHUNK: usize = 64 * 1024;
+/// Largest DATA payload sent (well under the frame limit, big enough for bulk transfers).
+pub const CHUNK: usize = 256 * 1024;
 /// Seconds to wait for PUBKEY when a gpg-agent socket is listed.
 pub const PUBKEY_TIMEOUT_VAR: &str = "CLAWKER_SOCKET_SERVER_PUBKEY_TIMEOUT";
 
@@ -161,7 +161,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.buf.drain(..self.start);
                 self.start = 0;
             }
-            let mut chunk = [0u8; 16 * 1024];
+            let mut chunk = [0u8; 64 * 1024];
             let n = self.inner.read(&mut chunk).await.map_err(ReadError::Io)?;
             if n == 0 {
                 return if self.buf.is_empty() {

@@ -5,14 +5,17 @@
 //!   `cargo fmt --check`, `cargo clippy --all-targets -D warnings`, `cargo xtask dist` and
 //!   every test.
 //! - `cargo xtask dist`: static container tools in `target/dist/`.
+//! - `cargo xtask bench`: benchmarks beside their baselines, written to `BENCHMARKS.md`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
+
 /// The container tools: shipped static, into images we did not build.
-const TOOLS: [&str; 5] = [
+pub(crate) const TOOLS: [&str; 5] = [
     "host-open",
     "callback-forwarder",
     "git-credential-clawker",
@@ -178,8 +181,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("dist") => dist().map(|_| ()),
+        Some("bench") => bench::bench(),
         _ => {
-            eprintln!("usage: cargo xtask test | dist");
+            eprintln!("usage: cargo xtask test | dist | bench");
             return ExitCode::from(2);
         }
     };
