@@ -75,6 +75,12 @@ pub struct SshFile {
     pub extra_messages: Option<Vec<u8>>,
     /// Extra extension names to forward, on top of `session-bind@openssh.com` and `query`.
     pub extra_extensions: Option<Vec<String>>,
+    /// SSHSIG namespaces a container may sign for (default `["git"]`).
+    pub sign_namespaces: Option<Vec<String>>,
+    /// Allow signing SSH user-authentication requests (default true).
+    pub sign_userauth: Option<bool>,
+    /// Allow signing any data at all (default false).
+    pub sign_any: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -87,6 +93,9 @@ pub struct CallbackFile {
 #[serde(deny_unknown_fields)]
 pub struct OpenFile {
     pub rate_per_minute: Option<u32>,
+    /// Hosts opened even though the URL policy would refuse them (private addresses,
+    /// single-label names).
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -197,6 +206,8 @@ pub struct Settings {
     pub agent_policy: AgentPolicy,
     pub max_callback_sessions: usize,
     pub open_rate_per_minute: u32,
+    /// Exceptions to the URL policy, lowercase.
+    pub open_allowed_hosts: Vec<String>,
     pub watcher: Option<WatcherSettings>,
 }
 
@@ -218,6 +229,7 @@ impl Default for Settings {
             agent_policy: AgentPolicy::default(),
             max_callback_sessions: 16,
             open_rate_per_minute: 10,
+            open_allowed_hosts: Vec::new(),
             watcher: None,
         }
     }
@@ -296,6 +308,20 @@ impl Settings {
             s.agent_policy
                 .allowed_extensions
                 .extend(extra.iter().cloned());
+        }
+        if let Some(sign) = &mut s.agent_policy.sign {
+            if let Some(ns) = &file.ssh.sign_namespaces {
+                sign.namespaces = ns.iter().cloned().collect();
+            }
+            if let Some(u) = file.ssh.sign_userauth {
+                sign.userauth = u;
+            }
+        }
+        if file.ssh.sign_any == Some(true) {
+            s.agent_policy.sign = None;
+        }
+        if let Some(h) = &file.open.allowed_hosts {
+            s.open_allowed_hosts = h.iter().map(|h| h.to_ascii_lowercase()).collect();
         }
         if let Some(m) = file.callback.max_sessions {
             s.max_callback_sessions = m.max(1);

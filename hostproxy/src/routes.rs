@@ -81,11 +81,63 @@ pub fn canonical_url(raw: &str) -> Result<String, ApiError> {
     Ok(url.to_string())
 }
 
+/// True for addresses a web page must not be steered to from a container: private,
+/// carrier-grade NAT, link-local (cloud metadata at 169.254.169.254), multicast, broadcast,
+/// unspecified, unique-local. Loopback is fine: published dev-server ports live there.
+pub fn is_internal_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_private()
+                || a.is_link_local()
+                || a.is_multicast()
+                || a.is_broadcast()
+                || a.is_unspecified()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(a) => {
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return is_internal_ip(IpAddr::V4(v4));
+            }
+            let seg = a.segments();
+            a.is_unspecified()
+                || a.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// The URL policy: refuse internal IP literals and single-label names unless allowed.
+pub fn check_url_policy(url: &url::Url, allowed: &[String]) -> Result<(), ApiError> {
+    let host_str = url.host_str().unwrap_or("").to_ascii_lowercase();
+    if allowed.iter().any(|h| h == &host_str) {
+        return Ok(());
+    }
+    let refused = match url.host() {
+        Some(url::Host::Ipv4(a)) => is_internal_ip(a.into()),
+        Some(url::Host::Ipv6(a)) => is_internal_ip(a.into()),
+        Some(url::Host::Domain(d)) => !d.contains('.') && !d.eq_ignore_ascii_case("localhost"),
+        None => true,
+    };
+    if refused {
+        return Err(ApiError::forbidden(
+            "urls to private, link-local or single-label hosts are not opened: allow the host in open.allowed_hosts",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn open_url(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<OpenUrlRequest>,
 ) -> Result<Json<OpenUrlResponse>, ApiError> {
     let url = canonical_url(&req.url)?;
+    if let Ok(parsed) = url::Url::parse(&url) {
+        check_url_policy(&parsed, &state.settings.open_allowed_hosts)?;
+    }
     if let Err(wait) = state.open_limiter.try_acquire() {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -400,6 +452,43 @@ async fn cb(state: &AppState, id: &str, path: &str, req: Request) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_policy() {
+        let check =
+            |u: &str| check_url_policy(&url::Url::parse(u).unwrap(), &["intranet".to_string()]);
+        for ok in [
+            "https://example.com/",
+            "http://localhost:3000/",
+            "http://127.0.0.1:8080/",
+            "http://[::1]:8080/",
+            "https://8.8.8.8/",
+            "http://intranet/",
+        ] {
+            assert!(check(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/",
+            "http://192.168.1.1/",
+            "http://172.16.0.1/",
+            "http://100.64.0.1/",
+            "http://0.0.0.0:8080/",
+            "http://224.0.0.1/",
+            "http://255.255.255.255/",
+            "http://[fe80::1]/",
+            "http://[fd00::1]/",
+            "http://[::ffff:10.0.0.1]/",
+            "http://[::]/",
+            "http://router/",
+        ] {
+            assert_eq!(
+                check(bad).unwrap_err().status,
+                axum::http::StatusCode::FORBIDDEN,
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn urls() {

@@ -375,6 +375,29 @@ async fn open_url_rejections_launch_nothing() {
 }
 
 #[tokio::test]
+async fn open_url_policy_refuses_internal_hosts_without_launching() {
+    let d = spawn(|s, _| s.open_allowed_hosts = vec!["intranet".into()]).await;
+    for bad in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/",
+        "http://[fd00::1]/",
+        "http://router/",
+    ] {
+        let (s, b) = d.post("/open/url", json!({"url": bad})).await;
+        assert_eq!(s, 403, "{bad}: {b}");
+    }
+    assert_eq!(launch_log(d.path()), "");
+    let (s, _) = d
+        .post("/open/url", json!({"url": "http://intranet/"}))
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = d
+        .post("/open/url", json!({"url": "http://localhost:5173/"}))
+        .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
 async fn open_url_launcher_failure_is_500_and_rate_limit_429() {
     let d = spawn(|s, dir| {
         let failing = dir.join("failing-launcher");
@@ -595,6 +618,24 @@ fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
+/// An SSHSIG blob as `ssh-keygen -Y sign -n NAMESPACE` sends it to the agent.
+fn sshsig(namespace: &str) -> Vec<u8> {
+    let mut d = b"SSHSIG".to_vec();
+    ssh_string(&mut d, namespace.as_bytes());
+    ssh_string(&mut d, b"");
+    ssh_string(&mut d, b"sha512");
+    ssh_string(&mut d, &[7u8; 64]);
+    d
+}
+
+fn sign_request(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut b = vec![msg::SIGN_REQUEST];
+    ssh_string(&mut b, key);
+    ssh_string(&mut b, data);
+    b.extend_from_slice(&0u32.to_be_bytes());
+    b
+}
+
 #[tokio::test]
 async fn ssh_agent_lists_and_signs_but_refuses_lock_and_remove() {
     let agent = Agent::start();
@@ -615,13 +656,27 @@ async fn ssh_agent_lists_and_signs_but_refuses_lock_and_remove() {
     assert_eq!(u32::from_be_bytes(body[1..5].try_into().unwrap()), 1);
     let (key_blob, _) = agent::read_string(&body[5..]).unwrap();
 
-    let mut sign = vec![msg::SIGN_REQUEST];
-    ssh_string(&mut sign, key_blob);
-    ssh_string(&mut sign, b"data to sign");
-    sign.extend_from_slice(&0u32.to_be_bytes());
-    let (s, b) = d.post("/ssh/agent", agent_call(&sign)).await;
+    let (s, b) = d
+        .post(
+            "/ssh/agent",
+            agent_call(&sign_request(key_blob, &sshsig("git"))),
+        )
+        .await;
     assert_eq!(s, 200);
-    assert_eq!(reply_body(&b)[0], msg::SIGN_RESPONSE);
+    assert_eq!(
+        reply_body(&b)[0],
+        msg::SIGN_RESPONSE,
+        "an SSHSIG for namespace git is signed"
+    );
+    // Other purposes are answered FAILURE by the daemon (the recording-agent test below
+    // shows the agent never sees them).
+    for data in [sshsig("file"), vec![0x42; 64]] {
+        let (s, b) = d
+            .post("/ssh/agent", agent_call(&sign_request(key_blob, &data)))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(reply_body(&b), vec![msg::FAILURE]);
+    }
 
     let mut lock = vec![msg::LOCK];
     ssh_string(&mut lock, b"passphrase");
@@ -687,6 +742,14 @@ async fn ssh_agent_rejections_never_reach_the_agent() {
     ] {
         let (s, b) = d.post("/ssh/agent", json!({"data": data})).await;
         assert!(s == 400 || s == 413, "{s} {b}");
+    }
+    // Random bytes to sign, and an SSHSIG for a namespace that is not allowed.
+    for data in [vec![0x42u8; 64], sshsig("file")] {
+        let (s, b) = d
+            .post("/ssh/agent", agent_call(&sign_request(b"key", &data)))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(reply_body(&b), vec![msg::FAILURE]);
     }
     for kind in 0u8..=255 {
         if kind == msg::REQUEST_IDENTITIES || kind == msg::SIGN_REQUEST {

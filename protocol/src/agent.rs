@@ -115,6 +115,87 @@ pub fn extension_name(body: &[u8]) -> Option<&str> {
 pub struct AgentPolicy {
     pub allowed_messages: BTreeSet<u8>,
     pub allowed_extensions: BTreeSet<String>,
+    /// What a SIGN_REQUEST may ask to sign; `None` allows any data.
+    pub sign: Option<SignPolicy>,
+}
+
+/// Signing purposes a container may use the host's keys for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignPolicy {
+    /// SSH user authentication (RFC 4252 section 7) with the same key.
+    pub userauth: bool,
+    /// SSHSIG namespaces (`ssh-keygen -Y sign -n NAMESPACE`) allowed.
+    pub namespaces: BTreeSet<String>,
+}
+
+impl Default for SignPolicy {
+    fn default() -> Self {
+        Self {
+            userauth: true,
+            namespaces: ["git".to_string()].into(),
+        }
+    }
+}
+
+/// What a SIGN_REQUEST asks to sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignPurpose {
+    /// An SSH user-authentication request for the key being asked to sign.
+    UserAuth,
+    /// An SSHSIG blob with this namespace.
+    SshSig(String),
+    /// Anything else, including a userauth request for a different key.
+    Other,
+}
+
+const SSH_MSG_USERAUTH_REQUEST: u8 = 50;
+
+/// Reads a `boolean`/`byte` at the start of `buf`.
+fn read_byte(buf: &[u8]) -> Option<(u8, &[u8])> {
+    buf.split_first().map(|(b, rest)| (*b, rest))
+}
+
+/// Classifies the data of a SIGN_REQUEST body (`13 · string key · string data · u32 flags`).
+pub fn sign_purpose(body: &[u8]) -> SignPurpose {
+    let parse = || -> Option<SignPurpose> {
+        let (&kind, rest) = body.split_first()?;
+        if kind != msg::SIGN_REQUEST {
+            return None;
+        }
+        let (key, rest) = read_string(rest)?;
+        let (data, rest) = read_string(rest)?;
+        if rest.len() != 4 {
+            return None;
+        }
+        if let Some(blob) = data.strip_prefix(b"SSHSIG") {
+            let (namespace, rest) = read_string(blob)?;
+            let (_reserved, rest) = read_string(rest)?;
+            let (_hash_alg, rest) = read_string(rest)?;
+            let (_hash, rest) = read_string(rest)?;
+            if !rest.is_empty() {
+                return None;
+            }
+            return Some(SignPurpose::SshSig(
+                std::str::from_utf8(namespace).ok()?.to_string(),
+            ));
+        }
+        // RFC 4252 section 7: session id, 50, user, service, "publickey", TRUE, alg, key.
+        let (_session, rest) = read_string(data)?;
+        let (m, rest) = read_byte(rest)?;
+        let (_user, rest) = read_string(rest)?;
+        let (_service, rest) = read_string(rest)?;
+        let (method, rest) = read_string(rest)?;
+        let (has_sig, rest) = read_byte(rest)?;
+        let (_alg, rest) = read_string(rest)?;
+        let (auth_key, rest) = read_string(rest)?;
+        (m == SSH_MSG_USERAUTH_REQUEST
+            && method == b"publickey"
+            && has_sig == 1
+            && auth_key == key
+            && rest.is_empty())
+        .then_some(SignPurpose::UserAuth)
+    };
+    parse().unwrap_or(SignPurpose::Other)
 }
 
 impl Default for AgentPolicy {
@@ -125,6 +206,7 @@ impl Default for AgentPolicy {
             allowed_messages: [msg::REQUEST_IDENTITIES, msg::SIGN_REQUEST].into(),
             allowed_extensions: ["session-bind@openssh.com".to_string(), "query".to_string()]
                 .into(),
+            sign: Some(SignPolicy::default()),
         }
     }
 }
@@ -144,6 +226,13 @@ impl AgentPolicy {
         };
         let allowed = if kind == msg::EXTENSION {
             extension_name(body).is_some_and(|n| self.allowed_extensions.contains(n))
+        } else if kind == msg::SIGN_REQUEST && self.allowed_messages.contains(&kind) {
+            match (&self.sign, sign_purpose(body)) {
+                (None, _) => true,
+                (Some(p), SignPurpose::UserAuth) => p.userauth,
+                (Some(p), SignPurpose::SshSig(ns)) => p.namespaces.contains(&ns),
+                (Some(_), SignPurpose::Other) => false,
+            }
         } else {
             self.allowed_messages.contains(&kind)
         };
@@ -203,17 +292,100 @@ mod tests {
         );
     }
 
+    fn string(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        out.extend_from_slice(s);
+    }
+
+    fn sign_request(key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut b = vec![msg::SIGN_REQUEST];
+        string(&mut b, key);
+        string(&mut b, data);
+        b.extend_from_slice(&0u32.to_be_bytes());
+        b
+    }
+
+    pub(crate) fn sshsig(namespace: &str) -> Vec<u8> {
+        let mut d = b"SSHSIG".to_vec();
+        string(&mut d, namespace.as_bytes());
+        string(&mut d, b"");
+        string(&mut d, b"sha512");
+        string(&mut d, &[7u8; 64]);
+        d
+    }
+
+    fn userauth(key: &[u8]) -> Vec<u8> {
+        let mut d = Vec::new();
+        string(&mut d, &[1u8; 32]);
+        d.push(50);
+        string(&mut d, b"git");
+        string(&mut d, b"ssh-connection");
+        string(&mut d, b"publickey");
+        d.push(1);
+        string(&mut d, b"ssh-ed25519");
+        string(&mut d, key);
+        d
+    }
+
+    #[test]
+    fn sign_purposes() {
+        let key = b"key-blob";
+        let p = AgentPolicy::default();
+        assert_eq!(
+            sign_purpose(&sign_request(key, &sshsig("git"))),
+            SignPurpose::SshSig("git".into())
+        );
+        assert_eq!(
+            p.decide(&sign_request(key, &sshsig("git"))),
+            Verdict::Forward
+        );
+        assert_eq!(
+            p.decide(&sign_request(key, &sshsig("file"))),
+            Verdict::Refuse
+        );
+        assert_eq!(
+            p.decide(&sign_request(key, &userauth(key))),
+            Verdict::Forward
+        );
+        // A userauth blob for another key is not ours to sign.
+        assert_eq!(
+            p.decide(&sign_request(key, &userauth(b"other"))),
+            Verdict::Refuse
+        );
+        assert_eq!(p.decide(&sign_request(key, &[0x42; 64])), Verdict::Refuse);
+        let mut trailing = sshsig("git");
+        trailing.push(0);
+        assert_eq!(p.decide(&sign_request(key, &trailing)), Verdict::Refuse);
+        let any = AgentPolicy {
+            sign: None,
+            ..AgentPolicy::default()
+        };
+        assert_eq!(
+            any.decide(&sign_request(key, &[0x42; 64])),
+            Verdict::Forward
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sign_purpose_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = sign_purpose(&bytes);
+        }
+    }
+
     #[test]
     fn default_policy_table() {
         let p = AgentPolicy::default();
         for kind in 0u8..=255 {
-            let expected = if matches!(kind, 11 | 13) {
+            let expected = if kind == 11 {
                 Verdict::Forward
             } else {
                 Verdict::Refuse
             };
             let body = if kind == msg::EXTENSION {
                 ext("add-identity@example")
+            } else if kind == msg::SIGN_REQUEST {
+                sign_request(b"k", &[9u8; 64]) // arbitrary data: refused by the sign policy
             } else {
                 vec![kind]
             };

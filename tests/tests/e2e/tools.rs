@@ -311,6 +311,17 @@ fn ssh_through_the_agent_proxy_lists_signs_and_cannot_remove() {
         String::from_utf8_lossy(&verify.stderr)
     );
 
+    // Signing for another namespace is refused by the daemon's signing policy.
+    std::fs::write(dir.path().join("other.txt"), "x").unwrap();
+    let other = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "file", "-f"])
+        .arg(&pubfile)
+        .arg(dir.path().join("other.txt"))
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(!other.status.success(), "namespace file must not be signed");
+
     // Removing keys through the proxy fails and removes nothing; locking fails too.
     let removed = ssh(&["-D"]);
     assert!(!removed.status.success());
