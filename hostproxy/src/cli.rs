@@ -53,6 +53,15 @@ pub enum Command {
     Token,
     /// Bridge the host's ssh-agent and gpg-agent into a container over docker exec.
     Bridge(crate::bridge::BridgeArgs),
+    /// Check this host's setup and say how to fix what is missing.
+    Doctor(DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    Man,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -108,6 +117,15 @@ pub struct StopArgs {
     /// Wait up to this many seconds for the daemon to exit.
     #[arg(long, num_args = 0..=1, default_missing_value = "10")]
     pub wait: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub port: PortArg,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -175,6 +193,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()?;
             rt.block_on(crate::bridge::run(args, policy))
+        }
+        Command::Doctor(args) => crate::doctor::run(&args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "hostproxy", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Token => {
             let state = StateDir::from_env()?;

@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod docker;
+pub mod doctor;
 pub mod gates;
 pub mod lifecycle;
 pub mod ratelimit;

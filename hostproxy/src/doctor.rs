@@ -1,0 +1,297 @@
+//! `hostproxy doctor`: one line per check, with the fix when it fails.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cli::DoctorArgs;
+use crate::config::{FileConfig, Settings, default_config_path};
+use crate::state::StateDir;
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn pass(name: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        ok: true,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        name,
+        ok: false,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let o = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+fn check_git() -> Vec<Check> {
+    let Some(version) = output("git", &["--version"]) else {
+        return vec![fail(
+            "git",
+            "git is not installed",
+            "install git (apt-get install git)",
+        )];
+    };
+    let helpers = output("git", &["config", "--get-all", "credential.helper"]).unwrap_or_default();
+    vec![
+        pass("git", version),
+        if helpers.is_empty() {
+            fail(
+                "git credential helper",
+                "no credential.helper is configured on the host",
+                "configure one, e.g. git config --global credential.helper store (or libsecret, osxkeychain, manager)",
+            )
+        } else {
+            pass(
+                "git credential helper",
+                helpers.lines().collect::<Vec<_>>().join(", "),
+            )
+        },
+    ]
+}
+
+fn check_ssh_agent() -> Check {
+    let Some(sock) = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) else {
+        return fail(
+            "ssh agent",
+            "SSH_AUTH_SOCK is not set",
+            "start an agent (eval \"$(ssh-agent)\" && ssh-add) before the daemon",
+        );
+    };
+    let count = (|| -> std::io::Result<u32> {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock)?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.write_all(&[0, 0, 0, 1, 11])?;
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head)?;
+        if head[4] != 12 {
+            return Err(std::io::ErrorKind::InvalidData.into());
+        }
+        Ok(u32::from_be_bytes([head[5], head[6], head[7], head[8]]))
+    })();
+    match count {
+        Ok(0) => fail(
+            "ssh agent",
+            format!("{} answers but holds no keys", sock.to_string_lossy()),
+            "add a key with ssh-add",
+        ),
+        Ok(n) => pass(
+            "ssh agent",
+            format!("{} answers with {n} key(s)", sock.to_string_lossy()),
+        ),
+        Err(e) => fail(
+            "ssh agent",
+            format!("{} does not answer: {e}", sock.to_string_lossy()),
+            "restart the agent and export its SSH_AUTH_SOCK",
+        ),
+    }
+}
+
+fn check_gpg() -> Check {
+    let Some(path) = output("gpgconf", &["--list-dirs", "agent-extra-socket"]) else {
+        return fail(
+            "gpg-agent",
+            "gpgconf is not installed",
+            "install gnupg to sign commits with GPG from containers",
+        );
+    };
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        pass("gpg-agent", format!("extra socket {path} answers"))
+    } else {
+        fail(
+            "gpg-agent",
+            format!("extra socket {path} does not answer"),
+            "start the agent: gpg-connect-agent /bye",
+        )
+    }
+}
+
+async fn check_docker() -> Vec<Check> {
+    let docker = match crate::docker::connect() {
+        Ok(d) => d,
+        Err(e) => {
+            return vec![fail(
+                "docker",
+                format!("{e:#}"),
+                "start Docker (systemctl start docker) or set DOCKER_HOST",
+            )];
+        }
+    };
+    if let Err(e) = docker.ping().await {
+        return vec![fail(
+            "docker",
+            format!("the engine does not answer: {e}"),
+            "start Docker (systemctl start docker) or set DOCKER_HOST",
+        )];
+    }
+    let gw = match crate::docker::bridge_gateways().await {
+        Ok(g) if !g.is_empty() => pass(
+            "docker bridge gateway",
+            format!(
+                "{} (serve with --listen-docker-bridge to be reachable there)",
+                g.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Ok(_) => fail(
+            "docker bridge gateway",
+            "no bridge network gateway found",
+            "create the default bridge network or pass --listen ADDR",
+        ),
+        Err(e) => fail(
+            "docker bridge gateway",
+            format!("{e:#}"),
+            "check the Docker engine",
+        ),
+    };
+    vec![pass("docker", "the engine answers"), gw]
+}
+
+fn check_port(port: u16) -> Check {
+    if crate::lifecycle::is_ours(port) {
+        return pass("port", format!("{port} is served by hostproxy"));
+    }
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => pass("port", format!("{port} is free")),
+        Err(_) => fail(
+            "port",
+            format!("{port} is taken by something that is not hostproxy"),
+            "stop it, or use --port / CLAWKER_HOST_PROXY_PORT",
+        ),
+    }
+}
+
+fn check_state(state: &StateDir) -> Vec<Check> {
+    let probe = state.root().join(".doctor-probe");
+    let writable =
+        StateDir::ensure_dir(state.root()).is_ok() && std::fs::write(&probe, b"x").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    let dir = if writable {
+        pass(
+            "state dir",
+            format!("{} is writable", state.root().display()),
+        )
+    } else {
+        fail(
+            "state dir",
+            format!("{} is not writable", state.root().display()),
+            "fix its permissions or set CLAWKER_STATE_DIR",
+        )
+    };
+    let token = match std::fs::metadata(state.token_file()) {
+        Ok(m) if m.permissions().mode() & 0o077 == 0 => pass(
+            "token",
+            format!("{} (mode 0600)", state.token_file().display()),
+        ),
+        Ok(m) => fail(
+            "token",
+            format!(
+                "{} has mode {:o}",
+                state.token_file().display(),
+                m.permissions().mode() & 0o777
+            ),
+            format!("chmod 600 {}", state.token_file().display()),
+        ),
+        Err(_) => fail(
+            "token",
+            format!("{} does not exist", state.token_file().display()),
+            "run `hostproxy token` or start the daemon once",
+        ),
+    };
+    vec![dir, token]
+}
+
+fn check_launcher(settings: &Settings) -> Check {
+    let default = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let program = settings
+        .browser
+        .as_ref()
+        .and_then(|b| b.first().cloned())
+        .unwrap_or_else(|| default.to_string());
+    if on_path(&program) {
+        pass("browser launcher", program)
+    } else {
+        fail(
+            "browser launcher",
+            format!("{program} is not found"),
+            "install xdg-utils, or pass --browser CMD / set browser in the config",
+        )
+    }
+}
+
+pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
+    let file = match default_config_path() {
+        Some(p) => FileConfig::load(&p, false).unwrap_or_default(),
+        None => FileConfig::default(),
+    };
+    let settings = Settings::from_file(&file).unwrap_or_default();
+    let port = args.port.port.unwrap_or(settings.port);
+    let state = StateDir::from_env()?;
+    let mut checks = check_git();
+    checks.push(check_ssh_agent());
+    checks.push(check_gpg());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    checks.extend(rt.block_on(check_docker()));
+    checks.push(check_port(port));
+    checks.extend(check_state(&state));
+    checks.push(check_launcher(&settings));
+    let ok = checks.iter().all(|c| c.ok);
+    if args.json {
+        println!("{}", serde_json::json!({ "ok": ok, "checks": checks }));
+    } else {
+        for c in &checks {
+            match &c.fix {
+                None => println!("✓ {}: {}", c.name, c.detail),
+                Some(fix) => println!("✗ {}: {}\n    fix: {fix}", c.name, c.detail),
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
