@@ -45,6 +45,15 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The static container tools `cargo xtask dist` builds.
+pub const TOOLS: [&str; 5] = [
+    "host-open",
+    "callback-forwarder",
+    "git-credential-clawker",
+    "ssh-agent-proxy",
+    "clawker-socket-server",
+];
+
 /// The static container tools (`cargo xtask dist`), built on first use.
 pub fn dist_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -410,13 +419,9 @@ fn build_image(tag: &str, with_busybox: bool) -> String {
             ));
         }
         let mut copies = String::new();
-        for entry in std::fs::read_dir(dist_dir()).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_file() {
-                let name = p.file_name().unwrap().to_string_lossy().into_owned();
-                std::fs::copy(&p, ctx.path().join(&name)).unwrap();
-                copies.push_str(&format!("COPY {name} /opt/clawker/bin/{name}\n"));
-            }
+        for name in TOOLS {
+            std::fs::copy(dist_dir().join(name), ctx.path().join(name)).unwrap();
+            copies.push_str(&format!("COPY {name} /opt/clawker/bin/{name}\n"));
         }
         std::fs::write(
             ctx.path().join("Dockerfile"),

@@ -38,20 +38,20 @@ const PEERS: [(&str, &str); 11] = [
     ("docker", "docker.io"),
 ];
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
     c
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
     let status = cmd
         .status()
@@ -62,7 +62,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn on_path(program: &str) -> bool {
+pub(crate) fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false)
@@ -79,7 +79,7 @@ fn busybox_is_static() -> bool {
         .unwrap_or(false)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -137,7 +137,7 @@ fn ensure_peers() -> Result<()> {
 }
 
 /// Builds the container tools static and copies them to `target/dist/`.
-fn dist() -> Result<PathBuf> {
+pub(crate) fn dist() -> Result<PathBuf> {
     let target = "x86_64-unknown-linux-gnu";
     let mut cmd = cargo();
     cmd.args(["build", "--profile", "dist", "--target", target])
@@ -155,7 +155,70 @@ fn dist() -> Result<PathBuf> {
         let size = std::fs::metadata(&to)?.len();
         eprintln!("xtask: {} {:.2} MiB", to.display(), size as f64 / 1048576.0);
     }
+    docs(&out)?;
+    tarball(&out)?;
     Ok(out)
+}
+
+/// Man pages and shell completions for every binary with a clap command line.
+fn docs(out: &Path) -> Result<()> {
+    use clap::CommandFactory;
+    let commands: [(&str, clap::Command); 5] = [
+        ("hostproxy", hostproxy::cli::Cli::command()),
+        ("host-open", host_open::Args::command()),
+        ("callback-forwarder", callback_forwarder::Args::command()),
+        (
+            "git-credential-clawker",
+            git_credential_clawker::Args::command(),
+        ),
+        ("ssh-agent-proxy", ssh_agent_proxy::Args::command()),
+    ];
+    let man = out.join("man");
+    std::fs::create_dir_all(&man)?;
+    for (name, cmd) in commands {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        std::fs::write(man.join(format!("{name}.1")), page)?;
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let dir = out.join("completions").join(shell.to_string());
+            std::fs::create_dir_all(&dir)?;
+            clap_complete::generate_to(shell, &mut cmd.clone(), name, &dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// `hostproxy-tools-VERSION-x86_64-linux.tar.gz` with the static tools, man pages and
+/// completions, plus `SHA256SUMS` for every file in it and for the tarball.
+fn tarball(out: &Path) -> Result<()> {
+    let version = env!("CARGO_PKG_VERSION");
+    let name = format!("hostproxy-tools-{version}-x86_64-linux.tar.gz");
+    let mut files: Vec<String> = TOOLS.iter().map(|t| (*t).to_string()).collect();
+    files.extend(["man".to_string(), "completions".to_string()]);
+    run(Command::new("tar")
+        .current_dir(out)
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "-czf",
+            &name,
+        ])
+        .args(&files))?;
+    let mut sums = Command::new("sha256sum");
+    sums.current_dir(out).args(TOOLS).arg(&name);
+    let text = sums.output().context("cannot run sha256sum")?;
+    if !text.status.success() {
+        bail!("sha256sum failed");
+    }
+    std::fs::write(out.join("SHA256SUMS"), text.stdout)?;
+    eprintln!("xtask: {}", out.join(&name).display());
+    Ok(())
 }
 
 fn test() -> Result<()> {

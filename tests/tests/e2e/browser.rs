@@ -229,3 +229,66 @@ fn every_static_tool_runs_in_an_empty_root() {
     );
     assert!(d.launch_log().contains("https://example.com/from-scratch"));
 }
+
+#[test]
+fn the_example_dockerfile_builds_and_its_container_reaches_the_daemon() {
+    let base = test_image();
+    let root = workspace_root();
+    // The example copies from target/dist/: make sure the tools are there.
+    let _ = dist_dir();
+    let tag = "hostproxy-example:test";
+    let out = Command::new("docker")
+        .args([
+            "build",
+            "-q",
+            "-f",
+            "examples/Dockerfile",
+            "--build-arg",
+            &format!("BASE={base}"),
+            "-t",
+            tag,
+            ".",
+        ])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--listen-docker-bridge".into()],
+        ..DaemonOpts::default()
+    });
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--add-host", "host.docker.internal:host-gateway"])
+        .args(["-e", &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port)])
+        .arg("-v")
+        .arg(format!("{}:/run/secrets/clawker-token:ro", d.dir.path().join("state/hostproxy.token").display()))
+        .arg(tag)
+        // BROWSER is what a CLI would call; git finds the helper through /etc/gitconfig.
+        .args(["sh", "-c", "$BROWSER https://example.com/from-the-example && printf 'protocol=https\\nhost=github.com\\n\\n' | git-credential-clawker get"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        d.launch_log()
+            .contains("https://example.com/from-the-example")
+    );
+    assert!(stdout.contains("password=s3cret-pass"), "{stdout}");
+    let labels = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{json .Config.Labels}}", tag])
+        .output()
+        .unwrap();
+    let labels = String::from_utf8_lossy(&labels.stdout);
+    assert!(
+        labels.contains("\"dev.clawker.purpose\":\"agent\""),
+        "{labels}"
+    );
+}
