@@ -141,6 +141,7 @@ pub struct Inner {
     pub allowed_hosts: Vec<HostName>,
     pub version: &'static str,
     pub started: std::time::Instant,
+    pub audit: crate::audit::Audit,
     pub listen: Vec<std::net::IpAddr>,
 }
 
@@ -199,8 +200,19 @@ impl AppState {
             allowed_hosts,
             version: env!("CARGO_PKG_VERSION"),
             started: std::time::Instant::now(),
+            audit: crate::audit::Audit::disabled(),
             listen: listen_addrs.to_vec(),
         }))
+    }
+}
+
+impl AppState {
+    /// Writes every decision on a sensitive route to `audit` (call right after `new`).
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.audit = audit;
+        }
+        self
     }
 }
 

@@ -172,7 +172,19 @@ pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) 
         .unwrap_or_else(|| "unmatched".to_owned());
     let mut response = match check(&state, &req) {
         Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if classify(req.uri().path()) == RouteClass::Api && route != "unmatched" {
+                state.audit.record(
+                    &route,
+                    "request",
+                    None,
+                    None,
+                    false,
+                    Some(e.message.clone()),
+                );
+            }
+            e.into_response()
+        }
     };
     response.headers_mut().insert(
         header::CACHE_CONTROL,

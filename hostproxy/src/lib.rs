@@ -2,6 +2,7 @@
 //! seams; `cli` holds the command line and lifecycle commands that `main.rs` calls.
 
 pub mod app;
+pub mod audit;
 pub mod backends;
 pub mod bridge;
 pub mod cli;

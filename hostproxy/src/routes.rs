@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clawker_protocol::Secret;
 use clawker_protocol::agent::{self, FAILURE_FRAME, Verdict};
+use clawker_protocol::api::routes;
 use clawker_protocol::api::{
     self, CallbackDataResponse, CallbackRegisterRequest, CallbackRegisterResponse,
     GitCredentialAction, GitCredentialRequest, GitCredentialResponse, HealthResponse,
@@ -366,12 +367,21 @@ pub async fn callback_register(
             "state must be non-empty printable text",
         ));
     }
-    let (id, session) = state.sessions.register(Registration {
+    let registered = state.sessions.register(Registration {
         port,
         path,
         ttl: Duration::from_secs(ttl),
         state: req.state,
-    })?;
+    });
+    state.audit.record(
+        routes::CALLBACK_REGISTER,
+        "register",
+        Some(format!("port {port}")),
+        None,
+        registered.is_ok(),
+        registered.as_ref().err().map(ToString::to_string),
+    );
+    let (id, session) = registered?;
     tracing::info!(port, ttl_secs = ttl, "callback session registered");
     Ok(Json(CallbackRegisterResponse {
         success: true,
