@@ -16,6 +16,7 @@ use clawker_protocol::api::{
     CallbackRegisterRequest, CallbackRegisterResponse, OpenUrlRequest, OpenUrlResponse, routes,
 };
 use clawker_protocol::env;
+use clawker_protocol::urls::{OAuthRedirect, detect_oauth};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,43 +28,6 @@ use clawker_protocol::env;
 pub struct Args {
     /// The URL to open (http or https).
     pub url: String,
-}
-
-/// An OAuth redirect to a loopback port of this container.
-#[derive(Debug, PartialEq, Eq)]
-pub struct OAuthRedirect {
-    pub port: u16,
-    pub path: String,
-    pub state: Option<String>,
-}
-
-/// Finds `redirect_uri` (else `callback`) pointing at `http://localhost:P/…`,
-/// `http://127.0.0.1:P/…` or `http://[::1]:P/…`, with the URL's `state`.
-pub fn detect_oauth(url: &url::Url) -> Option<OAuthRedirect> {
-    let param = |name: &str| {
-        url.query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    };
-    let target = param("redirect_uri").or_else(|| param("callback"))?;
-    let target = url::Url::parse(&target).ok()?;
-    if target.scheme() != "http" {
-        return None;
-    }
-    let loopback = match target.host()? {
-        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        url::Host::Ipv4(a) => a == std::net::Ipv4Addr::LOCALHOST,
-        url::Host::Ipv6(a) => a == std::net::Ipv6Addr::LOCALHOST,
-    };
-    if !loopback {
-        return None;
-    }
-    let port = target.port()?;
-    Some(OAuthRedirect {
-        port,
-        path: target.path().to_string(),
-        state: param("state").filter(|s| !s.is_empty()),
-    })
 }
 
 /// `callback-forwarder` beside this executable, else on `PATH`.
@@ -164,54 +128,6 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("host-open: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn detect(s: &str) -> Option<OAuthRedirect> {
-        detect_oauth(&url::Url::parse(s).unwrap())
-    }
-
-    #[test]
-    fn detects_loopback_redirects() {
-        let r = detect("https://auth.example.com/authorize?client_id=x&redirect_uri=http%3A%2F%2Flocalhost%3A8765%2Fcallback&state=abc").unwrap();
-        assert_eq!(
-            r,
-            OAuthRedirect {
-                port: 8765,
-                path: "/callback".into(),
-                state: Some("abc".into())
-            }
-        );
-        let r = detect("https://a.example/?redirect_uri=http://127.0.0.1:9000/").unwrap();
-        assert_eq!((r.port, r.path.as_str(), r.state), (9000, "/", None));
-        let r = detect("https://a.example/?redirect_uri=http://[::1]:9001/cb").unwrap();
-        assert_eq!(r.port, 9001);
-        let r = detect("https://a.example/?callback=http://localhost:7000/done").unwrap();
-        assert_eq!(r.path, "/done");
-        // redirect_uri wins over callback
-        let r = detect("https://a.example/?callback=http://localhost:7000/x&redirect_uri=http://localhost:7001/y").unwrap();
-        assert_eq!(r.port, 7001);
-    }
-
-    #[test]
-    fn ignores_everything_else() {
-        for s in [
-            "https://example.com/",
-            "https://a.example/?redirect_uri=https://localhost:8765/cb",
-            "https://a.example/?redirect_uri=http://localhost/cb",
-            "https://a.example/?redirect_uri=http://evil.example:8765/cb",
-            "https://a.example/?redirect_uri=http://localhost.evil.example:8765/cb",
-            "https://a.example/?redirect_uri=http://127.0.0.2:8765/cb",
-            "https://a.example/?redirect_uri=not-a-url",
-            "https://a.example/?x=http://localhost:8765/cb",
-            "https://a.example/path/redirect_uri=http://localhost:8765/cb",
-        ] {
-            assert_eq!(detect(s), None, "{s}");
         }
     }
 }

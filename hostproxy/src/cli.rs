@@ -325,7 +325,11 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         Auth::Token(token.clone())
     };
     let watcher = settings.watcher.take();
-    let state = AppState::new(settings.clone(), auth, backends, &bound, shutdown.clone());
+    let audit_path = state_dir.root().join("logs").join("audit.jsonl");
+    let audit = crate::audit::Audit::open(&audit_path)
+        .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
+    let state =
+        AppState::new(settings.clone(), auth, backends, &bound, shutdown.clone()).with_audit(audit);
     print_banner(&settings, &bound, &state_dir);
     crate::lifecycle::write_status_file(&state_dir, settings.port, &bound)?;
 

@@ -21,6 +21,7 @@ use clawker_protocol::api::{
 use clawker_protocol::credential::{
     CredentialFields, has_forbidden_char, is_valid_credential_host,
 };
+use clawker_protocol::urls::{UrlError, canonical_url, check_url_policy};
 use serde::Deserialize;
 
 use crate::app::{ApiError, ApiJson, AppState};
@@ -48,119 +49,65 @@ pub async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
     })
 }
 
-/// Longest URL `/open/url` accepts.
-const MAX_URL: usize = 8 * 1024;
-
-/// Parses and canonicalises a URL to open: http(s) only, no userinfo, no control
-/// characters (the `url` crate would silently strip tabs and newlines, so check first).
-/// Spaces are percent-encoded by the re-serialisation, as a browser would.
-pub fn canonical_url(raw: &str) -> Result<String, ApiError> {
-    if raw.is_empty() {
-        return Err(ApiError::bad_request("url is empty"));
+/// The status a URL refusal gets: 403 for policy, 400 for malformed input.
+fn url_error(e: UrlError) -> ApiError {
+    match e {
+        UrlError::InternalHost => ApiError::forbidden(e.to_string()),
+        other => ApiError::bad_request(other.to_string()),
     }
-    if raw.len() > MAX_URL {
-        return Err(ApiError::bad_request("url is too long"));
-    }
-    if raw.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("url contains control characters"));
-    }
-    let url =
-        url::Url::parse(raw).map_err(|e| ApiError::bad_request(format!("invalid url: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ApiError::bad_request(
-            "only http and https urls can be opened",
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ApiError::bad_request(
-            "urls with a username or password are not allowed",
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(ApiError::bad_request("url has no host"));
-    }
-    Ok(url.to_string())
-}
-
-/// True for addresses a web page must not be steered to from a container: private,
-/// carrier-grade NAT, link-local (cloud metadata at 169.254.169.254), multicast, broadcast,
-/// unspecified, unique-local. Loopback is fine: published dev-server ports live there.
-pub fn is_internal_ip(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            a.is_private()
-                || a.is_link_local()
-                || a.is_multicast()
-                || a.is_broadcast()
-                || a.is_unspecified()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
-                return is_internal_ip(IpAddr::V4(v4));
-            }
-            let seg = a.segments();
-            a.is_unspecified()
-                || a.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00
-                || (seg[0] & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-/// The URL policy: refuse internal IP literals and single-label names unless allowed.
-pub fn check_url_policy(url: &url::Url, allowed: &[String]) -> Result<(), ApiError> {
-    let host_str = url.host_str().unwrap_or("").to_ascii_lowercase();
-    if allowed.iter().any(|h| h == &host_str) {
-        return Ok(());
-    }
-    let refused = match url.host() {
-        Some(url::Host::Ipv4(a)) => is_internal_ip(a.into()),
-        Some(url::Host::Ipv6(a)) => is_internal_ip(a.into()),
-        Some(url::Host::Domain(d)) => !d.contains('.') && !d.eq_ignore_ascii_case("localhost"),
-        None => true,
-    };
-    if refused {
-        return Err(ApiError::forbidden(
-            "urls to private, link-local or single-label hosts are not opened: allow the host in open.allowed_hosts",
-        ));
-    }
-    Ok(())
 }
 
 pub async fn open_url(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<OpenUrlRequest>,
 ) -> Result<Json<OpenUrlResponse>, ApiError> {
-    let url = canonical_url(&req.url)?;
-    if let Ok(parsed) = url::Url::parse(&url) {
-        check_url_policy(&parsed, &state.settings.open_allowed_hosts)?;
-    }
+    let result = open_url_decide(&state, &req.url).await;
+    let (host, refusal) = match &result {
+        Ok((host, _)) => (Some(host.clone()), None),
+        Err((host, e)) => (host.clone(), Some(e.message.clone())),
+    };
+    state.audit.record(
+        routes::OPEN_URL,
+        "open",
+        host.clone(),
+        None,
+        refusal.is_none(),
+        refusal,
+    );
+    let (_, url) = result.map_err(|(_, e)| e)?;
+    tracing::info!(host, "opened url");
+    Ok(Json(OpenUrlResponse { success: true, url }))
+}
+
+/// Validates, applies the policy and launches; errors carry the URL's host for the audit log.
+async fn open_url_decide(
+    state: &AppState,
+    raw: &str,
+) -> Result<(String, String), (Option<String>, ApiError)> {
+    let url = canonical_url(raw).map_err(|e| (None, url_error(e)))?;
+    let parsed = url::Url::parse(&url).map_err(|_| (None, ApiError::bad_request("invalid url")))?;
+    let host = parsed.host_str().unwrap_or("").to_string();
+    check_url_policy(&parsed, &state.settings.open_allowed_hosts)
+        .map_err(|e| (Some(host.clone()), url_error(e)))?;
     if let Err(wait) = state.open_limiter.try_acquire() {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many urls opened: try again later",
         );
         e.retry_after = Some(wait.as_secs().max(1));
-        return Err(e);
+        return Err((Some(host), e));
     }
-    state.backends.launcher.open(&url).await.map_err(|e| {
+    if let Err(e) = state.backends.launcher.open(&url).await {
         tracing::warn!(error = %e, "url launcher failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the browser launcher failed on the host",
-        )
-    })?;
-    tracing::info!(
-        host = url::Url::parse(&url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned)),
-        "opened url"
-    );
-    Ok(Json(OpenUrlResponse { success: true, url }))
+        return Err((
+            Some(host),
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the browser launcher failed on the host",
+            ),
+        ));
+    }
+    Ok((host, url))
 }
 
 /// Validates a credential request against the policy, returning what git will be given.
@@ -246,15 +193,43 @@ pub async fn git_credential(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<GitCredentialRequest>,
 ) -> Result<Json<GitCredentialResponse>, ApiError> {
-    let fields = validate_credential(&state, &req)?;
+    let audit_host = (!has_forbidden_char(&req.host)).then(|| req.host.to_ascii_lowercase());
+    let deny = |e: ApiError| {
+        let reason = Some(e.message.clone());
+        state.audit.record(
+            routes::GIT_CREDENTIAL,
+            req.action.as_str(),
+            audit_host.clone(),
+            None,
+            false,
+            reason,
+        );
+        e
+    };
+    let fields = validate_credential(&state, &req).map_err(deny)?;
     let Ok(_slot) = state.git_slots.try_acquire() else {
-        return Err(ApiError::new(
+        return Err(deny(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many credential requests at once: retry shortly",
-        ));
+        )));
     };
     let host = fields.host.clone().unwrap_or_default();
     let result = state.backends.git.run(req.action, fields).await;
+    let outcome = match &result {
+        Ok(Some(_)) => "found",
+        Ok(None) if req.action == GitCredentialAction::Get => "not found",
+        Ok(None) => "done",
+        Err(GitError::Timeout(_)) => "git timed out",
+        Err(_) => "git failed",
+    };
+    state.audit.record(
+        routes::GIT_CREDENTIAL,
+        req.action.as_str(),
+        Some(host.clone()),
+        None,
+        true,
+        Some(outcome.into()),
+    );
     tracing::info!(
         action = req.action.as_str(),
         host,
@@ -299,7 +274,19 @@ pub async fn git_credential(
 /// refused message, `SSH_AGENT_FAILURE` produced here without contacting the agent.
 pub async fn relay_agent_frame(state: &AppState, frame: Vec<u8>) -> Result<Vec<u8>, AgentError> {
     let body = agent::single_frame(&frame).map_err(|_| AgentError::BadReply)?;
-    match state.settings.agent_policy.decide(body) {
+    let verdict = state.settings.agent_policy.decide(body);
+    let (action, key) = describe_agent_request(body);
+    let refusal =
+        (verdict == Verdict::Refuse).then(|| "not allowed by the agent policy".to_string());
+    state.audit.record(
+        routes::SSH_AGENT,
+        &action,
+        None,
+        key,
+        refusal.is_none(),
+        refusal,
+    );
+    match verdict {
         Verdict::Refuse => {
             tracing::info!(
                 message = body.first().copied(),
@@ -308,6 +295,38 @@ pub async fn relay_agent_frame(state: &AppState, frame: Vec<u8>) -> Result<Vec<u
             Ok(FAILURE_FRAME.to_vec())
         }
         Verdict::Forward => state.backends.agent.request(frame).await,
+    }
+}
+
+/// An agent request as the audit log names it, with the key's fingerprint for signatures.
+fn describe_agent_request(body: &[u8]) -> (String, Option<String>) {
+    use clawker_protocol::agent::{SignPurpose, msg, sign_purpose};
+    let printable = |s: &str| {
+        s.chars()
+            .filter(char::is_ascii_graphic)
+            .take(64)
+            .collect::<String>()
+    };
+    match body.first().copied() {
+        Some(msg::REQUEST_IDENTITIES) => ("list".into(), None),
+        Some(msg::SIGN_REQUEST) => {
+            let key = agent::read_string(&body[1..]).map(|(k, _)| crate::audit::fingerprint(k));
+            let purpose = match sign_purpose(body) {
+                SignPurpose::UserAuth => "sign:userauth".to_string(),
+                SignPurpose::SshSig(ns) => format!("sign:sshsig:{}", printable(&ns)),
+                SignPurpose::Other => "sign:other".to_string(),
+            };
+            (purpose, key)
+        }
+        Some(msg::EXTENSION) => (
+            format!(
+                "extension:{}",
+                printable(agent::extension_name(body).unwrap_or("?"))
+            ),
+            None,
+        ),
+        Some(n) => (format!("message:{n}"), None),
+        None => ("empty".into(), None),
     }
 }
 
@@ -456,76 +475,5 @@ async fn cb(state: &AppState, id: &str, path: &str, req: Request) -> Response {
     match state.sessions.get(id) {
         Some(session) => capture_response(&session, path, req).await,
         None => not_found_page(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_policy() {
-        let check =
-            |u: &str| check_url_policy(&url::Url::parse(u).unwrap(), &["intranet".to_string()]);
-        for ok in [
-            "https://example.com/",
-            "http://localhost:3000/",
-            "http://127.0.0.1:8080/",
-            "http://[::1]:8080/",
-            "https://8.8.8.8/",
-            "http://intranet/",
-        ] {
-            assert!(check(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "http://169.254.169.254/latest/meta-data/",
-            "http://10.0.0.1/",
-            "http://192.168.1.1/",
-            "http://172.16.0.1/",
-            "http://100.64.0.1/",
-            "http://0.0.0.0:8080/",
-            "http://224.0.0.1/",
-            "http://255.255.255.255/",
-            "http://[fe80::1]/",
-            "http://[fd00::1]/",
-            "http://[::ffff:10.0.0.1]/",
-            "http://[::]/",
-            "http://router/",
-        ] {
-            assert_eq!(
-                check(bad).unwrap_err().status,
-                axum::http::StatusCode::FORBIDDEN,
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            canonical_url("https://Example.com/a b").unwrap(),
-            "https://example.com/a%20b"
-        );
-        assert_eq!(
-            canonical_url("https://Example.COM/x?y=1").unwrap(),
-            "https://example.com/x?y=1"
-        );
-        assert_eq!(
-            canonical_url("http://localhost:3000").unwrap(),
-            "http://localhost:3000/"
-        );
-        for bad in [
-            "",
-            "javascript:alert(1)",
-            "file:///etc/passwd",
-            "https://user:pw@example.com/",
-            "https://user@example.com/",
-            "https://exa\nmple.com",
-            "https://example.com/\t",
-            "not a url",
-            "data:text/html,x",
-        ] {
-            assert!(canonical_url(bad).is_err(), "{bad:?}");
-        }
     }
 }

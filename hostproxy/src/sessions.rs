@@ -95,19 +95,7 @@ impl Session {
             body: Secret::new(String::from_utf8_lossy(body).into_owned()),
             received_at: now_rfc3339(),
         };
-        let mut first = false;
-        self.captured.send_if_modified(|slot| {
-            if slot.is_none() {
-                *slot = Some(Arc::new(data));
-                first = true;
-            }
-            first
-        });
-        if first {
-            Offer::Captured
-        } else {
-            Offer::AlreadyCaptured
-        }
+        self.inject(data)
     }
 
     /// Makes a capture arrive without a browser (mock-proxy's control API). First wins, as

@@ -14,6 +14,7 @@ pub mod env;
 pub mod host;
 pub mod mock;
 pub mod secret;
+pub mod urls;
 
 pub use secret::Secret;
 

@@ -404,20 +404,98 @@ fn daemon_logs_hold_no_secrets() {
         &format!("{}/callback/{id}/data?token={}", d.url(), d.token),
         "wrong",
     );
+    // A refused store, an opened URL, and an SSH signature through the proxy, for the audit log.
+    let (code, _, _) = run_with_input(
+        tool("git-credential-clawker", &d.tool_env()).arg("store"),
+        "protocol=https\nhost=github.com\nusername=alice\npassword=new-secret-pw\n\n",
+    );
+    assert_eq!(code, 0);
+    let (code, _, _) = run_with_input(
+        tool("host-open", &d.tool_env()).arg("https://example.com/page?q=url-query-secret"),
+        "",
+    );
+    assert_eq!(code, 0);
+    let sock = dir.path().join("a.sock");
+    let mut proxy = tool("ssh-agent-proxy", &d.tool_env())
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(dir.path().join("m"), "x").unwrap();
+    std::fs::write(dir.path().join("k.pub"), &agent.pubkey).unwrap();
+    let signed = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "git", "-f"])
+        .arg(dir.path().join("k.pub"))
+        .arg(dir.path().join("m"))
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(signed.status.success());
+    let _ = proxy.kill();
+    let _ = proxy.wait();
     let mut d = d;
     d.terminate();
     let log = d.log_text();
     assert!(log.contains("request"), "log is empty?\n{log}");
+    let audit = std::fs::read_to_string(d.dir.path().join("state/logs/audit.jsonl")).unwrap();
     for secret in [
         "s3cret-pass",
+        "new-secret-pw",
         "alice",
         &d.token,
         &id,
         "oauth-code-secret",
         "state-secret-123",
+        "url-query-secret",
     ] {
         assert!(!log.contains(secret), "log leaks {secret:?}:\n{log}");
+        assert!(
+            !audit.contains(secret),
+            "audit log leaks {secret:?}:\n{audit}"
+        );
     }
+    let records: Vec<clawker_protocol::audit::AuditRecord> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let has = |route: &str, action: &str, allowed: bool| {
+        records
+            .iter()
+            .any(|r| r.route == route && r.action == action && r.allowed == allowed)
+    };
+    assert!(has("/git/credential", "get", true), "{audit}");
+    assert!(has("/git/credential", "store", false), "{audit}");
+    assert!(has("/open/url", "open", true), "{audit}");
+    assert!(has("/callback/register", "register", true), "{audit}");
+    assert!(
+        has("/callback/{id}/data", "request", false),
+        "the wrong-token poll is a denial: {audit}"
+    );
+    let sign = records
+        .iter()
+        .find(|r| r.action == "sign:sshsig:git")
+        .expect("the signature is audited");
+    assert!(sign.allowed, "{sign:?}");
+    let fp = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(dir.path().join("k.pub"))
+        .output()
+        .unwrap();
+    let key = sign.key.as_deref().unwrap();
+    assert!(key.starts_with("SHA256:"));
+    assert!(
+        String::from_utf8_lossy(&fp.stdout).contains(key),
+        "fingerprint differs from ssh-keygen -l"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r.route == "/open/url" && r.host.as_deref() == Some("example.com"))
+    );
 }
 
 /// A few blocking HTTP helpers for these process-level tests.
