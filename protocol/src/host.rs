@@ -58,7 +58,8 @@ pub enum HostError {
 }
 
 fn parse_name(s: &str) -> Result<HostName, HostError> {
-    let s = s.strip_suffix('.').unwrap_or(s);
+    let lower = s.to_ascii_lowercase();
+    let s = lower.strip_suffix('.').unwrap_or(&lower);
     let valid_label = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
@@ -82,7 +83,7 @@ fn parse_name(s: &str) -> Result<HostName, HostError> {
             return Err(HostError::Malformed);
         }
     }
-    Ok(HostName::Name(s.to_ascii_lowercase()))
+    Ok(HostName::Name(s.to_string()))
 }
 
 /// Parses a `Host` header value: `name[:port]`, `a.b.c.d[:port]` or `[v6][:port]`.
@@ -175,6 +176,9 @@ mod tests {
             "évil",
             "a:+80",
             "a:080000",
+            // found by fuzzing: numeric-looking names in upper case
+            "X5.0.0",
+            "0X7F.0.0.1",
         ] {
             assert!(parse_host_header(bad.as_bytes()).is_err(), "{bad:?}");
         }

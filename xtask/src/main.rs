@@ -6,6 +6,7 @@
 //!   every test.
 //! - `cargo xtask dist`: static container tools in `target/dist/`.
 //! - `cargo xtask bench`: benchmarks beside their baselines, written to `BENCHMARKS.md`.
+//! - `cargo xtask fuzz [SECONDS]`: every cargo-fuzz target (CI: 20 s each).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -221,6 +222,49 @@ fn tarball(out: &Path) -> Result<()> {
     Ok(())
 }
 
+const FUZZ_TARGETS: [&str; 5] = [
+    "credential_codec",
+    "agent_frame",
+    "bridge_frame",
+    "url_policy",
+    "host_header",
+];
+
+/// Runs every cargo-fuzz target for `seconds` each (nightly toolchain, cargo-fuzz installed
+/// when missing). A crash fails the run and leaves its input in `fuzz/artifacts/`.
+fn fuzz(seconds: u64) -> Result<()> {
+    let nightly = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output();
+    if !nightly.is_ok_and(|o| o.status.success()) {
+        bail!("fuzzing needs the nightly toolchain: rustup toolchain install nightly");
+    }
+    if !Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let dir = root().join("fuzz");
+    run(Command::new("cargo")
+        .args(["+nightly", "fuzz", "build"])
+        .current_dir(&dir))?;
+    for t in FUZZ_TARGETS {
+        run(Command::new("cargo")
+            .args([
+                "+nightly",
+                "fuzz",
+                "run",
+                t,
+                "--",
+                &format!("-max_total_time={seconds}"),
+            ])
+            .current_dir(&dir))?;
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
     ensure_peers()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -236,7 +280,7 @@ fn test() -> Result<()> {
     run(cargo()
         .args(["test", "--workspace"])
         .env("CLAWKER_DIST_DIR", &dist_dir))?;
-    Ok(())
+    fuzz(20)
 }
 
 fn main() -> ExitCode {
@@ -245,8 +289,13 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("dist") => dist().map(|_| ()),
         Some("bench") => bench::bench(),
+        Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
+            None => fuzz(60),
+            Some(Ok(s)) => fuzz(s),
+            Some(Err(_)) => Err(anyhow::anyhow!("usage: cargo xtask fuzz [SECONDS]")),
+        },
         _ => {
-            eprintln!("usage: cargo xtask test | dist | bench");
+            eprintln!("usage: cargo xtask test | dist | bench | fuzz [SECONDS]");
             return ExitCode::from(2);
         }
     };
