@@ -139,7 +139,7 @@ fn container_reaches_daemon_on_the_bridge_and_lying_host_is_refused() {
                 "sh",
                 "-c",
                 &format!(
-                    "printf 'GET /health HTTP/1.0\\r\\nHost: {host_header}\\r\\n\\r\\n' | nc host.docker.internal {} | head -1",
+                    "{{ printf 'GET /health HTTP/1.0\\r\\nHost: {host_header}\\r\\n\\r\\n'; sleep 1; }} | nc host.docker.internal {} | head -1",
                     d.port
                 ),
             ])
