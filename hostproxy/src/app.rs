@@ -142,6 +142,10 @@ pub struct Inner {
     pub version: &'static str,
     pub started: std::time::Instant,
     pub audit: crate::audit::Audit,
+    /// Scoped tokens (`None`: only the user's token, as in mock-proxy).
+    pub tokens: Option<crate::tokens::TokenStore>,
+    /// Per-token rate limits for scoped tokens.
+    pub token_limits: crate::ratelimit::PerKey,
     pub listen: Vec<std::net::IpAddr>,
 }
 
@@ -201,6 +205,8 @@ impl AppState {
             version: env!("CARGO_PKG_VERSION"),
             started: std::time::Instant::now(),
             audit: crate::audit::Audit::disabled(),
+            tokens: None,
+            token_limits: crate::ratelimit::PerKey::default(),
             listen: listen_addrs.to_vec(),
         }))
     }
@@ -211,6 +217,14 @@ impl AppState {
     pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.0) {
             inner.audit = audit;
+        }
+        self
+    }
+
+    /// Accepts the scoped tokens of `store` besides the user's token (call right after `new`).
+    pub fn with_tokens(mut self, store: crate::tokens::TokenStore) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.0) {
+            inner.tokens = Some(store);
         }
         self
     }

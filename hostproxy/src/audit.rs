@@ -36,8 +36,10 @@ impl Audit {
     }
 
     /// Writes one line. A write failure is logged, never fatal to the request.
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
+        token: &str,
         route: &str,
         action: &str,
         host: Option<String>,
@@ -48,7 +50,7 @@ impl Audit {
         let Some(file) = &self.file else { return };
         let rec = AuditRecord {
             time: crate::sessions::now_rfc3339(),
-            token: "user".into(),
+            token: token.into(),
             container: None,
             route: route.into(),
             action: action.into(),

@@ -49,8 +49,11 @@ pub enum Command {
     Stop(StopArgs),
     /// Say whether the daemon is running (exit 0) or not (exit 1).
     Status(StatusArgs),
-    /// Print the bearer token containers use (creating it if needed).
-    Token,
+    /// Print the user's bearer token (creating it if needed), or manage scoped tokens.
+    Token {
+        #[command(subcommand)]
+        action: Option<TokenAction>,
+    },
     /// Bridge the host's ssh-agent and gpg-agent into a container over docker exec.
     Bridge(crate::bridge::BridgeArgs),
     /// Check this host's setup and say how to fix what is missing.
@@ -117,6 +120,35 @@ pub struct StopArgs {
     /// Wait up to this many seconds for the daemon to exit.
     #[arg(long, num_args = 0..=1, default_missing_value = "10")]
     pub wait: Option<u64>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenAction {
+    /// Issue a scoped token and print it (the only time it is shown).
+    #[command(
+        after_help = "Example:\n  hostproxy token issue --name ci --container my-agent --allow git:github.com --allow open --ttl 8h"
+    )]
+    Issue {
+        /// A name for the token (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: String,
+        /// Bind the token to a container: it is revoked when Docker reports it died or was removed.
+        #[arg(long)]
+        container: Option<String>,
+        /// A scope: open, callback, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint> (repeatable).
+        #[arg(long = "allow", value_parser = |s: &str| s.parse::<crate::tokens::Scope>())]
+        allow: Vec<crate::tokens::Scope>,
+        /// Lifetime (e.g. 8h, 30m); default: until revoked.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// List scoped tokens (names, scopes, bindings; never the tokens).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a scoped token at once.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -205,13 +237,82 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token => {
-            let state = StateDir::from_env()?;
+        Command::Token { action } => token_command(action),
+    }
+}
+
+fn token_command(action: Option<TokenAction>) -> Result<ExitCode> {
+    let state = StateDir::from_env()?;
+    let store = crate::tokens::TokenStore::new(state.tokens_file());
+    match action {
+        None => {
             let token = state.load_or_create_token()?;
             println!("{}", token.expose());
-            Ok(ExitCode::SUCCESS)
+        }
+        Some(TokenAction::Issue {
+            name,
+            container,
+            allow,
+            ttl,
+        }) => {
+            if allow.is_empty() {
+                bail!(
+                    "a scoped token needs at least one --allow SCOPE (open, callback, git:HOST, git-store:HOST, ssh, ssh:SHA256:…)"
+                );
+            }
+            // Store the full container id when Docker knows the container, so events match.
+            let container = container.map(|c| resolve_container(&c).unwrap_or(c));
+            let token = store.issue(&name, container, &allow, ttl)?;
+            println!("{token}");
+        }
+        Some(TokenAction::List { json }) => {
+            let tokens = store.list()?;
+            if json {
+                let v: Vec<_> = tokens
+                    .iter()
+                    .map(|t| serde_json::json!({"name": t.name, "scopes": t.scopes, "container": t.container, "created": t.created, "expires": t.expires, "revoked": t.revoked}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for t in tokens {
+                    println!(
+                        "{}\t{}\t{}{}{}",
+                        t.name,
+                        t.scopes.join(","),
+                        t.container
+                            .as_deref()
+                            .map(|c| format!("container {}", &c[..c.len().min(12)]))
+                            .unwrap_or_else(|| "any container".into()),
+                        t.expires
+                            .map(|e| format!(
+                                "\texpires {}",
+                                humantime::format_rfc3339_seconds(
+                                    std::time::UNIX_EPOCH + Duration::from_secs(e)
+                                )
+                            ))
+                            .unwrap_or_default(),
+                        if t.revoked { "\trevoked" } else { "" }
+                    );
+                }
+            }
+        }
+        Some(TokenAction::Revoke { name }) => {
+            store.revoke(&name)?;
+            eprintln!("revoked {name}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn resolve_container(name: &str) -> Option<String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let docker = crate::docker::connect().ok()?;
+        docker.inspect_container(name, None).await.ok()?.id
+    })
 }
 
 /// Resolves settings: flags, then environment (clap's `env`), then the file, then defaults.
@@ -328,8 +429,19 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode> {
     let audit_path = state_dir.root().join("logs").join("audit.jsonl");
     let audit = crate::audit::Audit::open(&audit_path)
         .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
-    let state =
-        AppState::new(settings.clone(), auth, backends, &bound, shutdown.clone()).with_audit(audit);
+    let tokens = crate::tokens::TokenStore::new(state_dir.tokens_file());
+    let state = AppState::new(settings.clone(), auth, backends, &bound, shutdown.clone())
+        .with_audit(audit)
+        .with_tokens(tokens);
+    {
+        let (tokens_file, stop) = (state_dir.tokens_file(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = crate::docker::revoke_tokens_of_dead_containers(crate::tokens::TokenStore::new(tokens_file)) => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
     print_banner(&settings, &bound, &state_dir);
     crate::lifecycle::write_status_file(&state_dir, settings.port, &bound)?;
 

@@ -71,6 +71,62 @@ fn label_filters(labels: &[(String, String)]) -> HashMap<String, Vec<String>> {
     )])
 }
 
+/// Revokes scoped tokens whose container is gone: those already gone now, then each one as
+/// Docker reports it died or was removed. Without Docker it does nothing.
+pub async fn revoke_tokens_of_dead_containers(store: crate::tokens::TokenStore) {
+    let Ok(docker) = connect() else { return };
+    if docker.ping().await.is_err() {
+        return;
+    }
+    for c in store.bound_containers() {
+        let running = docker
+            .inspect_container(&c, None)
+            .await
+            .ok()
+            .and_then(|i| i.state.and_then(|s| s.running))
+            .unwrap_or(false);
+        if !running
+            && let Ok(n) = store.revoke_container(&c, None)
+            && n > 0
+        {
+            tracing::info!(
+                revoked = n,
+                "tokens of a container that is gone were revoked"
+            );
+        }
+    }
+    let filters = HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        (
+            "event".to_string(),
+            vec!["die".to_string(), "destroy".to_string()],
+        ),
+    ]);
+    loop {
+        let mut events = docker
+            .events(Some(EventsOptionsBuilder::new().filters(&filters).build()))
+            .boxed();
+        while let Some(ev) = events.next().await {
+            let Ok(ev) = ev else { break };
+            let Some(actor) = ev.actor else { continue };
+            let Some(id) = actor.id else { continue };
+            let name = actor
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get("name"))
+                .cloned();
+            match store.revoke_container(&id, name.as_deref()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(revoked = n, "tokens of a stopped container were revoked"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot revoke the tokens of a stopped container")
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 /// Counts running containers carrying every label.
 pub async fn count_labelled(docker: &Docker, labels: &[(String, String)]) -> Result<usize> {
     let opts = ListContainersOptionsBuilder::default()

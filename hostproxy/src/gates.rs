@@ -15,6 +15,7 @@ use clawker_protocol::host::{HostName, parse_host_header};
 use subtle::ConstantTimeEq;
 
 use crate::app::{ApiError, AppState, Auth};
+use crate::tokens::Identity;
 
 /// Which gates a path gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,25 +125,34 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Runs the gates for one request; `Ok` means it may reach routing.
-pub fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
+/// Runs the gates for one request; `Ok` carries who is asking (for API routes) and means
+/// the request may reach routing.
+pub fn check(state: &AppState, req: &Request) -> Result<Option<Identity>, ApiError> {
     let headers = req.headers();
     let path = req.uri().path();
     check_host(headers, &state.allowed_hosts, state.settings.port)?;
     let class = classify(path);
     if class != RouteClass::Api {
-        return Ok(());
+        return Ok(None);
     }
     if is_browser_request(headers) {
         return Err(ApiError::forbidden(
             "browser requests are not allowed on the api",
         ));
     }
-    match &state.auth {
-        Auth::Token(t) => check_token(headers, Some(t.expose()))?,
-        Auth::AnyBearer => check_token(headers, None)?,
-        Auth::Disabled => {}
-    }
+    let identity = match &state.auth {
+        Auth::Token(t) => match check_token(headers, Some(t.expose())) {
+            Ok(()) => Identity::user(),
+            Err(e) => presented_token(headers)
+                .and_then(|p| state.tokens.as_ref()?.authenticate(p))
+                .ok_or(e)?,
+        },
+        Auth::AnyBearer => {
+            check_token(headers, None)?;
+            Identity::user()
+        }
+        Auth::Disabled => Identity::user(),
+    };
     if req.method() == Method::POST {
         if !is_json_content_type(headers) {
             return Err(ApiError::new(
@@ -157,7 +167,18 @@ pub fn check(state: &AppState, req: &Request) -> Result<(), ApiError> {
             ));
         }
     }
-    Ok(())
+    Ok(Some(identity))
+}
+
+/// The bearer token as sent, when there is exactly one well-formed one.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let v = v.to_str().ok()?;
+    let (scheme, token) = v.split_at_checked(7)?;
+    (scheme.eq_ignore_ascii_case("bearer ") && !token.is_empty()).then_some(token)
 }
 
 /// The gates as axum middleware, plus a log line per request that names the route
@@ -170,11 +191,18 @@ pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) 
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
+    let mut req = req;
     let mut response = match check(&state, &req) {
-        Ok(()) => next.run(req).await,
+        Ok(identity) => {
+            if let Some(id) = identity {
+                req.extensions_mut().insert(id);
+            }
+            next.run(req).await
+        }
         Err(e) => {
             if classify(req.uri().path()) == RouteClass::Api && route != "unmatched" {
                 state.audit.record(
+                    "none",
                     &route,
                     "request",
                     None,

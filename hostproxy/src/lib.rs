@@ -16,6 +16,7 @@ pub mod routes;
 pub mod server;
 pub mod sessions;
 pub mod state;
+pub mod tokens;
 
 pub use app::{AppState, router};
 pub use server::{ServeLimits, serve};

@@ -39,6 +39,29 @@ impl RateLimiter {
     }
 }
 
+/// One limiter per (token, route), created on first use.
+#[derive(Debug, Default)]
+pub struct PerKey {
+    limiters: Mutex<std::collections::HashMap<(String, &'static str), std::sync::Arc<RateLimiter>>>,
+}
+
+impl PerKey {
+    pub fn try_acquire(
+        &self,
+        key: &str,
+        route: &'static str,
+        per_minute: u32,
+    ) -> Result<(), Duration> {
+        let limiter = {
+            let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry((key.to_string(), route))
+                .or_insert_with(|| std::sync::Arc::new(RateLimiter::per_minute(per_minute)))
+                .clone()
+        };
+        limiter.try_acquire()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

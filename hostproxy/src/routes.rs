@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
@@ -27,6 +27,7 @@ use serde::Deserialize;
 use crate::app::{ApiError, ApiJson, AppState};
 use crate::backends::{AgentError, GitError};
 use crate::sessions::{Registration, capture_response, not_found_page};
+use crate::tokens::Identity;
 
 pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     Json(HealthResponse {
@@ -49,6 +50,19 @@ pub async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
     })
 }
 
+/// A 429 with `Retry-After`.
+fn too_many(message: &str, wait: Duration) -> ApiError {
+    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, message);
+    e.retry_after = Some(wait.as_secs().max(1));
+    e
+}
+
+/// Requests per minute a scoped token may make on `/git/credential` and `/callback/register`.
+const SCOPED_GIT_PER_MINUTE: u32 = 60;
+const SCOPED_REGISTER_PER_MINUTE: u32 = 10;
+/// Live callback sessions per scoped token (the global cap still applies).
+const SCOPED_MAX_SESSIONS: usize = 4;
+
 /// The status a URL refusal gets: 403 for policy, 400 for malformed input.
 fn url_error(e: UrlError) -> ApiError {
     match e {
@@ -59,14 +73,16 @@ fn url_error(e: UrlError) -> ApiError {
 
 pub async fn open_url(
     State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
     ApiJson(req): ApiJson<OpenUrlRequest>,
 ) -> Result<Json<OpenUrlResponse>, ApiError> {
-    let result = open_url_decide(&state, &req.url).await;
+    let result = open_url_decide(&state, &id, &req.url).await;
     let (host, refusal) = match &result {
         Ok((host, _)) => (Some(host.clone()), None),
         Err((host, e)) => (host.clone(), Some(e.message.clone())),
     };
     state.audit.record(
+        &id.name,
         routes::OPEN_URL,
         "open",
         host.clone(),
@@ -82,20 +98,34 @@ pub async fn open_url(
 /// Validates, applies the policy and launches; errors carry the URL's host for the audit log.
 async fn open_url_decide(
     state: &AppState,
+    id: &Identity,
     raw: &str,
 ) -> Result<(String, String), (Option<String>, ApiError)> {
+    if !id.may_open() {
+        return Err((
+            None,
+            ApiError::forbidden("this token may not open urls (scope open)"),
+        ));
+    }
     let url = canonical_url(raw).map_err(|e| (None, url_error(e)))?;
     let parsed = url::Url::parse(&url).map_err(|_| (None, ApiError::bad_request("invalid url")))?;
     let host = parsed.host_str().unwrap_or("").to_string();
     check_url_policy(&parsed, &state.settings.open_allowed_hosts)
         .map_err(|e| (Some(host.clone()), url_error(e)))?;
-    if let Err(wait) = state.open_limiter.try_acquire() {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many urls opened: try again later",
-        );
-        e.retry_after = Some(wait.as_secs().max(1));
-        return Err((Some(host), e));
+    let limited = if id.is_scoped() {
+        state.token_limits.try_acquire(
+            &id.name,
+            routes::OPEN_URL,
+            state.settings.open_rate_per_minute,
+        )
+    } else {
+        state.open_limiter.try_acquire()
+    };
+    if let Err(wait) = limited {
+        return Err((
+            Some(host),
+            too_many("too many urls opened: try again later", wait),
+        ));
     }
     if let Err(e) = state.backends.launcher.open(&url).await {
         tracing::warn!(error = %e, "url launcher failed");
@@ -191,12 +221,14 @@ pub fn validate_credential(
 
 pub async fn git_credential(
     State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
     ApiJson(req): ApiJson<GitCredentialRequest>,
 ) -> Result<Json<GitCredentialResponse>, ApiError> {
     let audit_host = (!has_forbidden_char(&req.host)).then(|| req.host.to_ascii_lowercase());
     let deny = |e: ApiError| {
         let reason = Some(e.message.clone());
         state.audit.record(
+            &id.name,
             routes::GIT_CREDENTIAL,
             req.action.as_str(),
             audit_host.clone(),
@@ -207,6 +239,29 @@ pub async fn git_credential(
         e
     };
     let fields = validate_credential(&state, &req).map_err(deny)?;
+    let host_ok = fields.host.as_deref().unwrap_or("");
+    if !id.may_git(host_ok, req.action != GitCredentialAction::Get) {
+        return Err(deny(ApiError::forbidden(format!(
+            "this token may not {} credentials for this host (scope {}:HOST)",
+            req.action.as_str(),
+            if req.action == GitCredentialAction::Get {
+                "git"
+            } else {
+                "git-store"
+            }
+        ))));
+    }
+    if id.is_scoped()
+        && let Err(wait) =
+            state
+                .token_limits
+                .try_acquire(&id.name, routes::GIT_CREDENTIAL, SCOPED_GIT_PER_MINUTE)
+    {
+        return Err(deny(too_many(
+            "too many credential requests: try again later",
+            wait,
+        )));
+    }
     let Ok(_slot) = state.git_slots.try_acquire() else {
         return Err(deny(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -223,6 +278,7 @@ pub async fn git_credential(
         Err(_) => "git failed",
     };
     state.audit.record(
+        &id.name,
         routes::GIT_CREDENTIAL,
         req.action.as_str(),
         Some(host.clone()),
@@ -272,13 +328,28 @@ pub async fn git_credential(
 
 /// Applies the agent filter to one framed request: either the agent's reply or, for a
 /// refused message, `SSH_AGENT_FAILURE` produced here without contacting the agent.
-pub async fn relay_agent_frame(state: &AppState, frame: Vec<u8>) -> Result<Vec<u8>, AgentError> {
+pub async fn relay_agent_frame(
+    state: &AppState,
+    id: &Identity,
+    frame: Vec<u8>,
+) -> Result<Vec<u8>, AgentError> {
     let body = agent::single_frame(&frame).map_err(|_| AgentError::BadReply)?;
-    let verdict = state.settings.agent_policy.decide(body);
+    let mut verdict = state.settings.agent_policy.decide(body);
     let (action, key) = describe_agent_request(body);
-    let refusal =
+    let allowed_keys = id.ssh_keys();
+    let mut refusal =
         (verdict == Verdict::Refuse).then(|| "not allowed by the agent policy".to_string());
+    // A token limited to some keys may only sign with those.
+    if verdict == Verdict::Forward
+        && body.first() == Some(&agent::msg::SIGN_REQUEST)
+        && let Some(keys) = &allowed_keys
+        && !key.as_ref().is_some_and(|k| keys.contains(k))
+    {
+        verdict = Verdict::Refuse;
+        refusal = Some("this token may not use this key".to_string());
+    }
     state.audit.record(
+        &id.name,
         routes::SSH_AGENT,
         &action,
         None,
@@ -294,8 +365,47 @@ pub async fn relay_agent_frame(state: &AppState, frame: Vec<u8>) -> Result<Vec<u
             );
             Ok(FAILURE_FRAME.to_vec())
         }
-        Verdict::Forward => state.backends.agent.request(frame).await,
+        Verdict::Forward => {
+            let kind = body.first().copied();
+            let reply = state.backends.agent.request(frame).await?;
+            match (&allowed_keys, kind.as_ref()) {
+                (Some(keys), Some(&agent::msg::REQUEST_IDENTITIES)) => {
+                    Ok(filter_identities(&reply, keys))
+                }
+                _ => Ok(reply),
+            }
+        }
     }
+}
+
+/// Re-encodes an IDENTITIES_ANSWER frame with only the keys whose fingerprint is in `keys`.
+fn filter_identities(frame: &[u8], keys: &std::collections::BTreeSet<String>) -> Vec<u8> {
+    let parse = || -> Option<Vec<u8>> {
+        let body = agent::single_frame(frame).ok()?;
+        let (&kind, rest) = body.split_first()?;
+        if kind != agent::msg::IDENTITIES_ANSWER {
+            return None;
+        }
+        let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        let mut rest = &rest[4..];
+        let mut kept: Vec<&[u8]> = Vec::new();
+        for _ in 0..n {
+            let start = rest;
+            let (blob, after) = agent::read_string(rest)?;
+            let (_comment, after) = agent::read_string(after)?;
+            if keys.contains(&crate::audit::fingerprint(blob)) {
+                kept.push(&start[..start.len() - after.len()]);
+            }
+            rest = after;
+        }
+        let mut out = vec![agent::msg::IDENTITIES_ANSWER];
+        out.extend_from_slice(&(kept.len() as u32).to_be_bytes());
+        for k in kept {
+            out.extend_from_slice(k);
+        }
+        Some(agent::frame(&out))
+    };
+    parse().unwrap_or_else(|| FAILURE_FRAME.to_vec())
 }
 
 /// An agent request as the audit log names it, with the key's fingerprint for signatures.
@@ -332,13 +442,19 @@ fn describe_agent_request(body: &[u8]) -> (String, Option<String>) {
 
 pub async fn ssh_agent(
     State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
     ApiJson(req): ApiJson<SshAgentRequest>,
 ) -> Result<Json<SshAgentResponse>, ApiError> {
+    if !id.may_ssh() {
+        return Err(ApiError::forbidden(
+            "this token may not use the ssh agent (scope ssh)",
+        ));
+    }
     let frame = B64
         .decode(req.data.expose())
         .map_err(|_| ApiError::bad_request("data is not valid base64"))?;
     agent::single_frame(&frame).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let reply = relay_agent_frame(&state, frame)
+    let reply = relay_agent_frame(&state, &id, frame)
         .await
         .map_err(|e| match e {
             AgentError::NoSocket | AgentError::Unreachable(_) => ApiError::new(
@@ -358,8 +474,26 @@ pub async fn ssh_agent(
 
 pub async fn callback_register(
     State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
     ApiJson(req): ApiJson<CallbackRegisterRequest>,
 ) -> Result<Json<CallbackRegisterResponse>, ApiError> {
+    if !id.may_callback() {
+        return Err(ApiError::forbidden(
+            "this token may not register callbacks (scope callback)",
+        ));
+    }
+    if id.is_scoped()
+        && let Err(wait) = state.token_limits.try_acquire(
+            &id.name,
+            routes::CALLBACK_REGISTER,
+            SCOPED_REGISTER_PER_MINUTE,
+        )
+    {
+        return Err(too_many(
+            "too many callback registrations: try again later",
+            wait,
+        ));
+    }
     let port = u16::try_from(req.port)
         .ok()
         .filter(|p| u32::from(*p) >= api::MIN_CALLBACK_PORT)
@@ -391,8 +525,11 @@ pub async fn callback_register(
         path,
         ttl: Duration::from_secs(ttl),
         state: req.state,
+        owner: id.name.clone(),
+        owner_cap: id.is_scoped().then_some(SCOPED_MAX_SESSIONS),
     });
     state.audit.record(
+        &id.name,
         routes::CALLBACK_REGISTER,
         "register",
         Some(format!("port {port}")),
@@ -400,11 +537,11 @@ pub async fn callback_register(
         registered.is_ok(),
         registered.as_ref().err().map(ToString::to_string),
     );
-    let (id, session) = registered?;
+    let (session_id, session) = registered?;
     tracing::info!(port, ttl_secs = ttl, "callback session registered");
     Ok(Json(CallbackRegisterResponse {
         success: true,
-        session_id: Secret::new(id),
+        session_id: Secret::new(session_id),
         expires_at: humantime::format_rfc3339_seconds(session.expires_at).to_string(),
     }))
 }
@@ -416,6 +553,7 @@ pub struct WaitQuery {
 
 pub async fn callback_data(
     State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Result<Json<CallbackDataResponse>, ApiError> {
@@ -427,7 +565,11 @@ pub async fn callback_data(
             .min(api::MAX_WAIT_SECS),
     };
     let unknown = || ApiError::not_found("unknown or expired callback session");
-    let session = state.sessions.get(&id).ok_or_else(unknown)?;
+    // Another token's session is indistinguishable from an unknown one.
+    let session = state
+        .sessions
+        .get_owned(&id, &who.name)
+        .ok_or_else(unknown)?;
     let data = match session.data() {
         Some(d) => Some(d),
         None if wait > 0 => {
@@ -447,9 +589,13 @@ pub async fn callback_data(
 
 pub async fn callback_delete(
     State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
     Path(id): Path<String>,
 ) -> Json<SuccessResponse> {
-    state.sessions.remove(&id);
+    // Another token's session: answered like an unknown id (200, idempotent), left alone.
+    if state.sessions.get_owned(&id, &who.name).is_some() {
+        state.sessions.remove(&id);
+    }
     Json(SuccessResponse::OK)
 }
 

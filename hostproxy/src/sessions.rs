@@ -33,6 +33,8 @@ const DROPPED_HEADERS: [&str; 3] = ["cookie", "authorization", "proxy-authorizat
 #[derive(Debug)]
 pub struct Session {
     pub port: u16,
+    /// Name of the token that registered it; only that token sees it.
+    pub owner: String,
     pub path: String,
     state: Option<Secret<String>>,
     pub expires_at: SystemTime,
@@ -47,6 +49,9 @@ pub struct Registration {
     pub path: String,
     pub ttl: Duration,
     pub state: Option<Secret<String>>,
+    pub owner: String,
+    /// Most live sessions `owner` may hold (scoped tokens), besides the global cap.
+    pub owner_cap: Option<usize>,
 }
 
 /// The outcome of offering a request to a session.
@@ -220,6 +225,11 @@ impl SessionStore {
         self.lock().get(id).cloned()
     }
 
+    /// The session, only when `owner` registered it.
+    pub fn get_owned(&self, id: &str, owner: &str) -> Option<Arc<Session>> {
+        self.get(id).filter(|s| s.owner == owner)
+    }
+
     /// Removes a session and closes its listener. Idempotent.
     pub fn remove(&self, id: &str) {
         if let Some(s) = self.lock().remove(id) {
@@ -241,10 +251,16 @@ impl SessionStore {
             if map.len() >= self.0.max {
                 return Err(RegisterError::TooMany(self.0.max));
             }
+            if let Some(cap) = reg.owner_cap
+                && map.values().filter(|s| s.owner == reg.owner).count() >= cap
+            {
+                return Err(RegisterError::TooMany(cap));
+            }
             listeners = self.0.ports.bind(reg.port)?;
             let (captured, _) = watch::channel(None);
             session = Arc::new(Session {
                 port: reg.port,
+                owner: reg.owner,
                 path: reg.path,
                 state: reg.state,
                 expires_at: SystemTime::now() + reg.ttl,

@@ -73,6 +73,11 @@ impl StateDir {
         self.root.join("hostproxy.token")
     }
 
+    /// Scoped tokens (hashes only).
+    pub fn tokens_file(&self) -> PathBuf {
+        self.root.join("tokens.json")
+    }
+
     pub fn bridges_dir(&self) -> PathBuf {
         self.root.join("bridges")
     }

@@ -52,6 +52,8 @@ pub fn launch_log(dir: &Path) -> String {
 }
 
 pub struct Options {
+    /// Scoped tokens from `<dir>/tokens.json`.
+    pub tokens: bool,
     pub agent_socket: Option<PathBuf>,
     pub no_auth: bool,
     pub header_read_timeout: std::time::Duration,
@@ -60,6 +62,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            tokens: false,
             agent_socket: None,
             no_auth: false,
             header_read_timeout: std::time::Duration::from_secs(10),
@@ -115,6 +118,13 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
         &["127.0.0.1".parse().unwrap()],
         shutdown.clone(),
     );
+    let state = if opts.tokens {
+        state.with_tokens(hostproxy::tokens::TokenStore::new(
+            dir.path().join("tokens.json"),
+        ))
+    } else {
+        state
+    };
     tokio::spawn(serve(
         vec![listener],
         router(state),
@@ -135,9 +145,15 @@ impl Daemon {
         self.dir.path()
     }
 
-    /// An authenticated JSON request; returns the status and the parsed body.
-    pub async fn call(
+    /// The scoped-token store of this daemon (with `Options { tokens: true }`).
+    pub fn tokens(&self) -> hostproxy::tokens::TokenStore {
+        hostproxy::tokens::TokenStore::new(self.dir.path().join("tokens.json"))
+    }
+
+    /// A JSON request with `token`; returns the status and the parsed body.
+    pub async fn call_as(
         &self,
+        token: &str,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
@@ -145,7 +161,7 @@ impl Daemon {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN);
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -156,6 +172,16 @@ impl Daemon {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// An authenticated JSON request with the user's token.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.call_as(TOKEN, method, path, body).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {

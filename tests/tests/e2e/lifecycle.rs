@@ -427,3 +427,73 @@ fn doctor_names_each_failing_check_and_its_fix() {
         .env("GNUPGHOME", gnupg.path())
         .status();
 }
+
+#[test]
+fn a_container_bound_token_dies_with_its_container() {
+    let d = DaemonProc::start(DaemonOpts::default());
+    let c = run_container(&[]);
+    let state = d.dir.path().join("state");
+    let token_cmd = |args: &[&str]| {
+        Command::new(bin("hostproxy"))
+            .arg("token")
+            .args(args)
+            .env("CLAWKER_STATE_DIR", &state)
+            .output()
+            .unwrap()
+    };
+    // No scope: refused with a clear message.
+    let out = token_cmd(&["issue", "--name", "agent1", "--container", &c.0]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--allow"), "{}", text(&out));
+    let out = token_cmd(&[
+        "issue",
+        "--name",
+        "agent1",
+        "--container",
+        &c.0,
+        "--allow",
+        "open",
+        "--allow",
+        "git:github.com",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(token.len(), 64);
+    let listed = token_cmd(&["list", "--json"]);
+    let listed_text = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(!listed_text.contains(&token), "token list shows a secret");
+    let v: serde_json::Value = serde_json::from_str(&listed_text).unwrap();
+    assert_eq!(v[0]["name"], "agent1");
+    assert_eq!(
+        v[0]["scopes"],
+        serde_json::json!(["open", "git:github.com"])
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.join("tokens.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let open = || {
+        http(
+            "POST",
+            &format!("{}/open/url", d.url()),
+            Some(&token),
+            Some(serde_json::json!({"url": "https://example.com/"})),
+        )
+        .0
+    };
+    assert_eq!(open(), 200);
+    docker(&["rm", "-f", &c.0]);
+    let t = Instant::now();
+    while open() != 401 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the token outlived its container"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = token_cmd(&["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(v[0]["revoked"], true);
+}

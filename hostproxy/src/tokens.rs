@@ -1,0 +1,525 @@
+//! Scoped tokens: `hostproxy token issue|list|revoke` and the daemon's view of them.
+//!
+//! `<state>/tokens.json` (0600) holds, per token, its name, the SHA-256 of the token (never
+//! the token), scopes, optional container binding and expiry, and a revoked flag. The
+//! daemon re-reads the file whenever it changes, so `revoke` takes effect on the next
+//! request. The user's own `hostproxy.token` is not in this file and has every scope.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+
+/// One permission a scoped token carries.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// `/open/url`.
+    Open,
+    /// `/callback/…`.
+    Callback,
+    /// `git:HOST` (`git:*` for any host): credential `get`.
+    Git(String),
+    /// `git-store:HOST`: credential `store` and `erase` (the daemon's config must allow them too).
+    GitStore(String),
+    /// `ssh`: every key of the host agent.
+    Ssh,
+    /// `ssh:SHA256:…`: only that key is listed and may sign.
+    SshKey(String),
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let host = |h: &str| -> Result<String, String> {
+            if h == "*" || clawker_protocol::credential::is_valid_credential_host(h) {
+                Ok(h.to_ascii_lowercase())
+            } else {
+                Err(format!("{h:?} is not a host name"))
+            }
+        };
+        match s {
+            "open" => Ok(Self::Open),
+            "callback" => Ok(Self::Callback),
+            "ssh" => Ok(Self::Ssh),
+            _ => match s.split_once(':') {
+                Some(("git", h)) => host(h).map(Self::Git),
+                Some(("git-store", h)) => host(h).map(Self::GitStore),
+                Some(("ssh", fp)) if fp.starts_with("SHA256:") && fp.len() > 7 => {
+                    Ok(Self::SshKey(fp.to_string()))
+                }
+                _ => Err(format!(
+                    "unknown scope {s:?}: use open, callback, git:HOST, git:*, git-store:HOST, ssh or ssh:SHA256:<fingerprint>"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Open => f.write_str("open"),
+            Self::Callback => f.write_str("callback"),
+            Self::Git(h) => write!(f, "git:{h}"),
+            Self::GitStore(h) => write!(f, "git-store:{h}"),
+            Self::Ssh => f.write_str("ssh"),
+            Self::SshKey(k) => write!(f, "ssh:{k}"),
+        }
+    }
+}
+
+/// Who made a request, and what they may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub name: String,
+    /// `None`: every scope (the user's own token, `--no-auth`).
+    pub scopes: Option<BTreeSet<Scope>>,
+    pub container: Option<String>,
+}
+
+impl Identity {
+    /// The host user's own token.
+    pub fn user() -> Self {
+        Self {
+            name: "user".into(),
+            scopes: None,
+            container: None,
+        }
+    }
+
+    pub fn is_scoped(&self) -> bool {
+        self.scopes.is_some()
+    }
+
+    fn has(&self, f: impl Fn(&Scope) -> bool) -> bool {
+        self.scopes.as_ref().is_none_or(|s| s.iter().any(f))
+    }
+
+    pub fn may_open(&self) -> bool {
+        self.has(|s| *s == Scope::Open)
+    }
+
+    pub fn may_callback(&self) -> bool {
+        self.has(|s| *s == Scope::Callback)
+    }
+
+    /// `get` needs `git:HOST`; `store`/`erase` need `git-store:HOST`.
+    pub fn may_git(&self, host: &str, write: bool) -> bool {
+        self.has(|s| match (s, write) {
+            (Scope::Git(h), false) | (Scope::GitStore(h), true) => {
+                h == "*" || h.eq_ignore_ascii_case(host)
+            }
+            _ => false,
+        })
+    }
+
+    pub fn may_ssh(&self) -> bool {
+        self.has(|s| matches!(s, Scope::Ssh | Scope::SshKey(_)))
+    }
+
+    /// `None`: every key; `Some(fps)`: only these fingerprints.
+    pub fn ssh_keys(&self) -> Option<BTreeSet<String>> {
+        let scopes = self.scopes.as_ref()?;
+        if scopes.contains(&Scope::Ssh) {
+            return None;
+        }
+        Some(
+            scopes
+                .iter()
+                .filter_map(|s| match s {
+                    Scope::SshKey(k) => Some(k.clone()),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Seconds since the epoch.
+    pub created: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+impl TokenEntry {
+    pub fn is_live(&self, now: u64) -> bool {
+        !self.revoked && self.expires.is_none_or(|e| now < e)
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    tokens: Vec<TokenEntry>,
+}
+
+#[derive(Debug, Error)]
+pub enum TokenError {
+    #[error("cannot use {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid token file")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("a token named {0:?} already exists: revoke it or pick another name")]
+    Exists(String),
+    #[error("no token named {0:?}")]
+    NotFound(String),
+    #[error("token names are 1-64 letters, digits, '-', '_' or '.'")]
+    BadName,
+    #[error("the operating system's random source failed")]
+    Random,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn sha256_hex(token: &str) -> String {
+    crate::state::hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// The token file, cached by modification time.
+#[derive(Debug)]
+pub struct TokenStore {
+    path: PathBuf,
+    cache: Mutex<(Option<SystemTime>, Vec<TokenEntry>)>,
+}
+
+impl TokenStore {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            cache: Mutex::new((None, Vec::new())),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read(&self) -> Result<Vec<TokenEntry>, TokenError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice::<TokenFile>(&bytes)
+                .map(|f| f.tokens)
+                .map_err(|source| TokenError::Parse {
+                    path: self.path.clone(),
+                    source,
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(TokenError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn write(&self, tokens: Vec<TokenEntry>) -> Result<(), TokenError> {
+        let io = |source| TokenError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
+        let body = serde_json::to_vec_pretty(&TokenFile { tokens }).unwrap_or_default();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(&body).and_then(|()| f.sync_all()).map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+
+    /// Read-modify-write under an exclusive lock, so concurrent CLI calls and the daemon's
+    /// container watcher do not lose each other's changes.
+    fn update<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<TokenEntry>) -> Result<T, TokenError>,
+    ) -> Result<T, TokenError> {
+        let lock_path = self.path.with_extension("lock");
+        if let Some(dir) = lock_path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|source| TokenError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        lock.lock().map_err(|source| TokenError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+        let mut tokens = self.read()?;
+        let out = f(&mut tokens)?;
+        self.write(tokens)?;
+        Ok(out)
+    }
+
+    /// The current entries, re-read when the file changed.
+    fn entries(&self) -> Vec<TokenEntry> {
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != mtime || mtime.is_none() {
+            match self.read() {
+                Ok(t) => *cache = (mtime, t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the token file; scoped tokens are refused")
+                }
+            }
+        }
+        cache.1.clone()
+    }
+
+    /// The identity of a presented scoped token, if it is live.
+    pub fn authenticate(&self, presented: &str) -> Option<Identity> {
+        let hash = sha256_hex(presented);
+        let now = now();
+        let mut found = None;
+        // Compare against every entry, in constant time each, so timing says nothing.
+        for e in self.entries() {
+            if bool::from(e.sha256.as_bytes().ct_eq(hash.as_bytes())) && e.is_live(now) {
+                found = Some(e);
+            }
+        }
+        let e = found?;
+        Some(Identity {
+            name: e.name,
+            scopes: Some(e.scopes.iter().filter_map(|s| s.parse().ok()).collect()),
+            container: e.container,
+        })
+    }
+
+    /// Creates a token and returns it (the only time it is ever shown).
+    pub fn issue(
+        &self,
+        name: &str,
+        container: Option<String>,
+        scopes: &[Scope],
+        ttl: Option<Duration>,
+    ) -> Result<String, TokenError> {
+        if name.is_empty()
+            || name.len() > 64
+            || name == "user"
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(TokenError::BadName);
+        }
+        let token =
+            crate::state::hex(&crate::state::random_bytes::<32>().map_err(|_| TokenError::Random)?);
+        let entry = TokenEntry {
+            name: name.to_string(),
+            sha256: sha256_hex(&token),
+            scopes: scopes.iter().map(ToString::to_string).collect(),
+            container,
+            created: now(),
+            expires: ttl.map(|t| now() + t.as_secs()),
+            revoked: false,
+        };
+        self.update(|tokens| {
+            let now = now();
+            if tokens.iter().any(|t| t.name == name && t.is_live(now)) {
+                return Err(TokenError::Exists(name.to_string()));
+            }
+            tokens.retain(|t| t.name != name);
+            tokens.push(entry);
+            Ok(())
+        })?;
+        Ok(token)
+    }
+
+    pub fn list(&self) -> Result<Vec<TokenEntry>, TokenError> {
+        self.read()
+    }
+
+    pub fn revoke(&self, name: &str) -> Result<(), TokenError> {
+        self.update(|tokens| {
+            let e = tokens
+                .iter_mut()
+                .find(|t| t.name == name)
+                .ok_or_else(|| TokenError::NotFound(name.to_string()))?;
+            e.revoked = true;
+            Ok(())
+        })
+    }
+
+    /// Revokes every token bound to this container (by id or name); returns how many.
+    pub fn revoke_container(&self, id: &str, name: Option<&str>) -> Result<usize, TokenError> {
+        let matches = |c: &str| {
+            let c = c.trim_start_matches('/');
+            (!c.is_empty() && (id.starts_with(c) || c.starts_with(id)))
+                || name.is_some_and(|n| n.trim_start_matches('/') == c)
+        };
+        if !self
+            .entries()
+            .iter()
+            .any(|t| !t.revoked && t.container.as_deref().is_some_and(matches))
+        {
+            return Ok(0);
+        }
+        self.update(|tokens| {
+            let mut n = 0;
+            for t in tokens
+                .iter_mut()
+                .filter(|t| !t.revoked && t.container.as_deref().is_some_and(matches))
+            {
+                t.revoked = true;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Containers that live tokens are bound to.
+    pub fn bound_containers(&self) -> Vec<String> {
+        let now = now();
+        self.entries()
+            .into_iter()
+            .filter(|t| t.is_live(now))
+            .filter_map(|t| t.container)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_parse_and_print() {
+        for s in [
+            "open",
+            "callback",
+            "git:github.com",
+            "git:*",
+            "git-store:gitlab.example.com:8443",
+            "ssh",
+            "ssh:SHA256:abc",
+        ] {
+            assert_eq!(s.parse::<Scope>().unwrap().to_string(), s);
+        }
+        for bad in ["", "admin", "git:", "git:a b", "ssh:MD5:x", "ssh:SHA256:"] {
+            assert!(bad.parse::<Scope>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn identity_checks() {
+        let id = Identity {
+            name: "t".into(),
+            scopes: Some(
+                ["git:github.com", "ssh:SHA256:k1"]
+                    .iter()
+                    .map(|s| s.parse().unwrap())
+                    .collect(),
+            ),
+            container: None,
+        };
+        assert!(id.may_git("GitHub.com", false));
+        assert!(!id.may_git("github.com", true));
+        assert!(!id.may_git("gitlab.com", false));
+        assert!(!id.may_open() && !id.may_callback());
+        assert!(id.may_ssh());
+        assert_eq!(id.ssh_keys(), Some(["SHA256:k1".to_string()].into()));
+        let user = Identity::user();
+        assert!(user.may_open() && user.may_git("x", true) && user.ssh_keys().is_none());
+    }
+
+    #[test]
+    fn issue_authenticate_revoke_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path().join("tokens.json"));
+        let t = store
+            .issue(
+                "ci",
+                Some("abc123".into()),
+                &["open".parse().unwrap()],
+                None,
+            )
+            .unwrap();
+        assert_eq!(t.len(), 64);
+        assert!(
+            !std::fs::read_to_string(store.path()).unwrap().contains(&t),
+            "the token itself is never stored"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(store.path())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        assert_eq!(store.authenticate(&t).unwrap().name, "ci");
+        assert!(store.authenticate("nope").is_none());
+        assert!(matches!(
+            store.issue("ci", None, &[], None),
+            Err(TokenError::Exists(_))
+        ));
+        assert!(matches!(
+            store.issue("user", None, &[], None),
+            Err(TokenError::BadName)
+        ));
+        assert_eq!(store.revoke_container("abc123ffff", None).unwrap(), 1);
+        assert!(store.authenticate(&t).is_none());
+        let t2 = store
+            .issue("short", None, &[], Some(Duration::from_secs(0)))
+            .unwrap();
+        assert!(store.authenticate(&t2).is_none(), "expired");
+        let t3 = store.issue("ci", None, &[], None).unwrap();
+        assert!(
+            store.authenticate(&t3).is_some(),
+            "a revoked name can be issued again"
+        );
+        store.revoke("ci").unwrap();
+        assert!(store.authenticate(&t3).is_none());
+        assert!(matches!(
+            store.revoke("nobody"),
+            Err(TokenError::NotFound(_))
+        ));
+    }
+}

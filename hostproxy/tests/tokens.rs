@@ -1,0 +1,380 @@
+//! Scoped tokens: each token gets only what it was granted, and nothing happens otherwise.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clawker_protocol::agent::{self, msg};
+use common::*;
+use hostproxy::tokens::Scope;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn scopes(s: &[&str]) -> Vec<Scope> {
+    s.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+async fn scoped(
+    configure: impl FnOnce(&mut hostproxy::config::Settings, &std::path::Path),
+) -> Daemon {
+    spawn_with(
+        Options {
+            tokens: true,
+            ..Options::default()
+        },
+        configure,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_git_token_gets_its_host_and_nothing_else() {
+    let d = scoped(|s, _| s.git.allow_store = true).await;
+    let t = d
+        .tokens()
+        .issue("gh", None, &scopes(&["git:github.com"]), None)
+        .unwrap();
+    let get = |host: &str| json!({"action":"get","protocol":"https","host": host});
+    let (s, b) = d
+        .call_as(&t, Method::POST, "/git/credential", Some(get("github.com")))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["password"], "s3cret-pass");
+    assert_eq!(helper_log(d.path()), "get\n");
+    let (s, _) = d
+        .call_as(
+            &t,
+            Method::POST,
+            "/git/credential",
+            Some(get("gitlab.example.com")),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let store = json!({"action":"store","protocol":"https","host":"github.com","username":"x","password":"y"});
+    let (s, _) = d
+        .call_as(&t, Method::POST, "/git/credential", Some(store))
+        .await;
+    assert_eq!(s, 403, "git-store scope absent");
+    assert_eq!(
+        helper_log(d.path()),
+        "get\n",
+        "git ran for a refused request"
+    );
+    let (s, _) = d
+        .call_as(
+            &t,
+            Method::POST,
+            "/open/url",
+            Some(json!({"url":"https://example.com/"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    assert_eq!(launch_log(d.path()), "");
+    let (s, _) = d
+        .call_as(
+            &t,
+            Method::POST,
+            "/callback/register",
+            Some(json!({"port": 40123})),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let frame = json!({"data": B64.encode(agent::frame(&[msg::REQUEST_IDENTITIES]))});
+    let (s, _) = d.call_as(&t, Method::POST, "/ssh/agent", Some(frame)).await;
+    assert_eq!(s, 403);
+
+    // git-store granted: store goes through (the config allows it too).
+    let w = d
+        .tokens()
+        .issue("gh-write", None, &scopes(&["git-store:github.com"]), None)
+        .unwrap();
+    let store = json!({"action":"store","protocol":"https","host":"github.com","username":"bob","password":"pw2"});
+    let (s, b) = d
+        .call_as(&w, Method::POST, "/git/credential", Some(store))
+        .await;
+    assert_eq!((s, b), (200, json!({"success": true})));
+}
+
+#[tokio::test]
+async fn revocation_is_immediate_and_unknown_tokens_are_401() {
+    let d = scoped(|_, _| {}).await;
+    let t = d
+        .tokens()
+        .issue("tmp", None, &scopes(&["open"]), None)
+        .unwrap();
+    let open = || json!({"url":"https://example.com/"});
+    assert_eq!(
+        d.call_as(&t, Method::POST, "/open/url", Some(open()))
+            .await
+            .0,
+        200
+    );
+    d.tokens().revoke("tmp").unwrap();
+    assert_eq!(
+        d.call_as(&t, Method::POST, "/open/url", Some(open()))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        d.call_as(
+            "f".repeat(64).as_str(),
+            Method::POST,
+            "/open/url",
+            Some(open())
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(launch_log(d.path()).matches("BEGIN").count(), 1);
+    // The user's own token is unaffected.
+    assert_eq!(d.post("/open/url", open()).await.0, 200);
+}
+
+#[tokio::test]
+async fn callback_sessions_belong_to_their_token() {
+    let d = scoped(|_, _| {}).await;
+    let a = d
+        .tokens()
+        .issue("a", None, &scopes(&["callback"]), None)
+        .unwrap();
+    let b = d
+        .tokens()
+        .issue("b", None, &scopes(&["callback"]), None)
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (s, reg) = d
+        .call_as(
+            &a,
+            Method::POST,
+            "/callback/register",
+            Some(json!({"port": port})),
+        )
+        .await;
+    assert_eq!(s, 200, "{reg}");
+    let id = reg["session_id"].as_str().unwrap().to_string();
+    let (s, body) = d
+        .call_as(&b, Method::GET, &format!("/callback/{id}/data"), None)
+        .await;
+    assert_eq!(s, 404);
+    let (_, unknown) = d
+        .call_as(
+            &b,
+            Method::GET,
+            &format!("/callback/{}/data", "0".repeat(32)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        body, unknown,
+        "another token's session must look exactly like an unknown one"
+    );
+    let (s, _) = d
+        .call_as(&b, Method::DELETE, &format!("/callback/{id}"), None)
+        .await;
+    assert_eq!(s, 200, "delete stays idempotent");
+    let (s, body) = d
+        .call_as(&a, Method::GET, &format!("/callback/{id}/data"), None)
+        .await;
+    assert_eq!(
+        (s, body),
+        (200, json!({"received": false})),
+        "B's delete must not touch A's session"
+    );
+    // The user's token does not see A's session either.
+    assert_eq!(d.get(&format!("/callback/{id}/data")).await.0, 404);
+    // Four live sessions per scoped token.
+    for _ in 0..3 {
+        let p = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert_eq!(
+            d.call_as(
+                &a,
+                Method::POST,
+                "/callback/register",
+                Some(json!({"port": p}))
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    let p = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert_eq!(
+        d.call_as(
+            &a,
+            Method::POST,
+            "/callback/register",
+            Some(json!({"port": p}))
+        )
+        .await
+        .0,
+        429
+    );
+    assert_eq!(
+        d.call_as(
+            &b,
+            Method::POST,
+            "/callback/register",
+            Some(json!({"port": p}))
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+fn reply(v: &Value) -> Vec<u8> {
+    agent::single_frame(&B64.decode(v["data"].as_str().unwrap()).unwrap())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn an_ssh_key_scope_lists_and_signs_with_that_key_only() {
+    let agent = Agent::start();
+    // A second key in the same agent.
+    let second = agent.dir.path().join("second");
+    assert!(
+        std::process::Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "second@hostproxy",
+                "-f"
+            ])
+            .arg(&second)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        std::process::Command::new("ssh-add")
+            .arg("-q")
+            .arg(&second)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let d = spawn_with(
+        Options {
+            tokens: true,
+            agent_socket: Some(agent.socket.clone()),
+            ..Options::default()
+        },
+        |_, _| {},
+    )
+    .await;
+    let fp = |path: &std::path::Path| {
+        let out = std::process::Command::new("ssh-keygen")
+            .arg("-lf")
+            .arg(path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    let first_fp = fp(&agent.key_path.with_extension("pub"));
+    let t = d
+        .tokens()
+        .issue(
+            "one-key",
+            None,
+            &[format!("ssh:{first_fp}").parse().unwrap()],
+            None,
+        )
+        .unwrap();
+    let call = |body: Vec<u8>| json!({"data": B64.encode(agent::frame(&body))});
+    let (s, b) = d
+        .call_as(
+            &t,
+            Method::POST,
+            "/ssh/agent",
+            Some(call(vec![msg::REQUEST_IDENTITIES])),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let body = reply(&b);
+    assert_eq!(
+        u32::from_be_bytes(body[1..5].try_into().unwrap()),
+        1,
+        "only the granted key is listed"
+    );
+    let (blob, rest) = agent::read_string(&body[5..]).unwrap();
+    let (comment, _) = agent::read_string(rest).unwrap();
+    assert_eq!(comment, b"test@hostproxy");
+    // The user's token sees both.
+    let (_, b) = d
+        .post("/ssh/agent", call(vec![msg::REQUEST_IDENTITIES]))
+        .await;
+    assert_eq!(u32::from_be_bytes(reply(&b)[1..5].try_into().unwrap()), 2);
+    let sshsig = {
+        let mut d = b"SSHSIG".to_vec();
+        ssh_string(&mut d, b"git");
+        ssh_string(&mut d, b"");
+        ssh_string(&mut d, b"sha512");
+        ssh_string(&mut d, &[1u8; 64]);
+        d
+    };
+    let sign = |key: &[u8]| {
+        let mut r = vec![msg::SIGN_REQUEST];
+        ssh_string(&mut r, key);
+        ssh_string(&mut r, &sshsig);
+        r.extend_from_slice(&0u32.to_be_bytes());
+        r
+    };
+    let (_, b) = d
+        .call_as(&t, Method::POST, "/ssh/agent", Some(call(sign(blob))))
+        .await;
+    assert_eq!(reply(&b)[0], msg::SIGN_RESPONSE);
+    let other_blob = {
+        let (_, all) = d
+            .post("/ssh/agent", call(vec![msg::REQUEST_IDENTITIES]))
+            .await;
+        let all = reply(&all);
+        let (k1, rest) = agent::read_string(&all[5..]).unwrap();
+        let (_, rest) = agent::read_string(rest).unwrap();
+        let (k2, _) = agent::read_string(rest).unwrap();
+        if k1 == blob { k2.to_vec() } else { k1.to_vec() }
+    };
+    let (_, b) = d
+        .call_as(
+            &t,
+            Method::POST,
+            "/ssh/agent",
+            Some(call(sign(&other_blob))),
+        )
+        .await;
+    assert_eq!(
+        reply(&b),
+        vec![msg::FAILURE],
+        "signing with a key not granted"
+    );
+}
