@@ -179,7 +179,9 @@ pub fn sign_purpose(body: &[u8]) -> SignPurpose {
                 std::str::from_utf8(namespace).ok()?.to_string(),
             ));
         }
-        // RFC 4252 section 7: session id, 50, user, service, "publickey", TRUE, alg, key.
+        // RFC 4252 section 7: session id, 50, user, service, "publickey", TRUE, alg, key;
+        // OpenSSH 8.9+ uses "publickey-hostbound-v00@openssh.com" and appends the server's
+        // host key.
         let (_session, rest) = read_string(data)?;
         let (m, rest) = read_byte(rest)?;
         let (_user, rest) = read_string(rest)?;
@@ -188,12 +190,15 @@ pub fn sign_purpose(body: &[u8]) -> SignPurpose {
         let (has_sig, rest) = read_byte(rest)?;
         let (_alg, rest) = read_string(rest)?;
         let (auth_key, rest) = read_string(rest)?;
-        (m == SSH_MSG_USERAUTH_REQUEST
-            && method == b"publickey"
-            && has_sig == 1
-            && auth_key == key
-            && rest.is_empty())
-        .then_some(SignPurpose::UserAuth)
+        let ends_right = match method {
+            b"publickey" => rest.is_empty(),
+            b"publickey-hostbound-v00@openssh.com" => {
+                read_string(rest).is_some_and(|(_hostkey, r)| r.is_empty())
+            }
+            _ => false,
+        };
+        (m == SSH_MSG_USERAUTH_REQUEST && has_sig == 1 && auth_key == key && ends_right)
+            .then_some(SignPurpose::UserAuth)
     };
     parse().unwrap_or(SignPurpose::Other)
 }
@@ -314,17 +319,24 @@ mod tests {
         d
     }
 
-    fn userauth(key: &[u8]) -> Vec<u8> {
+    fn userauth_with(key: &[u8], method: &[u8], hostkey: Option<&[u8]>) -> Vec<u8> {
         let mut d = Vec::new();
         string(&mut d, &[1u8; 32]);
         d.push(50);
         string(&mut d, b"git");
         string(&mut d, b"ssh-connection");
-        string(&mut d, b"publickey");
+        string(&mut d, method);
         d.push(1);
         string(&mut d, b"ssh-ed25519");
         string(&mut d, key);
+        if let Some(h) = hostkey {
+            string(&mut d, h);
+        }
         d
+    }
+
+    fn userauth(key: &[u8]) -> Vec<u8> {
+        userauth_with(key, b"publickey", None)
     }
 
     #[test]
@@ -347,6 +359,20 @@ mod tests {
             p.decide(&sign_request(key, &userauth(key))),
             Verdict::Forward
         );
+        let hostbound = userauth_with(
+            key,
+            b"publickey-hostbound-v00@openssh.com",
+            Some(b"hostkey"),
+        );
+        assert_eq!(
+            p.decide(&sign_request(key, &hostbound)),
+            Verdict::Forward,
+            "OpenSSH 8.9+"
+        );
+        let unbound = userauth_with(key, b"publickey-hostbound-v00@openssh.com", None);
+        assert_eq!(p.decide(&sign_request(key, &unbound)), Verdict::Refuse);
+        let other_method = userauth_with(key, b"password", None);
+        assert_eq!(p.decide(&sign_request(key, &other_method)), Verdict::Refuse);
         // A userauth blob for another key is not ours to sign.
         assert_eq!(
             p.decide(&sign_request(key, &userauth(b"other"))),

@@ -25,7 +25,8 @@ pub(crate) const TOOLS: [&str; 5] = [
 ];
 
 /// What the tests need on the machine: (program to look for, Debian package).
-const PEERS: [(&str, &str); 11] = [
+const PEERS: [(&str, &str); 12] = [
+    ("sshd", "openssh-server"),
     ("git", "git"),
     ("ssh-agent", "openssh-client"),
     ("ssh-keygen", "openssh-client"),
