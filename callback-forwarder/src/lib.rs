@@ -214,22 +214,6 @@ pub async fn run(cfg: Config, client: Client) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
 pub fn main() -> ExitCode {
     let _ = Args::parse();
     let result = (|| -> Result<ExitCode> {
@@ -240,15 +224,9 @@ pub fn main() -> ExitCode {
             tokio::select! {
                 r = run(cfg, client) => r,
                 // SIGTERM ends it at once: it must never hold up a container's shutdown.
-                () = terminated() => Ok(ExitCode::from(143)),
+                () = clawker_client::terminated() => Ok(ExitCode::from(143)),
             }
         })
     })();
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("callback-forwarder: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    clawker_client::exit_code("callback-forwarder", result)
 }

@@ -217,6 +217,38 @@ impl Client {
     }
 }
 
+/// Resolves when SIGTERM or SIGINT arrives (never, if the handlers cannot be installed).
+pub async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// A tool's exit: the code on success; on failure one line `tool: error: cause…` on stderr
+/// (`{:#}` prints an error's whole chain) and exit 1.
+pub fn exit_code<E: std::fmt::Display>(
+    tool: &str,
+    result: Result<std::process::ExitCode, E>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{tool}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A current-thread runtime for a tool's `main`.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

@@ -132,13 +132,7 @@ pub fn main() -> ExitCode {
     let result = clawker_client::runtime()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(run(args)));
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("git-credential-clawker: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    clawker_client::exit_code("git-credential-clawker", result)
 }
 
 #[cfg(test)]

@@ -123,11 +123,5 @@ pub fn main() -> ExitCode {
     let result = clawker_client::runtime()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(run(args)));
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("host-open: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    clawker_client::exit_code("host-open", result)
 }

@@ -127,22 +127,6 @@ pub async fn run(listener: UnixListener, client: Client) {
     }
 }
 
-async fn terminated() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
 pub fn main() -> ExitCode {
     let args = Args::parse();
     let result = (|| -> Result<ExitCode> {
@@ -162,17 +146,11 @@ pub fn main() -> ExitCode {
             }
             tokio::select! {
                 () = run(listener, client) => {}
-                () = terminated() => {}
+                () = clawker_client::terminated() => {}
             }
             let _ = std::fs::remove_file(&path);
             Ok(ExitCode::SUCCESS)
         })
     })();
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("ssh-agent-proxy: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    clawker_client::exit_code("ssh-agent-proxy", result)
 }

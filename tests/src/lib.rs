@@ -363,6 +363,38 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>, env: &[(String, String)]) -
     c
 }
 
+/// `ssh-agent-proxy` on `socket`, ready to accept; killed on drop.
+#[derive(Debug)]
+pub struct AgentProxy(Child);
+
+impl AgentProxy {
+    pub fn start(env: &[(String, String)], socket: &Path) -> Self {
+        let child = tool("ssh-agent-proxy", env)
+            .arg("--socket")
+            .arg(socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cannot start ssh-agent-proxy");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "ssh-agent-proxy never listened on {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for AgentProxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs a command with `input` on stdin: (exit code, stdout, stderr).
 pub fn run_with_input(cmd: &mut Command, input: &str) -> (i32, String, String) {
     use std::io::Write;

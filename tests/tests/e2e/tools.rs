@@ -416,15 +416,7 @@ fn daemon_logs_hold_no_secrets() {
     );
     assert_eq!(code, 0);
     let sock = dir.path().join("a.sock");
-    let mut proxy = tool("ssh-agent-proxy", &d.tool_env())
-        .arg("--socket")
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let proxy = AgentProxy::start(&d.tool_env(), &sock);
     std::fs::write(dir.path().join("m"), "x").unwrap();
     std::fs::write(dir.path().join("k.pub"), &agent.pubkey).unwrap();
     let signed = Command::new("ssh-keygen")
@@ -435,8 +427,7 @@ fn daemon_logs_hold_no_secrets() {
         .output()
         .unwrap();
     assert!(signed.status.success());
-    let _ = proxy.kill();
-    let _ = proxy.wait();
+    drop(proxy);
     let mut d = d;
     d.terminate();
     let log = d.log_text();
@@ -626,15 +617,7 @@ fn a_real_ssh_login_signs_through_the_agent_proxy() {
     });
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("agent.sock");
-    let mut proxy = tool("ssh-agent-proxy", &d.tool_env())
-        .arg("--socket")
-        .arg(&sock)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let proxy = AgentProxy::start(&d.tool_env(), &sock);
     let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
     let out = Command::new("ssh")
         .args([
@@ -654,8 +637,7 @@ fn a_real_ssh_login_signs_through_the_agent_proxy() {
         .arg("echo logged-in-through-hostproxy")
         .output()
         .unwrap();
-    let _ = proxy.kill();
-    let _ = proxy.wait();
+    drop(proxy);
     assert!(
         out.status.success()
             && String::from_utf8_lossy(&out.stdout).contains("logged-in-through-hostproxy"),
