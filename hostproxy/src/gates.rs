@@ -192,6 +192,7 @@ pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) 
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let mut req = req;
+    let api = classify(req.uri().path()) == RouteClass::Api;
     let mut response = match check(&state, &req) {
         Ok(identity) => {
             if let Some(id) = identity {
@@ -214,6 +215,20 @@ pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) 
             e.into_response()
         }
     };
+    // Extractor rejections (a duplicated query field, a path that is not UTF-8) come back
+    // from axum as text/plain; the API answers every failure in its JSON error shape.
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if api && (status.is_client_error() || status.is_server_error()) && !is_json {
+        let reason = status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_ascii_lowercase();
+        response = ApiError::new(status, reason).into_response();
+    }
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),

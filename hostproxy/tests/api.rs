@@ -994,6 +994,25 @@ async fn callback_register_rejections() {
 }
 
 #[tokio::test]
+async fn extractor_rejections_keep_the_json_error_shape() {
+    // Found by schemathesis: axum answers these in text/plain by itself.
+    let d = spawn(|_, _| {}).await;
+    for path in ["/callback/0/data?wait=1&wait=2", "/callback/%FF/data"] {
+        let r = d
+            .client
+            .get(format!("{}{path}", d.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["success"], false, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn callback_expiry_closes_the_listener() {
     let d = spawn(|_, _| {}).await;
     let port = free_port();

@@ -57,6 +57,7 @@ pub const SESSION_ID_BYTES: usize = 16;
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthResponse {
     pub status: String,
     pub service: String,
@@ -66,6 +67,7 @@ pub struct HealthResponse {
 /// `GET /status` (authenticated).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatusResponse {
     pub success: bool,
     pub service: String,
@@ -80,12 +82,14 @@ pub struct StatusResponse {
 /// `POST /open/url`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenUrlRequest {
     pub url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenUrlResponse {
     pub success: bool,
     /// The canonical (re-serialised) URL that was handed to the launcher.
@@ -95,6 +99,7 @@ pub struct OpenUrlResponse {
 /// What a container asks of the host's git credential helpers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum GitCredentialAction {
     Get,
     Store,
@@ -138,6 +143,7 @@ impl std::str::FromStr for GitCredentialAction {
 /// `POST /git/credential`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitCredentialRequest {
     pub action: GitCredentialAction,
     pub protocol: String,
@@ -145,14 +151,17 @@ pub struct GitCredentialRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub username: Option<Secret<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub password: Option<Secret<String>>,
 }
 
 /// Reply of `POST /git/credential`: the credential fields are present for `get` only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitCredentialResponse {
     pub success: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,8 +169,10 @@ pub struct GitCredentialResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub username: Option<Secret<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub password: Option<Secret<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_expiry_utc: Option<String>,
@@ -170,14 +181,18 @@ pub struct GitCredentialResponse {
 /// `POST /ssh/agent`: one whole framed agent message, base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SshAgentRequest {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub data: Secret<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SshAgentResponse {
     pub success: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub data: Secret<String>,
 }
 
@@ -187,6 +202,7 @@ pub struct SshAgentResponse {
 /// generic JSON one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallbackRegisterRequest {
     pub port: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -194,13 +210,16 @@ pub struct CallbackRegisterRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub state: Option<Secret<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallbackRegisterResponse {
     pub success: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub session_id: Secret<String>,
     /// RFC 3339, UTC.
     pub expires_at: String,
@@ -209,15 +228,18 @@ pub struct CallbackRegisterResponse {
 /// A captured browser request, as replayed by callback-forwarder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallbackData {
     pub method: String,
     pub path: String,
     /// The raw query string without the leading `?` (holds the OAuth code: secret).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub query: Secret<String>,
     /// Request headers, lowercase names; `Cookie`, `Authorization` and
     /// `Proxy-Authorization` are never captured.
     pub headers: BTreeMap<String, String>,
     /// The request body as UTF-8 (lossy), empty for GET.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub body: Secret<String>,
     /// RFC 3339, UTC.
     pub received_at: String,
@@ -226,6 +248,7 @@ pub struct CallbackData {
 /// `GET /callback/{id}/data`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallbackDataResponse {
     pub received: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +258,7 @@ pub struct CallbackDataResponse {
 /// `{"success":true}`: store, erase, delete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SuccessResponse {
     pub success: bool,
 }
@@ -246,6 +270,7 @@ impl SuccessResponse {
 /// The body of every failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorResponse {
     pub success: bool,
     pub error: String,

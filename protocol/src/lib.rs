@@ -13,6 +13,8 @@ pub mod credential;
 pub mod env;
 pub mod host;
 pub mod mock;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod secret;
 pub mod urls;
 

@@ -223,6 +223,95 @@ fn tarball(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `docs/openapi.json` from the wire types, or with `check` fails when it is stale.
+fn openapi(check: bool) -> Result<()> {
+    let path = root().join("docs").join("openapi.json");
+    let doc = clawker_protocol::openapi::document();
+    if check {
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        if current != doc {
+            bail!(
+                "{} is out of date: run cargo xtask openapi and commit it",
+                path.display()
+            );
+        }
+        eprintln!("xtask: {} is up to date", path.display());
+        return Ok(());
+    }
+    std::fs::write(&path, doc)?;
+    eprintln!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
+/// schemathesis (PyPI, installed when missing) against a real daemon: any 5xx or any
+/// response outside docs/openapi.json fails.
+fn schemathesis() -> Result<()> {
+    if !on_path("st") {
+        run(Command::new("python3").args(["-m", "pip", "install", "-q", "schemathesis==4.32.5"]))?;
+    }
+    let dir = std::env::temp_dir().join(format!("hp-st-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("home"))?;
+    std::fs::write(dir.join("creds"), "https://alice:s3cret@github.com\n")?;
+    std::fs::write(
+        dir.join("gitconfig"),
+        format!(
+            "[credential]\n\thelper = store --file {}\n",
+            dir.join("creds").display()
+        ),
+    )?;
+    std::fs::write(dir.join("hostproxy.toml"), "[open]\nrate_per_minute = 0\n")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut daemon = Command::new(root().join("target/debug/hostproxy"))
+        .args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--browser",
+            "/bin/true",
+            "--config",
+        ])
+        .arg(dir.join("hostproxy.toml"))
+        .env("CLAWKER_STATE_DIR", dir.join("state"))
+        .env("HOME", dir.join("home"))
+        .env("GIT_CONFIG_GLOBAL", dir.join("gitconfig"))
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env_remove("SSH_AUTH_SOCK")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the daemon for schemathesis")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            let _ = daemon.kill();
+            bail!("the daemon did not start for schemathesis");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let token = std::fs::read_to_string(dir.join("state/hostproxy.token"))?
+        .trim()
+        .to_string();
+    // Not through run(): its echo would print the bearer token.
+    eprintln!("xtask: running st run docs/openapi.json against the daemon on port {port}");
+    let result = Command::new("st")
+        .arg("run")
+        .arg(root().join("docs/openapi.json"))
+        .args(["--url", &format!("http://127.0.0.1:{port}")])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
+        .args(["--max-examples", "40", "--generation-deterministic"])
+        .env("SCHEMATHESIS_TELEMETRY", "false")
+        .status()
+        .context("cannot run schemathesis")
+        .and_then(|s| if s.success() { Ok(()) } else { bail!("schemathesis found failures (see above)") });
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 const FUZZ_TARGETS: [&str; 5] = [
     "credential_codec",
     "agent_frame",
@@ -277,10 +366,12 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    openapi(true)?;
     let dist_dir = dist()?;
     run(cargo()
         .args(["test", "--workspace"])
         .env("CLAWKER_DIST_DIR", &dist_dir))?;
+    schemathesis()?;
     fuzz(20)
 }
 
@@ -290,13 +381,17 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("dist") => dist().map(|_| ()),
         Some("bench") => bench::bench(),
+        Some("openapi") => openapi(args.get(1).is_some_and(|a| a == "--check")),
+        Some("schemathesis") => schemathesis(),
         Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
             None => fuzz(60),
             Some(Ok(s)) => fuzz(s),
             Some(Err(_)) => Err(anyhow::anyhow!("usage: cargo xtask fuzz [SECONDS]")),
         },
         _ => {
-            eprintln!("usage: cargo xtask test | dist | bench | fuzz [SECONDS]");
+            eprintln!(
+                "usage: cargo xtask test | dist | bench | fuzz [SECONDS] | openapi [--check] | schemathesis"
+            );
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,113 @@
+//! The OpenAPI 3 document of the daemon's HTTP API, generated from the wire types
+//! (`cargo xtask openapi` writes it to `docs/openapi.json`; CI checks it is current).
+//!
+//! The functions below are never called: they only carry each route's description.
+#![allow(dead_code)]
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api::*;
+
+#[utoipa::path(get, path = "/health", tag = "daemon", security(()),
+    responses((status = 200, description = "the daemon is up", body = HealthResponse),
+              (status = 400, description = "missing or malformed Host", body = ErrorResponse),
+              (status = 403, description = "Host not allowed", body = ErrorResponse)))]
+fn health() {}
+
+#[utoipa::path(get, path = "/status", tag = "daemon",
+    responses((status = 200, description = "pid, port, listen addresses, uptime, live sessions", body = StatusResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse)))]
+fn status() {}
+
+#[utoipa::path(post, path = "/open/url", tag = "browser", request_body = OpenUrlRequest,
+    responses((status = 200, description = "opened in the host's browser", body = OpenUrlResponse),
+              (status = 400, description = "missing, invalid, not http(s), userinfo or control characters", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "refused by policy", body = ErrorResponse),
+              (status = 413, description = "body over 64 KiB", body = ErrorResponse),
+              (status = 415, description = "not application/json", body = ErrorResponse),
+              (status = 429, description = "rate limited", body = ErrorResponse),
+              (status = 500, description = "the launcher failed", body = ErrorResponse)))]
+fn open_url() {}
+
+#[utoipa::path(post, path = "/git/credential", tag = "git", request_body = GitCredentialRequest,
+    responses((status = 200, description = "get: the credential; store/erase: done", body = GitCredentialResponse),
+              (status = 400, description = "invalid field", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "protocol, host or action not allowed", body = ErrorResponse),
+              (status = 404, description = "no credential found", body = ErrorResponse),
+              (status = 413, description = "body over 64 KiB", body = ErrorResponse),
+              (status = 415, description = "not application/json", body = ErrorResponse),
+              (status = 429, description = "too many at once", body = ErrorResponse),
+              (status = 500, description = "git failed", body = ErrorResponse),
+              (status = 504, description = "git did not answer in time", body = ErrorResponse)))]
+fn git_credential() {}
+
+#[utoipa::path(post, path = "/ssh/agent", tag = "ssh", request_body = SshAgentRequest,
+    responses((status = 200, description = "the agent's framed reply (or SSH_AGENT_FAILURE from the filter), base64", body = SshAgentResponse),
+              (status = 400, description = "not exactly one frame, or over 256 KiB", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "the token may not use the agent", body = ErrorResponse),
+              (status = 413, description = "body over 512 KiB", body = ErrorResponse),
+              (status = 415, description = "not application/json", body = ErrorResponse),
+              (status = 502, description = "the agent's reply was invalid", body = ErrorResponse),
+              (status = 503, description = "no agent on the host", body = ErrorResponse)))]
+fn ssh_agent() {}
+
+#[utoipa::path(post, path = "/callback/register", tag = "oauth", request_body = CallbackRegisterRequest,
+    responses((status = 200, description = "listening on the port", body = CallbackRegisterResponse),
+              (status = 400, description = "bad port, path, timeout or state", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "the token may not register callbacks", body = ErrorResponse),
+              (status = 409, description = "port in use on the host", body = ErrorResponse),
+              (status = 413, description = "body over 64 KiB", body = ErrorResponse),
+              (status = 415, description = "not application/json", body = ErrorResponse),
+              (status = 429, description = "too many sessions", body = ErrorResponse),
+              (status = 500, description = "cannot listen", body = ErrorResponse)))]
+fn callback_register() {}
+
+#[utoipa::path(get, path = "/callback/{id}/data", tag = "oauth",
+    params(("id" = String, Path, description = "session id"),
+           ("wait" = Option<u32>, Query, description = "seconds to hold the request for the callback (at most 60)", minimum = 0)),
+    responses((status = 200, description = "received or not yet", body = CallbackDataResponse),
+              (status = 400, description = "wait is not a number", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 404, description = "unknown or expired session", body = ErrorResponse)))]
+fn callback_data() {}
+
+#[utoipa::path(delete, path = "/callback/{id}", tag = "oauth",
+    params(("id" = String, Path, description = "session id")),
+    responses((status = 200, description = "deleted (idempotent)", body = SuccessResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse)))]
+fn callback_delete() {}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "hostproxy", description = "Host daemon for Docker containers: open URLs, OAuth callbacks, git credentials, SSH agent. Every API route needs `Authorization: Bearer <token>`; requests with `Origin` or `Sec-Fetch-*` are refused; the `Host` header must be an allowed name with the served port."),
+    paths(health, status, open_url, git_credential, ssh_agent, callback_register, callback_data, callback_delete),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+/// The document, pretty-printed JSON with a trailing newline.
+pub fn document() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let mut s = doc.to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}
