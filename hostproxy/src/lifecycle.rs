@@ -152,6 +152,11 @@ pub fn start(args: &StartArgs) -> Result<ExitCode> {
     )
     .is_ok()
     {
+        // A daemon started a moment ago (a concurrent `start`) binds before it answers.
+        if wait_for_health(port, Duration::from_secs(2)) {
+            eprintln!("hostproxy is already running on port {port}");
+            return Ok(ExitCode::SUCCESS);
+        }
         bail!("port {port} is in use by something that is not hostproxy: pass --port or stop it");
     }
     let state = StateDir::from_env()?;
