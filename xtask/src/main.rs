@@ -355,6 +355,43 @@ fn fuzz(seconds: u64) -> Result<()> {
     Ok(())
 }
 
+/// `cargo test --workspace`, streamed through, with the "test result:" lines summed.
+fn cargo_test(dist_dir: &Path) -> Result<(u64, u64)> {
+    use std::io::BufRead;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"])
+        .env("CLAWKER_DIST_DIR", dist_dir)
+        .stdout(std::process::Stdio::piped());
+    eprintln!("xtask: running {cmd:?}");
+    let mut child = cmd.spawn().context("cannot run cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().context("no stdout")?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| {
+                rest.split("; ")
+                    .find_map(|p| {
+                        p.trim_start_matches("ok. ")
+                            .trim_start_matches("FAILED. ")
+                            .strip_suffix(word)
+                    })
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            passed += num(" passed");
+            failed += num(" failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!("{passed} passed, {failed} failed");
+        bail!("cargo test failed with {status}");
+    }
+    Ok((passed, failed))
+}
+
 fn test() -> Result<()> {
     ensure_peers()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -368,11 +405,12 @@ fn test() -> Result<()> {
     ]))?;
     openapi(true)?;
     let dist_dir = dist()?;
-    run(cargo()
-        .args(["test", "--workspace"])
-        .env("CLAWKER_DIST_DIR", &dist_dir))?;
+    let (passed, failed) = cargo_test(&dist_dir)?;
     schemathesis()?;
-    fuzz(20)
+    fuzz(20)?;
+    // The suite's totals, last, in the plain form CI reads.
+    println!("{passed} passed, {failed} failed");
+    Ok(())
 }
 
 fn main() -> ExitCode {
