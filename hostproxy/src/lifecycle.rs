@@ -184,7 +184,21 @@ pub fn start(args: &StartArgs) -> Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         if is_ours(port) {
-            eprintln!("hostproxy started on port {port} (log: {})", log.display());
+            if running_pid(&state) == Some(child.id()) {
+                eprintln!("hostproxy started on port {port} (log: {})", log.display());
+            } else {
+                // A concurrent start won; ours is about to find the PID file locked and exit.
+                // Reap it so no stray process outlives this command.
+                let until = Instant::now() + Duration::from_secs(3);
+                while child.try_wait().ok().flatten().is_none() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if child.try_wait().ok().flatten().is_none() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                eprintln!("hostproxy is already running on port {port}");
+            }
             return Ok(ExitCode::SUCCESS);
         }
         if let Ok(Some(status)) = child.try_wait() {
