@@ -175,9 +175,16 @@ fn key_blob(sock: &Path) -> Result<Vec<u8>> {
 
 /// Sign operations per second over `n` sequential requests on one connection.
 fn sign_rate(sock: &Path, blob: &[u8], n: usize) -> Result<f64> {
+    // What `ssh-keygen -Y sign -n git` asks for: an SSHSIG blob (the daemon's signing
+    // policy refuses arbitrary data).
+    let mut sshsig = b"SSHSIG".to_vec();
+    ssh_string(&mut sshsig, b"git");
+    ssh_string(&mut sshsig, b"");
+    ssh_string(&mut sshsig, b"sha512");
+    ssh_string(&mut sshsig, &[0x5a; 64]);
     let mut req = vec![13u8];
     ssh_string(&mut req, blob);
-    ssh_string(&mut req, &[0x5a; 32]);
+    ssh_string(&mut req, &sshsig);
     req.extend_from_slice(&0u32.to_be_bytes());
     let mut s = UnixStream::connect(sock)?;
     let t = Instant::now();
@@ -754,7 +761,9 @@ pub fn bench() -> Result<()> {
     ));
     drop(agent);
 
-    write_report(&rows, &notes)
+    write_report(&rows, &notes)?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
 }
 
 struct ContainerGuard(String);
