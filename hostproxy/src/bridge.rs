@@ -10,8 +10,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -20,20 +18,16 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::query_parameters::EventsOptionsBuilder;
 use clap::Args;
-use clawker_protocol::agent::{self, AgentPolicy, FAILURE_FRAME, Verdict};
+pub use clawker_bridge::MAX_STREAMS;
+use clawker_bridge::{Out, Streams, pump, send, write_frames};
+use clawker_protocol::agent::AgentPolicy;
 use clawker_protocol::bridge::{self, Frame, FrameType, SOCKET_GPG_AGENT, SOCKET_SSH_AGENT};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::state::StateDir;
-
-/// Streams per bridge.
-pub const MAX_STREAMS: usize = 64;
-const STREAM_QUEUE: usize = 64;
-/// Largest DATA payload sent: big enough that bulk transfers are not frame-bound.
-const CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Args)]
 pub struct BridgeArgs {
@@ -64,103 +58,12 @@ pub struct BridgeArgs {
     pub user: Option<String>,
 }
 
-type Out = mpsc::Sender<Vec<u8>>;
-
-fn encode(kind: FrameType, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(9 + payload.len());
-    // Chunks are at most CHUNK bytes and control payloads are short: always within limits.
-    let _ = bridge::encode_parts(kind, stream, payload, &mut v);
-    v
-}
-
-async fn send(out: &Out, kind: FrameType, stream: u32, payload: &[u8]) -> bool {
-    out.send(encode(kind, stream, payload)).await.is_ok()
-}
-
-struct Entry {
-    tx: mpsc::Sender<Vec<u8>>,
-    closed: Arc<AtomicBool>,
-}
-
-type Streams = Arc<std::sync::Mutex<HashMap<u32, Entry>>>;
-
-fn lock(s: &Streams) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Where each socket type is connected on the host.
 #[derive(Debug, Clone)]
 pub struct Targets {
     pub ssh: Option<PathBuf>,
     pub gpg: Option<PathBuf>,
     pub policy: AgentPolicy,
-}
-
-/// Pumps one stream between the container and a host socket. For ssh-agent streams every
-/// request passes the agent filter; refused ones are answered `SSH_AGENT_FAILURE` here.
-async fn pump(
-    conn: UnixStream,
-    id: u32,
-    filter: Option<AgentPolicy>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    closed: Arc<AtomicBool>,
-    out: Out,
-    streams: Streams,
-) {
-    let (mut rd, mut wr) = conn.into_split();
-    let to_host = async {
-        let mut pending: Vec<u8> = Vec::new();
-        while let Some(buf) = rx.recv().await {
-            let Some(policy) = &filter else {
-                if wr.write_all(&buf).await.is_err() {
-                    return;
-                }
-                continue;
-            };
-            pending.extend_from_slice(&buf);
-            loop {
-                let n = match agent::frame_len(&pending) {
-                    Ok(Some(n)) => n,
-                    Ok(None) => break,
-                    Err(_) => return, // malformed or oversized: close this stream
-                };
-                let frame: Vec<u8> = pending.drain(..4 + n).collect();
-                match policy.decide(&frame[4..]) {
-                    Verdict::Forward => {
-                        if wr.write_all(&frame).await.is_err() {
-                            return;
-                        }
-                    }
-                    Verdict::Refuse => {
-                        if !send(&out, FrameType::Data, id, &FAILURE_FRAME).await {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    };
-    let from_host = async {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !send(&out, FrameType::Data, id, &buf[..n]).await {
-                        break;
-                    }
-                }
-            }
-        }
-    };
-    tokio::select! {
-        () = to_host => {}
-        () = from_host => {}
-    }
-    lock(&streams).remove(&id);
-    if !closed.swap(true, Ordering::SeqCst) {
-        send(&out, FrameType::Close, id, &[]).await;
-    }
 }
 
 async fn open_stream(frame: &Frame, targets: &Targets, streams: &Streams, out: &Out) {
@@ -172,33 +75,16 @@ async fn open_stream(frame: &Frame, targets: &Targets, streams: &Streams, out: &
         p if p == SOCKET_GPG_AGENT.as_bytes() => (targets.gpg.clone(), None),
         _ => (None, None),
     };
-    let full = lock(streams).len() >= MAX_STREAMS;
     let conn = match path {
-        Some(p) if !full => UnixStream::connect(&p).await.ok(),
-        _ => None,
+        Some(p) => UnixStream::connect(&p).await.ok(),
+        None => None,
     };
-    let Some(conn) = conn else {
+    let end = conn.and_then(|c| streams.insert(id).map(|end| (c, end)));
+    let Some((conn, end)) = end else {
         send(out, FrameType::Close, id, &[]).await;
         return;
     };
-    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-    let closed = Arc::new(AtomicBool::new(false));
-    lock(streams).insert(
-        id,
-        Entry {
-            tx,
-            closed: closed.clone(),
-        },
-    );
-    tokio::spawn(pump(
-        conn,
-        id,
-        filter,
-        rx,
-        closed,
-        out.clone(),
-        streams.clone(),
-    ));
+    tokio::spawn(pump(conn, end, filter, out.clone(), streams.clone()));
 }
 
 /// Serves the bridge over an already started container-side program until its output ends.
@@ -211,21 +97,12 @@ pub async fn serve_bridge<W>(
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
-    let writer = tokio::spawn(async move {
-        let mut input = input;
-        while let Some(bytes) = out_rx.recv().await {
-            input.write_all(&bytes).await?;
-            if out_rx.is_empty() {
-                input.flush().await?;
-            }
-        }
-        input.shutdown().await
-    });
+    let (out, out_rx) = mpsc::channel::<Vec<u8>>(256);
+    let writer = tokio::spawn(write_frames(input, out_rx));
     if let Some(key) = &pubkey {
         send(&out, FrameType::Pubkey, 0, key).await;
     }
-    let streams: Streams = Arc::default();
+    let streams = Streams::default();
     let mut buf: Vec<u8> = Vec::new();
     let mut ready = false;
     let ready_deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -246,30 +123,8 @@ where
                     String::from_utf8_lossy(&frame.payload)
                 ),
                 FrameType::Open => open_stream(&frame, &targets, &streams, &out).await,
-                FrameType::Data => {
-                    let stalled = {
-                        let mut map = lock(&streams);
-                        match map.get(&frame.stream).map(|e| e.tx.try_send(frame.payload)) {
-                            Some(Err(mpsc::error::TrySendError::Full(_))) => {
-                                map.remove(&frame.stream)
-                            }
-                            _ => None,
-                        }
-                    };
-                    if let Some(e) = stalled
-                        && !e.closed.swap(true, Ordering::SeqCst)
-                    {
-                        send(&out, FrameType::Close, frame.stream, &[]).await;
-                    }
-                }
-                FrameType::Close => {
-                    let entry = lock(&streams).remove(&frame.stream);
-                    if let Some(e) = entry
-                        && !e.closed.swap(true, Ordering::SeqCst)
-                    {
-                        send(&out, FrameType::Close, frame.stream, &[]).await;
-                    }
-                }
+                FrameType::Data => streams.deliver(&out, frame.stream, frame.payload).await,
+                FrameType::Close => streams.close_from_peer(&out, frame.stream).await,
                 FrameType::Pubkey | FrameType::Unknown(_) => {}
             }
         }
@@ -295,7 +150,7 @@ where
         }
     }
     drop(out);
-    lock(&streams).clear();
+    streams.clear();
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     if !ready {
         bail!("the container side exited before it was ready");

@@ -5,29 +5,21 @@
 //! stdin/stdout as bridge frames (`clawker_protocol::bridge`): OPEN when a client connects,
 //! DATA both ways, CLOSE both ways. The host end connects each stream to the real agent.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clawker_protocol::bridge::{
-    self, BridgeFrameError, Frame, FrameType, SOCKET_GPG_AGENT, SOCKET_SSH_AGENT,
-};
+pub use clawker_bridge::{FrameReader, MAX_STREAMS, ReadError};
+use clawker_bridge::{Out, Streams, pump, send, write_frames};
+use clawker_protocol::bridge::{FrameType, SOCKET_GPG_AGENT, SOCKET_SSH_AGENT};
 use clawker_protocol::env;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-
-/// Streams one bridge carries at once; further clients are turned away.
-pub const MAX_STREAMS: usize = 64;
-/// Chunks queued towards one local client before it counts as stalled and is closed.
-pub const STREAM_QUEUE: usize = 64;
-/// Largest DATA payload sent (well under the frame limit, big enough for bulk transfers).
-pub const CHUNK: usize = 256 * 1024;
 /// Seconds to wait for PUBKEY when a gpg-agent socket is listed.
 pub const PUBKEY_TIMEOUT_VAR: &str = "CLAWKER_SOCKET_SERVER_PUBKEY_TIMEOUT";
 
@@ -127,145 +119,6 @@ pub fn install_gpg_home(dir: &Path, pubkey: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads bridge frames from a byte stream; "not enough bytes yet" is not an error.
-#[derive(Debug)]
-pub struct FrameReader<R> {
-    inner: R,
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            buf: Vec::with_capacity(CHUNK * 2),
-            start: 0,
-        }
-    }
-
-    /// The next frame, `Ok(None)` at a clean end of input.
-    pub async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
-        loop {
-            if let Some((frame, used)) =
-                bridge::decode(&self.buf[self.start..]).map_err(ReadError::Frame)?
-            {
-                self.start += used;
-                if self.start == self.buf.len() {
-                    self.buf.clear();
-                    self.start = 0;
-                }
-                return Ok(Some(frame));
-            }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = self.inner.read(&mut chunk).await.map_err(ReadError::Io)?;
-            if n == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ReadError::Truncated)
-                };
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error(transparent)]
-    Frame(BridgeFrameError),
-    #[error("cannot read the bridge")]
-    Io(#[source] std::io::Error),
-    #[error("the bridge ended in the middle of a frame")]
-    Truncated,
-}
-
-type Out = mpsc::Sender<Vec<u8>>;
-
-fn encode(kind: FrameType, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(9 + payload.len());
-    // Payloads are chunked to CHUNK or are short control strings: always within the limit.
-    let _ = bridge::encode_parts(kind, stream, payload, &mut v);
-    v
-}
-
-async fn send(out: &Out, kind: FrameType, stream: u32, payload: &[u8]) -> bool {
-    out.send(encode(kind, stream, payload)).await.is_ok()
-}
-
-/// Writes queued frames to the host, flushing whenever the queue runs dry.
-async fn write_frames<W: AsyncWrite + Unpin>(
-    mut output: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-) -> std::io::Result<()> {
-    while let Some(bytes) = rx.recv().await {
-        output.write_all(&bytes).await?;
-        if rx.is_empty() {
-            output.flush().await?;
-        }
-    }
-    output.flush().await
-}
-
-#[derive(Debug)]
-struct Entry {
-    tx: mpsc::Sender<Vec<u8>>,
-    /// Set once a CLOSE for this stream has been sent (each side sends at most one).
-    closed: Arc<AtomicBool>,
-}
-
-type Streams = Arc<std::sync::Mutex<HashMap<u32, Entry>>>;
-
-fn streams_lock(s: &Streams) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
-    s.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Pumps one local connection: local bytes become DATA frames; queued host bytes are written
-/// to the client. Ends when either side ends; sends CLOSE once.
-async fn pump(
-    conn: UnixStream,
-    id: u32,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    closed: Arc<AtomicBool>,
-    out: Out,
-    streams: Streams,
-) {
-    let (mut rd, mut wr) = conn.into_split();
-    let to_local = async {
-        while let Some(buf) = rx.recv().await {
-            if wr.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    };
-    let from_local = async {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !send(&out, FrameType::Data, id, &buf[..n]).await {
-                        break;
-                    }
-                }
-            }
-        }
-    };
-    tokio::select! {
-        () = to_local => {}
-        () = from_local => {}
-    }
-    streams_lock(&streams).remove(&id);
-    if !closed.swap(true, Ordering::SeqCst) {
-        send(&out, FrameType::Close, id, &[]).await;
-    }
-}
-
 async fn accept_loop(
     listener: UnixListener,
     kind: Kind,
@@ -278,32 +131,18 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        let closed = Arc::new(AtomicBool::new(false));
-        let id = {
-            let mut map = streams_lock(&streams);
-            if map.len() >= MAX_STREAMS {
-                eprintln!(
-                    "clawker-socket-server: {MAX_STREAMS} streams open; refusing a {} client",
-                    kind.name()
-                );
-                continue;
-            }
-            let id = next_id.fetch_add(1, Ordering::SeqCst);
-            map.insert(
-                id,
-                Entry {
-                    tx,
-                    closed: closed.clone(),
-                },
+        let Some(end) = streams.insert_next(&next_id) else {
+            eprintln!(
+                "clawker-socket-server: {MAX_STREAMS} streams open; refusing a {} client",
+                kind.name()
             );
-            id
+            continue;
         };
         // OPEN goes out before the pump can send any DATA for this stream.
-        if !send(&out, FrameType::Open, id, kind.name().as_bytes()).await {
+        if !send(&out, FrameType::Open, end.id, kind.name().as_bytes()).await {
             return;
         }
-        tokio::spawn(pump(conn, id, rx, closed, out.clone(), streams.clone()));
+        tokio::spawn(pump(conn, end, None, out.clone(), streams.clone()));
     }
 }
 
@@ -372,7 +211,7 @@ where
             }
         }
     }
-    let streams: Streams = Arc::default();
+    let streams = Streams::default();
     let next_id = Arc::new(AtomicU32::new(1));
     let mut acceptors = tokio::task::JoinSet::new();
     for s in &specs {
@@ -404,33 +243,9 @@ where
             }
         };
         match frame.kind {
-            FrameType::Data => {
-                let stalled = {
-                    let mut map = streams_lock(&streams);
-                    match map.get(&frame.stream).map(|e| e.tx.try_send(frame.payload)) {
-                        Some(Err(mpsc::error::TrySendError::Full(_))) => map.remove(&frame.stream),
-                        _ => None,
-                    }
-                };
-                // A client that stops reading loses its stream, never the others'.
-                if let Some(e) = stalled
-                    && !e.closed.swap(true, Ordering::SeqCst)
-                {
-                    eprintln!(
-                        "clawker-socket-server: stream {} is not reading; closing it",
-                        frame.stream
-                    );
-                    send(&out, FrameType::Close, frame.stream, &[]).await;
-                }
-            }
-            FrameType::Close => {
-                let entry = streams_lock(&streams).remove(&frame.stream);
-                if let Some(e) = entry
-                    && !e.closed.swap(true, Ordering::SeqCst)
-                {
-                    send(&out, FrameType::Close, frame.stream, &[]).await;
-                }
-            }
+            // A client that stops reading loses its stream, never the others'.
+            FrameType::Data => streams.deliver(&out, frame.stream, frame.payload).await,
+            FrameType::Close => streams.close_from_peer(&out, frame.stream).await,
             _ => {} // PUBKEY again, or frames only the host receives: nothing to do
         }
     };
@@ -439,7 +254,7 @@ where
         let _ = std::fs::remove_file(&s.path);
     }
     drop(out);
-    streams_lock(&streams).clear();
+    streams.clear();
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     result
 }

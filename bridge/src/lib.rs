@@ -1,0 +1,325 @@
+//! The socket bridge's stream multiplexer, shared by its two ends (`clawker-socket-server`
+//! in the container, `hostproxy bridge` on the host).
+//!
+//! Frames go out through one writer task; frames come in through [`FrameReader`]. Each
+//! stream has a bounded queue towards its local socket: a client that stops reading
+//! overflows it and loses its stream, never the others'. Each side sends CLOSE for a stream
+//! at most once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use clawker_protocol::agent::{self, AgentPolicy, FAILURE_FRAME, Verdict};
+use clawker_protocol::bridge::{self, BridgeFrameError, Frame, FrameType};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+/// Streams one bridge carries at once.
+pub const MAX_STREAMS: usize = 64;
+/// Chunks queued towards one local client before it counts as stalled and is closed.
+pub const STREAM_QUEUE: usize = 64;
+/// Largest DATA payload sent: well under the frame limit, big enough for bulk transfers.
+pub const CHUNK: usize = 256 * 1024;
+
+/// Encoded frames on their way to the peer.
+pub type Out = mpsc::Sender<Vec<u8>>;
+
+pub fn encode(kind: FrameType, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + payload.len());
+    // Payloads are at most CHUNK bytes or short control strings: always within the limit.
+    let _ = bridge::encode_parts(kind, stream, payload, &mut v);
+    v
+}
+
+/// Queues one frame; false when the writer is gone.
+pub async fn send(out: &Out, kind: FrameType, stream: u32, payload: &[u8]) -> bool {
+    out.send(encode(kind, stream, payload)).await.is_ok()
+}
+
+/// Writes queued frames to the peer, flushing whenever the queue runs dry; shuts the
+/// output down when every sender is gone.
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    mut output: W,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    while let Some(bytes) = rx.recv().await {
+        output.write_all(&bytes).await?;
+        if rx.is_empty() {
+            output.flush().await?;
+        }
+    }
+    output.flush().await?;
+    output.shutdown().await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Frame(BridgeFrameError),
+    #[error("cannot read the bridge")]
+    Io(#[source] std::io::Error),
+    #[error("the bridge ended in the middle of a frame")]
+    Truncated,
+}
+
+/// Reads bridge frames from a byte stream; "not enough bytes yet" is not an error.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: Vec::with_capacity(CHUNK * 2),
+            start: 0,
+        }
+    }
+
+    /// The next frame, `Ok(None)` at a clean end of input.
+    pub async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if let Some((frame, used)) =
+                bridge::decode(&self.buf[self.start..]).map_err(ReadError::Frame)?
+            {
+                self.start += used;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
+                return Ok(Some(frame));
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.inner.read(&mut chunk).await.map_err(ReadError::Io)?;
+            if n == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated)
+                };
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Set once this side has sent CLOSE for the stream.
+    closed: Arc<AtomicBool>,
+}
+
+/// A registered stream's end: what its pump reads from and its CLOSE flag.
+#[derive(Debug)]
+pub struct StreamEnd {
+    pub id: u32,
+    pub rx: mpsc::Receiver<Vec<u8>>,
+    pub closed: Arc<AtomicBool>,
+}
+
+/// The live streams of one bridge.
+#[derive(Debug, Clone, Default)]
+pub struct Streams(Arc<Mutex<HashMap<u32, Entry>>>);
+
+impl Streams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Registers stream `id`, unless [`MAX_STREAMS`] are live.
+    pub fn insert(&self, id: u32) -> Option<StreamEnd> {
+        self.insert_with(|| id)
+    }
+
+    /// Registers a stream under the next id of `next` (taken only when there is room).
+    pub fn insert_next(&self, next: &std::sync::atomic::AtomicU32) -> Option<StreamEnd> {
+        self.insert_with(|| next.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn insert_with(&self, id: impl FnOnce() -> u32) -> Option<StreamEnd> {
+        let mut map = self.lock();
+        if map.len() >= MAX_STREAMS {
+            return None;
+        }
+        let id = id();
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let closed = Arc::new(AtomicBool::new(false));
+        map.insert(
+            id,
+            Entry {
+                tx,
+                closed: closed.clone(),
+            },
+        );
+        Some(StreamEnd { id, rx, closed })
+    }
+
+    /// DATA from the peer for stream `id`. A stream whose queue is full is closed (CLOSE
+    /// sent) instead of stalling the caller; unknown streams are ignored.
+    pub async fn deliver(&self, out: &Out, id: u32, payload: Vec<u8>) {
+        let stalled = {
+            let mut map = self.lock();
+            match map.get(&id).map(|e| e.tx.try_send(payload)) {
+                Some(Err(mpsc::error::TrySendError::Full(_))) => map.remove(&id),
+                _ => None,
+            }
+        };
+        if let Some(e) = stalled
+            && !e.closed.swap(true, Ordering::SeqCst)
+        {
+            send(out, FrameType::Close, id, &[]).await;
+        }
+    }
+
+    /// CLOSE from the peer: the stream ends; answered with CLOSE unless one was sent already.
+    pub async fn close_from_peer(&self, out: &Out, id: u32) {
+        let entry = self.lock().remove(&id);
+        if let Some(e) = entry
+            && !e.closed.swap(true, Ordering::SeqCst)
+        {
+            send(out, FrameType::Close, id, &[]).await;
+        }
+    }
+
+    /// Drops every stream (their pumps end, their sockets close).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    fn remove(&self, id: u32) {
+        self.lock().remove(&id);
+    }
+}
+
+/// Pumps one stream between its local socket and the peer until either side ends, then
+/// sends CLOSE once. With `filter`, bytes towards the socket are SSH agent requests: each
+/// refused one is answered `SSH_AGENT_FAILURE` straight back to the peer, and a malformed
+/// or oversized frame ends the stream.
+pub async fn pump(
+    conn: UnixStream,
+    end: StreamEnd,
+    filter: Option<AgentPolicy>,
+    out: Out,
+    streams: Streams,
+) {
+    let StreamEnd { id, mut rx, closed } = end;
+    let (mut rd, mut wr) = conn.into_split();
+    let to_local = async {
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(buf) = rx.recv().await {
+            let Some(policy) = &filter else {
+                if wr.write_all(&buf).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            pending.extend_from_slice(&buf);
+            loop {
+                let n = match agent::frame_len(&pending) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => break,
+                    Err(_) => return,
+                };
+                let frame: Vec<u8> = pending.drain(..4 + n).collect();
+                let ok = match policy.decide(&frame[4..]) {
+                    Verdict::Forward => wr.write_all(&frame).await.is_ok(),
+                    Verdict::Refuse => send(&out, FrameType::Data, id, &FAILURE_FRAME).await,
+                };
+                if !ok {
+                    return;
+                }
+            }
+        }
+    };
+    let from_local = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !send(&out, FrameType::Data, id, &buf[..n]).await {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = to_local => {}
+        () = from_local => {}
+    }
+    streams.remove(id);
+    if !closed.swap(true, Ordering::SeqCst) {
+        send(&out, FrameType::Close, id, &[]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn drain(rx: &mut mpsc::Receiver<Vec<u8>>) -> Vec<Frame> {
+        let mut out = Vec::new();
+        while let Ok(bytes) = rx.try_recv() {
+            out.push(bridge::decode(&bytes).unwrap().unwrap().0);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn cap_ids_stall_and_close_once() {
+        let streams = Streams::default();
+        let next = AtomicU32::new(1);
+        let mut ends: Vec<StreamEnd> = (0..MAX_STREAMS)
+            .map(|_| streams.insert_next(&next).unwrap())
+            .collect();
+        assert!(streams.insert_next(&next).is_none());
+        assert_eq!(
+            next.load(Ordering::SeqCst),
+            MAX_STREAMS as u32 + 1,
+            "a refused stream takes no id"
+        );
+        let (out, mut rx) = mpsc::channel(1024);
+        // Stream 1 never drains its queue: the overflowing chunk closes it, once.
+        for _ in 0..=STREAM_QUEUE {
+            streams.deliver(&out, 1, vec![0]).await;
+        }
+        streams.deliver(&out, 1, vec![0]).await;
+        assert_eq!(
+            drain(&mut rx),
+            vec![Frame::new(FrameType::Close, 1, vec![])]
+        );
+        assert!(ends[0].closed.load(Ordering::SeqCst));
+        // CLOSE from the peer is answered once; a second one, or one for an unknown id, is not.
+        streams.close_from_peer(&out, 2).await;
+        streams.close_from_peer(&out, 2).await;
+        streams.close_from_peer(&out, 999).await;
+        assert_eq!(
+            drain(&mut rx),
+            vec![Frame::new(FrameType::Close, 2, vec![])]
+        );
+        // Stream 3 still gets its data.
+        streams.deliver(&out, 3, b"x".to_vec()).await;
+        assert_eq!(ends[2].rx.try_recv().unwrap(), b"x");
+        assert_eq!(streams.len(), MAX_STREAMS - 2);
+    }
+}
