@@ -209,6 +209,24 @@ impl Streams {
     }
 }
 
+/// Told of every agent request the filter decided on (the body, and the verdict).
+pub type OnDecision = Arc<dyn Fn(&[u8], Verdict) + Send + Sync>;
+
+/// The SSH agent filter of a stream, and who to tell of its decisions (the audit log).
+#[derive(Clone)]
+pub struct AgentFilter {
+    pub policy: AgentPolicy,
+    pub on_decision: Option<OnDecision>,
+}
+
+impl std::fmt::Debug for AgentFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentFilter")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Pumps one stream between its local socket and the peer until either side ends, then
 /// sends CLOSE once. With `filter`, bytes towards the socket are SSH agent requests: each
 /// refused one is answered `SSH_AGENT_FAILURE` straight back to the peer, and a malformed
@@ -216,7 +234,7 @@ impl Streams {
 pub async fn pump(
     conn: UnixStream,
     end: StreamEnd,
-    filter: Option<AgentPolicy>,
+    filter: Option<AgentFilter>,
     out: Out,
     streams: Streams,
 ) {
@@ -225,7 +243,11 @@ pub async fn pump(
     let to_local = async {
         let mut pending: Vec<u8> = Vec::new();
         while let Some(buf) = rx.recv().await {
-            let Some(policy) = &filter else {
+            let Some(AgentFilter {
+                policy,
+                on_decision,
+            }) = &filter
+            else {
                 if wr.write_all(&buf).await.is_err() {
                     return;
                 }
@@ -239,7 +261,11 @@ pub async fn pump(
                     Err(_) => return,
                 };
                 let frame: Vec<u8> = pending.drain(..4 + n).collect();
-                let ok = match policy.decide(&frame[4..]) {
+                let verdict = policy.decide(&frame[4..]);
+                if let Some(tell) = on_decision {
+                    tell(&frame[4..], verdict);
+                }
+                let ok = match verdict {
                     Verdict::Forward => wr.write_all(&frame).await.is_ok(),
                     Verdict::Refuse => send(&out, FrameType::Data, id, &FAILURE_FRAME).await,
                 };

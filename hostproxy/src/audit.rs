@@ -35,6 +35,19 @@ impl Audit {
         })
     }
 
+    /// Writes a whole record (the bridge sets `container`).
+    pub fn write(&self, rec: &AuditRecord) {
+        let Some(file) = &self.file else { return };
+        let Ok(mut line) = serde_json::to_vec(rec) else {
+            return;
+        };
+        line.push(b'\n');
+        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f.write_all(&line) {
+            tracing::warn!(error = %e, "cannot write the audit log");
+        }
+    }
+
     /// Writes one line. A write failure is logged, never fatal to the request.
     #[allow(clippy::too_many_arguments)]
     pub fn record(

@@ -19,8 +19,9 @@ use bollard::models::ExecConfig;
 use bollard::query_parameters::EventsOptionsBuilder;
 use clap::Args;
 pub use clawker_bridge::MAX_STREAMS;
-use clawker_bridge::{Out, Streams, pump, send, write_frames};
-use clawker_protocol::agent::AgentPolicy;
+use clawker_bridge::{AgentFilter, Out, Streams, pump, send, write_frames};
+use clawker_protocol::agent::{AgentPolicy, Verdict};
+use clawker_protocol::audit::AuditRecord;
 use clawker_protocol::bridge::{self, Frame, FrameType, SOCKET_GPG_AGENT, SOCKET_SSH_AGENT};
 use futures_util::StreamExt;
 use tokio::io::AsyncWrite;
@@ -63,14 +64,40 @@ pub struct BridgeArgs {
 pub struct Targets {
     pub ssh: Option<PathBuf>,
     pub gpg: Option<PathBuf>,
-    pub policy: AgentPolicy,
+    pub filter: AgentFilter,
+}
+
+/// The agent filter of `policy`, writing each decision to `audit` for `container`.
+pub fn audited_filter(
+    policy: AgentPolicy,
+    audit: std::sync::Arc<crate::audit::Audit>,
+    container: String,
+) -> AgentFilter {
+    AgentFilter {
+        policy,
+        on_decision: Some(std::sync::Arc::new(move |body: &[u8], verdict: Verdict| {
+            let (action, key) = crate::routes::describe_agent_request(body);
+            let allowed = verdict == Verdict::Forward;
+            audit.write(&AuditRecord {
+                time: crate::sessions::now_rfc3339(),
+                token: "bridge".into(),
+                container: Some(container.clone()),
+                route: "bridge:ssh-agent".into(),
+                action,
+                host: None,
+                key,
+                allowed,
+                reason: (!allowed).then(|| "not allowed by the agent policy".to_string()),
+            });
+        })),
+    }
 }
 
 async fn open_stream(frame: &Frame, targets: &Targets, streams: &Streams, out: &Out) {
     let id = frame.stream;
     let (path, filter) = match frame.payload.as_slice() {
         p if p == SOCKET_SSH_AGENT.as_bytes() => {
-            (targets.ssh.clone(), Some(targets.policy.clone()))
+            (targets.ssh.clone(), Some(targets.filter.clone()))
         }
         p if p == SOCKET_GPG_AGENT.as_bytes() => (targets.gpg.clone(), None),
         _ => (None, None),
@@ -304,7 +331,11 @@ pub async fn run(args: BridgeArgs, policy: AgentPolicy) -> Result<ExitCode> {
         .join(" and "),
         args.container
     );
-    let targets = Targets { ssh, gpg, policy };
+    let audit_path = state.root().join("logs").join("audit.jsonl");
+    let audit = crate::audit::Audit::open(&audit_path)
+        .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
+    let filter = audited_filter(policy, std::sync::Arc::new(audit), id.clone());
+    let targets = Targets { ssh, gpg, filter };
     tokio::select! {
         r = serve_bridge(output, input, pubkey, targets) => r?,
         _ = events.next() => tracing::info!("container stopped: bridge ends"),

@@ -409,7 +409,7 @@ fn filter_identities(frame: &[u8], keys: &std::collections::BTreeSet<String>) ->
 }
 
 /// An agent request as the audit log names it, with the key's fingerprint for signatures.
-fn describe_agent_request(body: &[u8]) -> (String, Option<String>) {
+pub(crate) fn describe_agent_request(body: &[u8]) -> (String, Option<String>) {
     use clawker_protocol::agent::{SignPurpose, msg, sign_purpose};
     let printable = |s: &str| {
         s.chars()

@@ -237,6 +237,39 @@ fn ssh_and_gpg_work_inside_a_container_through_the_bridge() {
     assert_eq!(String::from_utf8_lossy(&v.stdout), "gpg in a container\n");
     assert!(String::from_utf8_lossy(&v.stderr).contains("Good signature"));
 
+    // Every agent decision of the bridge is in the audit log, tied to the container.
+    let audit = std::fs::read_to_string(state.path().join("logs/audit.jsonl")).unwrap();
+    let records: Vec<clawker_protocol::audit::AuditRecord> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let decisions: Vec<_> = records
+        .iter()
+        .filter(|r| r.route == "bridge:ssh-agent")
+        .collect();
+    assert!(
+        decisions
+            .iter()
+            .all(|r| r.container.as_deref() == Some(c.0.as_str())),
+        "{audit}"
+    );
+    assert!(
+        decisions.iter().any(|r| r.action == "list" && r.allowed),
+        "{audit}"
+    );
+    assert!(
+        decisions
+            .iter()
+            .any(|r| r.action == "sign:sshsig:git" && r.allowed && r.key.is_some()),
+        "{audit}"
+    );
+    assert!(
+        decisions
+            .iter()
+            .any(|r| r.action == "message:19" && !r.allowed),
+        "ssh-add -D is audited as refused: {audit}"
+    );
+
     // The container dies: the bridge exits.
     drop(c);
     let deadline = Instant::now() + Duration::from_secs(15);
