@@ -613,27 +613,13 @@ fn reply_body(v: &Value) -> Vec<u8> {
     agent::single_frame(&bytes).unwrap().to_vec()
 }
 
-fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
 /// An SSHSIG blob as `ssh-keygen -Y sign -n NAMESPACE` sends it to the agent.
 fn sshsig(namespace: &str) -> Vec<u8> {
-    let mut d = b"SSHSIG".to_vec();
-    ssh_string(&mut d, namespace.as_bytes());
-    ssh_string(&mut d, b"");
-    ssh_string(&mut d, b"sha512");
-    ssh_string(&mut d, &[7u8; 64]);
-    d
+    agent::sshsig_blob(namespace, "sha512", &[7u8; 64])
 }
 
 fn sign_request(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut b = vec![msg::SIGN_REQUEST];
-    ssh_string(&mut b, key);
-    ssh_string(&mut b, data);
-    b.extend_from_slice(&0u32.to_be_bytes());
-    b
+    agent::sign_request(key, data, 0)
 }
 
 #[tokio::test]
@@ -679,7 +665,7 @@ async fn ssh_agent_lists_and_signs_but_refuses_lock_and_remove() {
     }
 
     let mut lock = vec![msg::LOCK];
-    ssh_string(&mut lock, b"passphrase");
+    agent::put_string(&mut lock, b"passphrase");
     for refused in [
         lock,
         vec![msg::REMOVE_ALL_IDENTITIES],

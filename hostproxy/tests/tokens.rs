@@ -237,11 +237,6 @@ async fn callback_sessions_belong_to_their_token() {
     );
 }
 
-fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
 fn reply(v: &Value) -> Vec<u8> {
     agent::single_frame(&B64.decode(v["data"].as_str().unwrap()).unwrap())
         .unwrap()
@@ -335,21 +330,8 @@ async fn an_ssh_key_scope_lists_and_signs_with_that_key_only() {
         .post("/ssh/agent", call(vec![msg::REQUEST_IDENTITIES]))
         .await;
     assert_eq!(u32::from_be_bytes(reply(&b)[1..5].try_into().unwrap()), 2);
-    let sshsig = {
-        let mut d = b"SSHSIG".to_vec();
-        ssh_string(&mut d, b"git");
-        ssh_string(&mut d, b"");
-        ssh_string(&mut d, b"sha512");
-        ssh_string(&mut d, &[1u8; 64]);
-        d
-    };
-    let sign = |key: &[u8]| {
-        let mut r = vec![msg::SIGN_REQUEST];
-        ssh_string(&mut r, key);
-        ssh_string(&mut r, &sshsig);
-        r.extend_from_slice(&0u32.to_be_bytes());
-        r
-    };
+    let sshsig = agent::sshsig_blob("git", "sha512", &[1u8; 64]);
+    let sign = |key: &[u8]| agent::sign_request(key, &sshsig, 0);
     let (_, b) = d
         .call_as(&t, Method::POST, "/ssh/agent", Some(call(sign(blob))))
         .await;

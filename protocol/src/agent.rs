@@ -93,6 +93,31 @@ pub fn single_frame(bytes: &[u8]) -> Result<&[u8], AgentFrameError> {
     Ok(&bytes[4..])
 }
 
+/// Appends an SSH `string` (u32 length + bytes).
+pub fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A SIGN_REQUEST body: `13 · string key_blob · string data · u32 flags`.
+pub fn sign_request(key_blob: &[u8], data: &[u8], flags: u32) -> Vec<u8> {
+    let mut b = vec![msg::SIGN_REQUEST];
+    put_string(&mut b, key_blob);
+    put_string(&mut b, data);
+    b.extend_from_slice(&flags.to_be_bytes());
+    b
+}
+
+/// The data `ssh-keygen -Y sign -n NAMESPACE` asks the agent to sign (PROTOCOL.sshsig).
+pub fn sshsig_blob(namespace: &str, hash_algorithm: &str, hash: &[u8]) -> Vec<u8> {
+    let mut d = b"SSHSIG".to_vec();
+    put_string(&mut d, namespace.as_bytes());
+    put_string(&mut d, b"");
+    put_string(&mut d, hash_algorithm.as_bytes());
+    put_string(&mut d, hash);
+    d
+}
+
 /// Reads an SSH `string` (u32 length + bytes) at the start of `buf`.
 pub fn read_string(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_be_bytes(buf.get(..4)?.try_into().ok()?) as usize;
@@ -297,26 +322,14 @@ mod tests {
         );
     }
 
-    fn string(out: &mut Vec<u8>, s: &[u8]) {
-        out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-        out.extend_from_slice(s);
-    }
+    use super::put_string as string;
 
     fn sign_request(key: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut b = vec![msg::SIGN_REQUEST];
-        string(&mut b, key);
-        string(&mut b, data);
-        b.extend_from_slice(&0u32.to_be_bytes());
-        b
+        super::sign_request(key, data, 0)
     }
 
-    pub(crate) fn sshsig(namespace: &str) -> Vec<u8> {
-        let mut d = b"SSHSIG".to_vec();
-        string(&mut d, namespace.as_bytes());
-        string(&mut d, b"");
-        string(&mut d, b"sha512");
-        string(&mut d, &[7u8; 64]);
-        d
+    fn sshsig(namespace: &str) -> Vec<u8> {
+        sshsig_blob(namespace, "sha512", &[7u8; 64])
     }
 
     fn userauth_with(key: &[u8], method: &[u8], hostkey: Option<&[u8]>) -> Vec<u8> {

@@ -146,11 +146,6 @@ fn timed_input(cmd: &mut Command, input: &str) -> Result<f64> {
     Ok(elapsed)
 }
 
-fn ssh_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
 fn agent_roundtrip(s: &mut UnixStream, body: &[u8]) -> Result<Vec<u8>> {
     let mut f = (body.len() as u32).to_be_bytes().to_vec();
     f.extend_from_slice(body);
@@ -177,15 +172,11 @@ fn key_blob(sock: &Path) -> Result<Vec<u8>> {
 fn sign_rate(sock: &Path, blob: &[u8], n: usize) -> Result<f64> {
     // What `ssh-keygen -Y sign -n git` asks for: an SSHSIG blob (the daemon's signing
     // policy refuses arbitrary data).
-    let mut sshsig = b"SSHSIG".to_vec();
-    ssh_string(&mut sshsig, b"git");
-    ssh_string(&mut sshsig, b"");
-    ssh_string(&mut sshsig, b"sha512");
-    ssh_string(&mut sshsig, &[0x5a; 64]);
-    let mut req = vec![13u8];
-    ssh_string(&mut req, blob);
-    ssh_string(&mut req, &sshsig);
-    req.extend_from_slice(&0u32.to_be_bytes());
+    let req = clawker_protocol::agent::sign_request(
+        blob,
+        &clawker_protocol::agent::sshsig_blob("git", "sha512", &[0x5a; 64]),
+        0,
+    );
     let mut s = UnixStream::connect(sock)?;
     let t = Instant::now();
     for _ in 0..n {
