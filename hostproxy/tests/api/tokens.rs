@@ -1,12 +1,9 @@
 //! Scoped tokens: each token gets only what it was granted, and nothing happens otherwise.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clawker_protocol::agent::{self, msg};
-use common::*;
 use hostproxy::tokens::Scope;
 use reqwest::Method;
 use serde_json::{Value, json};
