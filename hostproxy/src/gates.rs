@@ -1,7 +1,7 @@
 //! The gates of SPEC.md 4.1, run before any handler and before the body is read.
 //!
-//! Order matters and is fixed: Host (400/403) → browser requests (403) → token (401) →
-//! content type (415) → declared size (413). Routing (404/405) comes after, so an
+//! Order matters and is fixed: Host (400/403) → OPTIONS (405) → browser requests (403) →
+//! token (401) → content type (415) → declared size (413). Routing (404/405) comes after, so an
 //! unauthenticated client learns nothing about which paths exist.
 
 use std::time::Instant;
@@ -134,6 +134,13 @@ pub fn check(state: &AppState, req: &Request) -> Result<Option<Identity>, ApiErr
     let class = classify(path);
     if class != RouteClass::Api {
         return Ok(None);
+    }
+    // SPEC 4.1: OPTIONS is 405, a CORS preflight included; no CORS header is ever sent.
+    if req.method() == Method::OPTIONS {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ));
     }
     if is_browser_request(headers) {
         return Err(ApiError::forbidden(

@@ -189,6 +189,32 @@ async fn browser_requests_refused_on_api_and_no_cors() {
             .keys()
             .all(|k| !k.as_str().starts_with("access-control-"))
     );
+    // A real browser preflight: no token, Origin and Access-Control-Request-*.
+    let real = d
+        .client
+        .request(Method::OPTIONS, format!("{}/git/credential", d.base))
+        .header("Origin", "https://evil.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(real.status(), 405);
+    assert!(
+        real.headers()
+            .keys()
+            .all(|k| !k.as_str().starts_with("access-control-"))
+    );
+    let bare = d
+        .client
+        .request(Method::OPTIONS, format!("{}/open/url", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 405, "OPTIONS is 405 with or without a token");
     let preflight_health = d
         .client
         .request(Method::OPTIONS, format!("{}/health", d.base))
