@@ -1,8 +1,8 @@
 //! The gates of SPEC.md 4.1, run before any handler and before the body is read.
 //!
 //! Order matters and is fixed: Host (400/403) → OPTIONS (405) → browser requests (403) →
-//! token (401) → content type (415) → declared size (413). Routing (404/405) comes after, so an
-//! unauthenticated client learns nothing about which paths exist.
+//! unknown path (404) → token (401) → content type (415) → declared size (413). A wrong
+//! method on a known route (405) is answered by routing, after the token gate.
 
 use std::time::Instant;
 
@@ -146,6 +146,11 @@ pub fn check(state: &AppState, req: &Request) -> Result<Option<Identity>, ApiErr
         return Err(ApiError::forbidden(
             "browser requests are not allowed on the api",
         ));
+    }
+    // A path that is no route is 404 with or without a token: the routes are public, and
+    // nothing past this point can run for it anyway.
+    if req.extensions().get::<MatchedPath>().is_none() {
+        return Err(ApiError::not_found("not found"));
     }
     let identity = match &state.auth {
         Auth::Token(t) => match check_token(headers, Some(t.expose())) {
