@@ -443,7 +443,6 @@ async fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         });
     }
     print_banner(&settings, &bound, &state_dir);
-    crate::lifecycle::write_status_file(&state_dir, settings.port, &bound)?;
 
     let signals = shutdown.clone();
     tokio::spawn(async move {

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -79,18 +79,6 @@ pub fn running_pid(state: &StateDir) -> Option<u32> {
     let mut s = String::new();
     file.read_to_string(&mut s).ok()?;
     s.trim().parse().ok()
-}
-
-/// Where `status` finds what the daemon listens on.
-pub fn write_status_file(state: &StateDir, port: u16, listen: &[IpAddr]) -> Result<()> {
-    let path = state.root().join("pids").join("hostproxy.json");
-    let body = serde_json::json!({
-        "pid": std::process::id(),
-        "port": port,
-        "listen": listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    });
-    std::fs::write(&path, body.to_string())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn port_of(arg: &PortArg) -> u16 {
