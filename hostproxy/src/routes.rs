@@ -304,14 +304,7 @@ pub async fn git_credential(
         Ok(None) if req.action == GitCredentialAction::Get => {
             Err(ApiError::not_found("no credential found"))
         }
-        Ok(None) => Ok(Json(GitCredentialResponse {
-            success: true,
-            protocol: None,
-            host: None,
-            username: None,
-            password: None,
-            password_expiry_utc: None,
-        })),
+        Ok(None) => Ok(Json(GitCredentialResponse::done())),
         Err(GitError::Timeout(_)) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "git did not answer in time",
@@ -328,12 +321,14 @@ pub async fn git_credential(
 
 /// Applies the agent filter to one framed request: either the agent's reply or, for a
 /// refused message, `SSH_AGENT_FAILURE` produced here without contacting the agent.
-pub async fn relay_agent_frame(
+///
+/// `frame` has been checked to be exactly one frame by the caller.
+async fn relay_agent_frame(
     state: &AppState,
     id: &Identity,
     frame: Vec<u8>,
 ) -> Result<Vec<u8>, AgentError> {
-    let body = agent::single_frame(&frame).map_err(|_| AgentError::BadReply)?;
+    let body = &frame[4..];
     let mut verdict = state.settings.agent_policy.decide(body);
     let (action, key) = describe_agent_request(body);
     let allowed_keys = id.ssh_keys();

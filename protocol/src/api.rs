@@ -178,6 +178,20 @@ pub struct GitCredentialResponse {
     pub password_expiry_utc: Option<String>,
 }
 
+impl GitCredentialResponse {
+    /// The reply to a `store` or `erase` that went through: `{"success":true}`.
+    pub fn done() -> Self {
+        Self {
+            success: true,
+            protocol: None,
+            host: None,
+            username: None,
+            password: None,
+            password_expiry_utc: None,
+        }
+    }
+}
+
 /// `POST /ssh/agent`: one whole framed agent message, base64.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -343,14 +357,7 @@ mod tests {
 
     #[test]
     fn credential_reply_for_store_is_just_success() {
-        let r = GitCredentialResponse {
-            success: true,
-            protocol: None,
-            host: None,
-            username: None,
-            password: None,
-            password_expiry_utc: None,
-        };
+        let r = GitCredentialResponse::done();
         assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"success":true}"#);
     }
 
