@@ -16,6 +16,48 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("cannot create {0}")]
+    Dir(String, #[source] std::io::Error),
+    #[error("{0} exists and is not a socket")]
+    NotASocket(String),
+    #[error("{0} is in use by another process")]
+    InUse(String),
+    #[error("cannot use {0}")]
+    Io(String, #[source] std::io::Error),
+}
+
+/// Binds a unix socket only its owner can use: the parent directory is created 0700, the
+/// socket is 0600. A stale socket file is replaced; anything that is not a socket, or a
+/// socket something still answers on, is left alone and refused.
+pub fn bind_private_socket(
+    path: &std::path::Path,
+) -> Result<tokio::net::UnixListener, SocketError> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    let shown = || path.display().to_string();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| SocketError::Dir(dir.display().to_string(), e))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(SocketError::NotASocket(shown()));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(SocketError::InUse(shown()));
+        }
+        std::fs::remove_file(path).map_err(|e| SocketError::Io(shown(), e))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| SocketError::Io(shown(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| SocketError::Io(shown(), e))?;
+    Ok(listener)
+}
+
 /// Streams one bridge carries at once.
 pub const MAX_STREAMS: usize = 64;
 /// Chunks queued towards one local client before it counts as stalled and is closed.
@@ -309,6 +351,30 @@ mod tests {
             out.push(bridge::decode(&bytes).unwrap().unwrap().0);
         }
         out
+    }
+
+    #[tokio::test]
+    async fn private_sockets() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/agent.sock");
+        let live = bind_private_socket(&path).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert!(
+            matches!(bind_private_socket(&path), Err(SocketError::InUse(_))),
+            "a live socket is not stolen"
+        );
+        drop(live);
+        bind_private_socket(&path).expect("a stale socket is replaced");
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "keep me").unwrap();
+        assert!(matches!(
+            bind_private_socket(&file),
+            Err(SocketError::NotASocket(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
     }
 
     #[tokio::test]

@@ -71,28 +71,6 @@ pub fn parse_specs(json: &str, home: Option<&Path>) -> Result<Vec<SocketSpec>> {
     Ok(specs)
 }
 
-/// Creates a socket 0600 in a 0700 parent, replacing a stale socket file.
-pub fn create_socket(path: &Path) -> Result<UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            bail!("{} exists and is not a socket", path.display());
-        }
-        std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
-    }
-    let l = UnixListener::bind(path)
-        .with_context(|| format!("cannot create socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
-}
-
 /// Writes the host's public keyring and a `gpg.conf` that never starts a local agent.
 pub fn install_gpg_home(dir: &Path, pubkey: &[u8]) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -215,15 +193,16 @@ where
     let next_id = Arc::new(AtomicU32::new(1));
     let mut acceptors = tokio::task::JoinSet::new();
     for s in &specs {
-        let listener = match create_socket(&s.path) {
-            Ok(l) => l,
-            Err(e) => {
-                fail(out.clone(), format!("{e:#}")).await;
-                drop(out);
-                let _ = writer.await;
-                return Err(e);
-            }
-        };
+        let listener =
+            match clawker_bridge::bind_private_socket(&s.path).map_err(anyhow::Error::from) {
+                Ok(l) => l,
+                Err(e) => {
+                    fail(out.clone(), format!("{e:#}")).await;
+                    drop(out);
+                    let _ = writer.await;
+                    return Err(e);
+                }
+            };
         acceptors.spawn(accept_loop(
             listener,
             s.kind,

@@ -1,11 +1,10 @@
 //! `ssh-agent-proxy`: an SSH agent socket inside the container whose every request is
 //! forwarded to the host agent through the daemon's `/ssh/agent` route.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Parser;
@@ -36,38 +35,10 @@ fn default_socket() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".ssh").join("agent.sock"))
 }
 
-/// Binds the socket with mode 0600 (parent created 0700), replacing a stale socket file but
-/// refusing to remove anything that is not a socket or that still answers.
+/// Binds the agent socket (0600, parent 0700; see [`clawker_bridge::bind_private_socket`]).
 pub fn bind_socket(path: &Path) -> Result<UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            bail!(
-                "{} exists and is not a socket: remove it or pass another --socket",
-                path.display()
-            );
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!(
-                "{} is in use by another agent: pass another --socket",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale {}", path.display()))?;
-    }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
-    Ok(listener)
+    clawker_bridge::bind_private_socket(path)
+        .map_err(|e| anyhow::anyhow!("{:#}: pass another --socket", anyhow::Error::from(e)))
 }
 
 /// Forwards one framed request; any daemon failure becomes `SSH_AGENT_FAILURE`.
