@@ -5,11 +5,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::scratch::{Killer, ScratchDaemon, free_port, wait_port};
 use crate::{cargo, root, run};
 
 struct Stat {
@@ -42,32 +43,6 @@ fn ms(d: Duration) -> f64 {
 fn script(path: &Path, body: &str) -> Result<()> {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n"))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-struct Killer(Child);
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("nothing answered on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     Ok(())
 }
 
@@ -300,26 +275,7 @@ pub fn bench() -> Result<()> {
     let mut rows: Vec<[String; 4]> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
 
-    // Host side: git with a store helper, an ssh-agent with a key, the daemon.
-    let host_home = dir.join("host-home");
-    std::fs::create_dir_all(&host_home)?;
-    std::fs::write(dir.join("creds"), "https://alice:s3cret@github.com\n")?;
-    std::fs::write(
-        dir.join("host-gitconfig"),
-        format!(
-            "[credential]\n\thelper = store --file {}\n",
-            dir.join("creds").display()
-        ),
-    )?;
-    let host_env = [
-        ("HOME", host_home.display().to_string()),
-        (
-            "GIT_CONFIG_GLOBAL",
-            dir.join("host-gitconfig").display().to_string(),
-        ),
-        ("GIT_CONFIG_NOSYSTEM", "1".into()),
-        ("GIT_TERMINAL_PROMPT", "0".into()),
-    ];
+    // Host side: an ssh-agent with a key, then the daemon with a scratch git.
     let agent_sock = dir.join("agent.sock");
     let agent = Killer(
         Command::new("ssh-agent")
@@ -340,36 +296,16 @@ pub fn bench() -> Result<()> {
         .env("SSH_AUTH_SOCK", &agent_sock)
         .stderr(Stdio::null()))?;
     let state = dir.join("state");
-    std::fs::write(
-        dir.join("hostproxy.toml"),
-        "[open]\nrate_per_minute = 0\n[callback]\nmax_sessions = 64\n",
+    let daemon = ScratchDaemon::start(
+        &hostproxy,
+        dir,
+        Some(&agent_sock),
+        "[callback]\nmax_sessions = 64\n",
     )?;
-    let port = free_port()?;
-    let daemon = Killer(
-        Command::new(&hostproxy)
-            .args([
-                "serve",
-                "--port",
-                &port.to_string(),
-                "--browser",
-                "/bin/true",
-                "--config",
-            ])
-            .arg(dir.join("hostproxy.toml"))
-            .env("CLAWKER_STATE_DIR", &state)
-            .env("SSH_AUTH_SOCK", &agent_sock)
-            .env("RUST_LOG", "warn")
-            .envs(host_env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    wait_port(port)?;
+    let (port, token) = (daemon.port, daemon.token.clone());
+    let host_home = daemon.host_home.clone();
     std::thread::sleep(Duration::from_millis(300));
-    let idle_rss = rss_kib(daemon.0.id())?;
-    let token = std::fs::read_to_string(state.join("hostproxy.token"))?
-        .trim()
-        .to_string();
+    let idle_rss = rss_kib(daemon.process.0.id())?;
     let base = format!("http://127.0.0.1:{port}");
     let tool_env = [
         ("CLAWKER_HOST_PROXY", base.clone()),
@@ -730,7 +666,7 @@ pub fn bench() -> Result<()> {
             if conns == 64 { "≥ 20k req/s, p99 ≤ 5 ms".into() } else { "(no target)".into() },
         ]);
     }
-    let loaded_rss = rss_kib(daemon.0.id())?;
+    let loaded_rss = rss_kib(daemon.process.0.id())?;
     let sizes: Vec<String> = crate::TOOLS
         .iter()
         .map(|t| {

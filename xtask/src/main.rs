@@ -14,6 +14,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod scratch;
 
 /// The container tools: shipped static, into images we did not build.
 pub(crate) const TOOLS: [&str; 5] = [
@@ -250,49 +251,10 @@ fn schemathesis() -> Result<()> {
         run(Command::new("python3").args(["-m", "pip", "install", "-q", "schemathesis==4.32.5"]))?;
     }
     let dir = std::env::temp_dir().join(format!("hp-st-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("home"))?;
-    std::fs::write(dir.join("creds"), "https://alice:s3cret@github.com\n")?;
-    std::fs::write(
-        dir.join("gitconfig"),
-        format!(
-            "[credential]\n\thelper = store --file {}\n",
-            dir.join("creds").display()
-        ),
-    )?;
-    std::fs::write(dir.join("hostproxy.toml"), "[open]\nrate_per_minute = 0\n")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut daemon = Command::new(root().join("target/debug/hostproxy"))
-        .args([
-            "serve",
-            "--port",
-            &port.to_string(),
-            "--browser",
-            "/bin/true",
-            "--config",
-        ])
-        .arg(dir.join("hostproxy.toml"))
-        .env("CLAWKER_STATE_DIR", dir.join("state"))
-        .env("HOME", dir.join("home"))
-        .env("GIT_CONFIG_GLOBAL", dir.join("gitconfig"))
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env_remove("SSH_AUTH_SOCK")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .context("cannot start the daemon for schemathesis")?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if std::time::Instant::now() > deadline {
-            let _ = daemon.kill();
-            bail!("the daemon did not start for schemathesis");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let token = std::fs::read_to_string(dir.join("state/hostproxy.token"))?
-        .trim()
-        .to_string();
+    std::fs::create_dir_all(&dir)?;
+    let daemon =
+        scratch::ScratchDaemon::start(&root().join("target/debug/hostproxy"), &dir, None, "")?;
+    let (port, token) = (daemon.port, daemon.token.clone());
     // Not through run(): its echo would print the bearer token.
     eprintln!("xtask: running st run docs/openapi.json against the daemon on port {port}");
     let result = Command::new("st")
@@ -306,8 +268,7 @@ fn schemathesis() -> Result<()> {
         .status()
         .context("cannot run schemathesis")
         .and_then(|s| if s.success() { Ok(()) } else { bail!("schemathesis found failures (see above)") });
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
