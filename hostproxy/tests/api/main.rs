@@ -808,14 +808,6 @@ async fn ssh_agent_absent_is_503() {
 
 // ---------- callbacks ----------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn register(d: &Daemon, body: Value) -> (u16, Value) {
     d.post("/callback/register", body).await
 }

@@ -141,11 +141,7 @@ async fn callback_sessions_belong_to_their_token() {
         .tokens()
         .issue("b", None, &scopes(&["callback"]), None)
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let (s, reg) = d
         .call_as(
             &a,
@@ -188,48 +184,64 @@ async fn callback_sessions_belong_to_their_token() {
     assert_eq!(d.get(&format!("/callback/{id}/data")).await.0, 404);
     // Four live sessions per scoped token.
     for _ in 0..3 {
-        let p = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        assert_eq!(register_as(&d, &a, free_port()).await.0, 200);
+    }
+    let p = free_port();
+    assert_eq!(register_as(&d, &a, p).await.0, 429);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", p)).is_err(),
+        "a refused registration bound its port"
+    );
+    assert_eq!(register_as(&d, &b, p).await.0, 200);
+}
+
+async fn register_as(d: &Daemon, token: &str, port: u16) -> (u16, Value) {
+    d.call_as(
+        token,
+        Method::POST,
+        "/callback/register",
+        Some(json!({"port": port})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_scoped_token_is_rate_limited_on_its_own() {
+    let d = scoped(|_, _| {}).await;
+    let a = d
+        .tokens()
+        .issue("a", None, &scopes(&["callback"]), None)
+        .unwrap();
+    // Ten registrations a minute per scoped token; deleting keeps it under the session cap.
+    for _ in 0..10 {
+        let (s, reg) = register_as(&d, &a, free_port()).await;
+        assert_eq!(s, 200, "{reg}");
+        let id = reg["session_id"].as_str().unwrap();
         assert_eq!(
-            d.call_as(
-                &a,
-                Method::POST,
-                "/callback/register",
-                Some(json!({"port": p}))
-            )
-            .await
-            .0,
+            d.call_as(&a, Method::DELETE, &format!("/callback/{id}"), None)
+                .await
+                .0,
             200
         );
     }
-    let p = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    assert_eq!(
-        d.call_as(
-            &a,
-            Method::POST,
-            "/callback/register",
-            Some(json!({"port": p}))
-        )
+    let p = free_port();
+    let r = d
+        .client
+        .post(format!("{}/callback/register", d.base))
+        .bearer_auth(&a)
+        .json(&json!({"port": p}))
+        .send()
         .await
-        .0,
-        429
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", p)).is_err(),
+        "nothing listens after a refusal"
     );
+    // The user's token has no such per-token limit.
     assert_eq!(
-        d.call_as(
-            &b,
-            Method::POST,
-            "/callback/register",
-            Some(json!({"port": p}))
-        )
-        .await
-        .0,
+        d.post("/callback/register", json!({"port": p})).await.0,
         200
     );
 }

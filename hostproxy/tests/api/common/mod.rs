@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clawker_protocol::Secret;
-pub use e2e::{Agent, host_git_env, write_script};
+pub use e2e::{Agent, free_port, host_git_env, write_script};
 use hostproxy::app::Auth;
 use hostproxy::backends::{Backends, CommandLauncher, GitCommand, LoopbackBinder, UnixAgent};
 use hostproxy::config::Settings;
