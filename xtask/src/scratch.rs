@@ -60,7 +60,7 @@ impl ScratchDaemon {
             dir.join("hostproxy.toml"),
             format!("[open]\nrate_per_minute = 0\n{extra_toml}"),
         )?;
-        let host_env = vec![
+        let host_env = [
             ("HOME", host_home.display().to_string()),
             (
                 "GIT_CONFIG_GLOBAL",
