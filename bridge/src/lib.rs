@@ -60,8 +60,12 @@ pub fn bind_private_socket(
 
 /// Streams one bridge carries at once.
 pub const MAX_STREAMS: usize = 64;
-/// Chunks queued towards one local client before it counts as stalled and is closed.
+/// Chunks queued towards one local client.
 pub const STREAM_QUEUE: usize = 64;
+/// How long a full queue may stay full before its client counts as stalled and loses its
+/// stream. A client that reads makes room within microseconds; while this runs out, frames
+/// for the other streams wait behind it (once: the stalled stream is then gone).
+pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Largest DATA payload sent: well under the frame limit, big enough for bulk transfers.
 pub const CHUNK: usize = 256 * 1024;
 
@@ -214,16 +218,25 @@ impl Streams {
         Some(StreamEnd { id, rx, closed })
     }
 
-    /// DATA from the peer for stream `id`. A stream whose queue is full is closed (CLOSE
-    /// sent) instead of stalling the caller; unknown streams are ignored.
+    /// DATA from the peer for stream `id`; unknown streams are ignored. When the stream's
+    /// queue is full this waits for room up to [`STALL_TIMEOUT`], then closes the stream
+    /// (CLOSE sent) rather than stall the bridge longer.
     pub async fn deliver(&self, out: &Out, id: u32, payload: Vec<u8>) {
-        let stalled = {
-            let mut map = self.lock();
-            match map.get(&id).map(|e| e.tx.try_send(payload)) {
-                Some(Err(mpsc::error::TrySendError::Full(_))) => map.remove(&id),
+        let full = {
+            let map = self.lock();
+            match map.get(&id).map(|e| (e.tx.try_send(payload), &e.tx)) {
+                Some((Err(mpsc::error::TrySendError::Full(p)), tx)) => Some((tx.clone(), p)),
                 _ => None,
             }
         };
+        let Some((tx, payload)) = full else { return };
+        if tokio::time::timeout(STALL_TIMEOUT, tx.send(payload))
+            .await
+            .is_ok()
+        {
+            return; // queued, or the stream ended meanwhile
+        }
+        let stalled = self.lock().remove(&id);
         if let Some(e) = stalled
             && !e.closed.swap(true, Ordering::SeqCst)
         {
@@ -391,7 +404,8 @@ mod tests {
             "a refused stream takes no id"
         );
         let (out, mut rx) = mpsc::channel(1024);
-        // Stream 1 never drains its queue: the overflowing chunk closes it, once.
+        // Stream 1 never drains its queue: the overflowing chunk closes it after the stall
+        // timeout, once.
         for _ in 0..=STREAM_QUEUE {
             streams.deliver(&out, 1, vec![0]).await;
         }
@@ -413,5 +427,28 @@ mod tests {
         streams.deliver(&out, 3, b"x".to_vec()).await;
         assert_eq!(ends[2].rx.try_recv().unwrap(), b"x");
         assert_eq!(streams.len(), MAX_STREAMS - 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_keeps_its_stream_through_a_burst() {
+        let streams = Streams::default();
+        let mut end = streams.insert(1).unwrap();
+        let (out, mut rx) = mpsc::channel(16);
+        let burst = STREAM_QUEUE * 4;
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            while let Some(chunk) = end.rx.recv().await {
+                assert_eq!(chunk, vec![7u8; 1024]);
+                got += 1;
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            }
+            got
+        });
+        for _ in 0..burst {
+            streams.deliver(&out, 1, vec![7u8; 1024]).await;
+        }
+        assert!(rx.try_recv().is_err(), "no CLOSE for a client that reads");
+        streams.clear();
+        assert_eq!(reader.await.unwrap(), burst, "every chunk arrived");
     }
 }
