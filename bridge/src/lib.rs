@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use clawker_protocol::agent::{self, AgentPolicy, FAILURE_FRAME, Verdict};
 use clawker_protocol::bridge::{self, BridgeFrameError, Frame, FrameType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -70,13 +71,21 @@ pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2)
 pub const CHUNK: usize = 256 * 1024;
 
 /// Encoded frames on their way to the peer.
-pub type Out = mpsc::Sender<Vec<u8>>;
+pub type Out = mpsc::Sender<Bytes>;
 
-pub fn encode(kind: FrameType, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(9 + payload.len());
+/// Frames queued towards the peer's writer.
+const OUT_QUEUE: usize = 256;
+
+/// The queue of encoded frames towards the peer: hand the receiver to [`write_frames`].
+pub fn out_channel() -> (Out, mpsc::Receiver<Bytes>) {
+    mpsc::channel(OUT_QUEUE)
+}
+
+pub fn encode(kind: FrameType, stream: u32, payload: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(bridge::HEADER_LEN + payload.len());
     // Payloads are at most CHUNK bytes or short control strings: always within the limit.
     let _ = bridge::encode_parts(kind, stream, payload, &mut v);
-    v
+    v.into()
 }
 
 /// Queues one frame; false when the writer is gone.
@@ -88,7 +97,7 @@ pub async fn send(out: &Out, kind: FrameType, stream: u32, payload: &[u8]) -> bo
 /// output down when every sender is gone.
 pub async fn write_frames<W: AsyncWrite + Unpin>(
     mut output: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Bytes>,
 ) -> std::io::Result<()> {
     while let Some(bytes) = rx.recv().await {
         output.write_all(&bytes).await?;
@@ -331,15 +340,23 @@ pub async fn pump(
         }
     };
     let from_local = async {
-        let mut buf = vec![0u8; CHUNK];
+        // Each DATA frame is read in place behind room for its header and handed to the
+        // writer as is; once the writer has dropped it, `reserve` takes the same allocation
+        // back, so a bulk transfer neither copies nor allocates per chunk.
+        let mut buf = BytesMut::new();
         loop {
-            match rd.read(&mut buf).await {
+            buf.reserve(bridge::HEADER_LEN + CHUNK);
+            buf.put_bytes(0, bridge::HEADER_LEN);
+            let n = match rd.read_buf(&mut (&mut buf).limit(CHUNK)).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !send(&out, FrameType::Data, id, &buf[..n]).await {
-                        break;
-                    }
-                }
+                Ok(n) => n,
+            };
+            let Ok(header) = bridge::header(FrameType::Data, id, n) else {
+                break; // unreachable: n ≤ CHUNK
+            };
+            buf[..bridge::HEADER_LEN].copy_from_slice(&header);
+            if out.send(buf.split().freeze()).await.is_err() {
+                break;
             }
         }
     };
@@ -358,7 +375,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
 
-    fn drain(rx: &mut mpsc::Receiver<Vec<u8>>) -> Vec<Frame> {
+    fn drain(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Frame> {
         let mut out = Vec::new();
         while let Ok(bytes) = rx.try_recv() {
             out.push(bridge::decode(&bytes).unwrap().unwrap().0);

@@ -26,7 +26,6 @@ use clawker_protocol::bridge::{self, Frame, FrameType, SOCKET_GPG_AGENT, SOCKET_
 use futures_util::StreamExt;
 use tokio::io::AsyncWrite;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
 
 use crate::state::StateDir;
 
@@ -124,7 +123,7 @@ pub async fn serve_bridge<W>(
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out, out_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (out, out_rx) = clawker_bridge::out_channel();
     let writer = tokio::spawn(write_frames(input, out_rx));
     if let Some(key) = &pubkey {
         send(&out, FrameType::Pubkey, 0, key).await;

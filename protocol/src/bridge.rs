@@ -101,21 +101,37 @@ impl Frame {
     }
 }
 
-/// Encodes a frame from its parts without building a [`Frame`] (no payload copy).
+/// Bytes before a frame's payload: length (4), type (1), stream id (4).
+pub const HEADER_LEN: usize = 4 + MIN_FRAME_LEN;
+
+/// The header of a frame whose payload is `payload_len` bytes long, for writers that put the
+/// payload behind it themselves (no copy of the payload).
+pub fn header(
+    kind: FrameType,
+    stream: u32,
+    payload_len: usize,
+) -> Result<[u8; HEADER_LEN], BridgeFrameError> {
+    if payload_len > MAX_PAYLOAD {
+        return Err(BridgeFrameError::PayloadTooLarge(payload_len));
+    }
+    let len = (MIN_FRAME_LEN + payload_len) as u32;
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(&len.to_be_bytes());
+    h[4] = kind.to_u8();
+    h[5..].copy_from_slice(&stream.to_be_bytes());
+    Ok(h)
+}
+
+/// Encodes a frame from its parts without building a [`Frame`].
 pub fn encode_parts(
     kind: FrameType,
     stream: u32,
     payload: &[u8],
     dst: &mut Vec<u8>,
 ) -> Result<(), BridgeFrameError> {
-    if payload.len() > MAX_PAYLOAD {
-        return Err(BridgeFrameError::PayloadTooLarge(payload.len()));
-    }
-    let len = (MIN_FRAME_LEN + payload.len()) as u32;
-    dst.reserve(4 + len as usize);
-    dst.extend_from_slice(&len.to_be_bytes());
-    dst.push(kind.to_u8());
-    dst.extend_from_slice(&stream.to_be_bytes());
+    let h = header(kind, stream, payload.len())?;
+    dst.reserve(HEADER_LEN + payload.len());
+    dst.extend_from_slice(&h);
     dst.extend_from_slice(payload);
     Ok(())
 }
@@ -203,6 +219,21 @@ mod tests {
             .encode()
             .unwrap();
         assert_eq!(&b[5..9], &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn header_is_the_head_of_the_encoded_frame() {
+        let payload = b"agent bytes";
+        let whole = Frame::new(FrameType::Data, 7, payload.to_vec())
+            .encode()
+            .unwrap();
+        let h = header(FrameType::Data, 7, payload.len()).unwrap();
+        assert_eq!(&whole[..HEADER_LEN], &h);
+        assert_eq!(&whole[HEADER_LEN..], payload);
+        assert_eq!(
+            header(FrameType::Data, 1, MAX_PAYLOAD + 1),
+            Err(BridgeFrameError::PayloadTooLarge(MAX_PAYLOAD + 1))
+        );
     }
 
     #[test]

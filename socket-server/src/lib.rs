@@ -19,7 +19,6 @@ use clawker_protocol::env;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
-use tokio::sync::mpsc;
 /// Seconds to wait for PUBKEY when a gpg-agent socket is listed.
 pub const PUBKEY_TIMEOUT_VAR: &str = "CLAWKER_SOCKET_SERVER_PUBKEY_TIMEOUT";
 
@@ -148,7 +147,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (out, out_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (out, out_rx) = clawker_bridge::out_channel();
     let writer = tokio::spawn(write_frames(output, out_rx));
     let mut reader = FrameReader::new(input);
     let fail = |out: Out, msg: String| async move {
@@ -241,11 +240,28 @@ where
 type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
 type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
 
+/// Pipe capacity asked for on stdin/stdout: a 256 KiB frame fits whole, so a frame is one
+/// write and the peer drains it without waking us four times (the default is 64 KiB).
+/// Linux grants up to `/proc/sys/fs/pipe-max-size` (1 MiB by default) without privilege.
+const PIPE_CAPACITY: libc::c_int = 1024 * 1024;
+
+/// Grows a pipe's buffer; a refusal (not a pipe, over the limit) leaves it as it was.
+#[allow(unsafe_code)]
+fn grow_pipe(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl(F_SETPIPE_SZ) on a descriptor we borrow; it touches no memory of ours.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY);
+    }
+}
+
 /// stdin/stdout as non-blocking pipes when they are pipes (as under `docker exec -i`), so
 /// bulk traffic does not go through tokio's blocking-thread stdio; plain stdio otherwise.
 fn stdio() -> std::io::Result<(BoxRead, BoxWrite)> {
     use std::os::fd::AsFd;
     use tokio::net::unix::pipe;
+    grow_pipe(std::io::stdin().as_fd());
+    grow_pipe(std::io::stdout().as_fd());
     let input: BoxRead = match std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
