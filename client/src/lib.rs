@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub mod blocking;
+
 use clawker_protocol::api::ErrorResponse;
 use clawker_protocol::{Secret, env};
 use serde::Serialize;
@@ -21,7 +23,7 @@ pub enum ClientError {
         url: String,
         var: &'static str,
         #[source]
-        source: reqwest::Error,
+        source: BoxError,
     },
     #[error("{var}={value:?} is not a usable http:// url")]
     BadUrl { var: &'static str, value: String },
@@ -46,9 +48,12 @@ pub enum ClientError {
     Decode {
         url: String,
         #[source]
-        source: reqwest::Error,
+        source: BoxError,
     },
 }
+
+/// The cause under a [`ClientError`]: reqwest's, or an I/O or JSON error of [`blocking`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ClientError {
     /// The HTTP status the daemon answered with, if it answered.
@@ -159,7 +164,7 @@ impl Client {
                 .map_err(|source| ClientError::Unreachable {
                     url: self.base.clone(),
                     var: env::HOST_PROXY,
-                    source,
+                    source: source.into(),
                 })?;
         let status = resp.status().as_u16();
         if status == 401 {
@@ -181,7 +186,7 @@ impl Client {
             .await
             .map_err(|source| ClientError::Decode {
                 url: self.base.clone(),
-                source,
+                source: source.into(),
             })
     }
 

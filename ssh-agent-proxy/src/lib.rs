@@ -1,5 +1,11 @@
 //! `ssh-agent-proxy`: an SSH agent socket inside the container whose every request is
 //! forwarded to the host agent through the daemon's `/ssh/agent` route.
+//!
+//! The listener and the signals run on a small async runtime; each agent client gets a
+//! thread with blocking I/O and its own kept-alive connection to the daemon
+//! ([`clawker_client::blocking::Conn`]). A signature is a strict request/reply exchange, so
+//! the shortest path for it is a thread that reads the client, writes the daemon and reads
+//! the reply without handing the bytes to another task (measured in BENCHMARKS.md).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,12 +14,14 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Parser;
-use clawker_client::Client;
+use clawker_client::blocking::Conn;
 use clawker_protocol::Secret;
 use clawker_protocol::agent::{self, FAILURE_FRAME};
 use clawker_protocol::api::{SshAgentRequest, SshAgentResponse, routes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use tokio::net::UnixListener;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,14 +50,11 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener> {
 }
 
 /// Forwards one framed request; any daemon failure becomes `SSH_AGENT_FAILURE`.
-pub async fn forward(client: &Client, frame: &[u8]) -> Vec<u8> {
+pub fn forward(conn: &mut Conn, frame: &[u8]) -> Vec<u8> {
     let req = SshAgentRequest {
         data: Secret::new(B64.encode(frame)),
     };
-    match client
-        .post::<_, SshAgentResponse>(routes::SSH_AGENT, &req)
-        .await
-    {
+    match conn.post::<_, SshAgentResponse>(routes::SSH_AGENT, &req) {
         Ok(reply) => match B64.decode(reply.data.expose()) {
             Ok(bytes) if agent::single_frame(&bytes).is_ok() => bytes,
             _ => FAILURE_FRAME.to_vec(),
@@ -61,11 +66,11 @@ pub async fn forward(client: &Client, frame: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Serves one client until it hangs up or sends a malformed frame.
-pub async fn serve_client(client: Client, mut stream: UnixStream) {
+/// Serves one client, blocking, until it hangs up or sends a malformed frame.
+pub fn serve_client(conn: &mut Conn, mut stream: UnixStream) {
     let mut prefix = [0u8; 4];
     loop {
-        if stream.read_exact(&mut prefix).await.is_err() {
+        if stream.read_exact(&mut prefix).is_err() {
             return;
         }
         let len = match agent::frame_len(&prefix) {
@@ -74,21 +79,51 @@ pub async fn serve_client(client: Client, mut stream: UnixStream) {
         };
         let mut frame = vec![0u8; 4 + len];
         frame[..4].copy_from_slice(&prefix);
-        if stream.read_exact(&mut frame[4..]).await.is_err() {
+        if stream.read_exact(&mut frame[4..]).is_err() {
             return;
         }
-        let reply = forward(&client, &frame).await;
-        if stream.write_all(&reply).await.is_err() {
+        let reply = forward(conn, &frame);
+        if stream.write_all(&reply).is_err() {
             return;
         }
     }
 }
 
-pub async fn run(listener: UnixListener, client: Client) {
+/// Daemon connections kept for the next client (`ssh-keygen -Y sign` connects anew each run).
+const IDLE_CONNS: usize = 4;
+
+/// Accepts clients until the listener fails for good; each one is served on its own thread.
+pub async fn run(listener: UnixListener, base: String, token: Option<Secret<String>>) {
+    let idle: Arc<Mutex<Vec<Conn>>> = Arc::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(serve_client(client.clone(), stream));
+                let client = stream.into_std().and_then(|s| {
+                    s.set_nonblocking(false)?;
+                    Ok(s)
+                });
+                let reused = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let conn = reused.map_or_else(|| Conn::new(&base, token.clone()), Ok);
+                match (client, conn) {
+                    (Ok(client), Ok(mut conn)) => {
+                        let idle = idle.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("agent-client".into())
+                            .stack_size(256 * 1024)
+                            .spawn(move || {
+                                serve_client(&mut conn, client);
+                                let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+                                if idle.len() < IDLE_CONNS {
+                                    idle.push(conn);
+                                }
+                            });
+                        if let Err(e) = spawned {
+                            eprintln!("ssh-agent-proxy: cannot serve a client: {e}");
+                        }
+                    }
+                    (Err(e), _) => eprintln!("ssh-agent-proxy: cannot serve a client: {e}"),
+                    (_, Err(e)) => eprintln!("ssh-agent-proxy: {e}"),
+                }
             }
             Err(e) => {
                 eprintln!("ssh-agent-proxy: accept failed: {e}");
@@ -105,7 +140,10 @@ pub fn main() -> ExitCode {
             Some(p) => p,
             None => default_socket()?,
         };
-        let client = Client::from_env()?;
+        let base = clawker_client::base_from_env()?;
+        let token = clawker_client::token_from_env()?;
+        // Fails here, before the socket exists, if the URL cannot be used.
+        Conn::new(&base, token.clone())?;
         let rt = clawker_client::runtime()?;
         rt.block_on(async {
             let listener = bind_socket(&path)?;
@@ -116,7 +154,7 @@ pub fn main() -> ExitCode {
                 out.flush()?;
             }
             tokio::select! {
-                () = run(listener, client) => {}
+                () = run(listener, base, token) => {}
                 () = clawker_client::terminated() => {}
             }
             let _ = std::fs::remove_file(&path);

@@ -1,0 +1,393 @@
+//! One blocking HTTP/1.1 keep-alive connection to the daemon, for the hot path where each
+//! request's latency is the product: `ssh-agent-proxy` sends every agent message as one POST
+//! and waits for it. A thread per agent client owns one [`Conn`]; there is no pool, no async
+//! runtime and no task hand-off between the client's socket and the daemon's.
+//!
+//! The request is written in one piece; the reply's head is parsed by `httparse` and its body
+//! must carry a `Content-Length` (the daemon's JSON replies always do). A kept-alive
+//! connection the daemon has closed in the meantime (it closes idle ones after 10 s) is
+//! noticed before any reply byte arrives, and the request is sent once more on a new one
+//! (safe for the agent route it serves: a request that got no reply byte was not answered).
+//! Like [`crate::Client`], it never goes through an `HTTP_PROXY`: the token stays between the
+//! container and the host.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use clawker_protocol::api::ErrorResponse;
+use clawker_protocol::{Secret, env};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::ClientError;
+
+/// Largest reply head and body accepted (agent replies are at most 256 KiB, base64'd).
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_BODY: usize = 2 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A connection to the daemon at one base URL.
+#[derive(Debug)]
+pub struct Conn {
+    base: String,
+    url: url::Url,
+    /// `Host` header value: host, and the port unless it is the scheme's default.
+    host: String,
+    token: Option<Secret<String>>,
+    stream: Option<TcpStream>,
+    /// Bytes read past the end of the previous reply (none with a well-behaved peer).
+    buf: Vec<u8>,
+}
+
+/// How one exchange failed.
+enum Failure {
+    /// Nothing of a reply arrived: on a reused connection the daemon most likely closed it
+    /// while idle, and the request can go again on a new one.
+    NoReply(std::io::Error),
+    /// The connection broke or sent something unusable after the reply had begun.
+    Broken(std::io::Error),
+}
+
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    keep_alive: bool,
+}
+
+impl Conn {
+    /// A connection (opened on first use) to `base`, as returned by [`crate::base_from_env`].
+    pub fn new(base: &str, token: Option<Secret<String>>) -> Result<Self, ClientError> {
+        let bad = || ClientError::BadUrl {
+            var: env::HOST_PROXY,
+            value: base.to_string(),
+        };
+        let url = url::Url::parse(base).map_err(|_| bad())?;
+        let host_str = url.host_str().ok_or_else(bad)?;
+        let host = match url.port() {
+            Some(p) => format!("{host_str}:{p}"),
+            None => host_str.to_string(),
+        };
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            url,
+            host,
+            token,
+            stream: None,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn from_env() -> Result<Self, ClientError> {
+        Self::new(&crate::base_from_env()?, crate::token_from_env()?)
+    }
+
+    fn unreachable(&self, source: std::io::Error) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            var: env::HOST_PROXY,
+            source: source.into(),
+        }
+    }
+
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        let addrs = self.url.socket_addrs(|| Some(80))?;
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    s.set_nodelay(true)?;
+                    s.set_read_timeout(Some(REPLY_TIMEOUT))?;
+                    s.set_write_timeout(Some(REPLY_TIMEOUT))?;
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// POSTs `body` as JSON to `path` and decodes the reply, like [`crate::Client::post`].
+    pub fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let json = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            url: self.base.clone(),
+            source: e.into(),
+        })?;
+        let mut req = Vec::with_capacity(256 + json.len());
+        req.extend_from_slice(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+                self.host,
+                json.len()
+            )
+            .as_bytes(),
+        );
+        if let Some(t) = &self.token {
+            req.extend_from_slice(b"Authorization: Bearer ");
+            req.extend_from_slice(t.expose().as_bytes());
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(&json);
+        let reply = self.exchange(&req);
+        // The request held the token: do not leave it in freed memory longer than needed.
+        req.fill(0);
+        let reply = reply?;
+        match reply.status {
+            401 => Err(ClientError::Unauthorized {
+                url: self.base.clone(),
+                token: env::HOST_PROXY_TOKEN,
+                token_file: env::HOST_PROXY_TOKEN_FILE,
+            }),
+            200..=299 => serde_json::from_slice(&reply.body).map_err(|e| ClientError::Decode {
+                url: self.base.clone(),
+                source: e.into(),
+            }),
+            status => Err(ClientError::Status {
+                status,
+                message: serde_json::from_slice::<ErrorResponse>(&reply.body)
+                    .map(|e| e.error)
+                    .unwrap_or_else(|_| "no error message".into()),
+            }),
+        }
+    }
+
+    /// Sends `req` and reads the reply, on the kept-alive connection if there is one, and
+    /// once more on a new connection if that one turns out to be closed.
+    fn exchange(&mut self, req: &[u8]) -> Result<Reply, ClientError> {
+        let mut reused = self.stream.is_some();
+        loop {
+            let mut stream = match self.stream.take() {
+                Some(s) => s,
+                None => {
+                    self.buf.clear();
+                    self.connect().map_err(|e| self.unreachable(e))?
+                }
+            };
+            match exchange_on(&mut stream, &mut self.buf, req) {
+                Ok(reply) => {
+                    if reply.keep_alive {
+                        self.stream = Some(stream);
+                    }
+                    return Ok(reply);
+                }
+                Err(Failure::NoReply(_)) if reused => reused = false,
+                Err(Failure::NoReply(e) | Failure::Broken(e)) => return Err(self.unreachable(e)),
+            }
+        }
+    }
+}
+
+fn invalid(msg: &'static str) -> Failure {
+    Failure::Broken(std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
+}
+
+fn exchange_on(stream: &mut TcpStream, buf: &mut Vec<u8>, req: &[u8]) -> Result<Reply, Failure> {
+    stream.write_all(req).map_err(Failure::NoReply)?;
+    let mut chunk = [0u8; 16 * 1024];
+    let mut got_any = !buf.is_empty();
+    let (head_len, status, content_length, keep_alive) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let mut length = None;
+                let mut keep = resp.version == Some(1);
+                for h in resp.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        length = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse::<usize>().ok());
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        return Err(invalid("the daemon sent a chunked reply"));
+                    } else if h.name.eq_ignore_ascii_case("connection") {
+                        keep = !h.value.eq_ignore_ascii_case(b"close");
+                    }
+                }
+                let Some(length) = length else {
+                    return Err(invalid("the daemon's reply has no Content-Length"));
+                };
+                break (n, resp.code.unwrap_or(0), length, keep);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            Ok(httparse::Status::Partial) => return Err(invalid("the reply head is too large")),
+            Err(_) => return Err(invalid("the daemon sent a malformed reply")),
+        }
+        let n = match stream.read(&mut chunk) {
+            Ok(0) if !got_any => {
+                return Err(Failure::NoReply(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(0) => return Err(Failure::Broken(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => n,
+            Err(e) if !got_any => return Err(Failure::NoReply(e)),
+            Err(e) => return Err(Failure::Broken(e)),
+        };
+        got_any = true;
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    if content_length > MAX_BODY {
+        return Err(invalid("the daemon's reply is too large"));
+    }
+    let end = head_len + content_length;
+    while buf.len() < end {
+        let n = stream.read(&mut chunk).map_err(Failure::Broken)?;
+        if n == 0 {
+            return Err(Failure::Broken(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[head_len..end].to_vec();
+    buf.drain(..end);
+    Ok(Reply {
+        status,
+        body,
+        keep_alive,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::net::TcpListener;
+
+    /// A one-thread server: answers each request on a connection with `replies` in turn,
+    /// closing the connection after `per_conn` replies. Returns its base URL.
+    fn server(
+        replies: Vec<&'static str>,
+        per_conn: usize,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let h = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut replies = replies.into_iter().peekable();
+            'conns: for conn in l.incoming() {
+                let conn = conn.unwrap();
+                let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                for _ in 0..per_conn {
+                    let mut head = String::new();
+                    let mut len = 0;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap() == 0 {
+                            continue 'conns;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    r.read_exact(&mut body).unwrap();
+                    seen.push(format!("{head}{}", String::from_utf8(body).unwrap()));
+                    let Some(reply) = replies.next() else {
+                        break 'conns;
+                    };
+                    w.write_all(reply.as_bytes()).unwrap();
+                    if replies.peek().is_none() {
+                        break 'conns;
+                    }
+                }
+            }
+            seen
+        });
+        (base, h)
+    }
+
+    fn ok(body: &'static str) -> &'static str {
+        Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        )
+    }
+
+    #[test]
+    fn keeps_the_connection_and_sends_host_token_and_json() {
+        let (base, h) = server(vec![ok(r#"{"n":1}"#), ok(r#"{"n":2}"#)], 2);
+        let mut c = Conn::new(&base, Some(Secret::new("tok".into()))).unwrap();
+        let a: serde_json::Value = c
+            .post("/ssh/agent", &serde_json::json!({"data": "AA=="}))
+            .unwrap();
+        let b: serde_json::Value = c
+            .post("/ssh/agent", &serde_json::json!({"data": "AQ=="}))
+            .unwrap();
+        assert_eq!((a["n"].as_u64(), b["n"].as_u64()), (Some(1), Some(2)));
+        let seen = h.join().unwrap();
+        assert_eq!(seen.len(), 2, "both requests on one connection");
+        let host = base.trim_start_matches("http://");
+        assert!(
+            seen[0].starts_with("POST /ssh/agent HTTP/1.1\r\n"),
+            "{}",
+            seen[0]
+        );
+        assert!(
+            seen[0].contains(&format!("Host: {host}\r\n")),
+            "{}",
+            seen[0]
+        );
+        assert!(seen[0].contains("Authorization: Bearer tok\r\n"));
+        assert!(seen[0].contains("Content-Type: application/json\r\n"));
+        assert!(seen[1].ends_with(r#"{"data":"AQ=="}"#), "{}", seen[1]);
+    }
+
+    #[test]
+    fn a_connection_closed_while_idle_is_replaced_once() {
+        // The server closes every connection after one reply, as the daemon does to idle ones.
+        let (base, h) = server(vec![ok(r#"{"n":1}"#), ok(r#"{"n":2}"#)], 1);
+        let mut c = Conn::new(&base, None).unwrap();
+        let _: serde_json::Value = c.post("/x", &1).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let b: serde_json::Value = c.post("/x", &2).unwrap();
+        assert_eq!(b["n"].as_u64(), Some(2));
+        assert_eq!(h.join().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn statuses_become_the_clients_errors() {
+        let (base, _h) = server(
+            vec![
+                "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n",
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 33\r\n\r\n{\"success\":false,\"error\":\"no ag\"}",
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+            ],
+            3,
+        );
+        let mut c = Conn::new(&base, None).unwrap();
+        let e = c.post::<_, serde_json::Value>("/x", &1).unwrap_err();
+        assert_eq!(e.status(), Some(401));
+        let e = c.post::<_, serde_json::Value>("/x", &1).unwrap_err();
+        assert_eq!(e.status(), Some(503));
+        assert!(e.to_string().contains("no ag"), "{e}");
+        let e = c.post::<_, serde_json::Value>("/x", &1).unwrap_err();
+        assert!(e.is_unreachable(), "a chunked reply is refused: {e}");
+    }
+
+    #[test]
+    fn nothing_listening_is_unreachable_naming_the_url() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let e = Conn::new(&base, None)
+            .unwrap()
+            .post::<_, serde_json::Value>("/x", &1)
+            .unwrap_err();
+        assert!(e.is_unreachable());
+        assert!(e.to_string().contains(&base), "{e}");
+    }
+}
