@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use clawker_client::{Client, ClientError};
+use clawker_client::ClientError;
+use clawker_client::blocking::Conn;
 use clawker_protocol::api::{
     GitCredentialAction, GitCredentialRequest, GitCredentialResponse, routes,
 };
@@ -89,7 +90,7 @@ pub fn format_reply(reply: &GitCredentialResponse) -> Result<String> {
     Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
 }
 
-pub async fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<ExitCode> {
     let Ok(action) = args.action.parse::<GitCredentialAction>() else {
         // git may grow new actions; a helper ignores what it does not know.
         return Ok(ExitCode::SUCCESS);
@@ -102,11 +103,8 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let Some(request) = build_request(action, &input)? else {
         return Ok(ExitCode::SUCCESS);
     };
-    let client = Client::from_env()?;
-    match client
-        .post::<_, GitCredentialResponse>(routes::GIT_CREDENTIAL, &request)
-        .await
-    {
+    // One request: a blocking connection starts faster than an async runtime and client.
+    match Conn::from_env()?.post::<_, GitCredentialResponse>(routes::GIT_CREDENTIAL, &request) {
         Ok(reply) => {
             if action == GitCredentialAction::Get {
                 let text = format_reply(&reply)?;
@@ -129,10 +127,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let result = clawker_client::runtime()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(args)));
-    clawker_client::exit_code("git-credential-clawker", result)
+    clawker_client::exit_code("git-credential-clawker", run(args))
 }
 
 #[cfg(test)]

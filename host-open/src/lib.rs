@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use clawker_client::Client;
+use clawker_client::blocking::Conn;
 use clawker_protocol::Secret;
 use clawker_protocol::api::{
     CallbackRegisterRequest, CallbackRegisterResponse, OpenUrlRequest, OpenUrlResponse, routes,
@@ -61,18 +61,16 @@ fn spawn_forwarder(session: &Secret<String>, port: u16) -> std::io::Result<u32> 
     cmd.spawn().map(|c| c.id())
 }
 
-async fn register(client: &Client, redirect: &OAuthRedirect) -> Result<()> {
-    let reply: CallbackRegisterResponse = client
-        .post(
-            routes::CALLBACK_REGISTER,
-            &CallbackRegisterRequest {
-                port: i64::from(redirect.port),
-                path: Some(redirect.path.clone()),
-                timeout_seconds: None,
-                state: redirect.state.clone().map(Secret::new),
-            },
-        )
-        .await?;
+fn register(client: &mut Conn, redirect: &OAuthRedirect) -> Result<()> {
+    let reply: CallbackRegisterResponse = client.post(
+        routes::CALLBACK_REGISTER,
+        &CallbackRegisterRequest {
+            port: i64::from(redirect.port),
+            path: Some(redirect.path.clone()),
+            timeout_seconds: None,
+            state: redirect.state.clone().map(Secret::new),
+        },
+    )?;
     spawn_forwarder(&reply.session_id, redirect.port).context("cannot start callback-forwarder")?;
     eprintln!(
         "host-open: waiting for the login to redirect to port {}",
@@ -81,12 +79,13 @@ async fn register(client: &Client, redirect: &OAuthRedirect) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(args: Args) -> Result<ExitCode> {
+pub fn run(args: Args) -> Result<ExitCode> {
     let url =
         url::Url::parse(&args.url).with_context(|| format!("{:?} is not a valid url", args.url))?;
-    let client = Client::from_env()?;
+    // At most two requests: a blocking connection starts faster than an async runtime.
+    let mut client = Conn::from_env()?;
     if let Some(redirect) = detect_oauth(&url)
-        && let Err(e) = register(&client, &redirect).await
+        && let Err(e) = register(&mut client, &redirect)
     {
         let unreachable = e
             .downcast_ref::<clawker_client::ClientError>()
@@ -97,15 +96,12 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         eprintln!("host-open: the login callback will not reach this container: {e:#}");
     }
     // The URL is opened exactly as given; the daemon canonicalises and validates it.
-    match client
-        .post::<_, OpenUrlResponse>(
-            routes::OPEN_URL,
-            &OpenUrlRequest {
-                url: args.url.clone(),
-            },
-        )
-        .await
-    {
+    match client.post::<_, OpenUrlResponse>(
+        routes::OPEN_URL,
+        &OpenUrlRequest {
+            url: args.url.clone(),
+        },
+    ) {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(e) if e.is_unreachable() => Ok(print_for_user(&args.url, &anyhow::Error::from(e))),
         Err(e) => Err(e.into()),
@@ -120,8 +116,5 @@ fn print_for_user(url: &str, e: &anyhow::Error) -> ExitCode {
 
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let result = clawker_client::runtime()
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run(args)));
-    clawker_client::exit_code("host-open", result)
+    clawker_client::exit_code("host-open", run(args))
 }
