@@ -504,15 +504,20 @@ pub fn bench() -> Result<()> {
         ("bridge", &bridge_ssh),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 4];
-    for _ in 0..5 {
+    for _ in 0..12 {
         for (i, (name, p)) in lanes.iter().enumerate() {
             rates[i].push(
-                sign_rate(p, &blob, 300)
+                sign_rate(p, &blob, 150)
                     .with_context(|| format!("signing through the {name} lane"))?,
             );
         }
     }
     let st: Vec<Stat> = rates.into_iter().map(stat).collect();
+    // The floor under the bridge lane: a request-sized echo through a bare exec'd `cat`.
+    let rtt = stat(
+        crate::exec_stream::round_trip_ms(&cid, 160, 12, 150).context("the bare exec stream")?,
+    );
+    let ceiling = 1.0 / (1.0 / st[0].median + rtt.median / 1000.0);
     rows.push([
         "SSH agent signing (ed25519, sequential)".into(),
         format!(
@@ -521,9 +526,12 @@ pub fn bench() -> Result<()> {
             fmt_rate(&st[3], "sign/s")
         ),
         format!(
-            "direct to ssh-agent: {}; socat unix↔tcp relay: {}",
+            "direct to ssh-agent: {}; socat unix↔tcp relay: {}; bare `docker exec` echo (no bridge): {} a round trip, so a bridge could at best do {:.0} sign/s ({:.2}× direct)",
             fmt_rate(&st[0], "sign/s"),
-            fmt_rate(&st[2], "sign/s")
+            fmt_rate(&st[2], "sign/s"),
+            fmt_ms(&rtt),
+            ceiling,
+            ceiling / st[0].median
         ),
         format!(
             "HTTP ≥ 0.85×, bridge ≥ 0.95× direct → **HTTP {:.2}×, bridge {:.2}×, socat {:.2}×**",
@@ -552,20 +560,22 @@ pub fn bench() -> Result<()> {
             .spawn()?,
     );
     wait_path(&relay2_sock)?;
-    let (mut b, mut d, mut s) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..3 {
+    let (mut b, mut d, mut s, mut e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
         b.push(push_rate(&bridge_gpg, total).context("bulk through the bridge")?);
         d.push(push_rate(&sink_sock, total).context("bulk direct")?);
         s.push(push_rate(&relay2_sock, total).context("bulk through socat")?);
+        e.push(crate::exec_stream::out_rate(&cid, total).context("bulk out of a bare exec")?);
     }
-    let (b, d, s) = (stat(b), stat(d), stat(s));
+    let (b, d, s, e) = (stat(b), stat(d), stat(s), stat(e));
     rows.push([
         "bridge bulk throughput (256 MiB)".into(),
         format!("through the bridge: {}", fmt_rate(&b, "MiB/s")),
         format!(
-            "direct unix socket: {}; socat relay: {}",
+            "direct unix socket: {}; socat relay: {}; bare `docker exec` stdout (`dd` in the container, no bridge): {}",
             fmt_rate(&d, "MiB/s"),
-            fmt_rate(&s, "MiB/s")
+            fmt_rate(&s, "MiB/s"),
+            fmt_rate(&e, "MiB/s")
         ),
         format!(
             "≥ 0.5× direct and ≥ 1.5× socat → **{:.2}× direct, {:.2}× socat**",

@@ -14,6 +14,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod exec_stream;
 mod scratch;
 
 /// The container tools: shipped static, into images we did not build.
