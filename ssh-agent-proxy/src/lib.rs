@@ -20,6 +20,7 @@ use clawker_protocol::agent::{self, FAILURE_FRAME};
 use clawker_protocol::api::{SshAgentRequest, SshAgentResponse, routes};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::UnixListener;
 
@@ -91,13 +92,22 @@ pub fn serve_client(conn: &mut Conn, mut stream: UnixStream) {
 
 /// Daemon connections kept for the next client (`ssh-keygen -Y sign` connects anew each run).
 const IDLE_CONNS: usize = 4;
+/// Agent clients served at once (a thread each); one more is closed at once.
+pub const MAX_CLIENTS: usize = 64;
 
 /// Accepts clients until the listener fails for good; each one is served on its own thread.
 pub async fn run(listener: UnixListener, base: String, token: Option<Secret<String>>) {
     let idle: Arc<Mutex<Vec<Conn>>> = Arc::default();
+    let live = Arc::new(AtomicUsize::new(0));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                if live.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                    eprintln!(
+                        "ssh-agent-proxy: {MAX_CLIENTS} clients connected; closing a new one"
+                    );
+                    continue; // dropping the stream closes it
+                }
                 let client = stream.into_std().and_then(|s| {
                     s.set_nonblocking(false)?;
                     Ok(s)
@@ -107,17 +117,24 @@ pub async fn run(listener: UnixListener, base: String, token: Option<Secret<Stri
                 match (client, conn) {
                     (Ok(client), Ok(mut conn)) => {
                         let idle = idle.clone();
+                        let live = live.clone();
+                        live.fetch_add(1, Ordering::SeqCst);
                         let spawned = std::thread::Builder::new()
                             .name("agent-client".into())
                             .stack_size(256 * 1024)
-                            .spawn(move || {
-                                serve_client(&mut conn, client);
-                                let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
-                                if idle.len() < IDLE_CONNS {
-                                    idle.push(conn);
+                            .spawn({
+                                let live = live.clone();
+                                move || {
+                                    serve_client(&mut conn, client);
+                                    let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+                                    if idle.len() < IDLE_CONNS {
+                                        idle.push(conn);
+                                    }
+                                    live.fetch_sub(1, Ordering::SeqCst);
                                 }
                             });
                         if let Err(e) = spawned {
+                            live.fetch_sub(1, Ordering::SeqCst);
                             eprintln!("ssh-agent-proxy: cannot serve a client: {e}");
                         }
                     }

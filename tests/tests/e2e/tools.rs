@@ -346,6 +346,28 @@ fn ssh_through_the_agent_proxy_lists_signs_and_cannot_remove() {
         .collect();
     assert!(handles.into_iter().all(|h| h.join().unwrap()));
 
+    // A thread serves each client, so their number is capped: one over the cap is closed,
+    // the others keep working, and the cap frees up as clients leave.
+    {
+        use std::io::Read;
+        let held: Vec<_> = (0..64)
+            .map(|_| std::os::unix::net::UnixStream::connect(&sock).unwrap())
+            .collect();
+        let mut over = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(over.read(&mut buf).unwrap(), 0, "the 65th client is closed");
+        drop(held);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !ssh(&["-l"]).status.success() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cap never freed up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     // A malformed frame closes that client only.
     {
         use std::io::{Read, Write};
