@@ -166,11 +166,35 @@ impl Launcher for CommandLauncher {
 #[derive(Debug, Clone)]
 pub struct GitCommand {
     policy: GitPolicy,
+    detach: Detach,
 }
 
 impl GitCommand {
     pub fn new(policy: GitPolicy) -> Self {
-        Self { policy }
+        Self::with_detach(policy, Detach::for_this_process())
+    }
+
+    fn with_detach(policy: GitPolicy, detach: Detach) -> Self {
+        Self { policy, detach }
+    }
+}
+
+/// How git is kept off the daemon's terminal (see [`detach_from_terminal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detach {
+    /// A session of its own (`setsid` before exec): needed when the daemon has a terminal.
+    Session,
+    /// A process group of its own: enough when the daemon has no terminal.
+    Group,
+}
+
+impl Detach {
+    fn for_this_process() -> Self {
+        if has_controlling_terminal() {
+            Self::Session
+        } else {
+            Self::Group
+        }
     }
 }
 
@@ -190,8 +214,8 @@ fn has_controlling_terminal() -> bool {
 /// group is enough, which lets the standard library use `posix_spawn` (≈ 0.2 ms less per
 /// credential request).
 #[allow(unsafe_code)]
-fn detach_from_terminal(cmd: &mut tokio::process::Command) {
-    if !has_controlling_terminal() {
+fn detach_from_terminal(cmd: &mut tokio::process::Command, how: Detach) {
+    if how == Detach::Group {
         cmd.process_group(0);
         return;
     }
@@ -236,7 +260,7 @@ impl CredentialHelper for GitCommand {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .kill_on_drop(true);
-            detach_from_terminal(&mut cmd);
+            detach_from_terminal(&mut cmd, self.detach);
             let mut child = cmd.spawn().map_err(GitError::Spawn)?;
             let pid = child.id();
             let mut stdin = child.stdin.take().ok_or(GitError::BadReply)?;
@@ -428,5 +452,58 @@ impl Backends {
             agent: Arc::new(agent),
             ports: Arc::new(LoopbackBinder),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in for git that answers with its own process group and session ids.
+    fn fake_git(dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("git");
+        std::fs::write(
+            &path,
+            "#!/bin/sh\ncat > /dev/null\nset -- $(cut -d' ' -f5,6 /proc/$$/stat)\nprintf 'username=%s\\npassword=%s %s\\n' \"$$\" \"$1\" \"$2\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    async fn ids(how: Detach) -> (String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let git = GitCommand::with_detach(
+            GitPolicy {
+                program: fake_git(dir.path()),
+                ..GitPolicy::default()
+            },
+            how,
+        );
+        let fields = CredentialFields::from_pairs(vec![
+            ("protocol".into(), "https".into()),
+            ("host".into(), "example.com".into()),
+        ]);
+        let out = git
+            .run(GitCredentialAction::Get, fields)
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            out.username.unwrap().expose().clone(),
+            out.password.unwrap().expose().clone(),
+        )
+    }
+
+    #[tokio::test]
+    async fn git_leads_its_own_session_or_group() {
+        // "pgrp sid": with a terminal git leads a session of its own, without one a group.
+        let (pid, groups) = ids(Detach::Session).await;
+        assert_eq!(groups, format!("{pid} {pid}"));
+        let (pid, groups) = ids(Detach::Group).await;
+        let (pgrp, sid) = groups.split_once(' ').unwrap();
+        assert_eq!(pgrp, pid);
+        assert_ne!(sid, pid, "a group leader, not a session leader");
     }
 }

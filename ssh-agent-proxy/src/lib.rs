@@ -116,22 +116,18 @@ pub async fn run(listener: UnixListener, base: String, token: Option<Secret<Stri
                 let conn = reused.map_or_else(|| Conn::new(&base, token.clone()), Ok);
                 match (client, conn) {
                     (Ok(client), Ok(mut conn)) => {
-                        let idle = idle.clone();
-                        let live = live.clone();
                         live.fetch_add(1, Ordering::SeqCst);
+                        let (idle, done) = (idle.clone(), live.clone());
                         let spawned = std::thread::Builder::new()
                             .name("agent-client".into())
                             .stack_size(256 * 1024)
-                            .spawn({
-                                let live = live.clone();
-                                move || {
-                                    serve_client(&mut conn, client);
-                                    let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
-                                    if idle.len() < IDLE_CONNS {
-                                        idle.push(conn);
-                                    }
-                                    live.fetch_sub(1, Ordering::SeqCst);
+                            .spawn(move || {
+                                serve_client(&mut conn, client);
+                                let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+                                if idle.len() < IDLE_CONNS {
+                                    idle.push(conn);
                                 }
+                                done.fetch_sub(1, Ordering::SeqCst);
                             });
                         if let Err(e) = spawned {
                             live.fetch_sub(1, Ordering::SeqCst);
