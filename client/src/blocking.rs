@@ -29,7 +29,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection to the daemon at one base URL.
-#[derive(Debug)]
 pub struct Conn {
     base: String,
     url: url::Url,
@@ -39,6 +38,17 @@ pub struct Conn {
     stream: Option<TcpStream>,
     /// Bytes read past the end of the previous reply (none with a well-behaved peer).
     buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Conn {
+    // Buffered reply bytes may hold credentials or agent traffic: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("base", &self.base)
+            .field("token", &self.token)
+            .field("connected", &self.stream.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How one exchange failed.
@@ -373,6 +383,17 @@ mod tests {
         assert!(e.to_string().contains("no ag"), "{e}");
         let e = c.post::<_, serde_json::Value>("/x", &1).unwrap_err();
         assert!(e.is_unreachable(), "a chunked reply is refused: {e}");
+    }
+
+    #[test]
+    fn debug_shows_no_token_or_reply_bytes() {
+        let mut c = Conn::new("http://127.0.0.1:1", Some(Secret::new("tok-123".into()))).unwrap();
+        c.buf.extend_from_slice(b"password=hunter2");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("tok-123") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]
