@@ -28,6 +28,16 @@ fn stat(mut v: Vec<f64>) -> Stat {
     }
 }
 
+/// Ours against a baseline measured right beside it: the ratio of each pair, so that a
+/// shared machine speeding up or slowing down between rounds moves both sides alike.
+fn paired(ours: &[f64], base: &[f64]) -> Stat {
+    stat(ours.iter().zip(base).map(|(o, b)| o / b).collect())
+}
+
+fn fmt_ratio(s: &Stat) -> String {
+    format!("{:.2}× ({:.2}–{:.2})", s.median, s.min, s.max)
+}
+
 fn fmt_ms(s: &Stat) -> String {
     format!("{:.2} ms ({:.2}–{:.2})", s.median, s.min, s.max)
 }
@@ -158,6 +168,37 @@ fn sign_rate(sock: &Path, blob: &[u8], n: usize) -> Result<f64> {
         let r = agent_roundtrip(&mut s, &req)?;
         if r.first() != Some(&14) {
             bail!("sign failed through {}", sock.display());
+        }
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Sign operations per second sent straight to the daemon's `/ssh/agent` on one kept-alive
+/// connection (the HTTP lane without `ssh-agent-proxy` and its unix socket hop).
+fn daemon_sign_rate(
+    conn: &mut clawker_client::blocking::Conn,
+    blob: &[u8],
+    n: usize,
+) -> Result<f64> {
+    use base64::Engine;
+    use clawker_protocol::api::{SshAgentRequest, SshAgentResponse, routes};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut frame = Vec::new();
+    let body = clawker_protocol::agent::sign_request(
+        blob,
+        &clawker_protocol::agent::sshsig_blob("git", "sha512", &[0x5a; 64]),
+        0,
+    );
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    let req = SshAgentRequest {
+        data: clawker_protocol::Secret::new(b64.encode(&frame)),
+    };
+    let t = Instant::now();
+    for _ in 0..n {
+        let reply: SshAgentResponse = conn.post(routes::SSH_AGENT, &req)?;
+        if b64.decode(reply.data.expose())?.get(4) != Some(&14) {
+            bail!("sign failed through the daemon");
         }
     }
     Ok(n as f64 / t.elapsed().as_secs_f64())
@@ -358,6 +399,7 @@ pub fn bench() -> Result<()> {
         )?);
         shell.push(timed_input(&mut git("s-gitconfig", &c_home, &[]), input)?);
     }
+    let (rd, rs) = (paired(&ours, &direct), paired(&ours, &shell));
     let (o, d, s) = (stat(ours), stat(direct), stat(shell));
     rows.push([
         "credential round trip (`git credential fill`)".into(),
@@ -368,9 +410,9 @@ pub fn bench() -> Result<()> {
             fmt_ms(&s)
         ),
         format!(
-            "≤ 2.2× direct, < sh+curl+jq → **{:.2}× direct, {:.2}× sh+curl+jq**",
-            o.median / d.median,
-            o.median / s.median
+            "≤ 2.2× direct, < sh+curl+jq → **{} direct, {} sh+curl+jq**",
+            fmt_ratio(&rd),
+            fmt_ratio(&rs)
         ),
     ]);
 
@@ -389,12 +431,13 @@ pub fn bench() -> Result<()> {
         ]);
         shell.push(timed(&mut c)?);
     }
+    let r = paired(&ours, &shell);
     let (o, s) = (stat(ours), stat(shell));
     rows.push([
         "tool start + one request".into(),
         format!("`host-open URL`: {}", fmt_ms(&o)),
         format!("`sh -c 'curl …/open/url'`: {}", fmt_ms(&s)),
-        format!("≤ 0.5× → **{:.2}×**", o.median / s.median),
+        format!("≤ 0.5× → **{}**", fmt_ratio(&r)),
     ]);
 
     // 3. SSH agent signing.
@@ -503,7 +546,8 @@ pub fn bench() -> Result<()> {
         ("socat", &relay_sock),
         ("bridge", &bridge_ssh),
     ];
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 5];
+    let mut straight = clawker_client::blocking::Conn::new(&base, Some(token.clone().into()))?;
     for _ in 0..12 {
         for (i, (name, p)) in lanes.iter().enumerate() {
             rates[i].push(
@@ -511,7 +555,9 @@ pub fn bench() -> Result<()> {
                     .with_context(|| format!("signing through the {name} lane"))?,
             );
         }
+        rates[4].push(daemon_sign_rate(&mut straight, &blob, 150)?);
     }
+    let ratio: Vec<Stat> = rates.iter().map(|r| paired(r, &rates[0])).collect();
     let st: Vec<Stat> = rates.into_iter().map(stat).collect();
     // The floor under the bridge lane: a request-sized echo through a bare exec'd `cat`.
     let rtt = stat(
@@ -526,18 +572,20 @@ pub fn bench() -> Result<()> {
             fmt_rate(&st[3], "sign/s")
         ),
         format!(
-            "direct to ssh-agent: {}; socat unix↔tcp relay: {}; bare `docker exec` echo (no bridge): {} a round trip, so a bridge could at best do {:.0} sign/s ({:.2}× direct)",
+            "direct to ssh-agent: {}; socat unix↔tcp relay: {}; the daemon alone (this process on a kept-alive connection to `/ssh/agent`, no ssh-agent-proxy): {} ({} direct); bare `docker exec` echo (no bridge): {} a round trip, so a bridge could at best do {:.0} sign/s ({:.2}× direct)",
             fmt_rate(&st[0], "sign/s"),
             fmt_rate(&st[2], "sign/s"),
+            fmt_rate(&st[4], "sign/s"),
+            fmt_ratio(&ratio[4]),
             fmt_ms(&rtt),
             ceiling,
             ceiling / st[0].median
         ),
         format!(
-            "HTTP ≥ 0.85×, bridge ≥ 0.95× direct → **HTTP {:.2}×, bridge {:.2}×, socat {:.2}×**",
-            st[1].median / st[0].median,
-            st[3].median / st[0].median,
-            st[2].median / st[0].median
+            "HTTP ≥ 0.85×, bridge ≥ 0.95× direct → **HTTP {}, bridge {}, socat {}**",
+            fmt_ratio(&ratio[1]),
+            fmt_ratio(&ratio[3]),
+            fmt_ratio(&ratio[2])
         ),
     ]);
 
@@ -567,6 +615,7 @@ pub fn bench() -> Result<()> {
         s.push(push_rate(&relay2_sock, total).context("bulk through socat")?);
         e.push(crate::exec_stream::out_rate(&cid, total).context("bulk out of a bare exec")?);
     }
+    let (rd, rs) = (paired(&b, &d), paired(&b, &s));
     let (b, d, s, e) = (stat(b), stat(d), stat(s), stat(e));
     rows.push([
         "bridge bulk throughput (256 MiB)".into(),
@@ -578,9 +627,9 @@ pub fn bench() -> Result<()> {
             fmt_rate(&e, "MiB/s")
         ),
         format!(
-            "≥ 0.5× direct and ≥ 1.5× socat → **{:.2}× direct, {:.2}× socat**",
-            b.median / d.median,
-            b.median / s.median
+            "≥ 0.5× direct and ≥ 1.5× socat → **{} direct, {} socat**",
+            fmt_ratio(&rd),
+            fmt_ratio(&rs)
         ),
     ]);
 
@@ -764,7 +813,7 @@ fn write_report(rows: &[[String; 4]], notes: &[String]) -> Result<()> {
     let mut md = String::new();
     md.push_str("# Benchmarks\n\n");
     md.push_str("Generated by `cargo xtask bench` (release daemon, static `dist` tools; ours and the baseline alternate in the same run). ");
-    md.push_str("Times are medians with min–max; rates are medians of rounds with min–max.\n\n");
+    md.push_str("Times are medians with min–max; rates are medians of rounds with min–max. A result `r× (a–b)` is the median of the ratios of ours to the baseline measured right beside it (each credential request against the next direct one, each signing round against the direct round before it), with their min–max: a paired comparison, so that this shared machine speeding up or slowing down moves both sides alike.\n\n");
     md.push_str(&format!(
         "- machine: {cores} cores, {cpu}\n- date: {}\n- command: `cargo xtask bench`\n\n",
         date.trim()
