@@ -1,15 +1,15 @@
-//! One blocking HTTP/1.1 keep-alive connection to the daemon, for the hot path where each
+//! One blocking HTTP/1.1 keep-alive connection to the daemon, for the paths where a
 //! request's latency is the product: `ssh-agent-proxy` sends every agent message as one POST
-//! and waits for it. A thread per agent client owns one [`Conn`]; there is no pool, no async
-//! runtime and no task hand-off between the client's socket and the daemon's.
+//! and waits for it (a thread per agent client owns one [`Conn`]: no async runtime and no
+//! task hand-off between the client's socket and the daemon's), and `host-open` and
+//! `git-credential-clawker` make one or two requests and exit (no runtime to build).
 //!
 //! The request is written in one piece; the reply's head is parsed by `httparse` and its body
 //! must carry a `Content-Length` (the daemon's JSON replies always do). A kept-alive
-//! connection the daemon has closed in the meantime (it closes idle ones after 10 s) is
-//! noticed before any reply byte arrives, and the request is sent once more on a new one
-//! (safe for the agent route it serves: a request that got no reply byte was not answered).
-//! Like [`crate::Client`], it never goes through an `HTTP_PROXY`: the token stays between the
-//! container and the host.
+//! connection the daemon has closed in the meantime (it closes idle ones after 10 s, between
+//! requests) is noticed before any reply byte arrives, and the request is sent once more on a
+//! new connection; a fresh connection is never retried. Like [`crate::Client`], it never goes
+//! through an `HTTP_PROXY`: the token stays between the container and the host.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -124,7 +124,7 @@ impl Conn {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let json = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+        let mut json = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
             url: self.base.clone(),
             source: e.into(),
         })?;
@@ -145,8 +145,10 @@ impl Conn {
         req.extend_from_slice(b"\r\n");
         req.extend_from_slice(&json);
         let reply = self.exchange(&req);
-        // The request held the token: do not leave it in freed memory longer than needed.
+        // The request held the token and the body may hold a password: do not leave them in
+        // freed memory.
         req.fill(0);
+        json.fill(0);
         let reply = reply?;
         match reply.status {
             401 => Err(ClientError::Unauthorized {
