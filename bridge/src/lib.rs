@@ -169,7 +169,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 #[derive(Debug)]
 struct Entry {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Bytes>,
     /// Set once this side has sent CLOSE for the stream.
     closed: Arc<AtomicBool>,
 }
@@ -178,7 +178,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct StreamEnd {
     pub id: u32,
-    pub rx: mpsc::Receiver<Vec<u8>>,
+    pub rx: mpsc::Receiver<Bytes>,
     pub closed: Arc<AtomicBool>,
 }
 
@@ -230,7 +230,7 @@ impl Streams {
     /// DATA from the peer for stream `id`; unknown streams are ignored. When the stream's
     /// queue is full this waits for room up to [`STALL_TIMEOUT`], then closes the stream
     /// (CLOSE sent) rather than stall the bridge longer.
-    pub async fn deliver(&self, out: &Out, id: u32, payload: Vec<u8>) {
+    pub async fn deliver(&self, out: &Out, id: u32, payload: Bytes) {
         let full = {
             let map = self.lock();
             match map.get(&id).map(|e| (e.tx.try_send(payload), &e.tx)) {
@@ -424,9 +424,9 @@ mod tests {
         // Stream 1 never drains its queue: the overflowing chunk closes it after the stall
         // timeout, once.
         for _ in 0..=STREAM_QUEUE {
-            streams.deliver(&out, 1, vec![0]).await;
+            streams.deliver(&out, 1, Bytes::from_static(b"\0")).await;
         }
-        streams.deliver(&out, 1, vec![0]).await;
+        streams.deliver(&out, 1, Bytes::from_static(b"\0")).await;
         assert_eq!(
             drain(&mut rx),
             vec![Frame::new(FrameType::Close, 1, vec![])]
@@ -441,8 +441,8 @@ mod tests {
             vec![Frame::new(FrameType::Close, 2, vec![])]
         );
         // Stream 3 still gets its data.
-        streams.deliver(&out, 3, b"x".to_vec()).await;
-        assert_eq!(ends[2].rx.try_recv().unwrap(), b"x");
+        streams.deliver(&out, 3, Bytes::from_static(b"x")).await;
+        assert_eq!(ends[2].rx.try_recv().unwrap(), &b"x"[..]);
         assert_eq!(streams.len(), MAX_STREAMS - 2);
     }
 
@@ -462,7 +462,7 @@ mod tests {
             got
         });
         for _ in 0..burst {
-            streams.deliver(&out, 1, vec![7u8; 1024]).await;
+            streams.deliver(&out, 1, Bytes::from(vec![7u8; 1024])).await;
         }
         assert!(rx.try_recv().is_err(), "no CLOSE for a client that reads");
         streams.clear();

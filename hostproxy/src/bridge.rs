@@ -17,12 +17,13 @@ use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::query_parameters::EventsOptionsBuilder;
+use bytes::BytesMut;
 use clap::Args;
 pub use clawker_bridge::MAX_STREAMS;
 use clawker_bridge::{AgentFilter, Out, Streams, pump, send, write_frames};
 use clawker_protocol::agent::{AgentPolicy, Verdict};
 use clawker_protocol::audit::AuditRecord;
-use clawker_protocol::bridge::{self, Frame, FrameType, SOCKET_GPG_AGENT, SOCKET_SSH_AGENT};
+use clawker_protocol::bridge::{self, FrameType, SOCKET_GPG_AGENT, SOCKET_SSH_AGENT};
 use futures_util::StreamExt;
 use tokio::io::AsyncWrite;
 use tokio::net::UnixStream;
@@ -92,9 +93,8 @@ pub fn audited_filter(
     }
 }
 
-async fn open_stream(frame: &Frame, targets: &Targets, streams: &Streams, out: &Out) {
-    let id = frame.stream;
-    let (path, filter) = match frame.payload.as_slice() {
+async fn open_stream(id: u32, kind: &[u8], targets: &Targets, streams: &Streams, out: &Out) {
+    let (path, filter) = match kind {
         p if p == SOCKET_SSH_AGENT.as_bytes() => {
             (targets.ssh.clone(), Some(targets.filter.clone()))
         }
@@ -129,32 +129,32 @@ where
         send(&out, FrameType::Pubkey, 0, key).await;
     }
     let streams = Streams::default();
-    let mut buf: Vec<u8> = Vec::new();
+    // Frames are cut out of this buffer, not copied: a DATA payload goes to its stream as a
+    // slice of the bytes read from the exec stream.
+    let mut buf = BytesMut::new();
     let mut ready = false;
     let ready_deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        // Drain every whole frame in the buffer.
-        let mut used = 0;
-        while let Some((frame, n)) =
-            bridge::decode(&buf[used..]).context("the container sent a bad bridge frame")?
+        // Hand on every whole frame in the buffer.
+        while let Some((kind, stream, total)) =
+            bridge::decode_head(&buf).context("the container sent a bad bridge frame")?
         {
-            used += n;
-            match frame.kind {
+            let payload = buf.split_to(total).freeze().slice(bridge::HEADER_LEN..);
+            match kind {
                 FrameType::Ready => {
                     ready = true;
                     tracing::info!("bridge ready");
                 }
                 FrameType::Error => bail!(
                     "the container side failed: {}",
-                    String::from_utf8_lossy(&frame.payload)
+                    String::from_utf8_lossy(&payload)
                 ),
-                FrameType::Open => open_stream(&frame, &targets, &streams, &out).await,
-                FrameType::Data => streams.deliver(&out, frame.stream, frame.payload).await,
-                FrameType::Close => streams.close_from_peer(&out, frame.stream).await,
+                FrameType::Open => open_stream(stream, &payload, &targets, &streams, &out).await,
+                FrameType::Data => streams.deliver(&out, stream, payload).await,
+                FrameType::Close => streams.close_from_peer(&out, stream).await,
                 FrameType::Pubkey | FrameType::Unknown(_) => {}
             }
         }
-        buf.drain(..used);
         let next = if ready {
             output.next().await
         } else {

@@ -153,18 +153,28 @@ pub fn peek_frame(buf: &[u8]) -> Result<Option<usize>, BridgeFrameError> {
     Ok((buf.len() >= 4 + len).then_some(4 + len))
 }
 
-/// Decodes one frame from the head of `buf`, returning it and the bytes consumed.
-pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, BridgeFrameError> {
+/// The type, stream id and total length (prefix included) of the whole frame at the head of
+/// `buf`, without copying its payload (`buf[HEADER_LEN..total]`); `Ok(None)` when more bytes
+/// are needed.
+pub fn decode_head(buf: &[u8]) -> Result<Option<(FrameType, u32, usize)>, BridgeFrameError> {
     let Some(total) = peek_frame(buf)? else {
         return Ok(None);
     };
     let kind = FrameType::from_u8(buf[4]);
     let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]);
+    Ok(Some((kind, stream, total)))
+}
+
+/// Decodes one frame from the head of `buf`, returning it and the bytes consumed.
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, BridgeFrameError> {
+    let Some((kind, stream, total)) = decode_head(buf)? else {
+        return Ok(None);
+    };
     Ok(Some((
         Frame {
             kind,
             stream,
-            payload: buf[9..total].to_vec(),
+            payload: buf[HEADER_LEN..total].to_vec(),
         },
         total,
     )))
@@ -234,6 +244,20 @@ mod tests {
             header(FrameType::Data, 1, MAX_PAYLOAD + 1),
             Err(BridgeFrameError::PayloadTooLarge(MAX_PAYLOAD + 1))
         );
+    }
+
+    #[test]
+    fn decode_head_agrees_with_decode() {
+        let mut two = Frame::new(FrameType::Open, 3, b"ssh-agent".to_vec())
+            .encode()
+            .unwrap();
+        two.extend(Frame::new(FrameType::Close, 3, vec![]).encode().unwrap());
+        let (kind, stream, total) = decode_head(&two).unwrap().unwrap();
+        let (frame, used) = decode(&two).unwrap().unwrap();
+        assert_eq!((kind, stream, total), (frame.kind, frame.stream, used));
+        assert_eq!(&two[HEADER_LEN..total], frame.payload.as_slice());
+        assert_eq!(decode_head(&two[..total - 1]).unwrap(), None);
+        assert!(decode_head(&[0, 0, 0, 4, 1]).is_err(), "a length below 5 is refused");
     }
 
     #[test]

@@ -222,7 +222,11 @@ where
         };
         match frame.kind {
             // A client that stops reading loses its stream, never the others'.
-            FrameType::Data => streams.deliver(&out, frame.stream, frame.payload).await,
+            FrameType::Data => {
+                streams
+                    .deliver(&out, frame.stream, frame.payload.into())
+                    .await
+            }
             FrameType::Close => streams.close_from_peer(&out, frame.stream).await,
             _ => {} // PUBKEY again, or frames only the host receives: nothing to do
         }
