@@ -257,7 +257,10 @@ mod tests {
         assert_eq!((kind, stream, total), (frame.kind, frame.stream, used));
         assert_eq!(&two[HEADER_LEN..total], frame.payload.as_slice());
         assert_eq!(decode_head(&two[..total - 1]).unwrap(), None);
-        assert!(decode_head(&[0, 0, 0, 4, 1]).is_err(), "a length below 5 is refused");
+        assert!(
+            decode_head(&[0, 0, 0, 4, 1]).is_err(),
+            "a length below 5 is refused"
+        );
     }
 
     #[test]
