@@ -221,7 +221,8 @@ where
             }
         };
         match frame.kind {
-            // A client that stops reading loses its stream, never the others'.
+            // A client that stops reading loses its stream (after `STALL_TIMEOUT`), never the
+            // others'.
             FrameType::Data => {
                 streams
                     .deliver(&out, frame.stream, frame.payload.into())

@@ -140,8 +140,9 @@ fn ensure_peers() -> Result<()> {
     Ok(())
 }
 
-/// The static target for the container tools: musl (static-pie, 1.4 MiB a tool) when rustup
-/// has or can fetch it, else static glibc (2.2 MiB a tool, same behaviour), with a warning.
+/// The static target for the container tools: musl (static-pie, 0.7–1.4 MiB a tool) when
+/// rustup has or can fetch it, else static glibc (1.5–2.3 MiB a tool, same behaviour), with a
+/// warning.
 fn dist_target() -> &'static str {
     const MUSL: &str = "x86_64-unknown-linux-musl";
     let installed = || {
