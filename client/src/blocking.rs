@@ -15,7 +15,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use clawker_protocol::api::ErrorResponse;
 use clawker_protocol::{Secret, env};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -150,23 +149,7 @@ impl Conn {
         req.fill(0);
         json.fill(0);
         let reply = reply?;
-        match reply.status {
-            401 => Err(ClientError::Unauthorized {
-                url: self.base.clone(),
-                token: env::HOST_PROXY_TOKEN,
-                token_file: env::HOST_PROXY_TOKEN_FILE,
-            }),
-            200..=299 => serde_json::from_slice(&reply.body).map_err(|e| ClientError::Decode {
-                url: self.base.clone(),
-                source: e.into(),
-            }),
-            status => Err(ClientError::Status {
-                status,
-                message: serde_json::from_slice::<ErrorResponse>(&reply.body)
-                    .map(|e| e.error)
-                    .unwrap_or_else(|_| "no error message".into()),
-            }),
-        }
+        crate::reply(&self.base, reply.status, &reply.body)
     }
 
     /// Sends `req` and reads the reply, on the kept-alive connection if there is one, and
@@ -385,6 +368,35 @@ mod tests {
         assert!(e.to_string().contains("no ag"), "{e}");
         let e = c.post::<_, serde_json::Value>("/x", &1).unwrap_err();
         assert!(e.is_unreachable(), "a chunked reply is refused: {e}");
+    }
+
+    #[test]
+    fn a_reply_that_does_not_decode_is_not_quoted_in_the_error() {
+        let (base, _h) = server(vec![ok(r#"{"n":"hunter2"}"#)], 1);
+        #[derive(Debug, serde::Deserialize)]
+        struct Wants {
+            #[allow(dead_code)]
+            n: u64,
+        }
+        let e = Conn::new(&base, None)
+            .unwrap()
+            .post::<_, Wants>("/x", &1)
+            .unwrap_err();
+        let shown = anyhow_like(&e);
+        assert!(shown.contains("line 1"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    /// The whole error chain on one line, as the tools print it.
+    fn anyhow_like(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cur = c.source();
+        }
+        s
     }
 
     #[test]

@@ -167,27 +167,15 @@ impl Client {
                     source: source.into(),
                 })?;
         let status = resp.status().as_u16();
-        if status == 401 {
-            return Err(ClientError::Unauthorized {
-                url: self.base.clone(),
-                token: env::HOST_PROXY_TOKEN,
-                token_file: env::HOST_PROXY_TOKEN_FILE,
-            });
-        }
-        if !(200..300).contains(&status) {
-            let message = resp
-                .json::<ErrorResponse>()
-                .await
-                .map(|e| e.error)
-                .unwrap_or_else(|_| "no error message".into());
-            return Err(ClientError::Status { status, message });
-        }
-        resp.json::<T>()
+        let body = resp
+            .bytes()
             .await
-            .map_err(|source| ClientError::Decode {
+            .map_err(|source| ClientError::Unreachable {
                 url: self.base.clone(),
+                var: env::HOST_PROXY,
                 source: source.into(),
-            })
+            })?;
+        reply(&self.base, status, &body)
     }
 
     /// POSTs JSON and decodes the reply.
@@ -219,6 +207,41 @@ impl Client {
             Duration::from_secs(10),
         )
         .await
+    }
+}
+
+/// The daemon's reply as `T`, or the error its status stands for; shared by [`Client`] and
+/// [`blocking::Conn`].
+pub(crate) fn reply<T: DeserializeOwned>(
+    base: &str,
+    status: u16,
+    body: &[u8],
+) -> Result<T, ClientError> {
+    match status {
+        401 => Err(ClientError::Unauthorized {
+            url: base.to_string(),
+            token: env::HOST_PROXY_TOKEN,
+            token_file: env::HOST_PROXY_TOKEN_FILE,
+        }),
+        // serde's message can quote the value it choked on (a password, say): the error
+        // keeps only what kind of mistake it was and where.
+        200..=299 => serde_json::from_slice(body).map_err(|e| ClientError::Decode {
+            url: base.to_string(),
+            source: format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+            .to_lowercase()
+            .into(),
+        }),
+        status => Err(ClientError::Status {
+            status,
+            message: serde_json::from_slice::<ErrorResponse>(body)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| "no error message".into()),
+        }),
     }
 }
 
