@@ -92,6 +92,18 @@ impl Conn {
         Self::new(&crate::base_from_env()?, crate::token_from_env()?)
     }
 
+    /// Another connection to the same daemon with the same token, opened on first use.
+    pub fn another(&self) -> Self {
+        Self {
+            base: self.base.clone(),
+            url: self.url.clone(),
+            host: self.host.clone(),
+            token: self.token.clone(),
+            stream: None,
+            buf: Vec::new(),
+        }
+    }
+
     fn unreachable(&self, source: std::io::Error) -> ClientError {
         ClientError::Unreachable {
             url: self.base.clone(),

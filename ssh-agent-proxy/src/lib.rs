@@ -95,8 +95,9 @@ const IDLE_CONNS: usize = 4;
 /// Agent clients served at once (a thread each); one more is closed at once.
 pub const MAX_CLIENTS: usize = 64;
 
-/// Accepts clients until the listener fails for good; each one is served on its own thread.
-pub async fn run(listener: UnixListener, base: String, token: Option<Secret<String>>) {
+/// Accepts clients until the listener fails for good; each one is served on its own thread
+/// with a connection to `daemon` (an idle one if there is one).
+pub async fn run(listener: UnixListener, daemon: Conn) {
     let idle: Arc<Mutex<Vec<Conn>>> = Arc::default();
     let live = Arc::new(AtomicUsize::new(0));
     loop {
@@ -112,30 +113,31 @@ pub async fn run(listener: UnixListener, base: String, token: Option<Secret<Stri
                     s.set_nonblocking(false)?;
                     Ok(s)
                 });
-                let reused = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let conn = reused.map_or_else(|| Conn::new(&base, token.clone()), Ok);
-                match (client, conn) {
-                    (Ok(client), Ok(mut conn)) => {
-                        live.fetch_add(1, Ordering::SeqCst);
-                        let (idle, done) = (idle.clone(), live.clone());
-                        let spawned = std::thread::Builder::new()
-                            .name("agent-client".into())
-                            .stack_size(256 * 1024)
-                            .spawn(move || {
-                                serve_client(&mut conn, client);
-                                let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
-                                if idle.len() < IDLE_CONNS {
-                                    idle.push(conn);
-                                }
-                                done.fetch_sub(1, Ordering::SeqCst);
-                            });
-                        if let Err(e) = spawned {
-                            live.fetch_sub(1, Ordering::SeqCst);
-                            eprintln!("ssh-agent-proxy: cannot serve a client: {e}");
-                        }
+                let client = match client {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("ssh-agent-proxy: cannot serve a client: {e}");
+                        continue;
                     }
-                    (Err(e), _) => eprintln!("ssh-agent-proxy: cannot serve a client: {e}"),
-                    (_, Err(e)) => eprintln!("ssh-agent-proxy: {e}"),
+                };
+                let reused = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let mut conn = reused.unwrap_or_else(|| daemon.another());
+                live.fetch_add(1, Ordering::SeqCst);
+                let (idle, done) = (idle.clone(), live.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("agent-client".into())
+                    .stack_size(256 * 1024)
+                    .spawn(move || {
+                        serve_client(&mut conn, client);
+                        let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+                        if idle.len() < IDLE_CONNS {
+                            idle.push(conn);
+                        }
+                        done.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if let Err(e) = spawned {
+                    live.fetch_sub(1, Ordering::SeqCst);
+                    eprintln!("ssh-agent-proxy: cannot serve a client: {e}");
                 }
             }
             Err(e) => {
@@ -153,10 +155,8 @@ pub fn main() -> ExitCode {
             Some(p) => p,
             None => default_socket()?,
         };
-        let base = clawker_client::base_from_env()?;
-        let token = clawker_client::token_from_env()?;
-        // Fails here, before the socket exists, if the URL cannot be used.
-        Conn::new(&base, token.clone())?;
+        // Fails here, before the socket exists, if the URL or the token file cannot be used.
+        let daemon = Conn::from_env()?;
         let rt = clawker_client::runtime()?;
         rt.block_on(async {
             let listener = bind_socket(&path)?;
@@ -167,7 +167,7 @@ pub fn main() -> ExitCode {
                 out.flush()?;
             }
             tokio::select! {
-                () = run(listener, base, token) => {}
+                () = run(listener, daemon) => {}
                 () = clawker_client::terminated() => {}
             }
             let _ = std::fs::remove_file(&path);
