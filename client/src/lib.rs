@@ -10,7 +10,6 @@ pub mod blocking;
 
 use clawker_protocol::api::ErrorResponse;
 use clawker_protocol::{Secret, env};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
@@ -136,10 +135,6 @@ impl Client {
         Self { base, token, http }
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -176,19 +171,6 @@ impl Client {
                 source: source.into(),
             })?;
         reply(&self.base, status, &body)
-    }
-
-    /// POSTs JSON and decodes the reply.
-    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ClientError> {
-        self.send(
-            self.request(reqwest::Method::POST, path).json(body),
-            Duration::from_secs(60),
-        )
-        .await
     }
 
     /// GETs JSON; `timeout` covers the whole request (long-polls need more than the default).
