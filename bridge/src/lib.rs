@@ -7,7 +7,7 @@
 //! at most once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -61,12 +61,11 @@ pub fn bind_private_socket(
 
 /// Streams one bridge carries at once.
 pub const MAX_STREAMS: usize = 64;
-/// Chunks queued towards one local client.
-pub const STREAM_QUEUE: usize = 64;
-/// How long a full queue may stay full before its client counts as stalled and loses its
-/// stream. A client that reads makes room within microseconds; while this runs out, frames
-/// for the other streams wait behind it (once: the stalled stream is then gone).
-pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Bytes queued towards one local client before it counts as stalled and loses its stream.
+/// The bridge never waits for a stream (one slow stream must not stall the others, SPEC.md
+/// section 6), so this is what a client may fall behind by: a client that reads, however
+/// slowly, keeps its stream through any burst smaller than this.
+pub const STREAM_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Largest DATA payload sent: well under the frame limit, big enough for bulk transfers.
 pub const CHUNK: usize = 256 * 1024;
 
@@ -169,16 +168,34 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 #[derive(Debug)]
 struct Entry {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::UnboundedSender<Bytes>,
+    /// Bytes in `tx` not yet taken by the pump; bounded by [`STREAM_QUEUE_BYTES`].
+    queued: Arc<AtomicUsize>,
     /// Set once this side has sent CLOSE for the stream.
     closed: Arc<AtomicBool>,
+}
+
+/// What a stream's pump takes DATA from.
+#[derive(Debug)]
+pub struct StreamRx {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl StreamRx {
+    /// The next chunk, `None` once the stream is gone from the registry.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let chunk = self.rx.recv().await?;
+        self.queued.fetch_sub(chunk.len(), Ordering::SeqCst);
+        Some(chunk)
+    }
 }
 
 /// A registered stream's end: what its pump reads from and its CLOSE flag.
 #[derive(Debug)]
 pub struct StreamEnd {
     pub id: u32,
-    pub rx: mpsc::Receiver<Bytes>,
+    pub rx: StreamRx,
     pub closed: Arc<AtomicBool>,
 }
 
@@ -215,37 +232,39 @@ impl Streams {
             return None;
         }
         let id = id();
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicBool::new(false));
         map.insert(
             id,
             Entry {
                 tx,
+                queued: queued.clone(),
                 closed: closed.clone(),
             },
         );
-        Some(StreamEnd { id, rx, closed })
+        Some(StreamEnd {
+            id,
+            rx: StreamRx { rx, queued },
+            closed,
+        })
     }
 
-    /// DATA from the peer for stream `id`; unknown streams are ignored. When the stream's
-    /// queue is full this waits for room up to [`STALL_TIMEOUT`], then closes the stream
-    /// (CLOSE sent) rather than stall the bridge longer.
+    /// DATA from the peer for stream `id`; unknown streams are ignored. Never waits: a
+    /// stream whose client is more than [`STREAM_QUEUE_BYTES`] behind is closed (CLOSE sent).
     pub async fn deliver(&self, out: &Out, id: u32, payload: Bytes) {
-        let full = {
-            let map = self.lock();
-            match map.get(&id).map(|e| (e.tx.try_send(payload), &e.tx)) {
-                Some((Err(mpsc::error::TrySendError::Full(p)), tx)) => Some((tx.clone(), p)),
-                _ => None,
+        let stalled = {
+            let mut map = self.lock();
+            let Some(e) = map.get(&id) else { return };
+            let n = payload.len();
+            if e.queued.load(Ordering::SeqCst) + n <= STREAM_QUEUE_BYTES {
+                e.queued.fetch_add(n, Ordering::SeqCst);
+                // A send error means the pump has ended; the stream is on its way out.
+                let _ = e.tx.send(payload);
+                return;
             }
+            map.remove(&id)
         };
-        let Some((tx, payload)) = full else { return };
-        if tokio::time::timeout(STALL_TIMEOUT, tx.send(payload))
-            .await
-            .is_ok()
-        {
-            return; // queued, or the stream ended meanwhile
-        }
-        let stalled = self.lock().remove(&id);
         if let Some(e) = stalled
             && !e.closed.swap(true, Ordering::SeqCst)
         {
@@ -421,11 +440,14 @@ mod tests {
             "a refused stream takes no id"
         );
         let (out, mut rx) = mpsc::channel(1024);
-        // Stream 1 never drains its queue: the overflowing chunk closes it after the stall
-        // timeout, once.
-        for _ in 0..=STREAM_QUEUE {
-            streams.deliver(&out, 1, Bytes::from_static(b"\0")).await;
+        // Stream 1 never drains its queue: it holds exactly the limit, the next chunk closes
+        // it, once, and a later one is ignored.
+        let mib = Bytes::from(vec![0u8; 1024 * 1024]);
+        for _ in 0..STREAM_QUEUE_BYTES / mib.len() {
+            streams.deliver(&out, 1, mib.clone()).await;
         }
+        assert!(drain(&mut rx).is_empty(), "at the limit, not over it");
+        streams.deliver(&out, 1, Bytes::from_static(b"\0")).await;
         streams.deliver(&out, 1, Bytes::from_static(b"\0")).await;
         assert_eq!(
             drain(&mut rx),
@@ -442,29 +464,37 @@ mod tests {
         );
         // Stream 3 still gets its data.
         streams.deliver(&out, 3, Bytes::from_static(b"x")).await;
-        assert_eq!(ends[2].rx.try_recv().unwrap(), &b"x"[..]);
+        assert_eq!(ends[2].rx.recv().await.unwrap(), &b"x"[..]);
         assert_eq!(streams.len(), MAX_STREAMS - 2);
     }
 
-    #[tokio::test]
+    // Paused time: the sleeps below advance a virtual clock, so who is ahead is exact.
+    #[tokio::test(start_paused = true)]
     async fn a_slow_reader_keeps_its_stream_through_a_burst() {
+        use std::time::Duration;
         let streams = Streams::default();
         let mut end = streams.insert(1).unwrap();
         let (out, mut rx) = mpsc::channel(16);
-        let burst = STREAM_QUEUE * 4;
+        // 12 MiB, more than the queue holds, arriving every 1 ms; the client takes 1.5 ms a
+        // chunk, so it ends up 4 MiB behind: slow, but reading.
+        let chunk = Bytes::from(vec![7u8; 512 * 1024]);
+        let burst = 24;
+        assert!(burst * chunk.len() > STREAM_QUEUE_BYTES);
         let reader = tokio::spawn(async move {
             let mut got = 0;
-            while let Some(chunk) = end.rx.recv().await {
-                assert_eq!(chunk, vec![7u8; 1024]);
+            while let Some(c) = end.rx.recv().await {
+                assert_eq!(c.len(), 512 * 1024);
                 got += 1;
-                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                tokio::time::sleep(Duration::from_micros(1500)).await;
             }
             got
         });
         for _ in 0..burst {
-            streams.deliver(&out, 1, Bytes::from(vec![7u8; 1024])).await;
+            streams.deliver(&out, 1, chunk.clone()).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         assert!(rx.try_recv().is_err(), "no CLOSE for a client that reads");
+        // The peer closes; what was queued still reaches the client before its pump ends.
         streams.clear();
         assert_eq!(reader.await.unwrap(), burst, "every chunk arrived");
     }

@@ -221,7 +221,7 @@ where
             }
         };
         match frame.kind {
-            // A client that stops reading loses its stream (after `STALL_TIMEOUT`), never the
+            // A client that falls `STREAM_QUEUE_BYTES` behind loses its stream, never the
             // others'.
             FrameType::Data => {
                 streams
