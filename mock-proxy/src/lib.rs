@@ -152,7 +152,7 @@ pub struct MockConfig {
     /// The port served (the `Host` gate checks it).
     pub port: u16,
     /// `Some`: enforced exactly like the daemon; `None`: any bearer token.
-    pub token: Option<String>,
+    pub token: Option<clawker_protocol::Secret<String>>,
     pub listen: Vec<IpAddr>,
     pub real_listeners: bool,
 }
@@ -173,7 +173,7 @@ pub fn router(mock: Arc<Mock>, cfg: &MockConfig, shutdown: CancellationToken) ->
         }),
     };
     let auth = match &cfg.token {
-        Some(t) => Auth::Token(t.clone().into()),
+        Some(t) => Auth::Token(t.expose().clone().into()),
         None => Auth::AnyBearer,
     };
     let state = AppState::new(settings, auth, backends, &cfg.listen, shutdown);

@@ -47,7 +47,7 @@ async fn run(args: Args) -> Result<()> {
     }
     let cfg = MockConfig {
         port,
-        token: args.token,
+        token: args.token.map(clawker_protocol::Secret::new),
         listen: addrs.clone(),
         real_listeners: args.real_listeners,
     };
