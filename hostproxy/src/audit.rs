@@ -5,9 +5,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use base64::Engine;
 use clawker_protocol::audit::AuditRecord;
-use sha2::{Digest, Sha256};
 
 /// The audit sink; `disabled()` (tests, mock-proxy) writes nothing.
 #[derive(Debug)]
@@ -62,7 +60,7 @@ impl Audit {
     ) {
         let Some(file) = &self.file else { return };
         let rec = AuditRecord {
-            time: crate::sessions::now_rfc3339(),
+            time: crate::util::now_rfc3339(),
             token: token.into(),
             container: None,
             route: route.into(),
@@ -83,14 +81,7 @@ impl Audit {
     }
 }
 
-/// OpenSSH's fingerprint of a public key blob: `SHA256:` + unpadded base64.
-pub fn fingerprint(key_blob: &[u8]) -> String {
-    let digest = Sha256::digest(key_blob);
-    format!(
-        "SHA256:{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
-    )
-}
+pub use clawker_protocol::agent::fingerprint;
 
 #[cfg(test)]
 mod tests {

@@ -18,8 +18,6 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::query_parameters::EventsOptionsBuilder;
 use bytes::BytesMut;
-use clap::Args;
-pub use clawker_bridge::MAX_STREAMS;
 use clawker_bridge::{AgentFilter, Out, Streams, pump, send, write_frames};
 use clawker_protocol::agent::{AgentPolicy, Verdict};
 use clawker_protocol::audit::AuditRecord;
@@ -30,32 +28,25 @@ use tokio::net::UnixStream;
 
 use crate::state::StateDir;
 
-#[derive(Debug, Clone, Args)]
-pub struct BridgeArgs {
+/// What to bridge into which container (the command line builds it).
+#[derive(Debug, Clone)]
+pub struct Options {
     /// Container id or name.
-    #[arg(long)]
     pub container: String,
     /// Bridge the host's SSH agent (SSH_AUTH_SOCK).
-    #[arg(long)]
     pub ssh: bool,
     /// Bridge the host's gpg-agent (its restricted extra socket) and public keys.
-    #[arg(long)]
     pub gpg: bool,
     /// SSH agent socket path inside the container (`~` is the container user's home).
-    #[arg(long, default_value = "~/.ssh/agent.sock")]
     pub ssh_socket: String,
     /// gpg-agent socket path inside the container; its directory receives the public keyring.
-    #[arg(long, default_value = "~/.gnupg/S.gpg-agent")]
     pub gpg_socket: String,
     /// The container-side program.
-    #[arg(long, default_value = "clawker-socket-server")]
     pub server: String,
     /// Host gpg-agent socket to connect gpg streams to. Default: gpgconf's agent-extra-socket
     /// (restricted for remote use); name another only if you know why.
-    #[arg(long)]
     pub gpg_agent_socket: Option<PathBuf>,
     /// User to run the container-side program as.
-    #[arg(long)]
     pub user: Option<String>,
 }
 
@@ -76,10 +67,10 @@ pub fn audited_filter(
     AgentFilter {
         policy,
         on_decision: Some(std::sync::Arc::new(move |body: &[u8], verdict: Verdict| {
-            let (action, key) = crate::routes::describe_agent_request(body);
+            let (action, key) = clawker_protocol::agent::describe_request(body);
             let allowed = verdict == Verdict::Forward;
             audit.write(&AuditRecord {
-                time: crate::sessions::now_rfc3339(),
+                time: crate::util::now_rfc3339(),
                 token: "bridge".into(),
                 container: Some(container.clone()),
                 route: "bridge:ssh-agent".into(),
@@ -208,7 +199,7 @@ async fn gpg_extra_socket() -> Option<PathBuf> {
     (o.status.success() && !p.is_empty()).then(|| PathBuf::from(p))
 }
 
-fn sockets_json(args: &BridgeArgs) -> String {
+fn sockets_json(args: &Options) -> String {
     let mut v = Vec::new();
     if args.ssh {
         v.push(serde_json::json!({"path": args.ssh_socket, "type": SOCKET_SSH_AGENT}));
@@ -219,7 +210,7 @@ fn sockets_json(args: &BridgeArgs) -> String {
     serde_json::Value::Array(v).to_string()
 }
 
-pub async fn run(args: BridgeArgs, policy: AgentPolicy) -> Result<ExitCode> {
+pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
     if !args.ssh && !args.gpg {
         bail!("nothing to bridge: pass --ssh, --gpg or both");
     }
@@ -235,8 +226,7 @@ pub async fn run(args: BridgeArgs, policy: AgentPolicy) -> Result<ExitCode> {
             }
         })
         .collect();
-    let _pid =
-        crate::lifecycle::PidFile::acquire_at(&state.bridges_dir().join(format!("{safe}.pid")))?;
+    let _pid = crate::state::PidFile::acquire_at(&state.bridges_dir().join(format!("{safe}.pid")))?;
     let ssh = if args.ssh {
         let sock = std::env::var_os(clawker_protocol::env::SSH_AUTH_SOCK)
             .filter(|v| !v.is_empty())
@@ -330,7 +320,7 @@ pub async fn run(args: BridgeArgs, policy: AgentPolicy) -> Result<ExitCode> {
         .join(" and "),
         args.container
     );
-    let audit_path = state.root().join("logs").join("audit.jsonl");
+    let audit_path = state.audit_file();
     let audit = crate::audit::Audit::open(&audit_path)
         .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
     let filter = audited_filter(policy, std::sync::Arc::new(audit), id.clone());

@@ -73,7 +73,7 @@ fn label_filters(labels: &[(String, String)]) -> HashMap<String, Vec<String>> {
 
 /// Revokes scoped tokens whose container is gone: those already gone now, then each one as
 /// Docker reports it died or was removed. Without Docker it does nothing.
-pub async fn revoke_tokens_of_dead_containers(store: crate::tokens::TokenStore) {
+pub async fn revoke_tokens_of_dead_containers(store: crate::auth::TokenStore) {
     let Ok(docker) = connect() else { return };
     if docker.ping().await.is_err() {
         return;

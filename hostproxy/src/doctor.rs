@@ -8,8 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::DoctorArgs;
-use crate::config::{FileConfig, Settings, default_config_path};
+use crate::config::Settings;
 use crate::state::StateDir;
 
 #[derive(Debug, Serialize)]
@@ -239,16 +238,11 @@ fn check_state(state: &StateDir) -> Vec<Check> {
 }
 
 fn check_launcher(settings: &Settings) -> Check {
-    let default = if cfg!(target_os = "macos") {
-        "open"
-    } else {
-        "xdg-open"
-    };
     let program = settings
         .browser
         .as_ref()
         .and_then(|b| b.first().cloned())
-        .unwrap_or_else(|| default.to_string());
+        .unwrap_or_else(|| crate::backends::default_launcher().to_string());
     if on_path(&program) {
         pass("browser launcher", program)
     } else {
@@ -260,15 +254,24 @@ fn check_launcher(settings: &Settings) -> Check {
     }
 }
 
-pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
-    let file = match default_config_path() {
-        Some(p) => FileConfig::load(&p, false).unwrap_or_default(),
-        None => FileConfig::default(),
+/// Runs every check and prints them. `settings` is the resolved configuration, or why it
+/// could not be read (then reported as a failing check, and the defaults are used for the
+/// rest).
+pub fn run(port: u16, json: bool, settings: Result<Settings, String>) -> Result<ExitCode> {
+    let (settings, config) = match settings {
+        Ok(s) => (s, pass("config", "readable")),
+        Err(e) => (
+            Settings::default(),
+            fail(
+                "config",
+                e,
+                "fix the config file (or pass --config with a good one)",
+            ),
+        ),
     };
-    let settings = Settings::from_file(&file).unwrap_or_default();
-    let port = args.port.port.unwrap_or(settings.port);
     let state = StateDir::from_env()?;
-    let mut checks = check_git();
+    let mut checks = vec![config];
+    checks.extend(check_git());
     checks.push(check_ssh_agent());
     checks.push(check_gpg());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -279,7 +282,7 @@ pub fn run(args: &DoctorArgs) -> Result<ExitCode> {
     checks.extend(check_state(&state));
     checks.push(check_launcher(&settings));
     let ok = checks.iter().all(|c| c.ok);
-    if args.json {
+    if json {
         println!("{}", serde_json::json!({ "ok": ok, "checks": checks }));
     } else {
         for c in &checks {

@@ -1,22 +1,27 @@
 //! The hostproxy daemon as a library: `router(state)` and `serve(listeners, …)` are the
-//! seams; `cli` holds the command line and lifecycle commands that `main.rs` calls.
+//! seams, `daemon::run` is what `hostproxy serve` does as a process. The command line lives
+//! in the binary (`src/cli/`), so `mock-proxy` links the daemon core without clap.
+//!
+//! Modules point one way (ARCHITECTURE.md, "Invariants"):
+//! `daemon → api → {callback, auth, audit, backends} → {config, state, host_gate, util}`,
+//! with `server` under `api`'s users, and `lifecycle`, `doctor`, `docker`, `bridge` beside
+//! `daemon`. No module reaches back up to one that uses it.
 
-pub mod app;
+pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod backends;
 pub mod bridge;
-pub mod cli;
+pub mod callback;
 pub mod config;
+pub mod daemon;
 pub mod docker;
 pub mod doctor;
-pub mod gates;
+pub mod host_gate;
 pub mod lifecycle;
-pub mod ratelimit;
-pub mod routes;
 pub mod server;
-pub mod sessions;
 pub mod state;
-pub mod tokens;
+pub mod util;
 
-pub use app::{AppState, router};
+pub use api::{AppState, router};
 pub use server::{ServeLimits, serve};

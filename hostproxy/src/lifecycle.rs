@@ -1,89 +1,17 @@
-//! `start`, `stop`, `status` and the PID file that makes one daemon per host.
-//!
-//! The running daemon holds an exclusive lock on `<state>/pids/hostproxy.pid` for its whole
-//! life. A PID file nobody holds the lock on is stale, whatever PID it names, so a
-//! `kill -9`ed daemon never blocks the next one and a recycled PID is never signalled.
+//! `start`, `stop` and `status`, with plain values: the command line resolves the port and
+//! the config before it calls them. One daemon per host is the PID file's job
+//! (`state::PidFile`).
 
-use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clawker_protocol::api::{HealthResponse, StatusResponse, routes};
 
-use crate::cli::{PortArg, StartArgs, StatusArgs, StopArgs};
-use crate::state::StateDir;
-
-/// The locked PID file of the running daemon; removed on drop.
-#[derive(Debug)]
-pub struct PidFile {
-    file: File,
-    path: PathBuf,
-}
-
-impl PidFile {
-    pub fn acquire(state: &StateDir) -> Result<Self> {
-        Self::acquire_at(&state.pid_file())
-    }
-
-    /// Locks the PID file at `path` (the daemon's, or a bridge's in `<state>/bridges/`).
-    pub fn acquire_at(path: &std::path::Path) -> Result<Self> {
-        let path = path.to_path_buf();
-        if let Some(dir) = path.parent() {
-            StateDir::ensure_dir(dir)?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        if file.try_lock().is_err() {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            bail!(
-                "another hostproxy process (pid {}) holds {}: stop it first",
-                pid.trim(),
-                path.display()
-            );
-        }
-        file.set_len(0)?;
-        file.rewind()?;
-        writeln!(file, "{}", std::process::id())?;
-        file.sync_all()?;
-        Ok(Self { file, path })
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        let _ = self.file.unlock();
-    }
-}
-
-/// The PID of the daemon holding the PID file, or `None` when no daemon holds it.
-pub fn running_pid(state: &StateDir) -> Option<u32> {
-    let path = state.pid_file();
-    let mut file = File::open(&path).ok()?;
-    if file.try_lock_shared().is_ok() {
-        // Nobody holds it: stale.
-        let _ = file.unlock();
-        return None;
-    }
-    let mut s = String::new();
-    file.read_to_string(&mut s).ok()?;
-    s.trim().parse().ok()
-}
-
-fn port_of(arg: &PortArg) -> u16 {
-    arg.port.unwrap_or(clawker_protocol::DEFAULT_PORT)
-}
+use crate::state::{StateDir, running_pid};
 
 /// A tiny blocking HTTP/1.1 GET against the local daemon (no client library needed).
 pub fn local_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
@@ -128,8 +56,9 @@ fn last_lines(path: &std::path::Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-pub fn start(args: &StartArgs) -> Result<ExitCode> {
-    let port = port_of(&args.port);
+/// Starts `serve --idle-exit --port PORT SERVE_ARGS…` detached unless a daemon of ours
+/// already answers on `port`.
+pub fn start(port: u16, serve_args: &[String]) -> Result<ExitCode> {
     if is_ours(port) {
         eprintln!("hostproxy is already running on port {port}");
         return Ok(ExitCode::SUCCESS);
@@ -163,7 +92,7 @@ pub fn start(args: &StartArgs) -> Result<ExitCode> {
         .arg("--idle-exit")
         .arg("--port")
         .arg(port.to_string())
-        .args(&args.serve_args)
+        .args(serve_args)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
@@ -248,7 +177,9 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-pub fn stop(args: &StopArgs) -> Result<ExitCode> {
+/// Asks the daemon holding the PID file to stop; with `wait`, waits that many seconds for it
+/// to be gone.
+pub fn stop(wait: Option<u64>) -> Result<ExitCode> {
     let state = StateDir::from_env()?;
     let Some(pid) = running_pid(&state) else {
         eprintln!("hostproxy is not running");
@@ -264,7 +195,7 @@ pub fn stop(args: &StopArgs) -> Result<ExitCode> {
             std::io::Error::last_os_error()
         );
     }
-    if let Some(secs) = args.wait {
+    if let Some(secs) = wait {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while alive(pid) || state.pid_file().exists() {
             if Instant::now() >= deadline {
@@ -279,8 +210,8 @@ pub fn stop(args: &StopArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn status(args: &StatusArgs) -> Result<ExitCode> {
-    let port = port_of(&args.port);
+/// Says whether the daemon answers on `port` (exit 0) or not (exit 1).
+pub fn status(port: u16, json: bool) -> Result<ExitCode> {
     let state = StateDir::from_env()?;
     let token = state.read_token().ok();
     let reply = local_get(
@@ -292,7 +223,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
         Ok((200, body)) => serde_json::from_str::<StatusResponse>(&body).ok(),
         _ => None,
     };
-    match (status, args.json) {
+    match (status, json) {
         (Some(s), true) => {
             let mut v = serde_json::to_value(&s)?;
             v["running"] = serde_json::Value::Bool(true);

@@ -1,5 +1,7 @@
-//! `hostproxy`: see the library crate.
+//! `hostproxy`: the command line (`cli/`) over the daemon library.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    hostproxy::cli::main()
+    cli::main()
 }

@@ -27,7 +27,7 @@ use clawker_protocol::mock::{
     self, MockAgent, MockCallback, MockCredential, MockCredentials, MockFault, RecordedRequest,
 };
 use futures_util::future::BoxFuture;
-use hostproxy::app::{AppState, Auth};
+use hostproxy::api::{AppState, Auth};
 use hostproxy::backends::{
     AgentConnector, AgentError, Backends, BindError, CredentialHelper, GitError, LaunchError,
     Launcher, LoopbackBinder, PortBinder,
@@ -346,7 +346,7 @@ async fn inject_callback(
         query: cb.query,
         headers: cb.headers,
         body: cb.body,
-        received_at: hostproxy::sessions::now_rfc3339(),
+        received_at: hostproxy::util::now_rfc3339(),
     };
     session.inject(data);
     Json(SuccessResponse::OK).into_response()

@@ -274,6 +274,78 @@ impl AgentPolicy {
     }
 }
 
+/// OpenSSH's fingerprint of a public key blob: `SHA256:` + unpadded base64.
+pub fn fingerprint(key_blob: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key_blob);
+    format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+    )
+}
+
+/// Re-encodes an IDENTITIES_ANSWER frame with only the keys whose fingerprint is in `keys`.
+pub fn filter_identities(reply: &[u8], keys: &std::collections::BTreeSet<String>) -> Vec<u8> {
+    let parse = || -> Option<Vec<u8>> {
+        let body = single_frame(reply).ok()?;
+        let (&kind, rest) = body.split_first()?;
+        if kind != msg::IDENTITIES_ANSWER {
+            return None;
+        }
+        let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        let mut rest = &rest[4..];
+        let mut kept: Vec<&[u8]> = Vec::new();
+        for _ in 0..n {
+            let start = rest;
+            let (blob, after) = read_string(rest)?;
+            let (_comment, after) = read_string(after)?;
+            if keys.contains(&fingerprint(blob)) {
+                kept.push(&start[..start.len() - after.len()]);
+            }
+            rest = after;
+        }
+        let mut out = vec![msg::IDENTITIES_ANSWER];
+        out.extend_from_slice(&(kept.len() as u32).to_be_bytes());
+        for k in kept {
+            out.extend_from_slice(k);
+        }
+        Some(frame(&out))
+    };
+    parse().unwrap_or_else(|| FAILURE_FRAME.to_vec())
+}
+
+/// An agent request as the audit log names it, with the key's fingerprint for signatures.
+pub fn describe_request(body: &[u8]) -> (String, Option<String>) {
+    let printable = |s: &str| {
+        s.chars()
+            .filter(char::is_ascii_graphic)
+            .take(64)
+            .collect::<String>()
+    };
+    match body.first().copied() {
+        Some(msg::REQUEST_IDENTITIES) => ("list".into(), None),
+        Some(msg::SIGN_REQUEST) => {
+            let key = read_string(&body[1..]).map(|(k, _)| fingerprint(k));
+            let purpose = match sign_purpose(body) {
+                SignPurpose::UserAuth => "sign:userauth".to_string(),
+                SignPurpose::SshSig(ns) => format!("sign:sshsig:{}", printable(&ns)),
+                SignPurpose::Other => "sign:other".to_string(),
+            };
+            (purpose, key)
+        }
+        Some(msg::EXTENSION) => (
+            format!(
+                "extension:{}",
+                printable(extension_name(body).unwrap_or("?"))
+            ),
+            None,
+        ),
+        Some(n) => (format!("message:{n}"), None),
+        None => ("empty".into(), None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

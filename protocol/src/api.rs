@@ -306,11 +306,7 @@ pub fn is_session_id(id: &str) -> bool {
 
 /// Renders random bytes as a session id.
 pub fn session_id_from_bytes(bytes: &[u8; SESSION_ID_BYTES]) -> String {
-    let mut s = String::with_capacity(SESSION_ID_BYTES * 2);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    crate::hex(bytes)
 }
 
 /// Why a callback path was refused.

@@ -29,3 +29,23 @@ pub const SERVICE_NAME: &str = "clawker-host-proxy";
 
 /// Base URL the container tools use when `CLAWKER_HOST_PROXY` is unset.
 pub const DEFAULT_PROXY_URL: &str = "http://host.docker.internal:18374";
+
+/// Lowercase hex of `bytes` (session ids, tokens, token hashes).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(super::hex(&[]), "");
+    }
+}

@@ -193,11 +193,12 @@ pub(crate) fn dist() -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Man pages and shell completions for every binary with a clap command line.
+/// Man pages and shell completions for every binary with a clap command line: the tools'
+/// from their `Args`, the daemon's from its own binary (`hostproxy man`, `hostproxy
+/// completions SHELL`), so xtask does not link the daemon's command line.
 fn docs(out: &Path) -> Result<()> {
     use clap::CommandFactory;
-    let commands: [(&str, clap::Command); 5] = [
-        ("hostproxy", hostproxy::cli::Cli::command()),
+    let commands: [(&str, clap::Command); 4] = [
         ("host-open", host_open::Args::command()),
         ("callback-forwarder", callback_forwarder::Args::command()),
         (
@@ -206,21 +207,47 @@ fn docs(out: &Path) -> Result<()> {
         ),
         ("ssh-agent-proxy", ssh_agent_proxy::Args::command()),
     ];
+    const SHELLS: [clap_complete::Shell; 3] = [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ];
     let man = out.join("man");
     std::fs::create_dir_all(&man)?;
     for (name, cmd) in commands {
         let mut page = Vec::new();
         clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
         std::fs::write(man.join(format!("{name}.1")), page)?;
-        for shell in [
-            clap_complete::Shell::Bash,
-            clap_complete::Shell::Zsh,
-            clap_complete::Shell::Fish,
-        ] {
+        for shell in SHELLS {
             let dir = out.join("completions").join(shell.to_string());
             std::fs::create_dir_all(&dir)?;
             clap_complete::generate_to(shell, &mut cmd.clone(), name, &dir)?;
         }
+    }
+    run(cargo().args(["build", "-q", "-p", "hostproxy"]))?;
+    let daemon = root().join("target/debug/hostproxy");
+    let output_of = |args: &[&str]| -> Result<Vec<u8>> {
+        let o = Command::new(&daemon)
+            .args(args)
+            .output()
+            .with_context(|| format!("cannot run {}", daemon.display()))?;
+        if !o.status.success() {
+            bail!("hostproxy {} failed with {}", args.join(" "), o.status);
+        }
+        Ok(o.stdout)
+    };
+    std::fs::write(man.join("hostproxy.1"), output_of(&["man"])?)?;
+    for shell in SHELLS {
+        let file = match shell {
+            clap_complete::Shell::Bash => "hostproxy.bash".to_string(),
+            clap_complete::Shell::Zsh => "_hostproxy".to_string(),
+            _ => format!("hostproxy.{shell}"),
+        };
+        let dir = out.join("completions").join(shell.to_string());
+        std::fs::write(
+            dir.join(file),
+            output_of(&["completions", &shell.to_string()])?,
+        )?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@ use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clawker_protocol::agent::{self, msg};
-use hostproxy::tokens::Scope;
+use hostproxy::auth::Scope;
 use reqwest::Method;
 use serde_json::{Value, json};
 

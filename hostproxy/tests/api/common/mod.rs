@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clawker_protocol::Secret;
 pub use e2e::{Agent, free_port, host_git_env, write_script};
-use hostproxy::app::Auth;
+use hostproxy::api::Auth;
 use hostproxy::backends::{Backends, CommandLauncher, GitCommand, LoopbackBinder, UnixAgent};
 use hostproxy::config::Settings;
 use hostproxy::{AppState, ServeLimits, router, serve};
@@ -111,20 +111,19 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
         header_read_timeout: settings.header_read_timeout,
         ..ServeLimits::default()
     };
-    let state = AppState::new(
+    let mut state = AppState::builder(
         settings,
         auth,
         backends,
         &["127.0.0.1".parse().unwrap()],
         shutdown.clone(),
     );
-    let state = if opts.tokens {
-        state.with_tokens(hostproxy::tokens::TokenStore::new(
+    if opts.tokens {
+        state = state.tokens(hostproxy::auth::TokenStore::new(
             dir.path().join("tokens.json"),
-        ))
-    } else {
-        state
-    };
+        ));
+    }
+    let state = state.build();
     tokio::spawn(serve(
         vec![listener],
         router(state),
@@ -146,8 +145,8 @@ impl Daemon {
     }
 
     /// The scoped-token store of this daemon (with `Options { tokens: true }`).
-    pub fn tokens(&self) -> hostproxy::tokens::TokenStore {
-        hostproxy::tokens::TokenStore::new(self.dir.path().join("tokens.json"))
+    pub fn tokens(&self) -> hostproxy::auth::TokenStore {
+        hostproxy::auth::TokenStore::new(self.dir.path().join("tokens.json"))
     }
 
     /// A JSON request with `token`; returns the status and the parsed body.

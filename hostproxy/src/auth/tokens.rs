@@ -204,7 +204,7 @@ fn now() -> u64 {
 }
 
 pub fn sha256_hex(token: &str) -> String {
-    crate::state::hex(&Sha256::digest(token.as_bytes()))
+    clawker_protocol::hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// The token file, cached by modification time.
@@ -348,8 +348,9 @@ impl TokenStore {
         {
             return Err(TokenError::BadName);
         }
-        let token =
-            crate::state::hex(&crate::state::random_bytes::<32>().map_err(|_| TokenError::Random)?);
+        let token = clawker_protocol::hex(
+            &crate::util::random_bytes::<32>().map_err(|_| TokenError::Random)?,
+        );
         let entry = TokenEntry {
             name: name.to_string(),
             sha256: sha256_hex(&token),

@@ -9,20 +9,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, Method};
 use clawker_protocol::Secret;
 use clawker_protocol::api::{self, CallbackData};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{ApiError, builtin_host_names};
 use crate::backends::{BindError, PortBinder};
-use crate::gates::check_host;
 use crate::server::{ServeLimits, serve};
+use crate::util::now_rfc3339;
+
+mod listener;
+
+pub use listener::{capture_response, not_found_page, success_page};
 
 /// The page the browser sees after a capture. Static: it reflects nothing from the request.
 pub const SUCCESS_PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Login complete</title></head><body><h1>Login complete</h1><p>You can close this tab and return to your terminal.</p></body></html>";
@@ -137,11 +136,6 @@ impl Session {
     }
 }
 
-/// The current time as RFC 3339 UTC with milliseconds, as `received_at` carries it.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
 fn capture_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (name, value) in headers {
@@ -241,7 +235,7 @@ impl SessionStore {
     pub fn register(&self, reg: Registration) -> Result<(String, Arc<Session>), RegisterError> {
         // Reserve a slot under the lock first, so concurrent registrations cannot overshoot.
         let id = clawker_protocol::api::session_id_from_bytes(
-            &crate::state::random_bytes::<{ api::SESSION_ID_BYTES }>()
+            &crate::util::random_bytes::<{ api::SESSION_ID_BYTES }>()
                 .map_err(|_| RegisterError::Random)?,
         );
         let listeners;
@@ -291,7 +285,7 @@ impl SessionStore {
         if listeners.is_empty() {
             return;
         }
-        let app = listener_router(session.clone());
+        let app = listener::router(session.clone());
         let cancel = session.cancel.clone();
         let limits = ServeLimits {
             max_connections: 32,
@@ -299,85 +293,5 @@ impl SessionStore {
             ..ServeLimits::default()
         };
         tokio::spawn(serve(listeners, app, limits, cancel));
-    }
-}
-
-/// Reads a capture body: at most 64 KiB, within 10 s.
-pub async fn read_capture_body(req: Request) -> Result<(http::request::Parts, Bytes), StatusCode> {
-    let (parts, body) = req.into_parts();
-    let limited = http_body_util::Limited::new(body, api::MAX_BODY);
-    let collected = tokio::time::timeout(
-        Duration::from_secs(10),
-        http_body_util::BodyExt::collect(limited),
-    )
-    .await
-    .map_err(|_| StatusCode::REQUEST_TIMEOUT)?
-    .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
-    Ok((parts, collected.to_bytes()))
-}
-
-/// Offers a browser request to a session and builds the browser's reply.
-pub async fn capture_response(session: &Session, path: &str, req: Request) -> Response {
-    let (parts, body) = match read_capture_body(req).await {
-        Ok(x) => x,
-        Err(status) => return status.into_response(),
-    };
-    let query = parts.uri.query().unwrap_or("");
-    match session.offer(&parts.method, path, query, &parts.headers, &body) {
-        Offer::Captured => {
-            tracing::info!(port = session.port, "oauth callback captured");
-            success_page()
-        }
-        Offer::AlreadyCaptured => success_page(),
-        Offer::NotForUs => not_found_page(),
-    }
-}
-
-pub fn success_page() -> Response {
-    (
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ],
-        Html(SUCCESS_PAGE),
-    )
-        .into_response()
-}
-
-pub fn not_found_page() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Html("<!doctype html><title>Not found</title><h1>Not found</h1>"),
-    )
-        .into_response()
-}
-
-/// The router of a session's own listener: every request goes to the capture logic after
-/// the Host gate (loopback names with the session's port).
-fn listener_router(session: Arc<Session>) -> Router {
-    async fn handle(State(session): State<Arc<Session>>, req: Request) -> Response {
-        if let Err(e) = check_host(req.headers(), &builtin_host_names(), session.port) {
-            return e.into_response();
-        }
-        let path = req.uri().path().to_string();
-        capture_response(&session, &path, req).await
-    }
-    Router::new().fallback(handle).with_state(session)
-}
-
-impl From<RegisterError> for ApiError {
-    fn from(e: RegisterError) -> Self {
-        match e {
-            RegisterError::TooMany(_) => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
-            }
-            RegisterError::Bind(BindError::InUse(_)) => {
-                ApiError::new(StatusCode::CONFLICT, e.to_string())
-            }
-            RegisterError::Bind(BindError::Other { .. }) | RegisterError::Random => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot listen for the callback",
-            ),
-        }
     }
 }

@@ -1,12 +1,15 @@
-//! The host state directory: PID file, log, token and bridge PID files.
+//! The host state directory: its paths, the user's token file and the PID files.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use clawker_protocol::Secret;
-use rand::TryRng;
 use thiserror::Error;
+
+mod pidfile;
+
+pub use pidfile::{PidFile, running_pid};
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -67,6 +70,10 @@ impl StateDir {
 
     pub fn log_file(&self) -> PathBuf {
         self.root.join("logs").join("hostproxy.log")
+    }
+
+    pub fn audit_file(&self) -> PathBuf {
+        self.root.join("logs").join("audit.jsonl")
     }
 
     pub fn token_file(&self) -> PathBuf {
@@ -136,19 +143,9 @@ impl StateDir {
 
 /// 32 bytes from the OS random source, hex-encoded.
 pub fn new_token() -> Result<Secret<String>, StateError> {
-    Ok(Secret::new(hex(&random_bytes::<32>()?)))
-}
-
-pub fn random_bytes<const N: usize>() -> Result<[u8; N], StateError> {
-    let mut buf = [0u8; N];
-    rand::rngs::SysRng
-        .try_fill_bytes(&mut buf)
-        .map_err(|_| StateError::Random)?;
-    Ok(buf)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(Secret::new(clawker_protocol::hex(
+        &crate::util::random_bytes::<32>().map_err(|_| StateError::Random)?,
+    )))
 }
 
 #[cfg(test)]

@@ -11,11 +11,11 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use clawker_protocol::api::{self, routes};
-use clawker_protocol::host::{HostName, parse_host_header};
 use subtle::ConstantTimeEq;
 
-use crate::app::{ApiError, AppState, Auth};
-use crate::tokens::Identity;
+use super::{ApiError, AppState, Auth};
+use crate::auth::Identity;
+use crate::host_gate::check_host;
 
 /// Which gates a path gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,20 +36,6 @@ pub fn classify(path: &str) -> RouteClass {
     } else {
         RouteClass::Api
     }
-}
-
-/// Gate 1: exactly one well-formed `Host` whose name is allowed and whose port is `port`.
-pub fn check_host(headers: &HeaderMap, allowed: &[HostName], port: u16) -> Result<(), ApiError> {
-    let mut values = headers.get_all(header::HOST).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(ApiError::bad_request("missing or repeated host header"));
-    };
-    let parsed = parse_host_header(value.as_bytes())
-        .map_err(|_| ApiError::bad_request("malformed host header"))?;
-    if parsed.port.unwrap_or(80) != port || !allowed.contains(&parsed.host) {
-        return Err(ApiError::forbidden("host not allowed"));
-    }
-    Ok(())
 }
 
 /// Gate 2: anything a browser adds to a cross-site or scripted request.
@@ -331,33 +317,6 @@ mod tests {
         assert!(check_token(&headers(&[("authorization", "Bearer anything")]), None).is_ok());
         assert!(check_token(&headers(&[("authorization", "Bearer ")]), None).is_err());
         assert!(check_token(&HeaderMap::new(), None).is_err());
-    }
-
-    #[test]
-    fn hosts() {
-        let allowed = crate::app::builtin_host_names();
-        let ok = |h: &str| check_host(&headers(&[("host", h)]), &allowed, 18374);
-        assert!(ok("localhost:18374").is_ok());
-        assert!(ok("127.0.0.1:18374").is_ok());
-        assert!(ok("[::1]:18374").is_ok());
-        assert!(ok("host.docker.internal:18374").is_ok());
-        assert_eq!(
-            ok("evil.example:18374").unwrap_err().status,
-            StatusCode::FORBIDDEN
-        );
-        assert_eq!(ok("localhost:1").unwrap_err().status, StatusCode::FORBIDDEN);
-        assert_eq!(ok("localhost").unwrap_err().status, StatusCode::FORBIDDEN);
-        assert_eq!(
-            ok("local host").unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
-        let none = check_host(&HeaderMap::new(), &allowed, 18374);
-        assert_eq!(none.unwrap_err().status, StatusCode::BAD_REQUEST);
-        let two = headers(&[("host", "localhost:18374"), ("host", "localhost:18374")]);
-        assert_eq!(
-            check_host(&two, &allowed, 18374).unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! `POST /git/credential`.
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use clawker_protocol::Secret;
+use clawker_protocol::api::{
+    GitCredentialAction, GitCredentialRequest, GitCredentialResponse, routes,
+};
+use clawker_protocol::credential::{
+    CredentialFields, has_forbidden_char, is_valid_credential_host,
+};
+
+use super::{SCOPED_GIT_PER_MINUTE, too_many};
+use crate::api::{ApiError, ApiJson, AppState};
+use crate::auth::Identity;
+use crate::backends::GitError;
+
+/// Validates a credential request against the policy, returning what git will be given.
+pub fn validate_credential(
+    state: &AppState,
+    req: &GitCredentialRequest,
+) -> Result<CredentialFields, ApiError> {
+    let fields: [(&str, Option<&str>); 5] = [
+        ("protocol", Some(&req.protocol)),
+        ("host", Some(&req.host)),
+        ("path", req.path.as_deref()),
+        (
+            "username",
+            req.username.as_ref().map(|s| s.expose().as_str()),
+        ),
+        (
+            "password",
+            req.password.as_ref().map(|s| s.expose().as_str()),
+        ),
+    ];
+    for (name, value) in fields {
+        if value.is_some_and(has_forbidden_char) {
+            return Err(ApiError::bad_request(format!(
+                "{name} contains a carriage return, newline or nul"
+            )));
+        }
+    }
+    if req.protocol.is_empty() {
+        return Err(ApiError::bad_request("protocol is empty"));
+    }
+    if req.host.is_empty() {
+        return Err(ApiError::bad_request("host is empty"));
+    }
+    if !is_valid_credential_host(&req.host) {
+        return Err(ApiError::bad_request("host is not a valid host name"));
+    }
+    let policy = &state.settings.git;
+    let protocol = req.protocol.to_ascii_lowercase();
+    if !policy
+        .allowed_protocols
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(&protocol))
+    {
+        return Err(ApiError::forbidden(format!(
+            "protocol {protocol} is not allowed"
+        )));
+    }
+    let host = req.host.to_ascii_lowercase();
+    if let Some(hosts) = &policy.allowed_hosts
+        && !hosts.iter().any(|h| h == &host)
+    {
+        return Err(ApiError::forbidden("host is not allowed"));
+    }
+    match req.action {
+        GitCredentialAction::Get => {}
+        GitCredentialAction::Store if !policy.allow_store => {
+            return Err(ApiError::forbidden(
+                "store is not allowed: enable git.allow_store in the daemon config",
+            ));
+        }
+        GitCredentialAction::Erase if !policy.allow_erase => {
+            return Err(ApiError::forbidden(
+                "erase is not allowed: enable git.allow_erase in the daemon config",
+            ));
+        }
+        GitCredentialAction::Store | GitCredentialAction::Erase => {}
+    }
+    let mut fields = CredentialFields {
+        protocol: Some(protocol),
+        host: Some(host),
+        path: req.path.clone(),
+        username: req.username.clone(),
+        password: None,
+        password_expiry_utc: None,
+    };
+    if req.action != GitCredentialAction::Get {
+        fields.password = req.password.clone();
+    }
+    Ok(fields)
+}
+
+pub async fn git_credential(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+    ApiJson(req): ApiJson<GitCredentialRequest>,
+) -> Result<Json<GitCredentialResponse>, ApiError> {
+    let audit_host = (!has_forbidden_char(&req.host)).then(|| req.host.to_ascii_lowercase());
+    let deny = |e: ApiError| {
+        let reason = Some(e.message.clone());
+        state.audit.record(
+            &id.name,
+            routes::GIT_CREDENTIAL,
+            req.action.as_str(),
+            audit_host.clone(),
+            None,
+            false,
+            reason,
+        );
+        e
+    };
+    let fields = validate_credential(&state, &req).map_err(deny)?;
+    let host_ok = fields.host.as_deref().unwrap_or("");
+    if !id.may_git(host_ok, req.action != GitCredentialAction::Get) {
+        return Err(deny(ApiError::forbidden(format!(
+            "this token may not {} credentials for this host (scope {}:HOST)",
+            req.action.as_str(),
+            if req.action == GitCredentialAction::Get {
+                "git"
+            } else {
+                "git-store"
+            }
+        ))));
+    }
+    if id.is_scoped()
+        && let Err(wait) =
+            state
+                .token_limits
+                .try_acquire(&id.name, routes::GIT_CREDENTIAL, SCOPED_GIT_PER_MINUTE)
+    {
+        return Err(deny(too_many(
+            "too many credential requests: try again later",
+            wait,
+        )));
+    }
+    let Ok(_slot) = state.git_slots.try_acquire() else {
+        return Err(deny(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many credential requests at once: retry shortly",
+        )));
+    };
+    let host = fields.host.clone().unwrap_or_default();
+    let result = state.backends.git.run(req.action, fields).await;
+    let outcome = match &result {
+        Ok(Some(_)) => "found",
+        Ok(None) if req.action == GitCredentialAction::Get => "not found",
+        Ok(None) => "done",
+        Err(GitError::Timeout(_)) => "git timed out",
+        Err(_) => "git failed",
+    };
+    state.audit.record(
+        &id.name,
+        routes::GIT_CREDENTIAL,
+        req.action.as_str(),
+        Some(host.clone()),
+        None,
+        true,
+        Some(outcome.into()),
+    );
+    tracing::info!(
+        action = req.action.as_str(),
+        host,
+        ok = result.is_ok(),
+        "git credential"
+    );
+    match result {
+        Ok(Some(found)) => Ok(Json(GitCredentialResponse {
+            success: true,
+            protocol: found.protocol.or(Some(req.protocol)),
+            host: found.host.or(Some(req.host)),
+            username: Some(found.username.unwrap_or_else(|| Secret::new(String::new()))),
+            password: found.password,
+            password_expiry_utc: found.password_expiry_utc,
+        })),
+        Ok(None) if req.action == GitCredentialAction::Get => {
+            Err(ApiError::not_found("no credential found"))
+        }
+        Ok(None) => Ok(Json(GitCredentialResponse::done())),
+        Err(GitError::Timeout(_)) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "git did not answer in time",
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "git credential failed");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "git credential failed on the host",
+            ))
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! `POST /open/url`.
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use clawker_protocol::api::{OpenUrlRequest, OpenUrlResponse, routes};
+use clawker_protocol::urls::{UrlError, canonical_url, check_url_policy};
+
+use super::too_many;
+use crate::api::{ApiError, ApiJson, AppState};
+use crate::auth::Identity;
+
+/// The status a URL refusal gets: 403 for policy, 400 for malformed input.
+fn url_error(e: UrlError) -> ApiError {
+    match e {
+        UrlError::InternalHost => ApiError::forbidden(e.to_string()),
+        other => ApiError::bad_request(other.to_string()),
+    }
+}
+
+pub async fn open_url(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+    ApiJson(req): ApiJson<OpenUrlRequest>,
+) -> Result<Json<OpenUrlResponse>, ApiError> {
+    let result = open_url_decide(&state, &id, &req.url).await;
+    let (host, refusal) = match &result {
+        Ok((host, _)) => (Some(host.clone()), None),
+        Err((host, e)) => (host.clone(), Some(e.message.clone())),
+    };
+    state.audit.record(
+        &id.name,
+        routes::OPEN_URL,
+        "open",
+        host.clone(),
+        None,
+        refusal.is_none(),
+        refusal,
+    );
+    let (_, url) = result.map_err(|(_, e)| e)?;
+    tracing::info!(host, "opened url");
+    Ok(Json(OpenUrlResponse { success: true, url }))
+}
+
+/// Validates, applies the policy and launches; errors carry the URL's host for the audit log.
+async fn open_url_decide(
+    state: &AppState,
+    id: &Identity,
+    raw: &str,
+) -> Result<(String, String), (Option<String>, ApiError)> {
+    if !id.may_open() {
+        return Err((
+            None,
+            ApiError::forbidden("this token may not open urls (scope open)"),
+        ));
+    }
+    let url = canonical_url(raw).map_err(|e| (None, url_error(e)))?;
+    let parsed = url::Url::parse(&url).map_err(|_| (None, ApiError::bad_request("invalid url")))?;
+    let host = parsed.host_str().unwrap_or("").to_string();
+    check_url_policy(&parsed, &state.settings.open_allowed_hosts)
+        .map_err(|e| (Some(host.clone()), url_error(e)))?;
+    let limited = if id.is_scoped() {
+        state.token_limits.try_acquire(
+            &id.name,
+            routes::OPEN_URL,
+            state.settings.open_rate_per_minute,
+        )
+    } else {
+        state.open_limiter.try_acquire()
+    };
+    if let Err(wait) = limited {
+        return Err((
+            Some(host),
+            too_many("too many urls opened: try again later", wait),
+        ));
+    }
+    if let Err(e) = state.backends.launcher.open(&url).await {
+        tracing::warn!(error = %e, "url launcher failed");
+        return Err((
+            Some(host),
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the browser launcher failed on the host",
+            ),
+        ));
+    }
+    Ok((host, url))
+}

@@ -1,0 +1,100 @@
+//! `POST /ssh/agent`.
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clawker_protocol::Secret;
+use clawker_protocol::agent::{self, FAILURE_FRAME, Verdict, describe_request, filter_identities};
+use clawker_protocol::api::{SshAgentRequest, SshAgentResponse, routes};
+
+use crate::api::{ApiError, ApiJson, AppState};
+use crate::auth::Identity;
+use crate::backends::AgentError;
+
+/// Applies the agent filter to one framed request: either the agent's reply or, for a
+/// refused message, `SSH_AGENT_FAILURE` produced here without contacting the agent.
+///
+/// `frame` has been checked to be exactly one frame by the caller.
+async fn relay_agent_frame(
+    state: &AppState,
+    id: &Identity,
+    frame: Vec<u8>,
+) -> Result<Vec<u8>, AgentError> {
+    let body = &frame[4..];
+    let mut verdict = state.settings.agent_policy.decide(body);
+    let (action, key) = describe_request(body);
+    let allowed_keys = id.ssh_keys();
+    let mut refusal =
+        (verdict == Verdict::Refuse).then(|| "not allowed by the agent policy".to_string());
+    // A token limited to some keys may only sign with those.
+    if verdict == Verdict::Forward
+        && body.first() == Some(&agent::msg::SIGN_REQUEST)
+        && let Some(keys) = &allowed_keys
+        && !key.as_ref().is_some_and(|k| keys.contains(k))
+    {
+        verdict = Verdict::Refuse;
+        refusal = Some("this token may not use this key".to_string());
+    }
+    state.audit.record(
+        &id.name,
+        routes::SSH_AGENT,
+        &action,
+        None,
+        key,
+        refusal.is_none(),
+        refusal,
+    );
+    match verdict {
+        Verdict::Refuse => {
+            tracing::info!(
+                message = body.first().copied(),
+                "agent message refused by policy"
+            );
+            Ok(FAILURE_FRAME.to_vec())
+        }
+        Verdict::Forward => {
+            let kind = body.first().copied();
+            let reply = state.backends.agent.request(frame).await?;
+            match (&allowed_keys, kind.as_ref()) {
+                (Some(keys), Some(&agent::msg::REQUEST_IDENTITIES)) => {
+                    Ok(filter_identities(&reply, keys))
+                }
+                _ => Ok(reply),
+            }
+        }
+    }
+}
+
+pub async fn ssh_agent(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+    ApiJson(req): ApiJson<SshAgentRequest>,
+) -> Result<Json<SshAgentResponse>, ApiError> {
+    if !id.may_ssh() {
+        return Err(ApiError::forbidden(
+            "this token may not use the ssh agent (scope ssh)",
+        ));
+    }
+    let frame = B64
+        .decode(req.data.expose())
+        .map_err(|_| ApiError::bad_request("data is not valid base64"))?;
+    agent::single_frame(&frame).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let reply = relay_agent_frame(&state, &id, frame)
+        .await
+        .map_err(|e| match e {
+            AgentError::NoSocket | AgentError::Unreachable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no ssh agent on the host: start one and set SSH_AUTH_SOCK for the daemon",
+            ),
+            AgentError::BadReply => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "the host ssh agent sent an invalid reply",
+            ),
+        })?;
+    Ok(Json(SshAgentResponse {
+        success: true,
+        data: Secret::new(B64.encode(reply)),
+    }))
+}

@@ -1,0 +1,161 @@
+//! `AppState`: everything a request handler may use, built once per daemon.
+
+use std::sync::Arc;
+
+use clawker_protocol::Secret;
+use clawker_protocol::host::HostName;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::Audit;
+use crate::auth::{PerKey, RateLimiter, TokenStore};
+use crate::backends::Backends;
+use crate::callback::SessionStore;
+use crate::config::Settings;
+use crate::host_gate::builtin_host_names;
+
+/// How the token gate decides.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer <this token>`, compared in constant time.
+    Token(Secret<String>),
+    /// Any bearer token (mock-proxy without `--token`): the header must still be present.
+    AnyBearer,
+    /// `--no-auth`.
+    Disabled,
+}
+
+/// Everything a request handler may use.
+#[derive(Debug)]
+pub struct Shared {
+    pub settings: Settings,
+    pub auth: Auth,
+    pub backends: Backends,
+    pub sessions: SessionStore,
+    pub git_slots: Semaphore,
+    pub open_limiter: RateLimiter,
+    /// Host names the `Host` header may carry (port checked separately).
+    pub allowed_hosts: Vec<HostName>,
+    pub version: &'static str,
+    pub started: std::time::Instant,
+    pub audit: Audit,
+    /// Scoped tokens (`None`: only the user's token, as in mock-proxy).
+    pub tokens: Option<TokenStore>,
+    /// Per-token rate limits for scoped tokens.
+    pub token_limits: PerKey,
+    pub listen: Vec<std::net::IpAddr>,
+}
+
+/// Cheap to clone; shared by every connection.
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The state with no audit log and no scoped tokens (tests, mock-proxy); see
+    /// [`AppState::builder`] for the rest. `listen_addrs` are the addresses actually served
+    /// (also accepted in `Host`); `shutdown` closes every callback listener when cancelled.
+    pub fn new(
+        settings: Settings,
+        auth: Auth,
+        backends: Backends,
+        listen_addrs: &[std::net::IpAddr],
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self::builder(settings, auth, backends, listen_addrs, shutdown).build()
+    }
+
+    pub fn builder(
+        settings: Settings,
+        auth: Auth,
+        backends: Backends,
+        listen_addrs: &[std::net::IpAddr],
+        shutdown: CancellationToken,
+    ) -> Builder {
+        Builder {
+            settings,
+            auth,
+            backends,
+            listen: listen_addrs.to_vec(),
+            shutdown,
+            audit: Audit::disabled(),
+            tokens: None,
+        }
+    }
+}
+
+/// Builds an [`AppState`]; the optional parts default to off.
+#[derive(Debug)]
+pub struct Builder {
+    settings: Settings,
+    auth: Auth,
+    backends: Backends,
+    listen: Vec<std::net::IpAddr>,
+    shutdown: CancellationToken,
+    audit: Audit,
+    tokens: Option<TokenStore>,
+}
+
+impl Builder {
+    /// Writes every decision on a sensitive route to `audit`.
+    pub fn audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Accepts the scoped tokens of `store` besides the user's token.
+    pub fn tokens(mut self, store: TokenStore) -> Self {
+        self.tokens = Some(store);
+        self
+    }
+
+    pub fn build(self) -> AppState {
+        let Self {
+            settings,
+            auth,
+            backends,
+            listen,
+            shutdown,
+            audit,
+            tokens,
+        } = self;
+        let mut allowed_hosts = builtin_host_names();
+        for a in &listen {
+            if !a.is_unspecified() && !allowed_hosts.contains(&HostName::Ip(*a)) {
+                allowed_hosts.push(HostName::Ip(*a));
+            }
+        }
+        for h in &settings.extra_hosts {
+            if !allowed_hosts.contains(h) {
+                allowed_hosts.push(h.clone());
+            }
+        }
+        let sessions = SessionStore::new(
+            settings.max_callback_sessions,
+            settings.port,
+            backends.ports.clone(),
+            shutdown,
+        );
+        AppState(Arc::new(Shared {
+            git_slots: Semaphore::new(settings.git.max_concurrent),
+            open_limiter: RateLimiter::per_minute(settings.open_rate_per_minute),
+            settings,
+            auth,
+            backends,
+            sessions,
+            allowed_hosts,
+            version: env!("CARGO_PKG_VERSION"),
+            started: std::time::Instant::now(),
+            audit,
+            tokens,
+            token_limits: PerKey::default(),
+            listen,
+        }))
+    }
+}

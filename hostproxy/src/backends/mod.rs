@@ -1,0 +1,125 @@
+//! The daemon's side effects on the host, behind traits.
+//!
+//! Routes hold the policy (validation, filters, limits); these hold the effect (spawn a
+//! browser, run git, talk to the agent, bind a port). The real daemon uses the `Host*`
+//! implementations here; `mock-proxy` plugs in recording fakes behind the very same routes
+//! and gates, which is what keeps the two from drifting apart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawker_protocol::api::GitCredentialAction;
+use clawker_protocol::credential::CredentialFields;
+use futures_util::future::BoxFuture;
+use thiserror::Error;
+
+use crate::config::GitPolicy;
+
+mod agent;
+mod git;
+mod launcher;
+mod ports;
+
+pub use agent::{UnixAgent, read_agent_frame};
+pub use git::GitCommand;
+pub use launcher::{CommandLauncher, default_launcher};
+pub use ports::LoopbackBinder;
+
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    #[error("cannot start the URL launcher {program:?}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the URL launcher {program:?} exited with {status}")]
+    Failed { program: String, status: String },
+}
+
+/// Opens a URL in the host's browser.
+pub trait Launcher: Send + Sync + 'static {
+    fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), LaunchError>>;
+}
+
+#[derive(Debug, Error)]
+pub enum GitError {
+    #[error("git did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot run git: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("git exited with {0}")]
+    Failed(String),
+    #[error("git's reply was not in the credential format")]
+    BadReply,
+}
+
+/// Runs `git credential fill|approve|reject`.
+pub trait CredentialHelper: Send + Sync + 'static {
+    /// For `Get`, `Ok(Some)` carries what git found and `Ok(None)` means nothing was found.
+    fn run(
+        &self,
+        action: GitCredentialAction,
+        input: CredentialFields,
+    ) -> BoxFuture<'_, Result<Option<CredentialFields>, GitError>>;
+}
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("no SSH agent on the host: SSH_AUTH_SOCK is not set for the daemon")]
+    NoSocket,
+    #[error("the host SSH agent is not answering")]
+    Unreachable(#[source] std::io::Error),
+    #[error("the host SSH agent sent an invalid reply")]
+    BadReply,
+}
+
+/// Sends one framed request to the host's SSH agent and returns its framed reply.
+pub trait AgentConnector: Send + Sync + 'static {
+    fn request(&self, frame: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, AgentError>>;
+}
+
+#[derive(Debug, Error)]
+pub enum BindError {
+    #[error("port {0} is already in use on the host")]
+    InUse(u16),
+    #[error("cannot listen on port {port}: {source}")]
+    Other {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the loopback listeners of a callback session.
+pub trait PortBinder: Send + Sync + 'static {
+    /// Returns the listeners to serve; an empty list means "nothing to serve" (the mock).
+    fn bind(&self, port: u16) -> Result<Vec<std::net::TcpListener>, BindError>;
+}
+
+/// Every side effect the routes may cause.
+#[derive(Clone)]
+pub struct Backends {
+    pub launcher: Arc<dyn Launcher>,
+    pub git: Arc<dyn CredentialHelper>,
+    pub agent: Arc<dyn AgentConnector>,
+    pub ports: Arc<dyn PortBinder>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backends")
+    }
+}
+
+impl Backends {
+    /// The real host effects.
+    pub fn host(browser: Option<Vec<String>>, git: GitPolicy, agent: UnixAgent) -> Self {
+        Self {
+            launcher: Arc::new(CommandLauncher::new(browser)),
+            git: Arc::new(GitCommand::new(git)),
+            agent: Arc::new(agent),
+            ports: Arc::new(LoopbackBinder),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The `hostproxy` command line: the only place clap lives. It parses, resolves settings
+//! one way for every subcommand (flags, then environment, then the config file), and calls
+//! the library with plain values.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clawker_protocol::env as envs;
+use hostproxy::auth::Scope;
+use hostproxy::config::parse_duration;
+
+mod bridge;
+mod serve;
+mod token;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hostproxy",
+    version,
+    about = "Lets tools in Docker containers open URLs, finish OAuth logins, use git credentials and sign with the host's keys",
+    after_help = "Example:\n  hostproxy serve                 # foreground, prints what a container needs\n  hostproxy start && hostproxy status --json"
+)]
+pub struct Cli {
+    /// Config file (TOML). Default: $XDG_CONFIG_HOME/clawker/hostproxy.toml.
+    #[arg(long, global = true, env = envs::DAEMON_CONFIG)]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Start the daemon in the background unless one already answers on the port.
+    Start(StartArgs),
+    /// Stop the background daemon.
+    Stop(StopArgs),
+    /// Say whether the daemon is running (exit 0) or not (exit 1).
+    Status(StatusArgs),
+    /// Print the user's bearer token (creating it if needed), or manage scoped tokens.
+    Token {
+        #[command(subcommand)]
+        action: Option<TokenAction>,
+    },
+    /// Bridge the host's ssh-agent and gpg-agent into a container over docker exec.
+    Bridge(bridge::BridgeArgs),
+    /// Check this host's setup and say how to fix what is missing.
+    Doctor(DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    Man,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PortArg {
+    /// Port the daemon serves.
+    #[arg(long, env = envs::DAEMON_PORT)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub port: PortArg,
+    /// Address to listen on (repeatable). Default: 127.0.0.1 and ::1.
+    #[arg(long, env = envs::DAEMON_LISTEN, value_delimiter = ',')]
+    pub listen: Vec<IpAddr>,
+    /// URL launcher command; the URL is appended as one argument (no shell).
+    #[arg(long, env = envs::DAEMON_BROWSER)]
+    pub browser: Option<String>,
+    /// Accept requests without the bearer token (insecure; for old clients only).
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Exit when no labelled agent containers are left (after the grace period).
+    #[arg(long)]
+    pub idle_exit: bool,
+    /// With --idle-exit: how long to wait before the first check (e.g. 60s, 2m).
+    #[arg(long, value_parser = parse_duration)]
+    pub grace_period: Option<Duration>,
+    /// With --idle-exit: how often to re-count containers besides Docker's events.
+    #[arg(long, value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+    /// Also listen on the gateway address of Docker's bridge networks (native Linux Docker).
+    #[arg(long)]
+    pub listen_docker_bridge: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub port: PortArg,
+    /// Arguments passed on to `serve` (after `--`).
+    #[arg(last = true)]
+    pub serve_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub port: PortArg,
+    /// Wait up to this many seconds for the daemon to exit.
+    #[arg(long, num_args = 0..=1, default_missing_value = "10")]
+    pub wait: Option<u64>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenAction {
+    /// Issue a scoped token and print it (the only time it is shown).
+    #[command(
+        after_help = "Example:\n  hostproxy token issue --name ci --container my-agent --allow git:github.com --allow open --ttl 8h"
+    )]
+    Issue {
+        /// A name for the token (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: String,
+        /// Bind the token to a container: it is revoked when Docker reports it died or was removed.
+        #[arg(long)]
+        container: Option<String>,
+        /// A scope: open, callback, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint> (repeatable).
+        #[arg(long = "allow", value_parser = |s: &str| s.parse::<Scope>())]
+        allow: Vec<Scope>,
+        /// Lifetime (e.g. 8h, 30m); default: until revoked.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// List scoped tokens (names, scopes, bindings; never the tokens).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a scoped token at once.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub port: PortArg,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub port: PortArg,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(use_color())
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set (no-color.org).
+fn use_color() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hostproxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Serve(args) => {
+            let opts = serve::options(&args, config)?;
+            serve::runtime()?.block_on(hostproxy::daemon::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Start(args) => {
+            let settings = serve::settings(config)?;
+            let port = args.port.port.unwrap_or(settings.port);
+            let mut serve_args = Vec::new();
+            if let Some(c) = config {
+                serve_args.push("--config".to_string());
+                serve_args.push(c.display().to_string());
+            }
+            serve_args.extend(args.serve_args);
+            hostproxy::lifecycle::start(port, &serve_args)
+        }
+        Command::Stop(args) => {
+            // The port names which daemon: the one of this state directory answers there.
+            let _ = serve::port(&args.port, config)?;
+            hostproxy::lifecycle::stop(args.wait)
+        }
+        Command::Status(args) => {
+            hostproxy::lifecycle::status(serve::port(&args.port, config)?, args.json)
+        }
+        Command::Bridge(args) => {
+            let policy = serve::settings(config)?.agent_policy;
+            serve::runtime()?.block_on(hostproxy::bridge::run(args.into(), policy))
+        }
+        Command::Doctor(args) => {
+            let settings = serve::settings(config).map_err(|e| format!("{e:#}"));
+            let port = args
+                .port
+                .port
+                .or(settings.as_ref().ok().map(|s| s.port))
+                .unwrap_or(clawker_protocol::DEFAULT_PORT);
+            hostproxy::doctor::run(port, args.json, settings)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "hostproxy", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { action } => token::token_command(action),
+    }
+}

@@ -1,0 +1,134 @@
+//! What `hostproxy serve` does as a process: the token, the PID lock, the listeners, the
+//! audit log, the token store and its revocation task, the container watcher, signals and
+//! the banner, around `api::router` and `server::serve`. Callable with plain values, so a
+//! test can run a whole daemon without the command line.
+
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, Auth, router};
+use crate::audit::Audit;
+use crate::auth::TokenStore;
+use crate::backends::{Backends, UnixAgent};
+use crate::config::Settings;
+use crate::server::{ServeLimits, serve};
+use crate::state::{PidFile, StateDir};
+
+mod banner;
+mod bind;
+mod signals;
+
+pub use bind::bind_all;
+pub use signals::wait_for_signal;
+
+/// How to run the daemon: the resolved settings and where its state lives.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub settings: Settings,
+    pub state_dir: StateDir,
+    /// The listen addresses were named by the user: a missing IPv6 loopback is then an
+    /// error, not a warning.
+    pub explicit_listen: bool,
+    /// Print the banner for the user (where it listens, what a container needs).
+    pub banner: bool,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(opts: Options) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signals.cancel();
+    });
+    run_until(opts, shutdown).await
+}
+
+/// Runs the daemon until `shutdown` is cancelled (or the container watcher ends it).
+pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()> {
+    let Options {
+        mut settings,
+        state_dir,
+        explicit_listen,
+        banner,
+    } = opts;
+    let token = state_dir.load_or_create_token()?;
+    let _pid = PidFile::acquire(&state_dir)?;
+
+    let mut addrs = settings.listen.clone();
+    if settings.listen_docker_bridge {
+        match crate::docker::bridge_gateways().await {
+            Ok(gw) if gw.is_empty() => tracing::warn!("no docker bridge network gateway found"),
+            Ok(gw) => addrs.extend(gw),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot ask docker for its bridge gateways")
+            }
+        }
+    }
+    // A set, not adjacent dedup: a gateway equal to a --listen address is bound once.
+    let mut seen = std::collections::HashSet::new();
+    addrs.retain(|a| seen.insert(*a));
+    if addrs.iter().any(IpAddr::is_unspecified) {
+        tracing::warn!(
+            "listening on a wildcard address: every network this host is on can reach the daemon"
+        );
+    }
+    let listeners = bind_all(&addrs, settings.port, explicit_listen).await?;
+    let bound: Vec<IpAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok().map(|a| a.ip()))
+        .collect();
+    if settings.no_auth {
+        tracing::warn!(
+            "--no-auth: any local process and any container can use your git credentials and ssh keys"
+        );
+    }
+    let backends = Backends::host(
+        settings.browser.clone(),
+        settings.git.clone(),
+        UnixAgent::from_env(),
+    );
+    let auth = if settings.no_auth {
+        Auth::Disabled
+    } else {
+        Auth::Token(token.clone())
+    };
+    let watcher = settings.watcher.take();
+    let audit_path = state_dir.audit_file();
+    let audit = Audit::open(&audit_path)
+        .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
+    let state = AppState::builder(settings.clone(), auth, backends, &bound, shutdown.clone())
+        .audit(audit)
+        .tokens(TokenStore::new(state_dir.tokens_file()))
+        .build();
+    {
+        let (tokens_file, stop) = (state_dir.tokens_file(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = crate::docker::revoke_tokens_of_dead_containers(TokenStore::new(tokens_file)) => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+    if banner {
+        banner::print_banner(&settings, &bound, &state_dir);
+    }
+    if let Some(w) = watcher {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            crate::docker::watch_containers(w, stop.clone()).await;
+            stop.cancel();
+        });
+    }
+    let limits = ServeLimits {
+        header_read_timeout: settings.header_read_timeout,
+        max_connections: settings.max_connections,
+        ..ServeLimits::default()
+    };
+    serve(listeners, router(state), limits, shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! Small leaves every module may use: the OS random source and the clock as the wire
+//! writes it.
+
+use std::time::SystemTime;
+
+use rand::TryRng;
+
+/// The operating system's random source failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random source failed")]
+pub struct RandomError;
+
+/// `N` bytes from the OS random source.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
+    let mut buf = [0u8; N];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut buf)
+        .map_err(|_| RandomError)?;
+    Ok(buf)
+}
+
+/// The current time as RFC 3339 UTC with milliseconds, as `received_at` and the audit log
+/// carry it.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
