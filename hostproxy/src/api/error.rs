@@ -39,6 +39,13 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
+
+    /// A 429 with `Retry-After` (whole seconds, at least 1).
+    pub fn too_many(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, message);
+        e.retry_after = Some(wait.as_secs().max(1));
+        e
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use clawker_protocol::api::{self, routes};
 use subtle::ConstantTimeEq;
 
-use super::{ApiError, AppState, Auth};
+use super::error::ApiError;
+use super::state::{AppState, Auth};
 use crate::auth::Identity;
 use crate::host_gate::check_host;
 

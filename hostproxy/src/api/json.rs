@@ -4,7 +4,7 @@ use axum::extract::FromRequest;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// A JSON body: read under the route's size limit (413 beyond it), with unknown fields and
 /// syntax errors answered 400 in the API's error shape (axum's own `Json` says 422).

@@ -1,8 +1,16 @@
 //! Who is asking and what they may do: the user's token, scoped tokens, their scopes and
 //! per-token rate limits.
 
+mod identity;
 mod ratelimit;
 mod tokens;
 
+pub use identity::{Identity, Scope};
 pub use ratelimit::{PerKey, RateLimiter};
-pub use tokens::{Identity, Scope, TokenEntry, TokenError, TokenStore, sha256_hex};
+pub use tokens::{TokenEntry, TokenError, TokenStore, sha256_hex};
+
+/// Requests per minute a scoped token may make on `/git/credential` and `/callback/register`.
+pub const SCOPED_GIT_PER_MINUTE: u32 = 60;
+pub const SCOPED_REGISTER_PER_MINUTE: u32 = 10;
+/// Live callback sessions per scoped token (the global cap still applies).
+pub const SCOPED_MAX_SESSIONS: usize = 4;

@@ -14,9 +14,11 @@ use clawker_protocol::api::{
 use clawker_protocol::credential::has_forbidden_char;
 use serde::Deserialize;
 
-use super::{SCOPED_MAX_SESSIONS, SCOPED_REGISTER_PER_MINUTE, too_many};
-use crate::api::{ApiError, ApiJson, AppState};
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::api::state::AppState;
 use crate::auth::Identity;
+use crate::auth::{SCOPED_MAX_SESSIONS, SCOPED_REGISTER_PER_MINUTE};
 use crate::callback::{Registration, capture_response, not_found_page};
 
 pub async fn callback_register(
@@ -36,7 +38,7 @@ pub async fn callback_register(
             SCOPED_REGISTER_PER_MINUTE,
         )
     {
-        return Err(too_many(
+        return Err(ApiError::too_many(
             "too many callback registrations: try again later",
             wait,
         ));

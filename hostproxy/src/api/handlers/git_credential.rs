@@ -11,9 +11,11 @@ use clawker_protocol::credential::{
     CredentialFields, has_forbidden_char, is_valid_credential_host,
 };
 
-use super::{SCOPED_GIT_PER_MINUTE, too_many};
-use crate::api::{ApiError, ApiJson, AppState};
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::api::state::AppState;
 use crate::auth::Identity;
+use crate::auth::SCOPED_GIT_PER_MINUTE;
 use crate::backends::GitError;
 
 /// Validates a credential request against the policy, returning what git will be given.
@@ -133,7 +135,7 @@ pub async fn git_credential(
                 .token_limits
                 .try_acquire(&id.name, routes::GIT_CREDENTIAL, SCOPED_GIT_PER_MINUTE)
     {
-        return Err(deny(too_many(
+        return Err(deny(ApiError::too_many(
             "too many credential requests: try again later",
             wait,
         )));

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use clawker_protocol::api::{HealthResponse, StatusResponse};
 
-use crate::api::AppState;
+use crate::api::state::AppState;
 
 pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     Json(HealthResponse {

@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use clawker_protocol::api::{OpenUrlRequest, OpenUrlResponse, routes};
 use clawker_protocol::urls::{UrlError, canonical_url, check_url_policy};
 
-use super::too_many;
-use crate::api::{ApiError, ApiJson, AppState};
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::api::state::AppState;
 use crate::auth::Identity;
 
 /// The status a URL refusal gets: 403 for policy, 400 for malformed input.
@@ -71,7 +72,7 @@ async fn open_url_decide(
     if let Err(wait) = limited {
         return Err((
             Some(host),
-            too_many("too many urls opened: try again later", wait),
+            ApiError::too_many("too many urls opened: try again later", wait),
         ));
     }
     if let Err(e) = state.backends.launcher.open(&url).await {

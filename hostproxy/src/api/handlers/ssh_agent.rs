@@ -9,7 +9,9 @@ use clawker_protocol::Secret;
 use clawker_protocol::agent::{self, FAILURE_FRAME, Verdict, describe_request, filter_identities};
 use clawker_protocol::api::{SshAgentRequest, SshAgentResponse, routes};
 
-use crate::api::{ApiError, ApiJson, AppState};
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::api::state::AppState;
 use crate::auth::Identity;
 use crate::backends::AgentError;
 
