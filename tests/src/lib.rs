@@ -140,29 +140,7 @@ impl Agent {
             .and_then(|s| s.parse().ok())
             .expect("ssh-agent pid");
         let key_path = dir.path().join("id_ed25519");
-        let st = Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "test@hostproxy",
-                "-f",
-            ])
-            .arg(&key_path)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let st = Command::new("ssh-add")
-            .arg("-q")
-            .arg(&key_path)
-            .env("SSH_AUTH_SOCK", &socket)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
+        add_key(&socket, &key_path, "test@hostproxy");
         let pubkey = std::fs::read_to_string(key_path.with_extension("pub")).unwrap();
         Self {
             socket,
@@ -171,6 +149,13 @@ impl Agent {
             key_path,
             dir,
         }
+    }
+
+    /// A further fresh ed25519 key in this agent, at `<dir>/<name>` (public key beside it).
+    pub fn add_key(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        add_key(&self.socket, &path, &format!("{name}@hostproxy"));
+        path
     }
 
     /// `ssh-add -l` straight against the agent: (exit code, output).
@@ -186,6 +171,24 @@ impl Agent {
                 + &String::from_utf8_lossy(&out.stderr),
         )
     }
+}
+
+/// `ssh-keygen` a fresh ed25519 key at `path` and `ssh-add` it to the agent at `socket`.
+fn add_key(socket: &Path, path: &Path, comment: &str) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("ssh-add")
+        .arg("-q")
+        .arg(path)
+        .env("SSH_AUTH_SOCK", socket)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
 }
 
 impl Drop for Agent {
@@ -563,25 +566,59 @@ impl Drop for MockProc {
     }
 }
 
-/// One blocking JSON request: (status, body as JSON or as a string).
-pub fn http(
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    body: Option<serde_json::Value>,
-) -> (u16, serde_json::Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
-        if let Some(t) = token {
+/// One HTTP request of a test: the one way every test in the workspace talks HTTP to a
+/// daemon or a mock (no proxy, ever).
+#[derive(Debug, Clone, Default)]
+pub struct Req {
+    pub method: String,
+    pub url: String,
+    pub token: Option<String>,
+    pub headers: Vec<(String, String)>,
+    /// A JSON body (sent as `application/json`).
+    pub json: Option<serde_json::Value>,
+    /// A raw body (the case sets its own content type, if any).
+    pub raw: Option<String>,
+}
+
+impl Req {
+    pub fn new(method: &str, url: impl Into<String>) -> Self {
+        Self {
+            method: method.to_string(),
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn token(mut self, token: Option<&str>) -> Self {
+        self.token = token.map(str::to_string);
+        self
+    }
+
+    pub fn json(mut self, body: Option<serde_json::Value>) -> Self {
+        self.json = body;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// Sends it: (status, body as JSON, or as a JSON string when it is not JSON).
+    pub async fn send_async(self, client: &reqwest::Client) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(self.method.as_bytes()).unwrap();
+        let mut req = client.request(method, &self.url);
+        if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if let Some(b) = body {
-            req = req.json(&b);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = &self.json {
+            req = req.json(b);
+        }
+        if let Some(r) = self.raw {
+            req = req.body(r);
         }
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
@@ -590,5 +627,29 @@ pub fn http(
             status,
             serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
         )
-    })
+    }
+
+    /// Sends it from synchronous test code.
+    pub fn send(self) -> (u16, serde_json::Value) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(self.send_async(&client()))
+    }
+}
+
+/// The tests' HTTP client: never through a proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// One blocking JSON request: (status, body as JSON or as a string).
+pub fn http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    Req::new(method, url).token(token).json(body).send()
 }

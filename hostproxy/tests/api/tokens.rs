@@ -256,34 +256,7 @@ fn reply(v: &Value) -> Vec<u8> {
 async fn an_ssh_key_scope_lists_and_signs_with_that_key_only() {
     let agent = Agent::start();
     // A second key in the same agent.
-    let second = agent.dir.path().join("second");
-    assert!(
-        std::process::Command::new("ssh-keygen")
-            .args([
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                "second@hostproxy",
-                "-f"
-            ])
-            .arg(&second)
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        std::process::Command::new("ssh-add")
-            .arg("-q")
-            .arg(&second)
-            .env("SSH_AUTH_SOCK", &agent.socket)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-    );
+    agent.add_key("second");
     let d = spawn_with(
         Options {
             tokens: true,

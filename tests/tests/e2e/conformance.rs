@@ -38,38 +38,21 @@ fn case(name: &'static str, method: &'static str, path: &str, body: Option<Value
 }
 
 fn send(port: u16, token: &str, c: &Case) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        let mut req = client.request(
-            reqwest::Method::from_bytes(c.method.as_bytes()).unwrap(),
-            format!(
-                "http://127.0.0.1:{port}{}",
-                c.path.replace("{port}", &port.to_string())
-            ),
-        );
-        if c.token {
-            req = req.bearer_auth(token);
-        }
-        for (k, v) in &c.headers {
-            req = req.header(*k, v.replace("{port}", &port.to_string()));
-        }
-        match &c.body {
-            Some(Ok(v)) => req = req.json(v),
-            Some(Err(raw)) => req = req.body(raw.clone()),
-            None => {}
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    })
+    let fill = |v: &str| v.replace("{port}", &port.to_string());
+    let mut req = Req::new(
+        c.method,
+        format!("http://127.0.0.1:{port}{}", fill(&c.path)),
+    )
+    .token(c.token.then_some(token));
+    for (k, v) in &c.headers {
+        req = req.header(k, fill(v));
+    }
+    match &c.body {
+        Some(Ok(v)) => req.json = Some(v.clone()),
+        Some(Err(raw)) => req.raw = Some(raw.clone()),
+        None => {}
+    }
+    req.send()
 }
 
 fn keys(v: &Value) -> Vec<String> {
@@ -79,9 +62,7 @@ fn keys(v: &Value) -> Vec<String> {
 }
 
 fn agent_frame(body: &[u8]) -> Value {
-    let mut f = (body.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(body);
-    json!({"data": B64.encode(f)})
+    json!({"data": B64.encode(clawker_protocol::agent::frame(body))})
 }
 
 #[test]

@@ -143,14 +143,13 @@ fn callback_forwarder_replays_then_cleans_up_and_fails_clearly() {
     let d = DaemonProc::start(DaemonOpts::default());
     // Register a callback on a host port and capture it, as the browser would.
     let cb_port = free_port();
-    let client = reqwest::blocking_client();
-    let reg: serde_json::Value = client
-        .post(
-            format!("{}/callback/register", d.url()),
-            &d.token,
-            serde_json::json!({"port": cb_port, "path": "/cb", "state": "st"}),
-        )
-        .1;
+    let reg = http(
+        "POST",
+        &format!("{}/callback/register", d.url()),
+        Some(&d.token),
+        Some(serde_json::json!({"port": cb_port, "path": "/cb", "state": "st"})),
+    )
+    .1;
     let id = reg["session_id"].as_str().unwrap().to_string();
     // The "container's" local server: a socket on another port that records one request.
     let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -174,7 +173,12 @@ fn callback_forwarder_replays_then_cleans_up_and_fails_clearly() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let page = client.get_text(&format!("http://127.0.0.1:{cb_port}/cb?code=abc&state=st"));
+    let page = http(
+        "GET",
+        &format!("http://127.0.0.1:{cb_port}/cb?code=abc&state=st"),
+        None,
+        None,
+    );
     assert_eq!(page.0, 200);
     let request = server.join().unwrap();
     assert!(
@@ -184,7 +188,12 @@ fn callback_forwarder_replays_then_cleans_up_and_fails_clearly() {
     let status = fwd.wait().unwrap();
     assert!(status.success());
     // Cleaned up: the session is gone.
-    let (s, _) = client.get_json(&format!("{}/callback/{id}/data", d.url()), &d.token);
+    let (s, _) = http(
+        "GET",
+        &format!("{}/callback/{id}/data", d.url()),
+        Some(&d.token),
+        None,
+    );
     assert_eq!(s, 404);
 
     // Unknown session: exit 1 with a clear message.
@@ -197,13 +206,13 @@ fn callback_forwarder_replays_then_cleans_up_and_fails_clearly() {
 
     // SIGTERM ends a waiting forwarder at once.
     let port2 = free_port();
-    let reg = client
-        .post(
-            format!("{}/callback/register", d.url()),
-            &d.token,
-            serde_json::json!({"port": port2}),
-        )
-        .1;
+    let reg = http(
+        "POST",
+        &format!("{}/callback/register", d.url()),
+        Some(&d.token),
+        Some(serde_json::json!({"port": port2, "state": "st2"})),
+    )
+    .1;
     let mut env = d.tool_env();
     env.push((
         "CALLBACK_SESSION".into(),
@@ -410,21 +419,33 @@ fn daemon_logs_hold_no_secrets() {
     );
     assert_eq!(code, 0);
     assert!(out.contains("s3cret-pass"));
-    let client = reqwest::blocking_client();
     let cb_port = free_port();
-    let (_, reg) = client.post(
-        format!("{}/callback/register", d.url()),
-        &d.token,
-        serde_json::json!({"port": cb_port, "state": "state-secret-123"}),
+    let (_, reg) = http(
+        "POST",
+        &format!("{}/callback/register", d.url()),
+        Some(&d.token),
+        Some(serde_json::json!({"port": cb_port, "state": "state-secret-123"})),
     );
     let id = reg["session_id"].as_str().unwrap().to_string();
-    client.get_text(&format!(
-        "http://127.0.0.1:{cb_port}/callback?code=oauth-code-secret&state=state-secret-123"
-    ));
-    client.get_json(&format!("{}/callback/{id}/data", d.url()), &d.token);
-    client.get_json(
+    http(
+        "GET",
+        &format!(
+            "http://127.0.0.1:{cb_port}/callback?code=oauth-code-secret&state=state-secret-123"
+        ),
+        None,
+        None,
+    );
+    http(
+        "GET",
+        &format!("{}/callback/{id}/data", d.url()),
+        Some(&d.token),
+        None,
+    );
+    http(
+        "GET",
         &format!("{}/callback/{id}/data?token={}", d.url(), d.token),
-        "wrong",
+        Some("wrong"),
+        None,
     );
     // A refused store, an opened URL, and an SSH signature through the proxy, for the audit log.
     let (code, _, _) = run_with_input(
@@ -512,60 +533,6 @@ fn daemon_logs_hold_no_secrets() {
 }
 
 /// A few blocking HTTP helpers for these process-level tests.
-mod reqwest {
-    pub struct Blocking;
-
-    pub fn blocking_client() -> Blocking {
-        Blocking
-    }
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    impl Blocking {
-        pub fn post(
-            &self,
-            url: String,
-            token: &str,
-            body: serde_json::Value,
-        ) -> (u16, serde_json::Value) {
-            rt().block_on(async {
-                let r = ::reqwest::Client::new()
-                    .post(url)
-                    .bearer_auth(token)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                (r.status().as_u16(), r.json().await.unwrap_or_default())
-            })
-        }
-
-        pub fn get_json(&self, url: &str, token: &str) -> (u16, serde_json::Value) {
-            rt().block_on(async {
-                let r = ::reqwest::Client::new()
-                    .get(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .unwrap();
-                (r.status().as_u16(), r.json().await.unwrap_or_default())
-            })
-        }
-
-        pub fn get_text(&self, url: &str) -> (u16, String) {
-            rt().block_on(async {
-                let r = ::reqwest::Client::new().get(url).send().await.unwrap();
-                (r.status().as_u16(), r.text().await.unwrap_or_default())
-            })
-        }
-    }
-}
-
 /// A throwaway sshd on loopback that accepts `agent`'s key for the current user.
 struct Sshd {
     child: std::process::Child,

@@ -135,7 +135,7 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
         base: format!("http://127.0.0.1:{port}"),
         dir,
         shutdown,
-        client: reqwest::Client::new(),
+        client: e2e::client(),
     }
 }
 
@@ -157,20 +157,11 @@ impl Daemon {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        e2e::Req::new(method.as_str(), format!("{}{path}", self.base))
+            .token(Some(token))
+            .json(body)
+            .send_async(&self.client)
+            .await
     }
 
     /// An authenticated JSON request with the user's token.
