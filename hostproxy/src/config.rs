@@ -87,6 +87,9 @@ pub struct SshFile {
 #[serde(deny_unknown_fields)]
 pub struct CallbackFile {
     pub max_sessions: Option<usize>,
+    /// Admit callback registrations without `state` (default false). Such a session holds
+    /// its port alone and captures the first request to its path from anyone.
+    pub allow_stateless: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -205,6 +208,8 @@ pub struct Settings {
     pub git: GitPolicy,
     pub agent_policy: AgentPolicy,
     pub max_callback_sessions: usize,
+    /// `callback.allow_stateless`.
+    pub callback_allow_stateless: bool,
     pub open_rate_per_minute: u32,
     /// Exceptions to the URL policy, lowercase.
     pub open_allowed_hosts: Vec<String>,
@@ -228,6 +233,7 @@ impl Default for Settings {
             git: GitPolicy::default(),
             agent_policy: AgentPolicy::default(),
             max_callback_sessions: 16,
+            callback_allow_stateless: false,
             open_rate_per_minute: 10,
             open_allowed_hosts: Vec::new(),
             watcher: None,
@@ -325,6 +331,9 @@ impl Settings {
         }
         if let Some(m) = file.callback.max_sessions {
             s.max_callback_sessions = m.max(1);
+        }
+        if let Some(b) = file.callback.allow_stateless {
+            s.callback_allow_stateless = b;
         }
         if let Some(r) = file.open.rate_per_minute {
             s.open_rate_per_minute = r;

@@ -66,7 +66,7 @@ impl From<RegisterError> for ApiError {
             RegisterError::TooMany(_) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
             }
-            RegisterError::Bind(BindError::InUse(_)) => {
+            RegisterError::Bind(BindError::InUse(_)) | RegisterError::Conflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, e.to_string())
             }
             RegisterError::Bind(BindError::Other { .. }) | RegisterError::Random => ApiError::new(

@@ -73,7 +73,7 @@ async fn a_git_token_gets_its_host_and_nothing_else() {
             &t,
             Method::POST,
             "/callback/register",
-            Some(json!({"port": 40123})),
+            Some(json!({"port": 40123, "state": "s"})),
         )
         .await;
     assert_eq!(s, 403);
@@ -147,7 +147,7 @@ async fn callback_sessions_belong_to_their_token() {
             &a,
             Method::POST,
             "/callback/register",
-            Some(json!({"port": port})),
+            Some(json!({"port": port, "state": "s"})),
         )
         .await;
     assert_eq!(s, 200, "{reg}");
@@ -200,7 +200,7 @@ async fn register_as(d: &Daemon, token: &str, port: u16) -> (u16, Value) {
         token,
         Method::POST,
         "/callback/register",
-        Some(json!({"port": port})),
+        Some(json!({"port": port, "state": "s"})),
     )
     .await
 }
@@ -229,7 +229,7 @@ async fn a_scoped_token_is_rate_limited_on_its_own() {
         .client
         .post(format!("{}/callback/register", d.base))
         .bearer_auth(&a)
-        .json(&json!({"port": p}))
+        .json(&json!({"port": p, "state": "s"}))
         .send()
         .await
         .unwrap();
@@ -241,7 +241,9 @@ async fn a_scoped_token_is_rate_limited_on_its_own() {
     );
     // The user's token has no such per-token limit.
     assert_eq!(
-        d.post("/callback/register", json!({"port": p})).await.0,
+        d.post("/callback/register", json!({"port": p, "state": "s"}))
+            .await
+            .0,
         200
     );
 }

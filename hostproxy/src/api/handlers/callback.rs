@@ -31,18 +31,6 @@ pub async fn callback_register(
             "this token may not register callbacks (scope callback)",
         ));
     }
-    if id.is_scoped()
-        && let Err(wait) = state.token_limits.try_acquire(
-            &id.name,
-            routes::CALLBACK_REGISTER,
-            SCOPED_REGISTER_PER_MINUTE,
-        )
-    {
-        return Err(ApiError::too_many(
-            "too many callback registrations: try again later",
-            wait,
-        ));
-    }
     let port = u16::try_from(req.port)
         .ok()
         .filter(|p| u32::from(*p) >= api::MIN_CALLBACK_PORT)
@@ -67,6 +55,34 @@ pub async fn callback_register(
     {
         return Err(ApiError::bad_request(
             "state must be non-empty printable text",
+        ));
+    }
+    // Without a state anyone who reaches the port first takes the login (SPEC.md 4.2).
+    if req.state.is_none() && !state.settings.callback_allow_stateless {
+        return Err(ApiError::bad_request(
+            "state is required: the daemon refuses callbacks without state unless callback.allow_stateless is set in its config",
+        ));
+    }
+    // The budget is spent only by a request that could be carried out.
+    if id.is_scoped()
+        && let Err(wait) = state.token_limits.try_acquire(
+            &id.name,
+            routes::CALLBACK_REGISTER,
+            SCOPED_REGISTER_PER_MINUTE,
+        )
+    {
+        state.audit.record(
+            &id.name,
+            routes::CALLBACK_REGISTER,
+            "register",
+            Some(format!("port {port}")),
+            None,
+            false,
+            Some("rate limited".into()),
+        );
+        return Err(ApiError::too_many(
+            "too many callback registrations: try again later",
+            wait,
         ));
     }
     let registered = state.sessions.register(Registration {
@@ -168,7 +184,7 @@ pub async fn cb_capture_root(
 
 async fn cb(state: &AppState, id: &str, path: &str, req: Request) -> Response {
     match state.sessions.get(id) {
-        Some(session) => capture_response(&session, path, req).await,
+        Some(session) => capture_response(session.as_ref(), path, req).await,
         None => not_found_page(),
     }
 }
