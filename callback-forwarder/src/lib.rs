@@ -99,18 +99,30 @@ const HOP_HEADERS: [&str; 10] = [
     "proxy-authenticate",
 ];
 
-/// Replays `data` to `localhost`, `127.0.0.1` and `[::1]` in turn; the first status below
-/// 400 counts as delivered. Returns a description of the last failure otherwise.
-pub async fn replay(http: &reqwest::Client, port: u16, data: &CallbackData) -> Result<u16, String> {
-    let method = reqwest::Method::from_bytes(data.method.as_bytes())
-        .map_err(|_| "invalid method".to_string())?;
+/// How one replay went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// The local server answered with this status: the code is spent, whatever it said.
+    Answered(u16),
+    /// Nothing listened on any loopback address: the request was not sent; try again.
+    NotListening,
+    /// The request may have reached the server but no answer came: it is never sent again.
+    Lost(&'static str),
+}
+
+/// Replays `data` to `localhost`, `127.0.0.1` and `[::1]` in turn, moving on only when a
+/// connection is refused. An authorization code is single-use: once a server has the
+/// request, it is not sent again (SPEC.md 5).
+pub async fn replay(http: &reqwest::Client, port: u16, data: &CallbackData) -> Replay {
+    let Ok(method) = reqwest::Method::from_bytes(data.method.as_bytes()) else {
+        return Replay::Lost("the captured request has an invalid method");
+    };
     let query = data.query.expose();
     let suffix = if query.is_empty() {
         data.path.clone()
     } else {
         format!("{}?{query}", data.path)
     };
-    let mut last = String::from("no address tried");
     for host in ["localhost", "127.0.0.1", "[::1]"] {
         let mut req = http.request(method.clone(), format!("http://{host}:{port}{suffix}"));
         for (k, v) in &data.headers {
@@ -122,21 +134,16 @@ pub async fn replay(http: &reqwest::Client, port: u16, data: &CallbackData) -> R
             req = req.body(data.body.expose().clone());
         }
         match req.send().await {
-            Ok(r) if r.status().as_u16() < 400 => return Ok(r.status().as_u16()),
-            Ok(r) => last = format!("{host}:{port} answered {}", r.status().as_u16()),
-            Err(e) => {
-                last = format!(
-                    "{host}:{port}: {}",
-                    if e.is_connect() {
-                        "connection refused".to_string()
-                    } else {
-                        e.to_string()
-                    }
-                )
+            Ok(r) => return Replay::Answered(r.status().as_u16()),
+            Err(e) if e.is_connect() => continue,
+            // Never `e.to_string()`: reqwest's text carries the URL, with the code in it.
+            Err(e) if e.is_timeout() => {
+                return Replay::Lost("the local server did not answer in time");
             }
+            Err(_) => return Replay::Lost("the connection to the local server broke"),
         }
     }
-    Err(last)
+    Replay::NotListening
 }
 
 pub async fn run(cfg: Config, client: Client) -> Result<ExitCode> {
@@ -154,11 +161,16 @@ pub async fn run(cfg: Config, client: Client) -> Result<ExitCode> {
         routes::WAIT_PARAM
     );
     let mut captured: Option<CallbackData> = None;
-    loop {
+    let outcome = loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             bail!(
-                "no login callback arrived within {} s (CB_FORWARDER_TIMEOUT)",
+                "no login callback {} within {} s (CB_FORWARDER_TIMEOUT)",
+                if captured.is_some() {
+                    "could be delivered: nothing listened on the local port"
+                } else {
+                    "arrived"
+                },
                 cfg.timeout.as_secs()
             );
         }
@@ -180,8 +192,14 @@ pub async fn run(cfg: Config, client: Client) -> Result<ExitCode> {
                     Err(ClientError::Status { status: 404, .. }) => {
                         bail!("the daemon does not know this callback session (expired or deleted)")
                     }
+                    Err(
+                        e @ (ClientError::Unauthorized { .. }
+                        | ClientError::Status { status: 403, .. }),
+                    ) => {
+                        return Err(e.into());
+                    }
                     Err(e) => {
-                        eprintln!("callback-forwarder: {e:#}; retrying");
+                        eprintln!("callback-forwarder: {e}; retrying");
                         tokio::time::sleep(cfg.poll_interval.min(remaining)).await;
                         continue;
                     }
@@ -189,29 +207,43 @@ pub async fn run(cfg: Config, client: Client) -> Result<ExitCode> {
             }
         };
         match replay(&replayer, cfg.port, &data).await {
-            Ok(status) => {
+            Replay::NotListening => {
+                // The local server may not be listening yet: keep the data and retry.
                 eprintln!(
-                    "callback-forwarder: delivered the login callback to port {} ({status})",
+                    "callback-forwarder: nothing listens on port {} yet; retrying",
                     cfg.port
                 );
-                break;
-            }
-            Err(why) => {
-                // The local server may not be listening yet: keep the data and retry.
-                eprintln!("callback-forwarder: cannot deliver yet ({why}); retrying");
                 captured = Some(data);
                 tokio::time::sleep(cfg.poll_interval.min(remaining)).await;
             }
+            Replay::Answered(status) => break Ok(status),
+            Replay::Lost(why) => break Err(why),
         }
-    }
+    };
     if cfg.cleanup
         && let Err(e) = client
             .delete::<SuccessResponse>(&routes::callback(&cfg.session))
             .await
     {
-        eprintln!("callback-forwarder: delivered, but could not delete the session: {e:#}");
+        eprintln!("callback-forwarder: could not delete the session: {e}");
     }
-    Ok(ExitCode::SUCCESS)
+    match outcome {
+        Ok(status) if status < 400 => {
+            eprintln!(
+                "callback-forwarder: delivered the login callback to port {} ({status})",
+                cfg.port
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(status) => bail!(
+            "the local server on port {} answered {status} to the login callback; it is not sent again (a login code works once)",
+            cfg.port
+        ),
+        Err(why) => bail!(
+            "{why} (port {}); the login callback is not sent again (a login code works once)",
+            cfg.port
+        ),
+    }
 }
 
 pub fn main() -> ExitCode {

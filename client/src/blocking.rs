@@ -5,11 +5,16 @@
 //! `git-credential-clawker` make one or two requests and exit (no runtime to build).
 //!
 //! The request is written in one piece; the reply's head is parsed by `httparse` and its body
-//! must carry a `Content-Length` (the daemon's JSON replies always do). A kept-alive
-//! connection the daemon has closed in the meantime (it closes idle ones after 10 s, between
-//! requests) is noticed before any reply byte arrives, and the request is sent once more on a
-//! new connection; a fresh connection is never retried. Like [`crate::Client`], it never goes
-//! through an `HTTP_PROXY`: the token stays between the container and the host.
+//! must carry a `Content-Length` (the daemon's JSON replies always do).
+//!
+//! A request that may have reached the daemon is never sent twice (SPEC.md 5): a signature
+//! may wait for a touch, a `store` writes the keychain. A kept-alive connection is checked
+//! before the request is written (the daemon closes idle ones after 10 s), and replaced when
+//! the daemon has closed it; a write that fails on a reused connection is sent again on a
+//! new one (the daemon cannot have read a whole request); a reply that does not come (a
+//! time-out, a reset, an early close) is an error, never a second request. Like
+//! [`crate::Client`], it never goes through an `HTTP_PROXY`: the token stays between the
+//! container and the host.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -34,6 +39,7 @@ pub struct Conn {
     /// `Host` header value: host, and the port unless it is the scheme's default.
     host: String,
     token: Option<Secret<String>>,
+    reply_timeout: Duration,
     stream: Option<TcpStream>,
     /// Bytes read past the end of the previous reply (none with a well-behaved peer).
     buf: Vec<u8>,
@@ -52,10 +58,10 @@ impl std::fmt::Debug for Conn {
 
 /// How one exchange failed.
 enum Failure {
-    /// Nothing of a reply arrived: on a reused connection the daemon most likely closed it
-    /// while idle, and the request can go again on a new one.
-    NoReply(std::io::Error),
-    /// The connection broke or sent something unusable after the reply had begun.
+    /// The request could not be written whole: the daemon has not read it.
+    NotSent(std::io::Error),
+    /// The request was written; the reply did not come or was unusable. The daemon may have
+    /// acted on it.
     Broken(std::io::Error),
 }
 
@@ -83,9 +89,16 @@ impl Conn {
             url,
             host,
             token,
+            reply_timeout: REPLY_TIMEOUT,
             stream: None,
             buf: Vec::new(),
         })
+    }
+
+    /// How long a reply may take (default 60 s: a hardware key may wait for a touch).
+    pub fn with_reply_timeout(mut self, timeout: Duration) -> Self {
+        self.reply_timeout = timeout;
+        self
     }
 
     pub fn from_env() -> Result<Self, ClientError> {
@@ -99,6 +112,7 @@ impl Conn {
             url: self.url.clone(),
             host: self.host.clone(),
             token: self.token.clone(),
+            reply_timeout: self.reply_timeout,
             stream: None,
             buf: Vec::new(),
         }
@@ -119,8 +133,8 @@ impl Conn {
             match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
                 Ok(s) => {
                     s.set_nodelay(true)?;
-                    s.set_read_timeout(Some(REPLY_TIMEOUT))?;
-                    s.set_write_timeout(Some(REPLY_TIMEOUT))?;
+                    s.set_read_timeout(Some(self.reply_timeout))?;
+                    s.set_write_timeout(Some(self.reply_timeout))?;
                     return Ok(s);
                 }
                 Err(e) => last = e,
@@ -164,12 +178,14 @@ impl Conn {
         crate::reply(&self.base, reply.status, &reply.body)
     }
 
-    /// Sends `req` and reads the reply, on the kept-alive connection if there is one, and
-    /// once more on a new connection if that one turns out to be closed.
+    /// Sends `req` and reads the reply, on the kept-alive connection if it is still open,
+    /// else on a new one. Only a request that was not written whole on a reused connection
+    /// goes again.
     fn exchange(&mut self, req: &[u8]) -> Result<Reply, ClientError> {
-        let mut reused = self.stream.is_some();
+        let mut reused = self.stream.take().filter(still_open);
         loop {
-            let mut stream = match self.stream.take() {
+            let was_reused = reused.is_some();
+            let mut stream = match reused.take() {
                 Some(s) => s,
                 None => {
                     self.buf.clear();
@@ -183,11 +199,24 @@ impl Conn {
                     }
                     return Ok(reply);
                 }
-                Err(Failure::NoReply(_)) if reused => reused = false,
-                Err(Failure::NoReply(e) | Failure::Broken(e)) => return Err(self.unreachable(e)),
+                Err(Failure::NotSent(_)) if was_reused => self.buf.clear(),
+                Err(Failure::NotSent(e) | Failure::Broken(e)) => return Err(self.unreachable(e)),
             }
         }
     }
+}
+
+/// Whether a kept-alive connection can carry the next request: the daemon has not closed it
+/// and sent nothing unasked.
+fn still_open(s: &TcpStream) -> bool {
+    if s.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let open = matches!(
+        s.peek(&mut [0u8; 1]),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    );
+    s.set_nonblocking(false).is_ok() && open
 }
 
 fn invalid(msg: &'static str) -> Failure {
@@ -195,9 +224,8 @@ fn invalid(msg: &'static str) -> Failure {
 }
 
 fn exchange_on(stream: &mut TcpStream, buf: &mut Vec<u8>, req: &[u8]) -> Result<Reply, Failure> {
-    stream.write_all(req).map_err(Failure::NoReply)?;
+    stream.write_all(req).map_err(Failure::NotSent)?;
     let mut chunk = [0u8; 16 * 1024];
-    let mut got_any = !buf.is_empty();
     let (head_len, status, content_length, keep_alive) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
@@ -226,15 +254,10 @@ fn exchange_on(stream: &mut TcpStream, buf: &mut Vec<u8>, req: &[u8]) -> Result<
             Err(_) => return Err(invalid("the daemon sent a malformed reply")),
         }
         let n = match stream.read(&mut chunk) {
-            Ok(0) if !got_any => {
-                return Err(Failure::NoReply(std::io::ErrorKind::UnexpectedEof.into()));
-            }
             Ok(0) => return Err(Failure::Broken(std::io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => n,
-            Err(e) if !got_any => return Err(Failure::NoReply(e)),
             Err(e) => return Err(Failure::Broken(e)),
         };
-        got_any = true;
         buf.extend_from_slice(&chunk[..n]);
     };
     if content_length > MAX_BODY {
@@ -360,6 +383,58 @@ mod tests {
         let b: serde_json::Value = c.post("/x", &2).unwrap();
         assert_eq!(b["n"].as_u64(), Some(2));
         assert_eq!(h.join().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_reply_that_times_out_on_a_reused_connection_is_never_sent_again() {
+        // The first request is answered; the second is read and never answered, as a
+        // signature waiting for a touch that never comes.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in l.incoming() {
+                let conn = conn.unwrap();
+                let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if line.starts_with("POST ") {
+                        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // Skip the rest of the head and the 1-byte body.
+                        while r.read_line(&mut line).unwrap_or(0) > 0 && !line.ends_with("\r\n\r\n")
+                        {
+                        }
+                        let mut body = [0u8; 1];
+                        let _ = r.read_exact(&mut body);
+                        if n == 0 {
+                            w.write_all(ok(r#"{"n":1}"#).as_bytes()).unwrap();
+                        } else {
+                            held.push(w.try_clone().unwrap());
+                        }
+                    }
+                }
+            }
+        });
+        let mut c = Conn::new(&base, None)
+            .unwrap()
+            .with_reply_timeout(Duration::from_millis(300));
+        let _: serde_json::Value = c.post("/ssh/agent", &1).unwrap();
+        let e = c
+            .post::<_, serde_json::Value>("/ssh/agent", &2)
+            .unwrap_err();
+        assert!(e.is_unreachable(), "{e}");
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "the timed-out POST reached the server once"
+        );
     }
 
     #[test]

@@ -41,6 +41,12 @@ pub enum ClientError {
         token: &'static str,
         token_file: &'static str,
     },
+    #[error(
+        "the token (from {var}) holds a control character or space: it must be the printable text `hostproxy token` prints"
+    )]
+    BadToken { var: &'static str },
+    #[error("cannot set up the http client")]
+    Setup(#[source] BoxError),
     #[error("the daemon answered {status}: {message}")]
     Status { status: u16, message: String },
     #[error("the daemon at {url} sent a reply this tool does not understand")]
@@ -84,7 +90,7 @@ pub fn token_from_env() -> Result<Option<Secret<String>>, ClientError> {
         .ok()
         .filter(|t| !t.trim().is_empty())
     {
-        return Ok(Some(Secret::new(t.trim().to_string())));
+        return checked_token(t.trim(), env::HOST_PROXY_TOKEN).map(Some);
     }
     let Some(path) = std::env::var(env::HOST_PROXY_TOKEN_FILE)
         .ok()
@@ -97,7 +103,21 @@ pub fn token_from_env() -> Result<Option<Secret<String>>, ClientError> {
         var: env::HOST_PROXY_TOKEN_FILE,
         source,
     })?;
-    Ok(Some(Secret::new(text.trim().to_string())).filter(|t| !t.expose().is_empty()))
+    let token = text.trim();
+    if token.is_empty() {
+        return Ok(None);
+    }
+    checked_token(token, env::HOST_PROXY_TOKEN_FILE).map(Some)
+}
+
+/// A token goes into a raw `Authorization` header: only visible ASCII, so no CR, LF or NUL
+/// can add a header of its own.
+fn checked_token(token: &str, var: &'static str) -> Result<Secret<String>, ClientError> {
+    if token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(Secret::new(token.to_string()))
+    } else {
+        Err(ClientError::BadToken { var })
+    }
 }
 
 /// The daemon URL from `CLAWKER_HOST_PROXY` (default `http://host.docker.internal:18374`),
@@ -120,10 +140,10 @@ pub fn base_from_env() -> Result<String, ClientError> {
 
 impl Client {
     pub fn from_env() -> Result<Self, ClientError> {
-        Ok(Self::new(base_from_env()?, token_from_env()?))
+        Self::new(base_from_env()?, token_from_env()?)
     }
 
-    pub fn new(base: String, token: Option<Secret<String>>) -> Self {
+    pub fn new(base: String, token: Option<Secret<String>>) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             // The daemon is on the host: a container's HTTP_PROXY must never see the token.
             .no_proxy()
@@ -131,8 +151,9 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(8))
             .tcp_nodelay(true)
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { base, token, http }
+            // No fallback: a default client would honour HTTP_PROXY and hand it the token.
+            .map_err(|e| ClientError::Setup(e.into()))?;
+        Ok(Self { base, token, http })
     }
 
     fn url(&self, path: &str) -> String {
@@ -159,7 +180,8 @@ impl Client {
                 .map_err(|source| ClientError::Unreachable {
                     url: self.base.clone(),
                     var: env::HOST_PROXY,
-                    source: source.into(),
+                    // reqwest's text names the URL, whose path holds the session id.
+                    source: source.without_url().into(),
                 })?;
         let status = resp.status().as_u16();
         let body = resp
@@ -168,7 +190,7 @@ impl Client {
             .map_err(|source| ClientError::Unreachable {
                 url: self.base.clone(),
                 var: env::HOST_PROXY,
-                source: source.into(),
+                source: source.without_url().into(),
             })?;
         reply(&self.base, status, &body)
     }
@@ -264,4 +286,22 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_with_a_control_character_is_refused() {
+        assert!(checked_token("abc123", env::HOST_PROXY_TOKEN_FILE).is_ok());
+        for bad in ["abc\r\nX-Evil: 1", "abc\0", "a b", "tök"] {
+            let e = checked_token(bad, env::HOST_PROXY_TOKEN_FILE).unwrap_err();
+            assert!(matches!(e, ClientError::BadToken { .. }), "{bad:?}");
+            assert!(
+                !e.to_string().contains("abc"),
+                "the token is not quoted: {e}"
+            );
+        }
+    }
 }

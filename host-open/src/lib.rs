@@ -61,7 +61,10 @@ fn spawn_forwarder(session: &Secret<String>, port: u16) -> std::io::Result<u32> 
     cmd.spawn().map(|c| c.id())
 }
 
-fn register(client: &mut Conn, redirect: &OAuthRedirect) -> Result<()> {
+fn register(
+    client: &mut Conn,
+    redirect: &OAuthRedirect,
+) -> Result<(), clawker_client::ClientError> {
     let reply: CallbackRegisterResponse = client.post(
         routes::CALLBACK_REGISTER,
         &CallbackRegisterRequest {
@@ -71,12 +74,29 @@ fn register(client: &mut Conn, redirect: &OAuthRedirect) -> Result<()> {
             state: redirect.state.clone().map(Secret::new),
         },
     )?;
-    spawn_forwarder(&reply.session_id, redirect.port).context("cannot start callback-forwarder")?;
+    spawn_forwarder(&reply.session_id, redirect.port).map_err(|e| {
+        clawker_client::ClientError::Setup(format!("cannot start callback-forwarder: {e}").into())
+    })?;
     eprintln!(
         "host-open: waiting for the login to redirect to port {}",
         redirect.port
     );
     Ok(())
+}
+
+/// Why a failed registration means the URL must not be opened, in one line.
+fn refusal(redirect: &OAuthRedirect, e: &clawker_client::ClientError) -> String {
+    let port = redirect.port;
+    match e.status() {
+        Some(400) if redirect.state.is_none() => format!(
+            "this login url has no state, and the daemon refuses callbacks without state unless callback.allow_stateless is set in its config ({e})"
+        ),
+        Some(409) => format!(
+            "port {port} is taken on the host ({e}); opening the login now would hand its code to whoever holds the port"
+        ),
+        Some(429) => format!("the daemon refused the callback for port {port} for now ({e})"),
+        _ => format!("the login callback for port {port} could not be registered ({e:#})"),
+    }
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -87,13 +107,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(redirect) = detect_oauth(&url)
         && let Err(e) = register(&mut client, &redirect)
     {
-        let unreachable = e
-            .downcast_ref::<clawker_client::ClientError>()
-            .is_some_and(clawker_client::ClientError::is_unreachable);
-        if unreachable {
-            return Ok(print_for_user(&args.url, &e));
-        }
-        eprintln!("host-open: the login callback will not reach this container: {e:#}");
+        // Never open a login whose callback we do not hold: the host browser would deliver
+        // the code to whoever listens on that port on the host (SPEC.md 5).
+        let why = if e.is_unreachable() {
+            format!("{e:#}")
+        } else {
+            refusal(&redirect, &e)
+        };
+        return Ok(print_for_user(&args.url, &why));
     }
     // The URL is opened exactly as given; the daemon canonicalises and validates it.
     match client.post::<_, OpenUrlResponse>(
@@ -103,14 +124,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
     ) {
         Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(e) if e.is_unreachable() => Ok(print_for_user(&args.url, &anyhow::Error::from(e))),
+        Err(e) if e.is_unreachable() => Ok(print_for_user(&args.url, &format!("{e:#}"))),
         Err(e) => Err(e.into()),
     }
 }
 
-fn print_for_user(url: &str, e: &anyhow::Error) -> ExitCode {
-    eprintln!("host-open: {e:#}\nhost-open: open this URL in your browser yourself:");
-    println!("{url}");
+/// One line on stderr saying why, the URL alone on stdout (so the user, or a CLI that
+/// accepts a pasted code, can finish by hand), exit 1.
+fn print_for_user(url: &str, why: &str) -> ExitCode {
+    use std::io::Write;
+    eprintln!("host-open: {why}; open this url in your browser yourself:");
+    // A closed stdout is not worth a panic.
+    let _ = writeln!(std::io::stdout(), "{url}");
     ExitCode::FAILURE
 }
 

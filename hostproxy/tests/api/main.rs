@@ -1143,10 +1143,12 @@ async fn sessions_share_one_fixed_port_and_each_gets_its_own_code() {
     assert_eq!(da["callback"]["query"], "code=code-a&state=state-a");
     assert_eq!(db["callback"]["query"], "code=code-b&state=state-b");
     // The listener stays while one session is left, and closes with the last.
-    d.call(Method::DELETE, &format!("/callback/{a}"), None).await;
+    d.call(Method::DELETE, &format!("/callback/{a}"), None)
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    d.call(Method::DELETE, &format!("/callback/{b}"), None).await;
+    d.call(Method::DELETE, &format!("/callback/{b}"), None)
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     // The port can be registered again at once (its old connections may be in TIME_WAIT).

@@ -3,6 +3,7 @@
 
 mod bridge;
 mod browser;
+mod capture;
 mod conformance;
 mod lifecycle;
 mod mock_tools;

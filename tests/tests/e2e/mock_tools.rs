@@ -177,7 +177,7 @@ fn callback_forwarder_retries_errors_and_survives_slow_replies() {
         "POST",
         &format!("{}/callback/register", mock.url()),
         Some("tok"),
-        Some(json!({"port": 40000, "path": "/cb"})),
+        Some(json!({"port": 40000, "path": "/cb", "state": "st"})),
     );
     let id = reg["session_id"].as_str().unwrap().to_string();
     let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -240,7 +240,7 @@ fn callback_forwarder_retries_errors_and_survives_slow_replies() {
         "POST",
         &format!("{}/callback/register", mock.url()),
         Some("tok"),
-        Some(json!({"port": 40001})),
+        Some(json!({"port": 40001, "state": "st"})),
     );
     let mut env = mock.tool_env();
     env.extend([
