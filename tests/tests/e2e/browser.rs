@@ -8,7 +8,8 @@ use std::time::Duration;
 use e2e::*;
 
 /// A tiny authorization server: any GET answers 302 to its `redirect_uri` with a code and
-/// the request's `state`, as an OAuth provider does after the user logs in.
+/// the request's `state`, as an OAuth provider does after the user logs in. `{state}` in
+/// `code` is replaced by the request's state (a code per login).
 fn authorization_server(code: &'static str) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -26,10 +27,11 @@ fn authorization_server(code: &'static str) -> u16 {
                     .find(|(n, _)| n == k)
                     .map(|(_, v)| v.into_owned())
             };
+            let state = param("state").unwrap_or_default();
             let reply = match param("redirect_uri") {
                 Some(r) => format!(
-                    "HTTP/1.1 302 Found\r\nLocation: {r}?code={code}&state={}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    param("state").unwrap_or_default()
+                    "HTTP/1.1 302 Found\r\nLocation: {r}?code={}&state={state}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    code.replace("{state}", &state)
                 ),
                 None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     .to_string(),
@@ -121,6 +123,73 @@ cat /tmp/got"#
     }
     let page = std::fs::read_to_string(&dom).unwrap();
     assert!(!page.contains("the-auth-code"));
+}
+
+/// The daemon's `--browser`: a headless Chromium per URL (its own profile), backgrounded as
+/// xdg-open would.
+fn chromium_launcher(dir: &std::path::Path) -> std::path::PathBuf {
+    let chromium = require("chromium", "chromium");
+    let launcher = dir.join("chromium-launcher");
+    write_script(
+        &launcher,
+        &format!(
+            "p={dir}/profile-$$; {chromium} --headless --no-sandbox --disable-gpu --no-first-run --user-data-dir=$p --dump-dom \"$1\" > $p.html 2>$p.err &",
+            chromium = chromium.display(),
+            dir = dir.display(),
+        ),
+    );
+    launcher
+}
+
+#[test]
+fn two_containers_log_in_on_one_fixed_port_at_once() {
+    // A CLI with a fixed callback port (codex uses 1455): two containers, each with its
+    // local server on that port, log in at the same time; each gets its own code.
+    let image = test_image();
+    let auth_port = authorization_server("code-of-{state}");
+    let dir = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--listen-docker-bridge".into()],
+        browser: Some(chromium_launcher(dir.path())),
+        ..DaemonOpts::default()
+    });
+    let cb_port = free_port();
+    let run = |state: &str| {
+        let login = format!(
+            "http://127.0.0.1:{auth_port}/authorize?client_id=cli&response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A{cb_port}%2Fcgi-bin%2Fcallback&state={state}"
+        );
+        let script = format!(
+            r#"set -e
+mkdir -p /www/cgi-bin
+printf '#!/bin/sh\necho "$REQUEST_METHOD $QUERY_STRING" > /tmp/got\nprintf "Content-Type: text/plain\r\n\r\nok"\n' > /www/cgi-bin/callback
+chmod +x /www/cgi-bin/callback
+httpd -p {cb_port} -h /www
+host-open '{login}'
+i=0; while [ ! -s /tmp/got ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+cat /tmp/got"#
+        );
+        Command::new("docker")
+            .args(["run", "--rm", "--add-host", "host.docker.internal:host-gateway"])
+            .args(["-e", &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port)])
+            .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
+            .arg(image)
+            .args(["sh", "-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (run("login-a"), run("login-b"));
+    for (child, state) in [(a, "login-a"), (b, "login-b")] {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.trim() == format!("GET code=code-of-{state}&state={state}"),
+            "{state}: {stdout}\n{}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            d.log_text()
+        );
+    }
 }
 
 #[test]
