@@ -149,19 +149,37 @@ impl Conn {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let mut json = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+        let json = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
             url: self.base.clone(),
             source: e.into(),
         })?;
+        self.send("POST", path, json)
+    }
+
+    /// DELETEs `path` and decodes the reply.
+    pub fn delete<T: DeserializeOwned>(&mut self, path: &str) -> Result<T, ClientError> {
+        self.send("DELETE", path, Vec::new())
+    }
+
+    fn send<T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        path: &str,
+        mut json: Vec<u8>,
+    ) -> Result<T, ClientError> {
         let mut req = Vec::with_capacity(256 + json.len());
         req.extend_from_slice(
-            format!(
-                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-                self.host,
-                json.len()
-            )
-            .as_bytes(),
+            format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host).as_bytes(),
         );
+        if !json.is_empty() {
+            req.extend_from_slice(
+                format!(
+                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    json.len()
+                )
+                .as_bytes(),
+            );
+        }
         if let Some(t) = &self.token {
             req.extend_from_slice(b"Authorization: Bearer ");
             req.extend_from_slice(t.expose().as_bytes());

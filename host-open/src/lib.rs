@@ -61,10 +61,11 @@ fn spawn_forwarder(session: &Secret<String>, port: u16) -> std::io::Result<u32> 
     cmd.spawn().map(|c| c.id())
 }
 
+/// Registers the callback and starts the forwarder; returns the session id.
 fn register(
     client: &mut Conn,
     redirect: &OAuthRedirect,
-) -> Result<(), clawker_client::ClientError> {
+) -> Result<Secret<String>, clawker_client::ClientError> {
     let reply: CallbackRegisterResponse = client.post(
         routes::CALLBACK_REGISTER,
         &CallbackRegisterRequest {
@@ -81,7 +82,7 @@ fn register(
         "host-open: waiting for the login to redirect to port {}",
         redirect.port
     );
-    Ok(())
+    Ok(reply.session_id)
 }
 
 /// Why a failed registration means the URL must not be opened, in one line.
@@ -104,25 +105,36 @@ pub fn run(args: Args) -> Result<ExitCode> {
         url::Url::parse(&args.url).with_context(|| format!("{:?} is not a valid url", args.url))?;
     // At most two requests: a blocking connection starts faster than an async runtime.
     let mut client = Conn::from_env()?;
-    if let Some(redirect) = detect_oauth(&url)
-        && let Err(e) = register(&mut client, &redirect)
-    {
-        // Never open a login whose callback we do not hold: the host browser would deliver
-        // the code to whoever listens on that port on the host (SPEC.md 5).
-        let why = if e.is_unreachable() {
-            format!("{e:#}")
-        } else {
-            refusal(&redirect, &e)
-        };
-        return Ok(print_for_user(&args.url, &why));
+    let mut session = None;
+    if let Some(redirect) = detect_oauth(&url) {
+        match register(&mut client, &redirect) {
+            Ok(id) => session = Some(id),
+            Err(e) => {
+                // Never open a login whose callback we do not hold: the host browser would
+                // deliver the code to whoever listens on that port on the host (SPEC.md 5).
+                let why = if e.is_unreachable() {
+                    format!("{e:#}")
+                } else {
+                    refusal(&redirect, &e)
+                };
+                return Ok(print_for_user(&args.url, &why));
+            }
+        }
     }
     // The URL is opened exactly as given; the daemon canonicalises and validates it.
-    match client.post::<_, OpenUrlResponse>(
+    let opened = client.post::<_, OpenUrlResponse>(
         routes::OPEN_URL,
         &OpenUrlRequest {
             url: args.url.clone(),
         },
-    ) {
+    );
+    if opened.is_err()
+        && let Some(id) = &session
+    {
+        // Nothing will arrive for it: end the session (its forwarder then exits too).
+        let _ = client.delete::<serde_json::Value>(&routes::callback(id.expose()));
+    }
+    match opened {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(e) if e.is_unreachable() => Ok(print_for_user(&args.url, &format!("{e:#}"))),
         Err(e) => Err(e.into()),

@@ -127,7 +127,7 @@ cat /tmp/got"#
 
 /// The daemon's `--browser`: a headless Chromium per URL (its own profile), backgrounded as
 /// xdg-open would.
-fn chromium_launcher(dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn chromium_launcher(dir: &std::path::Path) -> std::path::PathBuf {
     let chromium = require("chromium", "chromium");
     let launcher = dir.join("chromium-launcher");
     write_script(
@@ -169,8 +169,16 @@ i=0; while [ ! -s /tmp/got ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 cat /tmp/got"#
         );
         Command::new("docker")
-            .args(["run", "--rm", "--add-host", "host.docker.internal:host-gateway"])
-            .args(["-e", &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port)])
+            .args([
+                "run",
+                "--rm",
+                "--add-host",
+                "host.docker.internal:host-gateway",
+            ])
+            .args([
+                "-e",
+                &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port),
+            ])
             .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
             .arg(image)
             .args(["sh", "-c", &script])
@@ -184,7 +192,8 @@ cat /tmp/got"#
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && stdout.trim() == format!("GET code=code-of-{state}&state={state}"),
+            out.status.success()
+                && stdout.trim() == format!("GET code=code-of-{state}&state={state}"),
             "{state}: {stdout}\n{}\ndaemon log:\n{}",
             String::from_utf8_lossy(&out.stderr),
             d.log_text()

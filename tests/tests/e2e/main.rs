@@ -7,4 +7,5 @@ mod capture;
 mod conformance;
 mod lifecycle;
 mod mock_tools;
+mod oauth_libs;
 mod tools;
