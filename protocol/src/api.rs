@@ -223,6 +223,9 @@ pub struct CallbackRegisterRequest {
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// The OAuth `state` the redirect will carry; only a request with exactly this state is
+    /// captured. Required (400 without it) unless the daemon's config sets
+    /// `callback.allow_stateless`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub state: Option<Secret<String>>,
