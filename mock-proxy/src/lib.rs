@@ -187,6 +187,12 @@ pub fn router(mock: Arc<Mock>, cfg: &MockConfig, shutdown: CancellationToken) ->
         .route(mock::CALLBACKS, post(inject_callback))
         .route(mock::AGENT, put(set_agent))
         .route(mock::FAULTS, post(add_fault).delete(clear_faults))
+        // The control API hands out recorded bodies (test credentials among them): the same
+        // Host gate as the API, so a page rebinding a name to the mock's port gets nothing.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            control_host_gate,
+        ))
         .with_state((mock, state));
     control.merge(api)
 }
@@ -215,17 +221,21 @@ async fn record_and_fault(State(mock): State<Arc<Mock>>, req: Request, next: Nex
             f
         })
     };
+    // The body is recorded as the daemon's own code reads it (a tee), never read here
+    // first: a request the gates refuse is refused before its body is read, and a slow or
+    // oversized body meets the daemon's own limits, exactly as on the real daemon.
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
-        Ok(b) => b,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Json(ErrorResponse::new("request body too large")),
-            )
-                .into_response();
+    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let tee = seen.clone();
+    let body = Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+        if let Some(data) = frame.data_ref() {
+            let mut buf = lock(&tee);
+            if buf.len() < 1024 * 1024 {
+                buf.extend_from_slice(data);
+            }
         }
-    };
+        frame
+    }));
     let mut headers = std::collections::BTreeMap::new();
     for (k, v) in &parts.headers {
         let name = k.as_str();
@@ -239,17 +249,12 @@ async fn record_and_fault(State(mock): State<Arc<Mock>>, req: Request, next: Nex
     {
         headers.insert("authorization".into(), "[present]".into());
     }
-    let recorded_body = (!bytes.is_empty()).then(|| {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        })
-    });
     let record = RecordedRequest {
         method: parts.method.to_string(),
         path,
         query: parts.uri.query().map(str::to_owned),
         headers,
-        body: recorded_body,
+        body: None,
         status: 0,
     };
     // Recorded on arrival (status 0 until answered), so a test can see a long-poll in flight.
@@ -273,15 +278,26 @@ async fn record_and_fault(State(mock): State<Arc<Mock>>, req: Request, next: Nex
             )
                 .into_response()
         }
-        None => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
+        None => next.run(Request::from_parts(parts, body)).await,
     };
+    let bytes = std::mem::take(&mut *lock(&seen));
     if let Some(r) = lock(&mock.requests).get_mut(index) {
         r.status = response.status().as_u16();
+        r.body = (!bytes.is_empty()).then(|| {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            })
+        });
     }
     response
+}
+
+async fn control_host_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match hostproxy::host_gate::check_host(req.headers(), &state.allowed_hosts, state.settings.port)
+    {
+        Ok(()) => next.run(req).await,
+        Err(e) => (e.status(), Json(ErrorResponse::new(e.message()))).into_response(),
+    }
 }
 
 type Control = State<(Arc<Mock>, AppState)>;

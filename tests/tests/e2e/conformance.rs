@@ -214,6 +214,29 @@ fn mock_and_daemon_answer_alike() {
             &format!("/callback/{}", "a".repeat(32)),
             None,
         ),
+        case(
+            "register without state",
+            "POST",
+            "/callback/register",
+            Some(json!({"port": free})),
+        ),
+        // Where the mock's own layer (recording, faults) could answer differently from the
+        // daemon: a refused request with a huge body is refused before the body is read,
+        // and a huge body with a good token meets the daemon's own limit.
+        Case {
+            token: false,
+            body: Some(Err("x".repeat(2 * 1024 * 1024))),
+            headers: vec![("content-type", "application/json".into())],
+            ..case("no token, 2 MiB body", "POST", "/git/credential", None)
+        },
+        Case {
+            body: Some(Err(format!(
+                "{{\"url\":\"https://example.com/{}\"}}",
+                "a".repeat(1024 * 1024)
+            ))),
+            headers: vec![("content-type", "application/json".into())],
+            ..case("1 MiB body", "POST", "/open/url", None)
+        },
         Case {
             cmp: Cmp::Keys,
             ..case("status", "GET", "/status", None)
@@ -247,7 +270,7 @@ fn mock_and_daemon_answer_alike() {
             "POST",
             &format!("http://127.0.0.1:{port}/callback/register"),
             Some(token),
-            Some(json!({"port": free_port(), "path": "/cb"})),
+            Some(json!({"port": free_port(), "path": "/cb", "state": "st"})),
         )
     };
     for (port, token, who) in [
@@ -326,4 +349,17 @@ fn mock_and_daemon_answer_alike() {
     assert_eq!(opened.len(), 1);
     assert_eq!(opened[0]["body"]["url"], "https://Example.com/a b");
     assert_eq!(opened[0]["headers"]["authorization"], "[present]");
+    // A request the gates refused was recorded without its body: it was never read.
+    let refused = recorded
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "/git/credential" && r["status"] == 401)
+        .expect("the refused request is recorded");
+    assert!(refused["body"].is_null(), "{refused}");
+    // The control API has the same Host gate as the API.
+    let (s, _) = Req::new("GET", format!("{}/__mock/requests", mock.url()))
+        .header("host", format!("evil.example:{}", mock.port))
+        .send();
+    assert_eq!(s, 403);
 }
