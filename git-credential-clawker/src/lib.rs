@@ -32,57 +32,34 @@ pub struct Args {
 const MAX_INPUT: u64 = 64 * 1024;
 
 /// Parses git's input into the request to send; `None` when there is nothing to ask.
+///
+/// Every attribute of git's credential protocol crosses (SPEC.md 4.3); `url=` is split as
+/// git splits it. A `get` sends no secret the host does not need to look one up.
 pub fn build_request(
     action: GitCredentialAction,
     input: &str,
 ) -> Result<Option<GitCredentialRequest>> {
-    let pairs = credential::decode(input).context("invalid credential input from git")?;
-    let url = pairs
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "url")
-        .map(|(_, v)| v.clone());
-    let mut f = CredentialFields::from_pairs(pairs);
-    if let (None, Some(u)) = (&f.host, url)
-        && let Ok(u) = url::Url::parse(&u)
+    let fields = credential::decode(input)
+        .and_then(CredentialFields::from_pairs)
+        .context("invalid credential input from git")?;
+    let mut request = GitCredentialRequest::from_fields(action, fields);
+    if action == GitCredentialAction::Get
+        && let Some(r) = &mut request
     {
-        f.protocol.get_or_insert_with(|| u.scheme().to_string());
-        f.host = u.host_str().map(|h| match u.port() {
-            Some(p) => format!("{h}:{p}"),
-            None => h.to_string(),
-        });
-        if f.path.is_none() && u.path().len() > 1 {
-            f.path = Some(u.path().trim_start_matches('/').to_string());
-        }
+        r.password = None;
+        r.extra.oauth_refresh_token = None;
+        r.extra.credential = None;
     }
-    let (Some(protocol), Some(host)) = (f.protocol, f.host) else {
-        return Ok(None);
-    };
-    Ok(Some(GitCredentialRequest {
-        action,
-        protocol,
-        host,
-        path: f.path,
-        username: f.username,
-        password: if action == GitCredentialAction::Get {
-            None
-        } else {
-            f.password
-        },
-    }))
+    Ok(request)
 }
 
-/// Formats a `get` reply for git.
+/// Formats a `get` reply for git: the capabilities the host's git answered with first (git
+/// acts on `authtype`, `credential`, `state[]` only after them), then every attribute.
 pub fn format_reply(reply: &GitCredentialResponse) -> Result<String> {
-    let mut fields = CredentialFields {
-        username: reply.username.clone(),
-        password: reply.password.clone(),
-        password_expiry_utc: reply.password_expiry_utc.clone(),
-        ..CredentialFields::default()
-    };
-    if fields.password.is_none() {
-        fields.username = None;
-    }
+    let mut fields = reply.fields();
+    // git already knows where it asked; a helper answers with what it found.
+    fields.protocol = None;
+    fields.host = None;
     let text = fields
         .encode()
         .context("the daemon sent a credential with a newline or nul")?;
@@ -171,18 +148,49 @@ mod tests {
     }
 
     #[test]
+    fn every_attribute_crosses_and_a_get_carries_no_secret() {
+        let r = build_request(
+            GitCredentialAction::Store,
+            "capability[]=authtype\nprotocol=https\nhost=h\nusername=u\npassword=p\npassword_expiry_utc=9999999999\noauth_refresh_token=rt\nauthtype=Bearer\ncredential=tok\nstate[]=s:1\ncontinue=1\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.extra.capability, ["authtype"]);
+        assert_eq!(r.extra.password_expiry_utc.as_deref(), Some("9999999999"));
+        assert_eq!(r.extra.oauth_refresh_token.unwrap().expose(), "rt");
+        assert_eq!(r.extra.credential.unwrap().expose(), "tok");
+        assert_eq!(r.extra.state.len(), 1);
+        assert_eq!(r.extra.r#continue, Some(true));
+        let r = build_request(
+            GitCredentialAction::Get,
+            "protocol=https\nhost=h\npassword=p\noauth_refresh_token=rt\nwwwauth[]=Bearer\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(r.password.is_none() && r.extra.oauth_refresh_token.is_none());
+        assert_eq!(r.extra.wwwauth, ["Bearer"]);
+    }
+
+    #[test]
     fn reply_for_git() {
-        let reply = GitCredentialResponse {
-            success: true,
-            protocol: Some("https".into()),
-            host: Some("github.com".into()),
-            username: Some(Secret::new("alice".into())),
-            password: Some(Secret::new("pw".into())),
-            password_expiry_utc: Some("1700000000".into()),
-        };
+        let mut reply = GitCredentialResponse::done();
+        reply.protocol = Some("https".into());
+        reply.host = Some("github.com".into());
+        reply.username = Some(Secret::new("alice".into()));
+        reply.password = Some(Secret::new("pw".into()));
+        reply.extra.password_expiry_utc = Some("1700000000".into());
+        reply.extra.oauth_refresh_token = Some(Secret::new("rt".into()));
         assert_eq!(
             format_reply(&reply).unwrap(),
-            "username=alice\npassword=pw\npassword_expiry_utc=1700000000\n"
+            "username=alice\npassword=pw\npassword_expiry_utc=1700000000\noauth_refresh_token=rt\n"
+        );
+        let mut bearer = GitCredentialResponse::done();
+        bearer.extra.capability = vec!["authtype".into()];
+        bearer.extra.authtype = Some("Bearer".into());
+        bearer.extra.credential = Some(Secret::new("tok".into()));
+        assert_eq!(
+            format_reply(&bearer).unwrap(),
+            "capability[]=authtype\nauthtype=Bearer\ncredential=tok\n"
         );
     }
 }

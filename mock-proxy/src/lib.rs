@@ -21,7 +21,9 @@ use axum::routing::{get, post, put};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clawker_protocol::agent::FAILURE_FRAME;
-use clawker_protocol::api::{ErrorResponse, GitCredentialAction, SuccessResponse};
+use clawker_protocol::api::{
+    ErrorResponse, GitCredentialAction, GitCredentialExtra, SuccessResponse,
+};
 use clawker_protocol::credential::CredentialFields;
 use clawker_protocol::mock::{
     self, MockAgent, MockCallback, MockCredential, MockCredentials, MockFault, RecordedRequest,
@@ -80,25 +82,26 @@ impl CredentialHelper for FakeGit {
             let host = input.host.clone().unwrap_or_default();
             let mut creds = lock(&self.0.credentials);
             match action {
-                GitCredentialAction::Get => Ok(creds.get(&host).map(|c| CredentialFields {
-                    protocol: input.protocol.clone(),
-                    host: Some(host.clone()),
-                    path: None,
-                    username: Some(c.username.clone()),
-                    password: Some(c.password.clone()),
-                    password_expiry_utc: c.password_expiry_utc.clone(),
-                })),
+                GitCredentialAction::Get => Ok(creds
+                    .get(&host)
+                    .filter(|c| {
+                        // As git matches: a username asked for must be the one stored.
+                        input
+                            .username
+                            .as_ref()
+                            .is_none_or(|u| c.username.as_ref() == Some(u))
+                    })
+                    .and_then(|c| found(&input, c))),
                 GitCredentialAction::Store => {
-                    if let (Some(username), Some(password)) = (input.username, input.password) {
-                        creds.insert(
-                            host,
-                            MockCredential {
-                                username,
-                                password,
-                                password_expiry_utc: None,
-                            },
-                        );
-                    }
+                    let extra = GitCredentialExtra::from_fields(&input);
+                    creds.insert(
+                        host,
+                        MockCredential {
+                            username: input.username,
+                            password: input.password,
+                            extra,
+                        },
+                    );
                     Ok(None)
                 }
                 GitCredentialAction::Erase => {
@@ -108,6 +111,33 @@ impl CredentialHelper for FakeGit {
             }
         })
     }
+}
+
+/// What git's `credential fill` would answer with `stored`: `authtype`/`credential` only
+/// to a caller that announced capability `authtype`, `state[]`/`continue` only with
+/// `state`, and the capabilities answered are those announced.
+fn found(input: &CredentialFields, stored: &MockCredential) -> Option<CredentialFields> {
+    let has = |c: &str| input.capability.iter().any(|x| x == c);
+    let mut f = CredentialFields {
+        protocol: input.protocol.clone(),
+        host: input.host.clone(),
+        username: stored.username.clone(),
+        password: stored.password.clone(),
+        password_expiry_utc: stored.extra.password_expiry_utc.clone(),
+        oauth_refresh_token: stored.extra.oauth_refresh_token.clone(),
+        capability: input.capability.clone(),
+        ..CredentialFields::default()
+    };
+    if has("authtype") {
+        f.authtype = stored.extra.authtype.clone();
+        f.credential = stored.extra.credential.clone();
+        f.ephemeral = stored.extra.ephemeral;
+    }
+    if has("state") {
+        f.state = stored.extra.state.clone();
+        f.r#continue = stored.extra.r#continue;
+    }
+    (f.password.is_some() || f.credential.is_some()).then_some(f)
 }
 
 struct FakeAgent(Arc<Mock>);

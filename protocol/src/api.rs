@@ -140,6 +140,43 @@ impl std::str::FromStr for GitCredentialAction {
     }
 }
 
+/// The attributes of git's credential protocol beyond protocol, host, path, username and
+/// password (SPEC.md 4.3), in both the request and the reply of `POST /git/credential`.
+/// `[]` keys are arrays, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GitCredentialExtra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_expiry_utc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub oauth_refresh_token: Option<Secret<String>>,
+    /// With capability `authtype`: the scheme of `credential` (e.g. `Bearer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authtype: Option<String>,
+    /// With capability `authtype`: a pre-encoded credential (a bearer token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub credential: Option<Secret<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
+    /// With capability `state`: a helper's state across rounds (`state[]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub state: Vec<Secret<String>>,
+    /// With capability `state`: another round follows.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub r#continue: Option<bool>,
+    /// The server's `WWW-Authenticate` challenges (`wwwauth[]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wwwauth: Vec<String>,
+    /// `capability[]`: in a request, what the container's git understands; in a reply,
+    /// what the host's git answered with (only those may be acted on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capability: Vec<String>,
+}
+
 /// `POST /git/credential`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +193,8 @@ pub struct GitCredentialRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub password: Option<Secret<String>>,
+    #[serde(flatten)]
+    pub extra: GitCredentialExtra,
 }
 
 /// Reply of `POST /git/credential`: the credential fields are present for `get` only.
@@ -174,11 +213,100 @@ pub struct GitCredentialResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub password: Option<Secret<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_expiry_utc: Option<String>,
+    #[serde(flatten)]
+    pub extra: GitCredentialExtra,
+}
+
+impl GitCredentialExtra {
+    /// The attributes of `f` beyond protocol, host, path, username and password.
+    pub fn from_fields(f: &crate::credential::CredentialFields) -> Self {
+        Self {
+            password_expiry_utc: f.password_expiry_utc.clone(),
+            oauth_refresh_token: f.oauth_refresh_token.clone(),
+            authtype: f.authtype.clone(),
+            credential: f.credential.clone(),
+            ephemeral: f.ephemeral,
+            state: f.state.clone(),
+            r#continue: f.r#continue,
+            wwwauth: f.wwwauth.clone(),
+            capability: f.capability.clone(),
+        }
+    }
+
+    fn into_fields(self, f: &mut crate::credential::CredentialFields) {
+        f.password_expiry_utc = self.password_expiry_utc;
+        f.oauth_refresh_token = self.oauth_refresh_token;
+        f.authtype = self.authtype;
+        f.credential = self.credential;
+        f.ephemeral = self.ephemeral;
+        f.state = self.state;
+        f.r#continue = self.r#continue;
+        f.wwwauth = self.wwwauth;
+        f.capability = self.capability;
+    }
+}
+
+impl GitCredentialRequest {
+    /// The request for what git wrote to a helper; `None` without a protocol and a host
+    /// (nothing to ask).
+    pub fn from_fields(
+        action: GitCredentialAction,
+        f: crate::credential::CredentialFields,
+    ) -> Option<Self> {
+        let extra = GitCredentialExtra::from_fields(&f);
+        Some(Self {
+            action,
+            protocol: f.protocol?,
+            host: f.host?,
+            path: f.path,
+            username: f.username,
+            password: f.password,
+            extra,
+        })
+    }
+
+    /// Every attribute of the request, as git's credential protocol names them.
+    pub fn fields(&self) -> crate::credential::CredentialFields {
+        let mut f = crate::credential::CredentialFields {
+            protocol: Some(self.protocol.clone()),
+            host: Some(self.host.clone()),
+            path: self.path.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            ..Default::default()
+        };
+        self.extra.clone().into_fields(&mut f);
+        f
+    }
 }
 
 impl GitCredentialResponse {
+    /// The reply to a `get` that found `f`.
+    pub fn found(f: crate::credential::CredentialFields) -> Self {
+        let extra = GitCredentialExtra::from_fields(&f);
+        Self {
+            success: true,
+            protocol: f.protocol,
+            host: f.host,
+            username: f.username,
+            password: f.password,
+            extra,
+        }
+    }
+
+    /// What a helper hands back to git: every attribute of the reply.
+    pub fn fields(&self) -> crate::credential::CredentialFields {
+        let mut f = crate::credential::CredentialFields {
+            protocol: self.protocol.clone(),
+            host: self.host.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            ..Default::default()
+        };
+        self.extra.clone().into_fields(&mut f);
+        f
+    }
+
     /// The reply to a `store` or `erase` that went through: `{"success":true}`.
     pub fn done() -> Self {
         Self {
@@ -187,7 +315,7 @@ impl GitCredentialResponse {
             host: None,
             username: None,
             password: None,
-            password_expiry_utc: None,
+            extra: GitCredentialExtra::default(),
         }
     }
 }

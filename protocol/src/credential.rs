@@ -18,22 +18,59 @@ pub enum CredentialError {
     ForbiddenCharacter { field: String },
     #[error("key {key:?} contains '='")]
     EqualsInKey { key: String },
+    #[error("{key} must be true or false")]
+    NotABoolean { key: String },
+    #[error("url is not a valid url")]
+    BadUrl,
 }
 
-/// The fields the toolkit forwards; everything else git says is ignored.
+/// The capabilities of git's credential protocol (git 2.46+) this toolkit understands:
+/// `authtype` (the `authtype`, `credential` and `ephemeral` attributes) and `state` (the
+/// `state[]` and `continue` attributes). Others are dropped, as git does with ones it does
+/// not know.
+pub const CAPABILITIES: [&str; 2] = ["authtype", "state"];
+
+/// Every attribute of git's credential protocol (git-credential(1), git 2.47) that crosses
+/// from a container's git to the host's git and back. Keys git does not define are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CredentialFields {
+    /// `capability[]`, in order; only those of [`CAPABILITIES`].
+    pub capability: Vec<String>,
     pub protocol: Option<String>,
     pub host: Option<String>,
     pub path: Option<String>,
     pub username: Option<Secret<String>>,
     pub password: Option<Secret<String>>,
     pub password_expiry_utc: Option<String>,
+    pub oauth_refresh_token: Option<Secret<String>>,
+    pub authtype: Option<String>,
+    pub credential: Option<Secret<String>>,
+    pub ephemeral: Option<bool>,
+    /// `state[]`, in order (a helper's own state across rounds).
+    pub state: Vec<Secret<String>>,
+    pub r#continue: Option<bool>,
+    /// `wwwauth[]`, in order: the server's `WWW-Authenticate` challenges.
+    pub wwwauth: Vec<String>,
+}
+
+/// git's boolean values (`git_config_bool`): `true`/`yes`/`on`/`1` and `false`/`no`/`off`/`0`
+/// or empty, any case.
+fn parse_bool(key: &str, value: &str) -> Result<bool, CredentialError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "" | "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(CredentialError::NotABoolean {
+            key: key.to_string(),
+        }),
+    }
 }
 
 impl CredentialFields {
-    /// Picks the known fields out of decoded pairs (the last occurrence wins, as in git).
-    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+    /// Picks git's attributes out of decoded pairs as git reads them: a repeated key's last
+    /// value wins; `key[]` values accumulate in order and an empty one clears the list; `url`
+    /// sets protocol, host, path, username and password from its parts, clearing what came
+    /// before it.
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<Self, CredentialError> {
         let mut f = Self::default();
         for (k, v) in pairs {
             match k.as_str() {
@@ -43,32 +80,160 @@ impl CredentialFields {
                 "username" => f.username = Some(Secret::new(v)),
                 "password" => f.password = Some(Secret::new(v)),
                 "password_expiry_utc" => f.password_expiry_utc = Some(v),
+                "oauth_refresh_token" => f.oauth_refresh_token = Some(Secret::new(v)),
+                "authtype" => f.authtype = Some(v),
+                "credential" => f.credential = Some(Secret::new(v)),
+                "ephemeral" => f.ephemeral = Some(parse_bool(&k, &v)?),
+                "continue" => f.r#continue = Some(parse_bool(&k, &v)?),
+                "capability[]" if v.is_empty() => f.capability.clear(),
+                "capability[]"
+                    if CAPABILITIES.contains(&v.as_str()) && !f.capability.contains(&v) =>
+                {
+                    f.capability.push(v)
+                }
+                "state[]" if v.is_empty() => f.state.clear(),
+                "state[]" => f.state.push(Secret::new(v)),
+                "wwwauth[]" if v.is_empty() => f.wwwauth.clear(),
+                "wwwauth[]" => f.wwwauth.push(v),
+                "url" => f.set_url(&v)?,
                 _ => {}
             }
         }
-        f
+        Ok(f)
     }
 
-    /// Encodes the present fields, in git's order, followed by the blank terminator line.
+    /// `url=…`: as git's `credential_from_url`, it replaces what came before with the URL's
+    /// parts (the path without its leading slash; userinfo percent-decoded).
+    fn set_url(&mut self, raw: &str) -> Result<(), CredentialError> {
+        let u = url::Url::parse(raw).map_err(|_| CredentialError::BadUrl)?;
+        let decoded = |s: &str| percent_decode(s).ok_or(CredentialError::BadUrl);
+        self.protocol = Some(u.scheme().to_string());
+        self.host = u.host_str().map(|h| match u.port() {
+            Some(p) => format!("{h}:{p}"),
+            None => h.to_string(),
+        });
+        let path = u.path().trim_start_matches('/');
+        self.path = (!path.is_empty()).then(|| path.to_string());
+        self.username = match u.username() {
+            "" => None,
+            name => Some(Secret::new(decoded(name)?)),
+        };
+        self.password = match u.password() {
+            None => None,
+            Some(p) => Some(Secret::new(decoded(p)?)),
+        };
+        Ok(())
+    }
+
+    /// Encodes the present attributes in git's order (capabilities first, as they must
+    /// precede what depends on them), followed by the blank terminator line.
     pub fn encode(&self) -> Result<String, CredentialError> {
         let mut pairs: Vec<(&str, &str)> = Vec::new();
+        pairs.extend(self.capability.iter().map(|c| ("capability[]", c.as_str())));
         let plain = [
             ("protocol", self.protocol.as_deref()),
             ("host", self.host.as_deref()),
             ("path", self.path.as_deref()),
+            (
+                "username",
+                self.username.as_ref().map(|s| s.expose().as_str()),
+            ),
+            (
+                "password",
+                self.password.as_ref().map(|s| s.expose().as_str()),
+            ),
+            ("password_expiry_utc", self.password_expiry_utc.as_deref()),
+            (
+                "oauth_refresh_token",
+                self.oauth_refresh_token
+                    .as_ref()
+                    .map(|s| s.expose().as_str()),
+            ),
+            ("authtype", self.authtype.as_deref()),
+            (
+                "credential",
+                self.credential.as_ref().map(|s| s.expose().as_str()),
+            ),
+            ("ephemeral", self.ephemeral.filter(|b| *b).map(|_| "1")),
         ];
         pairs.extend(plain.iter().filter_map(|(k, v)| v.map(|v| (*k, v))));
-        if let Some(u) = &self.username {
-            pairs.push(("username", u.expose()));
+        pairs.extend(self.state.iter().map(|s| ("state[]", s.expose().as_str())));
+        if self.r#continue == Some(true) {
+            pairs.push(("continue", "1"));
         }
-        if let Some(p) = &self.password {
-            pairs.push(("password", p.expose()));
-        }
-        if let Some(e) = &self.password_expiry_utc {
-            pairs.push(("password_expiry_utc", e));
-        }
+        pairs.extend(self.wwwauth.iter().map(|w| ("wwwauth[]", w.as_str())));
         encode(&pairs)
     }
+
+    /// The name of the first value holding a CR, LF or NUL, if any (every attribute).
+    pub fn forbidden_field(&self) -> Option<&'static str> {
+        let one = [
+            ("protocol", self.protocol.as_deref()),
+            ("host", self.host.as_deref()),
+            ("path", self.path.as_deref()),
+            (
+                "username",
+                self.username.as_ref().map(|s| s.expose().as_str()),
+            ),
+            (
+                "password",
+                self.password.as_ref().map(|s| s.expose().as_str()),
+            ),
+            ("password_expiry_utc", self.password_expiry_utc.as_deref()),
+            (
+                "oauth_refresh_token",
+                self.oauth_refresh_token
+                    .as_ref()
+                    .map(|s| s.expose().as_str()),
+            ),
+            ("authtype", self.authtype.as_deref()),
+            (
+                "credential",
+                self.credential.as_ref().map(|s| s.expose().as_str()),
+            ),
+        ];
+        one.into_iter()
+            .find(|(_, v)| v.is_some_and(has_forbidden_char))
+            .map(|(k, _)| k)
+            .or_else(|| {
+                self.capability
+                    .iter()
+                    .any(|c| has_forbidden_char(c))
+                    .then_some("capability[]")
+            })
+            .or_else(|| {
+                self.state
+                    .iter()
+                    .any(|s| has_forbidden_char(s.expose()))
+                    .then_some("state[]")
+            })
+            .or_else(|| {
+                self.wwwauth
+                    .iter()
+                    .any(|w| has_forbidden_char(w))
+                    .then_some("wwwauth[]")
+            })
+    }
+}
+
+/// Percent-decoding of URL userinfo; `None` when the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = bytes.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// True when `s` holds a character that may never appear in a credential field.
@@ -172,10 +337,9 @@ mod tests {
         let f = CredentialFields {
             protocol: Some("https".into()),
             host: Some("github.com".into()),
-            path: None,
             username: Some(Secret::new("u".into())),
             password: Some(Secret::new("p".into())),
-            password_expiry_utc: None,
+            ..CredentialFields::default()
         };
         assert_eq!(
             f.encode().unwrap(),
@@ -229,8 +393,67 @@ mod tests {
             ("host".into(), "a".into()),
             ("host".into(), "b".into()),
             ("capability[]".into(), "authtype".into()),
-        ]);
+            ("capability[]".into(), "future-thing".into()),
+            ("quit".into(), "1".into()),
+        ])
+        .unwrap();
         assert_eq!(f.host.as_deref(), Some("b"));
+        assert_eq!(f.capability, ["authtype"]);
+    }
+
+    fn pairs(text: &str) -> Vec<(String, String)> {
+        decode(text).unwrap()
+    }
+
+    #[test]
+    fn every_attribute_of_git_2_47_round_trips_in_gits_order() {
+        let text = "capability[]=authtype\ncapability[]=state\nprotocol=https\nhost=h.example\npath=o/r.git\nusername=u\npassword=p\npassword_expiry_utc=9999999999\noauth_refresh_token=rt\nauthtype=Bearer\ncredential=tok\nephemeral=1\nstate[]=a:1\nstate[]=b:2\ncontinue=1\nwwwauth[]=Basic realm=\"x\"\nwwwauth[]=Bearer\n\n";
+        let f = CredentialFields::from_pairs(pairs(text)).unwrap();
+        assert_eq!(f.state.len(), 2);
+        assert_eq!(f.wwwauth, ["Basic realm=\"x\"", "Bearer"]);
+        assert_eq!((f.ephemeral, f.r#continue), (Some(true), Some(true)));
+        assert_eq!(f.encode().unwrap(), text);
+    }
+
+    #[test]
+    fn arrays_clear_on_an_empty_value_and_booleans_are_gits() {
+        let f = CredentialFields::from_pairs(pairs(
+            "wwwauth[]=Basic\nwwwauth[]=\nwwwauth[]=Bearer\nephemeral=Yes\ncontinue=off\n",
+        ))
+        .unwrap();
+        assert_eq!(f.wwwauth, ["Bearer"]);
+        assert_eq!((f.ephemeral, f.r#continue), (Some(true), Some(false)));
+        assert!(!f.encode().unwrap().contains("continue"));
+        assert!(matches!(
+            CredentialFields::from_pairs(pairs("ephemeral=maybe\n")),
+            Err(CredentialError::NotABoolean { .. })
+        ));
+    }
+
+    #[test]
+    fn url_is_split_as_git_does_and_replaces_what_came_before() {
+        let f = CredentialFields::from_pairs(pairs(
+            "host=old\nusername=old\nurl=https://al%40ice:p%3Ass@git.example.com:8443/org/repo.git\npassword=later\n",
+        ))
+        .unwrap();
+        assert_eq!(f.protocol.as_deref(), Some("https"));
+        assert_eq!(f.host.as_deref(), Some("git.example.com:8443"));
+        assert_eq!(f.path.as_deref(), Some("org/repo.git"));
+        assert_eq!(f.username.unwrap().expose(), "al@ice");
+        assert_eq!(f.password.unwrap().expose(), "later");
+        let f = CredentialFields::from_pairs(pairs("username=u\nurl=https://h.example\n")).unwrap();
+        assert!(f.username.is_none() && f.path.is_none());
+        assert!(CredentialFields::from_pairs(pairs("url=not a url\n")).is_err());
+    }
+
+    #[test]
+    fn a_forbidden_character_is_found_in_any_attribute() {
+        let mut f = CredentialFields::default();
+        assert_eq!(f.forbidden_field(), None);
+        f.state.push(Secret::new("a\rb".into()));
+        assert_eq!(f.forbidden_field(), Some("state[]"));
+        f.oauth_refresh_token = Some(Secret::new("x\0".into()));
+        assert_eq!(f.forbidden_field(), Some("oauth_refresh_token"));
     }
 
     #[test]
@@ -263,16 +486,30 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn roundtrip(host in "[a-z0-9.]{1,20}", user in "[ -~]{0,20}", pass in "[ -~]{0,40}") {
+        fn roundtrip(
+            host in "[a-z0-9.]{1,20}",
+            user in "[ -~]{0,20}",
+            pass in "[ -~]{0,40}",
+            token in proptest::option::of("[ -~]{0,20}"),
+            states in proptest::collection::vec("[ -~]{1,10}", 0..3),
+            www in proptest::collection::vec("[ -~]{1,10}", 0..3),
+            ephemeral in proptest::option::of(proptest::bool::ANY),
+        ) {
             let f = CredentialFields {
+                capability: vec!["authtype".into()],
                 protocol: Some("https".into()),
                 host: Some(host),
-                path: None,
                 username: Some(Secret::new(user)),
                 password: Some(Secret::new(pass)),
-                password_expiry_utc: None,
+                oauth_refresh_token: token.clone().map(Secret::new),
+                credential: token.map(Secret::new),
+                state: states.into_iter().map(Secret::new).collect(),
+                wwwauth: www,
+                // `false` is git's absence of the attribute.
+                ephemeral: ephemeral.filter(|b| *b),
+                ..CredentialFields::default()
             };
-            let back = CredentialFields::from_pairs(decode(&f.encode().unwrap()).unwrap());
+            let back = CredentialFields::from_pairs(decode(&f.encode().unwrap()).unwrap()).unwrap();
             proptest::prop_assert_eq!(back, f);
         }
 

@@ -39,13 +39,17 @@ pub struct RecordedRequest {
 /// `PUT /__mock/credentials`: host → credential handed out by `get`.
 pub type MockCredentials = BTreeMap<String, MockCredential>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A credential the mock hands out for its host: a username and password, or (capability
+/// `authtype`) an `authtype` and `credential`, with any other attribute of SPEC.md 4.3.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockCredential {
-    pub username: Secret<String>,
-    pub password: Secret<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_expiry_utc: Option<String>,
+    pub username: Option<Secret<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret<String>>,
+    #[serde(flatten)]
+    pub extra: crate::api::GitCredentialExtra,
 }
 
 /// `POST /__mock/callbacks/{session_id}`: makes that callback arrive.

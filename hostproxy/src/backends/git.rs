@@ -100,7 +100,14 @@ impl CredentialHelper for GitCommand {
         Box::pin(async move {
             let stdin_text = input.encode().map_err(|_| GitError::BadReply)?;
             let mut cmd = tokio::process::Command::new(&self.policy.program);
-            cmd.args(["-c", "core.askPass=", "credential", action.git_subcommand()])
+            cmd.args(["-c", "core.askPass="]);
+            if input.path.is_some() {
+                // The container's git sends `path` only when its credential.useHttpPath asks
+                // for it: the host's git must then match on it too (SPEC.md 4.3), or a
+                // credential stored for one repository would be handed out for another.
+                cmd.args(["-c", "credential.useHttpPath=true"]);
+            }
+            cmd.args(["credential", action.git_subcommand()])
                 .env("GIT_TERMINAL_PROMPT", "0")
                 .env_remove("GIT_ASKPASS")
                 .env_remove("SSH_ASKPASS")
@@ -149,9 +156,14 @@ impl CredentialHelper for GitCommand {
                 return Ok(None);
             }
             let text = String::from_utf8(out).map_err(|_| GitError::BadReply)?;
-            let fields =
-                CredentialFields::from_pairs(decode(&text).map_err(|_| GitError::BadReply)?);
-            Ok(fields.password.is_some().then_some(fields))
+            let fields = decode(&text)
+                .and_then(CredentialFields::from_pairs)
+                .map_err(|_| GitError::BadReply)?;
+            // A password, or (capability authtype) a pre-encoded credential such as a
+            // bearer token; without either git found nothing usable (an expired password is
+            // dropped by git itself).
+            let usable = fields.password.is_some() || fields.credential.is_some();
+            Ok(usable.then_some(fields))
         })
     }
 }
@@ -186,7 +198,8 @@ mod tests {
         let fields = CredentialFields::from_pairs(vec![
             ("protocol".into(), "https".into()),
             ("host".into(), "example.com".into()),
-        ]);
+        ])
+        .unwrap();
         let out = git
             .run(GitCredentialAction::Get, fields)
             .await

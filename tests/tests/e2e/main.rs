@@ -5,6 +5,7 @@ mod bridge;
 mod browser;
 mod capture;
 mod conformance;
+mod git_attrs;
 mod lifecycle;
 mod mock_tools;
 mod oauth_libs;

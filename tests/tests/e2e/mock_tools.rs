@@ -29,6 +29,31 @@ fn git_helper_against_the_mock() {
         json!({"action":"get","protocol":"https","host":"git.example.com"})
     );
 
+    // A bearer credential (git 2.46+ capability authtype) crosses only to a caller that
+    // announced the capability, announced back first.
+    mock.control(
+        "PUT",
+        "/__mock/credentials",
+        Some(json!({
+            "git.example.com": {"username": "bob", "password": "hunter2"},
+            "bearer.example.com": {"authtype": "Bearer", "credential": "tok-1", "password_expiry_utc": "9999999999"},
+        })),
+    );
+    let (code, out, err) = run_with_input(
+        tool("git-credential-clawker", &mock.tool_env()).arg("get"),
+        "capability[]=authtype\nprotocol=https\nhost=bearer.example.com\n\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "capability[]=authtype\npassword_expiry_utc=9999999999\nauthtype=Bearer\ncredential=tok-1\n"
+    );
+    let (code, out, _) = run_with_input(
+        tool("git-credential-clawker", &mock.tool_env()).arg("get"),
+        "protocol=https\nhost=bearer.example.com\n\n",
+    );
+    assert_eq!((code, out.as_str()), (0, ""), "no capability, no bearer token");
+
     // Daemon 500: exit 1, one line, no output for git.
     mock.control(
         "POST",

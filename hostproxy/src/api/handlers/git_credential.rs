@@ -8,7 +8,7 @@ use clawker_protocol::api::{
     GitCredentialAction, GitCredentialRequest, GitCredentialResponse, routes,
 };
 use clawker_protocol::credential::{
-    CredentialFields, has_forbidden_char, is_valid_credential_host,
+    CAPABILITIES, CredentialFields, has_forbidden_char, is_valid_credential_host,
 };
 
 use crate::api::error::ApiError;
@@ -18,30 +18,28 @@ use crate::auth::Identity;
 use crate::auth::SCOPED_GIT_PER_MINUTE;
 use crate::backends::GitError;
 
-/// Validates a credential request against the policy, returning what git will be given.
+/// Validates a credential request against the policy, returning what git will be given:
+/// every attribute of SPEC.md 4.3 that the action uses, each checked for CR, LF and NUL.
 pub fn validate_credential(
     state: &AppState,
     req: &GitCredentialRequest,
 ) -> Result<CredentialFields, ApiError> {
-    let fields: [(&str, Option<&str>); 5] = [
-        ("protocol", Some(&req.protocol)),
-        ("host", Some(&req.host)),
-        ("path", req.path.as_deref()),
-        (
-            "username",
-            req.username.as_ref().map(|s| s.expose().as_str()),
-        ),
-        (
-            "password",
-            req.password.as_ref().map(|s| s.expose().as_str()),
-        ),
-    ];
-    for (name, value) in fields {
-        if value.is_some_and(has_forbidden_char) {
-            return Err(ApiError::bad_request(format!(
-                "{name} contains a carriage return, newline or nul"
-            )));
-        }
+    let mut fields = req.fields();
+    if let Some(name) = fields.forbidden_field() {
+        return Err(ApiError::bad_request(format!(
+            "{name} contains a carriage return, newline or nul"
+        )));
+    }
+    if req
+        .extra
+        .capability
+        .iter()
+        .any(|c| !CAPABILITIES.contains(&c.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown capability: git's credential protocol has {}",
+            CAPABILITIES.join(" and ")
+        )));
     }
     if req.protocol.is_empty() {
         return Err(ApiError::bad_request("protocol is empty"));
@@ -83,16 +81,27 @@ pub fn validate_credential(
         }
         GitCredentialAction::Store | GitCredentialAction::Erase => {}
     }
-    let mut fields = CredentialFields {
-        protocol: Some(protocol),
-        host: Some(host),
-        path: req.path.clone(),
-        username: req.username.clone(),
-        password: None,
-        password_expiry_utc: None,
-    };
-    if req.action != GitCredentialAction::Get {
-        fields.password = req.password.clone();
+    fields.protocol = Some(protocol);
+    fields.host = Some(host);
+    if req.action == GitCredentialAction::Get {
+        // What a `get` may carry: who and where, the server's challenges, the capabilities
+        // and a helper's state between rounds. Secrets are not needed to look one up.
+        fields.password = None;
+        fields.password_expiry_utc = None;
+        fields.oauth_refresh_token = None;
+        fields.authtype = None;
+        fields.credential = None;
+        fields.ephemeral = None;
+        fields.r#continue = None;
+        // Old clients (upstream's shell helper) always send a username: an empty one means
+        // "no username" (SPEC.md 4.3), or only credentials stored without one would match.
+        if fields
+            .username
+            .as_ref()
+            .is_some_and(|u| u.expose().is_empty())
+        {
+            fields.username = None;
+        }
     }
     Ok(fields)
 }
@@ -171,14 +180,16 @@ pub async fn git_credential(
         "git credential"
     );
     match result {
-        Ok(Some(found)) => Ok(Json(GitCredentialResponse {
-            success: true,
-            protocol: found.protocol.or(Some(req.protocol)),
-            host: found.host.or(Some(req.host)),
-            username: Some(found.username.unwrap_or_else(|| Secret::new(String::new()))),
-            password: found.password,
-            password_expiry_utc: found.password_expiry_utc,
-        })),
+        Ok(Some(mut found)) => {
+            found.protocol = found.protocol.or(Some(req.protocol));
+            found.host = found.host.or(Some(req.host));
+            // A password always comes with a username (SPEC.md 4.2); a bearer `credential`
+            // needs none.
+            if found.password.is_some() && found.username.is_none() {
+                found.username = Some(Secret::new(String::new()));
+            }
+            Ok(Json(GitCredentialResponse::found(found)))
+        }
         Ok(None) if req.action == GitCredentialAction::Get => {
             Err(ApiError::not_found("no credential found"))
         }
