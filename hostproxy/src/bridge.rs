@@ -79,6 +79,7 @@ pub fn audited_filter(
                 key,
                 allowed,
                 reason: (!allowed).then(|| "not allowed by the agent policy".to_string()),
+                folded: None,
             });
         })),
     }

@@ -19,6 +19,7 @@ pub mod docker;
 pub mod doctor;
 pub mod host_gate;
 pub mod lifecycle;
+pub mod logfile;
 pub mod server;
 pub mod state;
 pub mod util;

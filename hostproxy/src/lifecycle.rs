@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clawker_protocol::api::{HealthResponse, StatusResponse, routes};
 
-use crate::state::{StateDir, running_pid};
+use crate::state::{StateDir, running, running_pid};
 
 /// A tiny blocking HTTP/1.1 GET against the local daemon (no client library needed).
 pub fn local_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
@@ -77,6 +77,12 @@ pub fn start(port: u16, serve_args: &[String]) -> Result<ExitCode> {
         bail!("port {port} is in use by something that is not hostproxy: pass --port or stop it");
     }
     let state = StateDir::from_env()?;
+    // A daemon that was just asked to stop holds its PID file until it has drained (5 s at
+    // most) although its port is already closed: wait for it, so `stop; start` works.
+    let drained = Instant::now() + Duration::from_secs(7);
+    while running_pid(&state).is_some() && Instant::now() < drained {
+        std::thread::sleep(Duration::from_millis(25));
+    }
     let log = state.log_file();
     if let Some(dir) = log.parent() {
         StateDir::ensure_dir(dir)?;
@@ -92,6 +98,8 @@ pub fn start(port: u16, serve_args: &[String]) -> Result<ExitCode> {
         .arg("--idle-exit")
         .arg("--port")
         .arg(port.to_string())
+        .arg("--log-file")
+        .arg(&log)
         .args(serve_args)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
@@ -164,27 +172,21 @@ fn detach(cmd: &mut Command) {
     }
 }
 
-fn alive(pid: u32) -> bool {
-    // No /proc entry: gone; state Z: exited, not yet reaped.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
 /// Asks the daemon holding the PID file to stop; with `wait`, waits that many seconds for it
-/// to be gone.
-pub fn stop(wait: Option<u64>) -> Result<ExitCode> {
+/// to be gone. With `port` (given by the user), only when that daemon serves that port.
+pub fn stop(port: Option<u16>, wait: Option<u64>) -> Result<ExitCode> {
     let state = StateDir::from_env()?;
-    let Some(pid) = running_pid(&state) else {
+    let Some((pid, served)) = running(&state) else {
         eprintln!("hostproxy is not running");
         return Ok(ExitCode::SUCCESS);
     };
+    if let (Some(asked), Some(served)) = (port, served)
+        && asked != served
+    {
+        bail!(
+            "the daemon of this state directory (pid {pid}) serves port {served}, not {asked}: pass --port {served}, or set CLAWKER_STATE_DIR to the other daemon's"
+        );
+    }
     let pid_i = i32::try_from(pid).context("invalid pid in the pid file")?;
     #[allow(unsafe_code)]
     // SAFETY: kill(2) with a PID read from the locked PID file; no memory involved.
@@ -197,7 +199,7 @@ pub fn stop(wait: Option<u64>) -> Result<ExitCode> {
     }
     if let Some(secs) = wait {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        while alive(pid) || state.pid_file().exists() {
+        while running_pid(&state).is_some() {
             if Instant::now() >= deadline {
                 bail!("the daemon (pid {pid}) did not exit within {secs} s");
             }
@@ -213,7 +215,10 @@ pub fn stop(wait: Option<u64>) -> Result<ExitCode> {
 /// Says whether the daemon answers on `port` (exit 0) or not (exit 1).
 pub fn status(port: u16, json: bool) -> Result<ExitCode> {
     let state = StateDir::from_env()?;
-    let token = state.read_token().ok();
+    // The token goes only to the port the daemon holding our PID file says it serves: a
+    // process squatting the port while the daemon is down gets nothing.
+    let ours = running(&state).is_some_and(|(_, served)| served == Some(port));
+    let token = ours.then(|| state.read_token().ok()).flatten();
     let reply = local_get(
         port,
         routes::STATUS,

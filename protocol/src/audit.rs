@@ -28,4 +28,8 @@ pub struct AuditRecord {
     /// Why it was refused, or what came of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a denial that needs no token to cause: how many more like it (same route and
+    /// reason) were folded into this line since the previous one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded: Option<u64>,
 }

@@ -201,15 +201,7 @@ pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) 
         }
         Err(e) => {
             if classify(req.uri().path()) == RouteClass::Api && route != "unmatched" {
-                state.audit.record(
-                    "none",
-                    &route,
-                    "request",
-                    None,
-                    None,
-                    false,
-                    Some(e.message.clone()),
-                );
+                state.audit.deny_unauthenticated(&route, &e.message);
             }
             e.into_response()
         }

@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// Also listen on the gateway address of Docker's bridge networks (native Linux Docker).
     #[arg(long)]
     pub listen_docker_bridge: bool,
+    /// Write the log to this file instead of stderr, rotated at 10 MiB with three old files
+    /// kept (`hostproxy start` uses <state>/logs/hostproxy.log).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -168,18 +172,31 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, file: Option<&std::path::Path>) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(use_color())
         .with_target(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    match file {
+        Some(path) => {
+            let log = hostproxy::logfile::SharedLog::open(path)
+                .map_err(|e| anyhow::anyhow!("cannot open the log file {}: {e}", path.display()))?;
+            let builder = builder.with_ansi(false).with_writer(move || log.clone());
+            match format {
+                LogFormat::Text => builder.init(),
+                LogFormat::Json => builder.json().init(),
+            }
+        }
+        None => {
+            let builder = builder.with_ansi(use_color()).with_writer(std::io::stderr);
+            match format {
+                LogFormat::Text => builder.init(),
+                LogFormat::Json => builder.json().init(),
+            }
+        }
     }
+    Ok(())
 }
 
 /// Colour only on a terminal, and never when `NO_COLOR` is set (no-color.org).
@@ -191,7 +208,14 @@ fn use_color() -> bool {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let log_file = match &cli.command {
+        Command::Serve(a) => a.log_file.clone(),
+        _ => None,
+    };
+    if let Err(e) = init_tracing(cli.log_format, log_file.as_deref()) {
+        eprintln!("hostproxy: {e:#}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -220,11 +244,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             serve_args.extend(args.serve_args);
             hostproxy::lifecycle::start(port, &serve_args)
         }
-        Command::Stop(args) => {
-            // The port names which daemon: the one of this state directory answers there.
-            let _ = serve::port(&args.port, config)?;
-            hostproxy::lifecycle::stop(args.wait)
-        }
+        Command::Stop(args) => hostproxy::lifecycle::stop(args.port.port, args.wait),
         Command::Status(args) => {
             hostproxy::lifecycle::status(serve::port(&args.port, config)?, args.json)
         }

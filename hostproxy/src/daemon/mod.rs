@@ -55,8 +55,10 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         explicit_listen,
         banner,
     } = opts;
+    StateDir::ensure_dir(state_dir.root())?;
+    state_dir.check_private()?;
     let token = state_dir.load_or_create_token()?;
-    let _pid = PidFile::acquire(&state_dir)?;
+    let mut pid = PidFile::acquire(&state_dir)?;
 
     let mut addrs = settings.listen.clone();
     if settings.listen_docker_bridge {
@@ -77,6 +79,7 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         );
     }
     let listeners = bind_all(&addrs, settings.port, explicit_listen).await?;
+    pid.record_port(settings.port)?;
     let bound: Vec<IpAddr> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok().map(|a| a.ip()))

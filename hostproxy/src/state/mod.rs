@@ -9,7 +9,7 @@ use thiserror::Error;
 
 mod pidfile;
 
-pub use pidfile::{PidFile, running_pid};
+pub use pidfile::{PidFile, running, running_pid};
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -25,6 +25,14 @@ pub enum StateError {
     BadToken(PathBuf),
     #[error("the operating system's random source failed")]
     Random,
+    #[error(
+        "the state directory {0} can be written by other users: run `chmod 700 {0}` (or set CLAWKER_STATE_DIR to a private directory)"
+    )]
+    Loose(PathBuf),
+    #[error(
+        "the state directory {path} belongs to uid {owner}, not to you: use a directory of your own (CLAWKER_STATE_DIR)"
+    )]
+    NotOurs { path: PathBuf, owner: u32 },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -100,27 +108,60 @@ impl StateDir {
 
     /// Reads the token, creating it (0600, 32 random bytes as hex) on first use.
     ///
-    /// The file is created with `O_EXCL`, so two daemons starting at once agree on one token.
+    /// The token is written whole to a temporary file and linked into place (`link` fails
+    /// when the name exists), so a reader never sees it empty or half-written and two
+    /// daemons starting at once agree on one token.
     pub fn load_or_create_token(&self) -> Result<Secret<String>, StateError> {
         Self::ensure_dir(&self.root)?;
         let path = self.token_file();
-        match std::fs::OpenOptions::new()
+        if path.exists() {
+            return self.read_token();
+        }
+        let token = new_token()?;
+        let tmp = self.root.join(format!(
+            ".hostproxy.token.{}.{}",
+            std::process::id(),
+            clawker_protocol::hex(
+                &crate::util::random_bytes::<4>().map_err(|_| StateError::Random)?
+            )
+        ));
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                let token = new_token()?;
-                f.write_all(token.expose().as_bytes())
-                    .and_then(|()| f.write_all(b"\n"))
-                    .and_then(|()| f.sync_all())
-                    .map_err(io_err(&path))?;
-                Ok(token)
-            }
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(token.expose().as_bytes())?;
+                f.write_all(b"\n")?;
+                f.sync_all()
+            });
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(token),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.read_token(),
             Err(e) => Err(io_err(&path)(e)),
         }
+    }
+
+    /// Refuses a state directory that is not the user's or that others may write (as ssh
+    /// refuses a loose `~/.ssh`): whoever can write it can replace the token or the PID file.
+    pub fn check_private(&self) -> Result<(), StateError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&self.root).map_err(io_err(&self.root))?;
+        #[allow(unsafe_code)]
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(StateError::NotOurs {
+                path: self.root.clone(),
+                owner: meta.uid(),
+            });
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(StateError::Loose(self.root.clone()));
+        }
+        Ok(())
     }
 
     /// Reads an existing token; tightens its mode to 0600 if it was looser.
@@ -151,6 +192,53 @@ pub fn new_token() -> Result<Secret<String>, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_never_sees_the_token_half_written() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let state = StateDir::at(dir.path().join("s"));
+            std::thread::scope(|scope| {
+                let readers: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            for _ in 0..200 {
+                                match state.read_token() {
+                                    Ok(t) => return Some(t),
+                                    Err(StateError::Io { .. }) => {} // not there yet
+                                    Err(e) => panic!("a reader saw {e}"),
+                                }
+                            }
+                            None
+                        })
+                    })
+                    .collect();
+                let writers: Vec<_> = (0..2)
+                    .map(|_| scope.spawn(|| state.load_or_create_token().unwrap()))
+                    .collect();
+                let written: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+                assert_eq!(written[0], written[1], "one token for both");
+                for r in readers {
+                    if let Some(t) = r.join().unwrap() {
+                        assert_eq!(t, written[0]);
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn a_state_dir_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::at(dir.path());
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        state.check_private().unwrap();
+        for loose in [0o777, 0o770, 0o1777] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(loose)).unwrap();
+            let e = state.check_private().unwrap_err();
+            assert!(e.to_string().contains("chmod 700"), "{e}");
+        }
+    }
 
     #[test]
     fn token_created_once_with_mode_0600() {

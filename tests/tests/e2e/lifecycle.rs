@@ -38,12 +38,27 @@ impl Scratch {
         self.dir.path().join("pids/hostproxy.pid")
     }
 
+    /// The PID file's first line (the second is the port, once bound).
     fn pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.pid_file())
             .ok()?
+            .lines()
+            .next()?
             .trim()
             .parse()
             .ok()
+    }
+
+    /// A command with this scratch environment but no `--port`: the config decides.
+    fn bare(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("hostproxy"));
+        c.args(args)
+            .env("CLAWKER_STATE_DIR", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("HOME", self.dir.path())
+            .env_remove("CLAWKER_HOST_PROXY_PORT")
+            .stdin(Stdio::null());
+        c
     }
 }
 
@@ -125,6 +140,133 @@ fn start_status_token_stop() {
         s.run(&["stop"]).status.success(),
         "stop when stopped is fine"
     );
+}
+
+#[test]
+fn the_config_files_port_is_the_one_start_status_and_stop_use() {
+    let s = Scratch::new();
+    let conf = s.dir.path().join("config/clawker");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("hostproxy.toml"), format!("port = {}\n", s.port)).unwrap();
+    let started = s.bare(&["start"]).output().unwrap();
+    assert!(started.status.success(), "{}", text(&started));
+    assert!(
+        text(&started).contains(&format!("port {}", s.port)),
+        "{}",
+        text(&started)
+    );
+    let st = s.bare(&["status", "--json"]).output().unwrap();
+    assert!(st.status.success(), "{}", text(&st));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(
+        (v["running"].clone(), v["port"].clone()),
+        (true.into(), s.port.into())
+    );
+    // A stop aimed at another port leaves this daemon alone.
+    let wrong = s.bare(&["stop", "--port", "1"]).output().unwrap();
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong).contains(&format!("serves port {}", s.port)),
+        "{}",
+        text(&wrong)
+    );
+    let pid = s.pid().unwrap();
+    assert!(alive(pid));
+    let stopped = s
+        .bare(&["stop", "--port", &s.port.to_string(), "--wait", "5"])
+        .output()
+        .unwrap();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+    assert!(!alive(pid));
+}
+
+#[test]
+fn stop_then_start_at_once_gives_a_new_daemon() {
+    let s = Scratch::new();
+    assert!(s.run(&["start"]).status.success());
+    let old = s.pid().unwrap();
+    // Keep a connection busy so the old daemon drains for a while after SIGTERM.
+    let _busy = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    assert!(s.run(&["stop"]).status.success());
+    let started = s.run(&["start"]);
+    assert!(started.status.success(), "{}", text(&started));
+    let new = s.pid().expect("a daemon runs");
+    assert_ne!(new, old);
+    assert!(alive(new));
+    assert_eq!(s.run(&["status"]).status.code(), Some(0));
+}
+
+#[test]
+fn two_starts_racing_a_status_give_one_daemon_and_both_succeed() {
+    let s = Scratch::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let (stop, dir, port) = (stop.clone(), s.dir.path().to_path_buf(), s.port);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = Command::new(bin("hostproxy"))
+                    .args(["status", "--port", &port.to_string()])
+                    .env("CLAWKER_STATE_DIR", &dir)
+                    .env("XDG_CONFIG_HOME", dir.join("config"))
+                    .output();
+            }
+        })
+    };
+    let starts: Vec<_> = (0..2)
+        .map(|_| {
+            s.cmd(&["start"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in starts {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    prober.join().unwrap();
+    let daemons = Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("hostproxy serve --idle-exit --port {}", s.port),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&daemons.stdout).lines().count(), 1);
+}
+
+#[test]
+fn a_state_dir_others_can_write_is_refused_and_nothing_is_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let state = s.dir.path().join("loose");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new(bin("hostproxy"))
+        .args(["serve", "--port", &s.port.to_string()])
+        .env("CLAWKER_STATE_DIR", &state)
+        .env("XDG_CONFIG_HOME", s.dir.path().join("config"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!("chmod 700 {}", state.display())),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().count(),
+        0,
+        "no token, no pid file"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", s.port)).is_err());
 }
 
 #[test]

@@ -52,7 +52,11 @@ fn git_helper_against_the_mock() {
         tool("git-credential-clawker", &mock.tool_env()).arg("get"),
         "protocol=https\nhost=bearer.example.com\n\n",
     );
-    assert_eq!((code, out.as_str()), (0, ""), "no capability, no bearer token");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, ""),
+        "no capability, no bearer token"
+    );
 
     // Daemon 500: exit 1, one line, no output for git.
     mock.control(
