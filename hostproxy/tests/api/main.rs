@@ -1170,3 +1170,91 @@ async fn a_stateless_session_needs_the_config_and_holds_its_port_alone() {
     let (s, b) = register(&d, json!({"port": port2})).await;
     assert_eq!(s, 409, "{b}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_wrong_tokens_cannot_fill_the_audit_log_or_hide_real_decisions() {
+    let d = spawn_with(
+        Options {
+            audit: true,
+            ..Options::default()
+        },
+        |_, _| {},
+    )
+    .await;
+    // 100,000 requests with a wrong token on 16 keep-alive connections, each written as a
+    // pipelined batch and its replies read back.
+    let request = format!(
+        "POST /git/credential HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer wrong\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}",
+        d.port
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (port, request) = (d.port, request.clone());
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                let mut got = 0usize;
+                let mut buf = vec![0u8; 1 << 16];
+                for _ in 0..(100_000 / 16 / 125) {
+                    s.write_all(request.repeat(125).as_bytes()).await.unwrap();
+                    let mut seen = 0;
+                    while seen < 125 {
+                        let n = s.read(&mut buf).await.unwrap();
+                        assert!(n > 0, "the daemon closed the connection");
+                        seen += buf[..n]
+                            .windows(12)
+                            .filter(|w| w == b"HTTP/1.1 401")
+                            .count();
+                    }
+                    got += seen;
+                }
+                got
+            })
+        })
+        .collect();
+    // A real decision in the middle of the flood.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (s, _) = d
+        .post("/open/url", json!({"url": "https://example.com/real"}))
+        .await;
+    assert_eq!(s, 200);
+    let mut answered = 0;
+    for t in tasks {
+        answered += t.await.unwrap();
+    }
+    assert!(answered >= 100_000 - 16 * 125, "{answered} answered");
+    tokio::time::sleep(Duration::from_millis(1200)).await; // the last window's count
+    let path = d.path().join("audit.jsonl");
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 1024 * 1024, "audit log grew to {size} bytes");
+    let lines: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let denials: Vec<&Value> = lines.iter().filter(|l| l["token"] == "none").collect();
+    let folded: u64 = denials
+        .iter()
+        .map(|l| l["folded"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        denials.len() as u64 + folded,
+        answered as u64,
+        "every denial is a line or counted in one"
+    );
+    let seconds = started.elapsed().as_secs() + 2;
+    assert!(
+        denials.len() as u64 <= seconds,
+        "{} denial lines in {seconds} s: at most one a second",
+        denials.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["route"] == "/open/url" && l["allowed"] == true),
+        "the real decision is still there"
+    );
+}

@@ -54,6 +54,8 @@ pub fn launch_log(dir: &Path) -> String {
 pub struct Options {
     /// Scoped tokens from `<dir>/tokens.json`.
     pub tokens: bool,
+    /// The audit log at `<dir>/audit.jsonl`.
+    pub audit: bool,
     pub agent_socket: Option<PathBuf>,
     pub no_auth: bool,
     pub header_read_timeout: std::time::Duration,
@@ -63,6 +65,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             tokens: false,
+            audit: false,
             agent_socket: None,
             no_auth: false,
             header_read_timeout: std::time::Duration::from_secs(10),
@@ -122,6 +125,10 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
         state = state.tokens(hostproxy::auth::TokenStore::new(
             dir.path().join("tokens.json"),
         ));
+    }
+    if opts.audit {
+        state =
+            state.audit(hostproxy::audit::Audit::open(&dir.path().join("audit.jsonl")).unwrap());
     }
     let state = state.build();
     tokio::spawn(serve(
