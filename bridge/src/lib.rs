@@ -66,6 +66,10 @@ pub const MAX_STREAMS: usize = 64;
 /// section 6), so this is what a client may fall behind by: a client that reads, however
 /// slowly, keeps its stream through any burst smaller than this.
 pub const STREAM_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Bytes queued towards all local clients of one bridge together: what one bridge may hold
+/// in memory however many streams fall behind at once. A stream whose delivery would pass
+/// it loses its stream, as one past [`STREAM_QUEUE_BYTES`] does.
+pub const BRIDGE_QUEUE_BYTES: usize = 32 * 1024 * 1024;
 /// Largest DATA payload sent: well under the frame limit, big enough for bulk transfers.
 pub const CHUNK: usize = 256 * 1024;
 
@@ -180,6 +184,7 @@ struct Entry {
 pub struct StreamRx {
     rx: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
 }
 
 impl StreamRx {
@@ -187,8 +192,26 @@ impl StreamRx {
     pub async fn recv(&mut self) -> Option<Bytes> {
         let chunk = self.rx.recv().await?;
         self.queued.fetch_sub(chunk.len(), Ordering::SeqCst);
+        self.total.fetch_sub(chunk.len(), Ordering::SeqCst);
         Some(chunk)
     }
+}
+
+impl Drop for StreamRx {
+    fn drop(&mut self) {
+        // What is still queued leaves the bridge's budget with the stream.
+        self.total
+            .fetch_sub(self.queued.swap(0, Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+/// Why a stream could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    #[error("the bridge already carries {MAX_STREAMS} streams")]
+    Full,
+    #[error("stream {0} is already open")]
+    Duplicate(u32),
 }
 
 /// A registered stream's end: what its pump reads from and its CLOSE flag.
@@ -199,13 +222,21 @@ pub struct StreamEnd {
     pub closed: Arc<AtomicBool>,
 }
 
-/// The live streams of one bridge.
+/// The live streams of one bridge, and the bytes queued towards all of them.
 #[derive(Debug, Clone, Default)]
-pub struct Streams(Arc<Mutex<HashMap<u32, Entry>>>);
+pub struct Streams {
+    map: Arc<Mutex<HashMap<u32, Entry>>>,
+    total: Arc<AtomicUsize>,
+}
 
 impl Streams {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes queued towards the local clients of this bridge.
+    pub fn queued(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
     }
 
     pub fn len(&self) -> usize {
@@ -216,22 +247,27 @@ impl Streams {
         self.len() == 0
     }
 
-    /// Registers stream `id`, unless [`MAX_STREAMS`] are live.
-    pub fn insert(&self, id: u32) -> Option<StreamEnd> {
+    /// Registers stream `id` (the peer's), unless [`MAX_STREAMS`] are live; an id already
+    /// open is refused, never replaced.
+    pub fn insert(&self, id: u32) -> Result<StreamEnd, InsertError> {
         self.insert_with(|| id)
     }
 
     /// Registers a stream under the next id of `next` (taken only when there is room).
     pub fn insert_next(&self, next: &std::sync::atomic::AtomicU32) -> Option<StreamEnd> {
         self.insert_with(|| next.fetch_add(1, Ordering::SeqCst))
+            .ok()
     }
 
-    fn insert_with(&self, id: impl FnOnce() -> u32) -> Option<StreamEnd> {
+    fn insert_with(&self, id: impl FnOnce() -> u32) -> Result<StreamEnd, InsertError> {
         let mut map = self.lock();
         if map.len() >= MAX_STREAMS {
-            return None;
+            return Err(InsertError::Full);
         }
         let id = id();
+        if map.contains_key(&id) {
+            return Err(InsertError::Duplicate(id));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicBool::new(false));
@@ -243,9 +279,13 @@ impl Streams {
                 closed: closed.clone(),
             },
         );
-        Some(StreamEnd {
+        Ok(StreamEnd {
             id,
-            rx: StreamRx { rx, queued },
+            rx: StreamRx {
+                rx,
+                queued,
+                total: self.total.clone(),
+            },
             closed,
         })
     }
@@ -257,8 +297,11 @@ impl Streams {
             let mut map = self.lock();
             let Some(e) = map.get(&id) else { return };
             let n = payload.len();
-            if e.queued.load(Ordering::SeqCst) + n <= STREAM_QUEUE_BYTES {
+            if e.queued.load(Ordering::SeqCst) + n <= STREAM_QUEUE_BYTES
+                && self.total.load(Ordering::SeqCst) + n <= BRIDGE_QUEUE_BYTES
+            {
                 e.queued.fetch_add(n, Ordering::SeqCst);
+                self.total.fetch_add(n, Ordering::SeqCst);
                 // A send error means the pump has ended; the stream is on its way out.
                 let _ = e.tx.send(payload);
                 return;
@@ -287,6 +330,16 @@ impl Streams {
         self.lock().clear();
     }
 
+    /// Ends stream `id` from this side (its local connection failed): CLOSE once.
+    pub async fn close_local(&self, out: &Out, id: u32) {
+        let entry = self.lock().remove(&id);
+        if let Some(e) = entry
+            && !e.closed.swap(true, Ordering::SeqCst)
+        {
+            send(out, FrameType::Close, id, &[]).await;
+        }
+    }
+
     fn remove(&self, id: u32) {
         self.lock().remove(&id);
     }
@@ -312,8 +365,9 @@ impl std::fmt::Debug for AgentFilter {
 
 /// Pumps one stream between its local socket and the peer until either side ends, then
 /// sends CLOSE once. With `filter`, bytes towards the socket are SSH agent requests: each
-/// refused one is answered `SSH_AGENT_FAILURE` straight back to the peer, and a malformed
-/// or oversized frame ends the stream.
+/// refused one is answered `SSH_AGENT_FAILURE` by the bridge, in its place among the
+/// agent's replies (after those of the requests before it), and a malformed or oversized
+/// frame ends the stream.
 pub async fn pump(
     conn: UnixStream,
     end: StreamEnd,
@@ -323,6 +377,10 @@ pub async fn pump(
 ) {
     let StreamEnd { id, mut rx, closed } = end;
     let (mut rd, mut wr) = conn.into_split();
+    // Requests forwarded to the agent and replies it has sent back, counted so that a
+    // FAILURE made here waits for the replies still owed before it.
+    let forwarded = AtomicUsize::new(0);
+    let (replied_tx, mut replied_rx) = tokio::sync::watch::channel(0usize);
     let to_local = async {
         let mut pending: Vec<u8> = Vec::new();
         while let Some(buf) = rx.recv().await {
@@ -349,8 +407,15 @@ pub async fn pump(
                     tell(&frame[4..], verdict);
                 }
                 let ok = match verdict {
-                    Verdict::Forward => wr.write_all(&frame).await.is_ok(),
-                    Verdict::Refuse => send(&out, FrameType::Data, id, &FAILURE_FRAME).await,
+                    Verdict::Forward => {
+                        forwarded.fetch_add(1, Ordering::SeqCst);
+                        wr.write_all(&frame).await.is_ok()
+                    }
+                    Verdict::Refuse => {
+                        let owed = forwarded.load(Ordering::SeqCst);
+                        replied_rx.wait_for(|r| *r >= owed).await.is_ok()
+                            && send(&out, FrameType::Data, id, &FAILURE_FRAME).await
+                    }
                 };
                 if !ok {
                     return;
@@ -363,6 +428,7 @@ pub async fn pump(
         // writer as is; once the writer has dropped it, `reserve` takes the same allocation
         // back, so a bulk transfer neither copies nor allocates per chunk.
         let mut buf = BytesMut::new();
+        let mut replies = ReplyCounter::default();
         loop {
             buf.reserve(bridge::HEADER_LEN + CHUNK);
             buf.put_bytes(0, bridge::HEADER_LEN);
@@ -374,8 +440,16 @@ pub async fn pump(
                 break; // unreachable: n ≤ CHUNK
             };
             buf[..bridge::HEADER_LEN].copy_from_slice(&header);
+            let whole = if filter.is_some() {
+                replies.feed(&buf[bridge::HEADER_LEN..])
+            } else {
+                0
+            };
             if out.send(buf.split().freeze()).await.is_err() {
                 break;
+            }
+            if whole > 0 {
+                replied_tx.send_modify(|r| *r += whole);
             }
         }
     };
@@ -386,6 +460,45 @@ pub async fn pump(
     streams.remove(id);
     if !closed.swap(true, Ordering::SeqCst) {
         send(&out, FrameType::Close, id, &[]).await;
+    }
+}
+
+/// Counts whole agent frames in a byte stream cut anywhere (the agent's replies).
+#[derive(Debug, Default)]
+struct ReplyCounter {
+    head: Vec<u8>,
+    rest: usize,
+}
+
+impl ReplyCounter {
+    /// Takes the next bytes; returns how many frames they completed.
+    fn feed(&mut self, mut bytes: &[u8]) -> usize {
+        let mut whole = 0;
+        while !bytes.is_empty() {
+            if self.rest > 0 {
+                let take = self.rest.min(bytes.len());
+                self.rest -= take;
+                bytes = &bytes[take..];
+                if self.rest == 0 {
+                    whole += 1;
+                }
+                continue;
+            }
+            let need = 4 - self.head.len();
+            let take = need.min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.head.len() == 4 {
+                let mut len = [0u8; 4];
+                len.copy_from_slice(&self.head);
+                self.head.clear();
+                self.rest = u32::from_be_bytes(len) as usize;
+                if self.rest == 0 {
+                    whole += 1;
+                }
+            }
+        }
+        whole
     }
 }
 
@@ -400,6 +513,42 @@ mod tests {
             out.push(bridge::decode(&bytes).unwrap().unwrap().0);
         }
         out
+    }
+
+    #[test]
+    fn replies_are_counted_however_they_are_cut() {
+        let mut c = ReplyCounter::default();
+        let two = [agent::frame(&[5]), agent::frame(&[12, 0, 0, 0, 0])].concat();
+        assert_eq!(c.feed(&two), 2);
+        let mut c = ReplyCounter::default();
+        let got: usize = two.iter().map(|b| c.feed(std::slice::from_ref(b))).sum();
+        assert_eq!(got, 2, "byte by byte");
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_open_is_refused_and_the_budget_spans_every_stream() {
+        let streams = Streams::default();
+        let _a = streams.insert(1).unwrap();
+        assert_eq!(streams.insert(1).unwrap_err(), InsertError::Duplicate(1));
+        let (out, mut out_rx) = out_channel();
+        // Four streams each just under their own limit; the next delivery would pass the
+        // bridge's budget, and that stream alone is closed.
+        let ends: Vec<_> = (2..7).map(|i| streams.insert(i).unwrap()).collect();
+        let chunk = Bytes::from(vec![0u8; STREAM_QUEUE_BYTES - 1]);
+        for i in 2..6 {
+            streams.deliver(&out, i, chunk.clone()).await;
+        }
+        assert_eq!(streams.queued(), 4 * chunk.len());
+        streams
+            .deliver(&out, 6, Bytes::from(vec![0u8; 1024 * 1024]))
+            .await;
+        let close = out_rx
+            .try_recv()
+            .expect("CLOSE for the stream over the budget");
+        assert_eq!(close, encode(FrameType::Close, 6, &[]));
+        assert!(out_rx.try_recv().is_err(), "only that stream");
+        drop(ends);
+        assert_eq!(streams.queued(), 0, "dropped streams leave the budget");
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ pub mod mock;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod secret;
+pub mod text;
 pub mod urls;
 
 pub use secret::Secret;

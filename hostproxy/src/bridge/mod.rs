@@ -18,11 +18,13 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::query_parameters::EventsOptionsBuilder;
 use bytes::BytesMut;
-use clawker_bridge::{AgentFilter, Out, Streams, pump, send, write_frames};
+use clawker_bridge::{AgentFilter, InsertError, Out, Streams, pump, send, write_frames};
 use clawker_protocol::agent::{AgentPolicy, Verdict};
 use clawker_protocol::audit::AuditRecord;
 use clawker_protocol::bridge::{self, FrameType, SOCKET_GPG_AGENT, SOCKET_SSH_AGENT};
+use clawker_protocol::text::escape_bytes;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use tokio::io::AsyncWrite;
 use tokio::net::UnixStream;
 
@@ -51,11 +53,32 @@ pub struct Options {
 }
 
 /// Where each socket type is connected on the host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Targets {
     pub ssh: Option<PathBuf>,
     pub gpg: Option<PathBuf>,
     pub filter: AgentFilter,
+    /// How a host socket is connected (a seam for tests; [`connect_unix`] otherwise).
+    pub connect: Connector,
+}
+
+impl std::fmt::Debug for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Targets")
+            .field("ssh", &self.ssh)
+            .field("gpg", &self.gpg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects to a host agent's socket.
+pub type Connector = std::sync::Arc<
+    dyn Fn(PathBuf) -> BoxFuture<'static, std::io::Result<UnixStream>> + Send + Sync,
+>;
+
+/// The real connector: `UnixStream::connect`.
+pub fn connect_unix() -> Connector {
+    std::sync::Arc::new(|path| Box::pin(async move { UnixStream::connect(path).await }))
 }
 
 /// The agent filter of `policy`, writing each decision to `audit` for `container`.
@@ -85,7 +108,19 @@ pub fn audited_filter(
     }
 }
 
-async fn open_stream(id: u32, kind: &[u8], targets: &Targets, streams: &Streams, out: &Out) {
+/// How long connecting to a host agent may take before that stream is closed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// OPEN from the container: the stream is registered at once (DATA that follows is queued
+/// for it), and its host socket is connected in a task of its own, so an agent that is
+/// slow to accept stalls only this stream. A duplicate id is a protocol error.
+fn open_stream(
+    id: u32,
+    kind: &[u8],
+    targets: &Targets,
+    streams: &Streams,
+    out: &Out,
+) -> Result<()> {
     let (path, filter) = match kind {
         p if p == SOCKET_SSH_AGENT.as_bytes() => {
             (targets.ssh.clone(), Some(targets.filter.clone()))
@@ -93,16 +128,33 @@ async fn open_stream(id: u32, kind: &[u8], targets: &Targets, streams: &Streams,
         p if p == SOCKET_GPG_AGENT.as_bytes() => (targets.gpg.clone(), None),
         _ => (None, None),
     };
-    let conn = match path {
-        Some(p) => UnixStream::connect(&p).await.ok(),
-        None => None,
+    let (streams, out, connect) = (streams.clone(), out.clone(), targets.connect.clone());
+    let end = match (path, streams.insert(id)) {
+        (_, Err(InsertError::Duplicate(id))) => {
+            bail!("the container opened stream {id} twice: a bridge protocol error")
+        }
+        (Some(path), Ok(end)) => (path, end),
+        (None, Ok(_)) => {
+            tokio::spawn(async move { streams.close_local(&out, id).await });
+            return Ok(());
+        }
+        (_, Err(InsertError::Full)) => {
+            tokio::spawn(async move { send(&out, FrameType::Close, id, &[]).await });
+            return Ok(());
+        }
     };
-    let end = conn.and_then(|c| streams.insert(id).map(|end| (c, end)));
-    let Some((conn, end)) = end else {
-        send(out, FrameType::Close, id, &[]).await;
-        return;
-    };
-    tokio::spawn(pump(conn, end, filter, out.clone(), streams.clone()));
+    let (path, end) = end;
+    tokio::spawn(async move {
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect(path)).await {
+            Ok(Ok(conn)) => pump(conn, end, filter, out, streams).await,
+            _ => {
+                tracing::warn!(stream = id, "cannot connect to the host agent in time");
+                drop(end);
+                streams.close_local(&out, id).await;
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Serves the bridge over an already started container-side program until its output ends.
@@ -137,11 +189,9 @@ where
                     ready = true;
                     tracing::info!("bridge ready");
                 }
-                FrameType::Error => bail!(
-                    "the container side failed: {}",
-                    String::from_utf8_lossy(&payload)
-                ),
-                FrameType::Open => open_stream(stream, &payload, &targets, &streams, &out).await,
+                // Bytes from the container never reach the terminal raw.
+                FrameType::Error => bail!("the container side failed: {}", escape_bytes(&payload)),
+                FrameType::Open => open_stream(stream, &payload, &targets, &streams, &out)?,
                 FrameType::Data => streams.deliver(&out, stream, payload).await,
                 FrameType::Close => streams.close_from_peer(&out, stream).await,
                 FrameType::Pubkey | FrameType::Unknown(_) => {}
@@ -161,7 +211,9 @@ where
             None => break,
             Some(Ok(LogOutput::StdOut { message })) => buf.extend_from_slice(&message),
             Some(Ok(LogOutput::StdErr { message })) => {
-                eprint!("{}", String::from_utf8_lossy(&message));
+                for line in stderr_lines(&message) {
+                    eprintln!("container: {line}");
+                }
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e).context("the exec stream failed"),
@@ -174,6 +226,37 @@ where
         bail!("the container side exited before it was ready");
     }
     Ok(())
+}
+
+/// Resolves when the container dies or is removed, as the event streams `subscribe` makes
+/// report it. An error or an end of one stream is Docker's hiccup, not the container's end:
+/// it subscribes again (after 0.2 s, doubling to 5 s).
+pub async fn container_end<S>(mut subscribe: impl FnMut() -> S)
+where
+    S: futures_util::Stream<Item = Result<(), String>> + Unpin,
+{
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match subscribe().next().await {
+            Some(Ok(())) => return,
+            Some(Err(e)) => tracing::warn!(
+                error = %clawker_protocol::text::escape_controls(&e),
+                "docker's event stream failed; subscribing again"
+            ),
+            None => {}
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The exec's stderr as lines safe for the host's terminal.
+fn stderr_lines(message: &[u8]) -> Vec<String> {
+    message
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(escape_bytes)
+        .collect()
 }
 
 /// `gpg --export` on the host: the public keys (empty when there are none or gpg is absent).
@@ -296,19 +379,6 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
     let StartExecResults::Attached { output, input } = started else {
         bail!("docker did not attach to the exec");
     };
-    let mut events = docker
-        .events(Some(
-            EventsOptionsBuilder::new()
-                .filters(&HashMap::from([
-                    ("container".to_string(), vec![id.clone()]),
-                    (
-                        "event".to_string(),
-                        vec!["die".to_string(), "destroy".to_string()],
-                    ),
-                ]))
-                .build(),
-        ))
-        .boxed();
     eprintln!(
         "hostproxy bridge: bridging {} into container {}",
         [
@@ -325,10 +395,34 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
     let audit = crate::audit::Audit::open(&audit_path)
         .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
     let filter = audited_filter(policy, std::sync::Arc::new(audit), id.clone());
-    let targets = Targets { ssh, gpg, filter };
+    let targets = Targets {
+        ssh,
+        gpg,
+        filter,
+        connect: connect_unix(),
+    };
+    let ended = container_end(|| {
+        docker
+            .events(Some(
+                EventsOptionsBuilder::new()
+                    .filters(&HashMap::from([
+                        ("container".to_string(), vec![id.clone()]),
+                        (
+                            "event".to_string(),
+                            vec!["die".to_string(), "destroy".to_string()],
+                        ),
+                    ]))
+                    .build(),
+            ))
+            .map(|e| e.map(|_| ()).map_err(|e| e.to_string()))
+            .boxed()
+    });
     tokio::select! {
         r = serve_bridge(output, input, pubkey, targets) => r?,
-        _ = events.next() => tracing::info!("container stopped: bridge ends"),
+        () = ended => tracing::info!("container stopped: bridge ends"),
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! The host end of the bridge against fakes: a container side made of frames, agents that
+//! are slow to accept or to answer, an event stream that drops.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use clawker_bridge::{FrameReader, encode};
+use clawker_protocol::agent::{self, AgentPolicy, msg};
+use clawker_protocol::bridge::Frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+
+use super::*;
+
+/// What the container side "writes": frames on its stdout, ended by dropping the sender.
+fn container() -> (
+    mpsc::UnboundedSender<Bytes>,
+    impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+) {
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|message| (Ok(LogOutput::StdOut { message }), rx))
+    })
+    .boxed();
+    (tx, stream)
+}
+
+fn targets(ssh: Option<PathBuf>, gpg: Option<PathBuf>, connect: Connector) -> Targets {
+    Targets {
+        ssh,
+        gpg,
+        filter: AgentFilter {
+            policy: AgentPolicy::default(),
+            on_decision: None,
+        },
+        connect,
+    }
+}
+
+/// An agent socket that answers each request after `delay` with REQUEST_IDENTITIES' answer
+/// (no keys).
+fn slow_agent(dir: &std::path::Path, delay: Duration) -> PathBuf {
+    let path = dir.join("agent.sock");
+    let l = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    let mut len = [0u8; 4];
+                    if s.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    let reply = agent::frame(&[msg::IDENTITIES_ANSWER, 0, 0, 0, 0]);
+                    if s.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    path
+}
+
+async fn next_frame(r: &mut FrameReader<tokio::io::DuplexStream>) -> Frame {
+    tokio::time::timeout(Duration::from_secs(5), r.next())
+        .await
+        .expect("a frame in time")
+        .unwrap()
+        .expect("a frame")
+}
+
+#[tokio::test]
+async fn a_stalled_agent_connect_stalls_only_its_own_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = slow_agent(dir.path(), Duration::ZERO);
+    let stuck = dir.path().join("stuck.sock");
+    let agent_path = agent.clone();
+    // Connecting to the gpg socket never finishes; the ssh agent answers at once.
+    let connect: Connector = Arc::new(move |path: PathBuf| {
+        let ok = path == agent_path;
+        Box::pin(async move {
+            if !ok {
+                std::future::pending::<()>().await;
+            }
+            UnixStream::connect(path).await
+        })
+    });
+    let (tx, output) = container();
+    let (host_side, container_side) = tokio::io::duplex(1 << 20);
+    let bridge = tokio::spawn(serve_bridge(
+        output,
+        host_side,
+        None,
+        targets(Some(agent), Some(stuck), connect),
+    ));
+    let mut from_host = FrameReader::new(container_side);
+    tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
+    tx.send(encode(FrameType::Open, 1, SOCKET_GPG_AGENT.as_bytes()))
+        .unwrap();
+    tx.send(encode(FrameType::Data, 1, b"whatever")).unwrap();
+    tx.send(encode(FrameType::Open, 2, SOCKET_SSH_AGENT.as_bytes()))
+        .unwrap();
+    tx.send(encode(
+        FrameType::Data,
+        2,
+        &agent::frame(&[msg::REQUEST_IDENTITIES]),
+    ))
+    .unwrap();
+    let f = next_frame(&mut from_host).await;
+    assert_eq!((f.kind, f.stream), (FrameType::Data, 2), "{f:?}");
+    assert_eq!(
+        f.payload,
+        agent::frame(&[msg::IDENTITIES_ANSWER, 0, 0, 0, 0])
+    );
+    drop(tx);
+    bridge.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_request_is_answered_after_the_replies_owed_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = slow_agent(dir.path(), Duration::from_millis(300));
+    let (tx, output) = container();
+    let (host_side, container_side) = tokio::io::duplex(1 << 20);
+    let bridge = tokio::spawn(serve_bridge(
+        output,
+        host_side,
+        None,
+        targets(Some(agent), None, connect_unix()),
+    ));
+    let mut from_host = FrameReader::new(container_side);
+    tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
+    tx.send(encode(FrameType::Open, 1, SOCKET_SSH_AGENT.as_bytes()))
+        .unwrap();
+    // A forwarded request, then (pipelined) one the policy refuses (REMOVE_ALL).
+    let both = [
+        agent::frame(&[msg::REQUEST_IDENTITIES]),
+        agent::frame(&[msg::REMOVE_ALL_IDENTITIES]),
+    ]
+    .concat();
+    tx.send(encode(FrameType::Data, 1, &both)).unwrap();
+    let first = next_frame(&mut from_host).await;
+    let second = next_frame(&mut from_host).await;
+    assert_eq!(
+        first.payload,
+        agent::frame(&[msg::IDENTITIES_ANSWER, 0, 0, 0, 0]),
+        "the agent's reply comes first"
+    );
+    assert_eq!(second.payload, agent::FAILURE_FRAME, "then the refusal");
+    drop(tx);
+    bridge.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_duplicate_open_or_an_error_frame_ends_the_bridge_and_is_shown_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = slow_agent(dir.path(), Duration::ZERO);
+    let (tx, output) = container();
+    let (host_side, _container_side) = tokio::io::duplex(1 << 20);
+    let bridge = tokio::spawn(serve_bridge(
+        output,
+        host_side,
+        None,
+        targets(Some(agent.clone()), None, connect_unix()),
+    ));
+    tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
+    tx.send(encode(FrameType::Open, 7, SOCKET_SSH_AGENT.as_bytes()))
+        .unwrap();
+    tx.send(encode(FrameType::Open, 7, SOCKET_SSH_AGENT.as_bytes()))
+        .unwrap();
+    let e = bridge.await.unwrap().unwrap_err();
+    assert!(format!("{e:#}").contains("opened stream 7 twice"), "{e:#}");
+
+    let (tx, output) = container();
+    let (host_side, _container_side) = tokio::io::duplex(1 << 20);
+    let bridge = tokio::spawn(serve_bridge(
+        output,
+        host_side,
+        None,
+        targets(Some(agent), None, connect_unix()),
+    ));
+    tx.send(encode(
+        FrameType::Error,
+        0,
+        b"bad\x1b]0;owned\x07\x1b[2J\r\nforged line",
+    ))
+    .unwrap();
+    let shown = format!("{:#}", bridge.await.unwrap().unwrap_err());
+    assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+    assert!(shown.contains("bad\\x1b]0;owned\\x07"), "{shown}");
+    // The exec's stderr, likewise.
+    let lines = stderr_lines(b"warn \x1b[31mred\x1b[0m\nsecond\x07\n");
+    assert_eq!(lines, ["warn \\x1b[31mred\\x1b[0m", "second\\x07"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_docker_event_stream_that_drops_once_does_not_end_the_bridge() {
+    let subscriptions = Arc::new(AtomicUsize::new(0));
+    let n = subscriptions.clone();
+    let ended = container_end(move || {
+        let attempt = n.fetch_add(1, Ordering::SeqCst);
+        let items: Vec<Result<(), String>> = if attempt == 0 {
+            vec![Err("connection reset".into())]
+        } else {
+            vec![Ok(())]
+        };
+        futures_util::stream::iter(items)
+            .chain(futures_util::stream::pending())
+            .boxed()
+    });
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the container's end is seen after the stream came back");
+    assert_eq!(subscriptions.load(Ordering::SeqCst), 2);
+    // A stream that only errors never reports an end.
+    let never = container_end(|| futures_util::stream::iter(vec![Err("down".to_string())]).boxed());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(60), never)
+            .await
+            .is_err()
+    );
+}
