@@ -74,11 +74,28 @@ fn label_filters(labels: &[(String, String)]) -> HashMap<String, Vec<String>> {
 /// Revokes scoped tokens whose container is gone: those already gone now, then each one as
 /// Docker reports it died or was removed. Without Docker it does nothing.
 pub async fn revoke_tokens_of_dead_containers(store: crate::auth::TokenStore) {
+    let store = std::sync::Arc::new(store);
+    // The store takes a blocking lock, reads, writes and fsyncs `tokens.json`: never on a
+    // runtime worker.
+    let revoke = |id: String, name: Option<String>| {
+        let store = store.clone();
+        async move {
+            tokio::task::spawn_blocking(move || store.revoke_container(&id, name.as_deref()))
+                .await
+                .unwrap_or(Ok(0))
+        }
+    };
     let Ok(docker) = connect() else { return };
     if docker.ping().await.is_err() {
         return;
     }
-    for c in store.bound_containers() {
+    let bound = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.bound_containers())
+            .await
+            .unwrap_or_default()
+    };
+    for c in bound {
         let running = docker
             .inspect_container(&c, None)
             .await
@@ -86,7 +103,7 @@ pub async fn revoke_tokens_of_dead_containers(store: crate::auth::TokenStore) {
             .and_then(|i| i.state.and_then(|s| s.running))
             .unwrap_or(false);
         if !running
-            && let Ok(n) = store.revoke_container(&c, None)
+            && let Ok(n) = revoke(c.clone(), None).await
             && n > 0
         {
             tracing::info!(
@@ -115,7 +132,7 @@ pub async fn revoke_tokens_of_dead_containers(store: crate::auth::TokenStore) {
                 .as_ref()
                 .and_then(|a| a.get("name"))
                 .cloned();
-            match store.revoke_container(&id, name.as_deref()) {
+            match revoke(id, name).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(revoked = n, "tokens of a stopped container were revoked"),
                 Err(e) => {

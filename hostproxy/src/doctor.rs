@@ -15,6 +15,9 @@ use crate::state::StateDir;
 pub struct Check {
     pub name: &'static str,
     pub ok: bool,
+    /// Works, but unsafely: shown with `!` and its fix; doctor still exits 0.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
@@ -24,6 +27,7 @@ fn pass(name: &'static str, detail: impl Into<String>) -> Check {
     Check {
         name,
         ok: true,
+        warning: false,
         detail: detail.into(),
         fix: None,
     }
@@ -33,9 +37,66 @@ fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -
     Check {
         name,
         ok: false,
+        warning: false,
         detail: detail.into(),
         fix: Some(fix.into()),
     }
+}
+
+fn warn(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        warning: true,
+        ok: true,
+        ..fail(name, detail, fix)
+    }
+}
+
+/// Running containers that mount the user's own token, which has every scope.
+async fn check_token_mounts(docker: &bollard::Docker, token_file: &std::path::Path) -> Check {
+    let token = std::fs::canonicalize(token_file).unwrap_or_else(|_| token_file.to_path_buf());
+    let Ok(list) = docker
+        .list_containers(None::<bollard::query_parameters::ListContainersOptions>)
+        .await
+    else {
+        return pass("containers with your token", "cannot list containers");
+    };
+    let mounting: Vec<String> = list
+        .iter()
+        .filter(|c| {
+            c.mounts.iter().flatten().any(|m| {
+                m.source
+                    .as_deref()
+                    .map(std::path::Path::new)
+                    .is_some_and(|p| {
+                        p == token || std::fs::canonicalize(p).is_ok_and(|p| p == token)
+                    })
+            })
+        })
+        .map(|c| {
+            c.names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .or_else(|| c.id.clone().map(|i| i.chars().take(12).collect()))
+                .unwrap_or_default()
+        })
+        .collect();
+    if mounting.is_empty() {
+        return pass("containers with your token", "none mounts it");
+    }
+    let first = mounting[0].clone();
+    warn(
+        "containers with your token",
+        format!(
+            "{} mount{} your own token (every scope, for everyone): {}",
+            mounting.len(),
+            if mounting.len() == 1 { "s" } else { "" },
+            mounting.join(", ")
+        ),
+        format!(
+            "give each its own scoped token instead: hostproxy token issue --name {first} --container {first} --allow open --allow callback --allow 'git:*' --allow ssh > {first}.token, and mount that"
+        ),
+    )
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
@@ -140,7 +201,7 @@ fn check_gpg() -> Check {
     }
 }
 
-async fn check_docker() -> Vec<Check> {
+async fn check_docker(token_file: &std::path::Path) -> Vec<Check> {
     let docker = match crate::docker::connect() {
         Ok(d) => d,
         Err(e) => {
@@ -180,7 +241,8 @@ async fn check_docker() -> Vec<Check> {
             "check the Docker engine",
         ),
     };
-    vec![pass("docker", "the engine answers"), gw]
+    let mounts = check_token_mounts(&docker, token_file).await;
+    vec![pass("docker", "the engine answers"), gw, mounts]
 }
 
 fn check_port(port: u16) -> Check {
@@ -277,7 +339,7 @@ pub fn run(port: u16, json: bool, settings: Result<Settings, String>) -> Result<
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    checks.extend(rt.block_on(check_docker()));
+    checks.extend(rt.block_on(check_docker(&state.token_file())));
     checks.push(check_port(port));
     checks.extend(check_state(&state));
     checks.push(check_launcher(&settings));
@@ -286,9 +348,10 @@ pub fn run(port: u16, json: bool, settings: Result<Settings, String>) -> Result<
         println!("{}", serde_json::json!({ "ok": ok, "checks": checks }));
     } else {
         for c in &checks {
-            match &c.fix {
-                None => println!("✓ {}: {}", c.name, c.detail),
-                Some(fix) => println!("✗ {}: {}\n    fix: {fix}", c.name, c.detail),
+            match (&c.fix, c.warning) {
+                (None, _) => println!("✓ {}: {}", c.name, c.detail),
+                (Some(fix), true) => println!("! {}: {}\n    fix: {fix}", c.name, c.detail),
+                (Some(fix), false) => println!("✗ {}: {}\n    fix: {fix}", c.name, c.detail),
             }
         }
     }

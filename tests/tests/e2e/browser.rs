@@ -339,14 +339,20 @@ fn the_example_dockerfile_builds_and_its_container_reaches_the_daemon() {
         args: vec!["--listen-docker-bridge".into()],
         ..DaemonOpts::default()
     });
-    let out = Command::new("docker")
-        .args(["run", "--rm", "--add-host", "host.docker.internal:host-gateway"])
-        .args(["-e", &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port)])
-        .arg("-v")
-        .arg(format!("{}:/run/secrets/clawker-token:ro", d.dir.path().join("state/hostproxy.token").display()))
+    // The documented default path: examples/run.sh, which gives the container a token of
+    // its own (scoped, bound to it, revoked afterwards), never the user's.
+    let state = d.dir.path().join("state");
+    let name = format!("example-run-{}", std::process::id());
+    let out = Command::new("sh")
+        .arg(root.join("examples/run.sh"))
         .arg(tag)
         // BROWSER is what a CLI would call; git finds the helper through /etc/gitconfig.
-        .args(["sh", "-c", "$BROWSER https://example.com/from-the-example && printf 'protocol=https\\nhost=github.com\\n\\n' | git-credential-clawker get"])
+        .args(["sh", "-c", "$BROWSER https://example.com/from-the-example && printf 'protocol=https\\nhost=github.com\\n\\n' | git-credential-clawker get && cat /run/secrets/clawker-token"])
+        .env("HOSTPROXY", bin("hostproxy"))
+        .env("CLAWKER_HOST_PROXY_PORT", d.port.to_string())
+        .env("CLAWKER_STATE_DIR", &state)
+        .env("CONTAINER_NAME", &name)
+        .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -360,6 +366,29 @@ fn the_example_dockerfile_builds_and_its_container_reaches_the_daemon() {
             .contains("https://example.com/from-the-example")
     );
     assert!(stdout.contains("password=s3cret-pass"), "{stdout}");
+    let user_token = std::fs::read_to_string(state.join("hostproxy.token")).unwrap();
+    assert!(
+        !stdout.contains(user_token.trim()),
+        "the container got the user's own token"
+    );
+    let list = Command::new(bin("hostproxy"))
+        .args(["token", "list", "--json"])
+        .env("CLAWKER_STATE_DIR", &state)
+        .output()
+        .unwrap();
+    let tokens: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let issued = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == format!("run-{name}"))
+        .expect("run.sh issued a token for the container")
+        .clone();
+    assert_eq!(issued["container"], name.as_str(), "{issued}");
+    assert_eq!(
+        issued["revoked"], true,
+        "revoked once the container is gone: {issued}"
+    );
     let labels = Command::new("docker")
         .args(["image", "inspect", "-f", "{{json .Config.Labels}}", tag])
         .output()

@@ -467,7 +467,50 @@ fn doctor_names_each_failing_check_and_its_fix() {
     let (code, all) = doctor(&|_| {});
     assert_eq!((code, failing(&all)), (0, Vec::<String>::new()), "{all}");
 
+    // A running container that mounts the user's own token: a warning naming the
+    // scoped-token command, not a failure.
     let token_file = state.join("hostproxy.token");
+    let name = format!("doctor-token-{}", std::process::id());
+    let run = Command::new("docker")
+        .args(["run", "-d", "--rm", "--name", &name, "-v"])
+        .arg(format!(
+            "{}:/run/secrets/clawker-token:ro",
+            token_file.display()
+        ))
+        .args([test_image(), "sleep", "60"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (code, v) = doctor(&|_| {});
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    assert_eq!(code, 0, "a warning is not a failure: {v}");
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "containers with your token")
+        .unwrap()
+        .clone();
+    assert_eq!(check["warning"], true, "{check}");
+    assert!(check["detail"].as_str().unwrap().contains(&name), "{check}");
+    assert!(
+        check["fix"].as_str().unwrap().contains(&format!(
+            "hostproxy token issue --name {name} --container {name}"
+        )),
+        "{check}"
+    );
+    // A broken config file is reported broken, with the parse error.
+    let conf = home.join(".config/clawker/hostproxy.toml");
+    let good = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, "no_such_key = 1\n").unwrap();
+    let (code, v) = doctor(&|_| {});
+    std::fs::write(&conf, good).unwrap();
+    assert_eq!((code, failing(&v)), (1, vec!["config".to_string()]), "{v}");
+
     use std::os::unix::fs::PermissionsExt;
     // Each check broken in turn: (its name, how the environment is broken, set-up, undo).
     type Tweak = Box<dyn Fn(&mut Command)>;
