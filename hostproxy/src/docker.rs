@@ -11,8 +11,46 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WatcherSettings;
 
+/// The engine, found as the docker CLI finds it (`platform::docker_host`).
 pub fn connect() -> Result<Docker> {
-    Docker::connect_with_local_defaults().context("cannot connect to the docker engine")
+    let found =
+        crate::platform::docker_host::find(&crate::platform::docker_host::Env::from_process());
+    connect_to(&found.host).with_context(|| {
+        format!(
+            "cannot connect to the docker engine at {} (from {})",
+            found.host, found.from
+        )
+    })
+}
+
+fn connect_to(host: &str) -> Result<Docker> {
+    const TIMEOUT: u64 = 120;
+    if let Some(path) = host.strip_prefix("unix://") {
+        return Ok(Docker::connect_with_unix(
+            path,
+            TIMEOUT,
+            bollard::API_DEFAULT_VERSION,
+        )?);
+    }
+    if host.starts_with("tcp://") || host.starts_with("http://") {
+        return Ok(Docker::connect_with_http(
+            host,
+            TIMEOUT,
+            bollard::API_DEFAULT_VERSION,
+        )?);
+    }
+    #[cfg(windows)]
+    if host.starts_with("npipe://") {
+        return Ok(Docker::connect_with_named_pipe(
+            host,
+            TIMEOUT,
+            bollard::API_DEFAULT_VERSION,
+        )?);
+    }
+    anyhow::bail!(
+        "{host}: this engine address is not supported (unix://, tcp://{}); for an engine over ssh, forward its socket (ssh -L) and use unix:// or tcp://",
+        if cfg!(windows) { ", npipe://" } else { "" }
+    )
 }
 
 /// Gateway addresses of Docker's bridge networks: what `host-gateway` resolves to inside a

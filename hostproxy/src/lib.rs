@@ -20,6 +20,7 @@ pub mod doctor;
 pub mod host_gate;
 pub mod lifecycle;
 pub mod logfile;
+pub mod platform;
 pub mod server;
 pub mod state;
 pub mod util;

@@ -199,7 +199,7 @@ pub fn stop(port: Option<u16>, wait: Option<u64>) -> Result<ExitCode> {
     }
     if let Some(secs) = wait {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        while running_pid(&state).is_some() {
+        while running_pid(&state).is_some() || crate::platform::process::alive(pid) {
             if Instant::now() >= deadline {
                 bail!("the daemon (pid {pid}) did not exit within {secs} s");
             }

@@ -1,0 +1,170 @@
+//! Where the Docker engine is, found as the docker CLI finds it (SPEC.md 9): `DOCKER_HOST`,
+//! then the current context (`DOCKER_CONTEXT`, else `currentContext` in
+//! `$DOCKER_CONFIG/config.json`, default `~/.docker`) and its endpoint in
+//! `contexts/meta/<sha256 of the name>/meta.json`, then the platform's default socket
+//! (`/var/run/docker.sock`, Docker Desktop's `~/.docker/run/docker.sock`, the Windows pipe).
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The environment the lookup reads (a seam for tests: no global state).
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub docker_host: Option<String>,
+    pub docker_context: Option<String>,
+    pub docker_config: Option<PathBuf>,
+    pub home: Option<PathBuf>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self {
+            docker_host: var("DOCKER_HOST"),
+            docker_context: var("DOCKER_CONTEXT"),
+            docker_config: var("DOCKER_CONFIG").map(PathBuf::from),
+            home: var("HOME")
+                .or_else(|| var("USERPROFILE"))
+                .map(PathBuf::from),
+        }
+    }
+
+    fn config_dir(&self) -> Option<PathBuf> {
+        self.docker_config
+            .clone()
+            .or_else(|| self.home.as_ref().map(|h| h.join(".docker")))
+    }
+}
+
+/// Where the engine is and how that was decided (`doctor` says which).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// `unix:///…`, `tcp://…`, `ssh://…` or `npipe:////./pipe/…`.
+    pub host: String,
+    pub from: &'static str,
+}
+
+fn context_endpoint(config_dir: &Path, name: &str) -> Option<String> {
+    let digest = clawker_protocol::hex(&Sha256::digest(name.as_bytes()));
+    let meta = config_dir
+        .join("contexts/meta")
+        .join(digest)
+        .join("meta.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).ok()?).ok()?;
+    v["Endpoints"]["docker"]["Host"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
+fn current_context(env: &Env, config_dir: &Path) -> Option<String> {
+    env.docker_context.clone().or_else(|| {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(config_dir.join("config.json")).ok()?).ok()?;
+        v["currentContext"].as_str().map(str::to_string)
+    })
+}
+
+/// The engine's address for `env`.
+pub fn find(env: &Env) -> Found {
+    if let Some(h) = &env.docker_host {
+        return Found {
+            host: h.clone(),
+            from: "DOCKER_HOST",
+        };
+    }
+    if let Some(dir) = env.config_dir()
+        && let Some(name) = current_context(env, &dir).filter(|n| n != "default")
+        && let Some(host) = context_endpoint(&dir, &name)
+    {
+        return Found {
+            host,
+            from: "the current docker context",
+        };
+    }
+    Found {
+        host: default_socket(env),
+        from: "the platform default",
+    }
+}
+
+#[cfg(windows)]
+fn default_socket(_env: &Env) -> String {
+    "npipe:////./pipe/docker_engine".to_string()
+}
+
+#[cfg(not(windows))]
+fn default_socket(env: &Env) -> String {
+    let system = Path::new("/var/run/docker.sock");
+    // Docker Desktop (macOS, and Linux) puts the user's engine here when the system socket
+    // is absent.
+    let desktop = env.home.as_ref().map(|h| h.join(".docker/run/docker.sock"));
+    match desktop {
+        Some(d) if !system.exists() && d.exists() => format!("unix://{}", d.display()),
+        _ => format!("unix://{}", system.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_context(dir: &Path, name: &str, host: &str) {
+        let digest = clawker_protocol::hex(&Sha256::digest(name.as_bytes()));
+        let meta = dir.join("contexts/meta").join(digest);
+        std::fs::create_dir_all(&meta).unwrap();
+        std::fs::write(
+            meta.join("meta.json"),
+            serde_json::json!({"Name": name, "Metadata": {}, "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": false}}}).to_string(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn docker_host_then_the_current_context_then_the_default() {
+        let home = tempfile::tempdir().unwrap();
+        let docker = home.path().join(".docker");
+        std::fs::create_dir_all(&docker).unwrap();
+        write_context(
+            &docker,
+            "colima",
+            "unix:///Users/me/.colima/default/docker.sock",
+        );
+        write_context(&docker, "build-box", "ssh://me@build-box");
+        std::fs::write(docker.join("config.json"), r#"{"currentContext":"colima"}"#).unwrap();
+        let env = Env {
+            home: Some(home.path().to_path_buf()),
+            ..Env::default()
+        };
+        assert_eq!(
+            find(&env),
+            Found {
+                host: "unix:///Users/me/.colima/default/docker.sock".into(),
+                from: "the current docker context"
+            }
+        );
+        let named = Env {
+            docker_context: Some("build-box".into()),
+            ..env.clone()
+        };
+        assert_eq!(find(&named).host, "ssh://me@build-box");
+        let explicit = Env {
+            docker_host: Some("tcp://127.0.0.1:2375".into()),
+            ..named
+        };
+        assert_eq!(find(&explicit).from, "DOCKER_HOST");
+        // The "default" context, or one whose meta is missing, is the platform default.
+        std::fs::write(
+            docker.join("config.json"),
+            r#"{"currentContext":"default"}"#,
+        )
+        .unwrap();
+        assert_eq!(find(&env).from, "the platform default");
+        let elsewhere = Env {
+            docker_config: Some(home.path().join("nowhere")),
+            ..env
+        };
+        assert!(find(&elsewhere).host.starts_with("unix://"));
+    }
+}
