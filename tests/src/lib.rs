@@ -434,6 +434,104 @@ pub fn test_image() -> &'static str {
     TAG.get_or_init(|| build_image("hostproxy-e2e:latest", true))
 }
 
+/// Where `cargo xtask test` puts Debian's arm64 `busybox-static` (from its .deb).
+pub fn arm64_busybox() -> PathBuf {
+    let p = workspace_root().join("target/peers/arm64/busybox");
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo xtask test` fetches it (dpkg --add-architecture arm64; apt-get download busybox-static:arm64)",
+        p.display()
+    );
+    p
+}
+
+/// arm64 programs run here under qemu user emulation: binfmt_misc mounted and qemu-aarch64
+/// registered with the F flag (the interpreter is opened now, so it works inside
+/// containers too) and P (argv[0] preserved, through Debian's `aarch64-binfmt-P` name,
+/// which busybox's applets need). Root only, as the tests run in CI.
+pub fn arm64_emulation() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        require("qemu-aarch64-static", "qemu-user-static");
+        let qemu = Path::new("/usr/libexec/qemu-binfmt/aarch64-binfmt-P");
+        assert!(
+            qemu.exists(),
+            "{} is missing: apt-get install qemu-user-static",
+            qemu.display()
+        );
+        let dir = Path::new("/proc/sys/fs/binfmt_misc");
+        if !dir.join("register").exists() {
+            let st = Command::new("mount")
+                .args(["-t", "binfmt_misc", "binfmt_misc"])
+                .arg(dir)
+                .status()
+                .expect("cannot run mount");
+            assert!(st.success(), "cannot mount binfmt_misc (the arm64 tests need root)");
+        }
+        let entry = dir.join("qemu-aarch64");
+        let registered = std::fs::read_to_string(&entry).unwrap_or_default();
+        if !registered.is_empty() && !registered.lines().any(|l| l.starts_with("flags:") && l.contains('P')) {
+            // An older registration without P: replace it.
+            std::fs::write(&entry, "-1").expect("cannot remove the old qemu-aarch64 entry");
+        }
+        if !entry.exists() {
+            let rule = format!(
+                ":qemu-aarch64:M::{}:{}:{}:FP",
+                "\\x7fELF\\x02\\x01\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02\\x00\\xb7\\x00",
+                "\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\x00\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xfe\\xff\\xff\\xff",
+                qemu.display()
+            );
+            std::fs::write(dir.join("register"), rule)
+                .expect("cannot register qemu-aarch64 with binfmt_misc");
+        }
+    });
+}
+
+/// The arm64 test image: `FROM scratch --platform linux/arm64` with Debian's arm64 static
+/// busybox and the aarch64 container tools (`target/dist/aarch64/`).
+pub fn arm64_image() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        arm64_emulation();
+        require_docker();
+        let tag = "hostproxy-e2e-arm64:latest";
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::copy(arm64_busybox(), ctx.path().join("busybox")).unwrap();
+        let mut copies = String::new();
+        for name in TOOLS {
+            let from = dist_dir().join("aarch64").join(name);
+            std::fs::copy(&from, ctx.path().join(name))
+                .unwrap_or_else(|e| panic!("{}: {e} (cargo xtask dist)", from.display()));
+            copies.push_str(&format!("COPY {name} /opt/clawker/bin/{name}\n"));
+        }
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!(
+                "FROM scratch\n\
+                 COPY busybox /bin/busybox\n\
+                 RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+                 RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/tmp\", \"/root\", \"/etc\"]\n\
+                 RUN [\"/bin/busybox\", \"ln\", \"-s\", \"usr/lib\", \"/lib\"]\n\
+                 RUN [\"/bin/busybox\", \"ln\", \"-s\", \"usr/lib64\", \"/lib64\"]\n\
+                 RUN [\"/bin/sh\", \"-c\", \"echo root:x:0:0:root:/root:/bin/sh > /etc/passwd; echo root:x:0: > /etc/group; chmod 1777 /tmp\"]\n\
+                 {copies}ENV PATH=/opt/clawker/bin:/bin:/usr/bin\nENV HOME=/root\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new("docker")
+            .args(["build", "-q", "--platform", "linux/arm64", "-t", tag])
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker build (arm64) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tag.to_string()
+    })
+}
+
 fn build_image(tag: &str, with_busybox: bool) -> String {
     {
         require_docker();

@@ -27,7 +27,7 @@ pub(crate) const TOOLS: [&str; 5] = [
 ];
 
 /// What the tests need on the machine: (program to look for, Debian package).
-const PEERS: [(&str, &str); 12] = [
+const PEERS: [(&str, &str); 13] = [
     ("sshd", "openssh-server"),
     ("git", "git"),
     ("ssh-agent", "openssh-client"),
@@ -39,8 +39,64 @@ const PEERS: [(&str, &str); 12] = [
     ("curl", "curl"),
     ("jq", "jq"),
     ("busybox", "busybox-static"),
+    ("qemu-aarch64-static", "qemu-user-static"),
     ("docker", "docker.io"),
 ];
+
+/// Debian's arm64 `busybox-static`, for the arm64 container image of the e2e suite: its
+/// binary out of the .deb (`dpkg --add-architecture arm64`, `apt-get download`).
+fn arm64_busybox() -> Result<()> {
+    let dest = root().join("target/peers/arm64/busybox");
+    if dest.is_file() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "the arm64 tests need Debian's arm64 busybox: as root, dpkg --add-architecture arm64 && apt-get update && apt-get download busybox-static:arm64, then put its bin/busybox at {}",
+            dest.display()
+        );
+    }
+    let listed = Command::new("dpkg")
+        .arg("--print-foreign-architectures")
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == "arm64")
+        });
+    if !listed {
+        run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+    }
+    let dir = root().join("target/peers/arm64");
+    std::fs::create_dir_all(&dir)?;
+    let deb_dir = tempdir_in(&dir)?;
+    // apt's sandbox user cannot write here; the download itself is fine as root.
+    run(Command::new("apt-get")
+        .args([
+            "download",
+            "-q",
+            "-o",
+            "APT::Sandbox::User=root",
+            "busybox-static:arm64",
+        ])
+        .current_dir(&deb_dir))?;
+    let deb = std::fs::read_dir(&deb_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    let x = deb_dir.join("x");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
+    std::fs::copy(x.join("bin/busybox"), &dest)?;
+    let _ = std::fs::remove_dir_all(&deb_dir);
+    Ok(())
+}
+
+fn tempdir_in(dir: &Path) -> Result<PathBuf> {
+    let d = dir.join(format!("dl-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
 
 pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -132,6 +188,7 @@ fn ensure_peers() -> Result<()> {
     if !still.is_empty() {
         bail!("still missing after install: {}", still.join(", "));
     }
+    arm64_busybox()?;
     let docker = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output();
@@ -144,56 +201,85 @@ fn ensure_peers() -> Result<()> {
     Ok(())
 }
 
-/// The static target for the container tools: musl (static-pie, 0.7–1.4 MiB a tool) when
-/// rustup has or can fetch it, else static glibc (1.5–2.3 MiB a tool, same behaviour), with a
-/// warning.
-fn dist_target() -> &'static str {
-    const MUSL: &str = "x86_64-unknown-linux-musl";
-    let installed = || {
-        Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .output()
-            .is_ok_and(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .any(|l| l == MUSL)
-            })
-    };
-    if installed()
-        || Command::new("rustup")
-            .args(["target", "add", MUSL])
-            .status()
-            .is_ok_and(|s| s.success())
-    {
-        return MUSL;
-    }
-    eprintln!(
-        "xtask: WARNING: `rustup target add {MUSL}` failed; building the tools against static glibc instead (larger, same behaviour)"
-    );
-    "x86_64-unknown-linux-gnu"
+/// An architecture the container tools are built for, and the musl target that builds them.
+#[derive(Clone, Copy)]
+pub(crate) struct Arch {
+    /// `uname -m` / the directory name under `target/dist/` (SPEC.md 6.1, 9).
+    pub(crate) name: &'static str,
+    target: &'static str,
 }
 
-/// Builds the container tools static and copies them to `target/dist/`.
-pub(crate) fn dist() -> Result<PathBuf> {
-    let target = dist_target();
-    let mut cmd = cargo();
-    cmd.args(["build", "--profile", "dist", "--target", target])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static");
-    for t in TOOLS {
-        cmd.args(["--bin", t]);
+pub(crate) const ARCHES: [Arch; 2] = [
+    Arch {
+        name: "x86_64",
+        target: "x86_64-unknown-linux-musl",
+    },
+    Arch {
+        name: "aarch64",
+        target: "aarch64-unknown-linux-musl",
+    },
+];
+
+fn rustup_target(target: &str) -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == target)
+        });
+    if !installed {
+        run(Command::new("rustup").args(["target", "add", target])).with_context(|| {
+            format!("the container tools need the {target} target: rustup target add {target}")
+        })?;
     }
-    run(&mut cmd)?;
+    Ok(())
+}
+
+/// Builds the container tools static for every architecture (musl, linked by the toolchain's
+/// own `rust-lld`, so no cross C toolchain is needed) into `target/dist/<arch>/`, with the
+/// host architecture's also flat in `target/dist/`; man pages, completions, a tarball per
+/// architecture and `SHA256SUMS`.
+pub(crate) fn dist() -> Result<PathBuf> {
     let out = root().join("target").join("dist");
     std::fs::create_dir_all(&out)?;
-    for t in TOOLS {
-        let from = root().join("target").join(target).join("dist").join(t);
-        let to = out.join(t);
-        std::fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
-        let size = std::fs::metadata(&to)?.len();
-        eprintln!("xtask: {} {:.2} MiB", to.display(), size as f64 / 1048576.0);
-    }
     docs(&out)?;
-    tarball(&out)?;
+    let host = std::env::consts::ARCH;
+    for arch in ARCHES {
+        rustup_target(arch.target)?;
+        let mut cmd = cargo();
+        cmd.args(["build", "--profile", "dist", "--target", arch.target])
+            .env(
+                format!(
+                    "CARGO_TARGET_{}_RUSTFLAGS",
+                    arch.target.to_uppercase().replace('-', "_")
+                ),
+                "-C target-feature=+crt-static -C linker=rust-lld",
+            );
+        for t in TOOLS {
+            cmd.args(["--bin", t]);
+        }
+        run(&mut cmd)?;
+        let dir = out.join(arch.name);
+        std::fs::create_dir_all(&dir)?;
+        for t in TOOLS {
+            let from = root().join("target").join(arch.target).join("dist").join(t);
+            std::fs::copy(&from, dir.join(t))
+                .with_context(|| format!("cannot copy {}", from.display()))?;
+            let size = std::fs::metadata(dir.join(t))?.len();
+            eprintln!(
+                "xtask: {}/{t} {:.2} MiB",
+                arch.name,
+                size as f64 / 1048576.0
+            );
+            if arch.name == host {
+                std::fs::copy(&from, out.join(t))?;
+            }
+        }
+        tarball(&out, arch)?;
+    }
+    sums(&out)?;
     Ok(out)
 }
 
@@ -256,12 +342,12 @@ fn docs(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `hostproxy-tools-VERSION-x86_64-linux.tar.gz` with the static tools, man pages and
-/// completions, plus `SHA256SUMS` for every file in it and for the tarball.
-fn tarball(out: &Path) -> Result<()> {
+/// `hostproxy-tools-VERSION-<arch>-linux.tar.gz`: that architecture's static tools, the
+/// man pages and completions.
+fn tarball(out: &Path, arch: Arch) -> Result<()> {
     let version = env!("CARGO_PKG_VERSION");
-    let name = format!("hostproxy-tools-{version}-x86_64-linux.tar.gz");
-    let mut files: Vec<String> = TOOLS.iter().map(|t| (*t).to_string()).collect();
+    let name = format!("hostproxy-tools-{version}-{}-linux.tar.gz", arch.name);
+    let mut files: Vec<String> = TOOLS.iter().map(|t| format!("{}/{t}", arch.name)).collect();
     files.extend(["man".to_string(), "completions".to_string()]);
     run(Command::new("tar")
         .current_dir(out)
@@ -274,14 +360,31 @@ fn tarball(out: &Path) -> Result<()> {
             &name,
         ])
         .args(&files))?;
-    let mut sums = Command::new("sha256sum");
-    sums.current_dir(out).args(TOOLS).arg(&name);
-    let text = sums.output().context("cannot run sha256sum")?;
+    eprintln!("xtask: {}", out.join(&name).display());
+    Ok(())
+}
+
+/// `SHA256SUMS` for every tool of every architecture and every tarball.
+fn sums(out: &Path) -> Result<()> {
+    let mut files: Vec<String> = Vec::new();
+    for arch in ARCHES {
+        files.extend(TOOLS.iter().map(|t| format!("{}/{t}", arch.name)));
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    files.extend(
+        ARCHES
+            .iter()
+            .map(|a| format!("hostproxy-tools-{version}-{}-linux.tar.gz", a.name)),
+    );
+    let text = Command::new("sha256sum")
+        .current_dir(out)
+        .args(&files)
+        .output()
+        .context("cannot run sha256sum")?;
     if !text.status.success() {
         bail!("sha256sum failed");
     }
     std::fs::write(out.join("SHA256SUMS"), text.stdout)?;
-    eprintln!("xtask: {}", out.join(&name).display());
     Ok(())
 }
 
