@@ -115,7 +115,7 @@ impl Audit {
             fold.folded += 1;
             if !fold.flush_armed {
                 fold.flush_armed = true;
-                self.arm_flush(key, FOLD_WINDOW - now.duration_since(last));
+                self.arm_flush(key, last + FOLD_WINDOW);
             }
             return;
         }
@@ -124,28 +124,42 @@ impl Audit {
         append(&mut s, &denial(route, reason, folded));
     }
 
-    /// Writes the count folded in a window once it closes, so a burst's tail is not lost.
-    fn arm_flush(&self, key: (String, String), after: Duration) {
+    /// Writes the count folded in a window once it closes (at `at`), so a burst's tail is
+    /// not lost. If a line was written for this key since (the window moved on), it waits
+    /// for the new window's end instead, so there is never more than a line a second.
+    fn arm_flush(&self, key: (String, String), at: Instant) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let this = self.clone();
         rt.spawn(async move {
-            tokio::time::sleep(after).await;
-            let Some(sink) = &this.sink else { return };
-            let mut s = Self::lock(sink);
-            let Some(fold) = s.folds.get_mut(&key) else {
-                return;
-            };
-            fold.flush_armed = false;
-            if fold.folded == 0 {
+            let mut at = at;
+            loop {
+                tokio::time::sleep_until(at).await;
+                let Some(sink) = &this.sink else { return };
+                let mut s = Self::lock(sink);
+                let Some(fold) = s.folds.get_mut(&key) else {
+                    return;
+                };
+                match fold.last_line {
+                    Some(last) if last + FOLD_WINDOW > at => {
+                        // A line was written after this flush was armed: its window rules.
+                        at = last + FOLD_WINDOW;
+                        continue;
+                    }
+                    _ => {}
+                }
+                fold.flush_armed = false;
+                if fold.folded == 0 {
+                    return;
+                }
+                // This line stands for one of them; `folded` counts the rest.
+                let folded = std::mem::take(&mut fold.folded) - 1;
+                fold.last_line = Some(Instant::now());
+                let rec = denial(&key.0, &key.1, folded);
+                append(&mut s, &rec);
                 return;
             }
-            // This line stands for one of them; `folded` counts the rest.
-            let folded = std::mem::take(&mut fold.folded) - 1;
-            fold.last_line = Some(Instant::now());
-            let rec = denial(&key.0, &key.1, folded);
-            append(&mut s, &rec);
         });
     }
 }
