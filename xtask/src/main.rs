@@ -388,6 +388,28 @@ fn sums(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The host daemon's other platforms (SPEC.md 9): checked and linted here, run there. A
+/// target rustup cannot add fails the run.
+const CROSS_TARGETS: [&str; 2] = ["aarch64-apple-darwin", "x86_64-apple-darwin"];
+
+fn cross_lint() -> Result<()> {
+    for target in CROSS_TARGETS {
+        rustup_target(target)?;
+        run(cargo().args([
+            "clippy",
+            "-p",
+            "hostproxy",
+            "--target",
+            target,
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    Ok(())
+}
+
 /// Writes `docs/openapi.json` from the wire types, or with `check` fails when it is stale.
 fn openapi(check: bool) -> Result<()> {
     let path = root().join("docs").join("openapi.json");
@@ -528,6 +550,7 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    cross_lint()?;
     openapi(true)?;
     let dist_dir = dist()?;
     let (passed, failed) = cargo_test(&dist_dir)?;
