@@ -156,6 +156,24 @@ impl Conn {
         self.send("POST", path, json)
     }
 
+    /// GETs `path` and decodes the reply.
+    pub fn get<T: DeserializeOwned>(&mut self, path: &str) -> Result<T, ClientError> {
+        self.send("GET", path, Vec::new())
+    }
+
+    /// PUTs `body` as JSON to `path` and decodes the reply.
+    pub fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let json = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            url: self.base.clone(),
+            source: e.into(),
+        })?;
+        self.send("PUT", path, json)
+    }
+
     /// DELETEs `path` and decodes the reply.
     pub fn delete<T: DeserializeOwned>(&mut self, path: &str) -> Result<T, ClientError> {
         self.send("DELETE", path, Vec::new())

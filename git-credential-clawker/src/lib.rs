@@ -47,8 +47,8 @@ pub fn build_request(
         && let Some(r) = &mut request
     {
         r.password = None;
-        r.extra.oauth_refresh_token = None;
-        r.extra.credential = None;
+        r.oauth_refresh_token = None;
+        r.credential = None;
     }
     Ok(request)
 }
@@ -155,20 +155,20 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(r.extra.capability, ["authtype"]);
-        assert_eq!(r.extra.password_expiry_utc.as_deref(), Some("9999999999"));
-        assert_eq!(r.extra.oauth_refresh_token.unwrap().expose(), "rt");
-        assert_eq!(r.extra.credential.unwrap().expose(), "tok");
-        assert_eq!(r.extra.state.len(), 1);
-        assert_eq!(r.extra.r#continue, Some(true));
+        assert_eq!(r.capability, ["authtype"]);
+        assert_eq!(r.password_expiry_utc.as_deref(), Some("9999999999"));
+        assert_eq!(r.oauth_refresh_token.unwrap().expose(), "rt");
+        assert_eq!(r.credential.unwrap().expose(), "tok");
+        assert_eq!(r.state.len(), 1);
+        assert_eq!(r.r#continue, Some(true));
         let r = build_request(
             GitCredentialAction::Get,
             "protocol=https\nhost=h\npassword=p\noauth_refresh_token=rt\nwwwauth[]=Bearer\n",
         )
         .unwrap()
         .unwrap();
-        assert!(r.password.is_none() && r.extra.oauth_refresh_token.is_none());
-        assert_eq!(r.extra.wwwauth, ["Bearer"]);
+        assert!(r.password.is_none() && r.oauth_refresh_token.is_none());
+        assert_eq!(r.wwwauth, ["Bearer"]);
     }
 
     #[test]
@@ -178,16 +178,16 @@ mod tests {
         reply.host = Some("github.com".into());
         reply.username = Some(Secret::new("alice".into()));
         reply.password = Some(Secret::new("pw".into()));
-        reply.extra.password_expiry_utc = Some("1700000000".into());
-        reply.extra.oauth_refresh_token = Some(Secret::new("rt".into()));
+        reply.password_expiry_utc = Some("1700000000".into());
+        reply.oauth_refresh_token = Some(Secret::new("rt".into()));
         assert_eq!(
             format_reply(&reply).unwrap(),
             "username=alice\npassword=pw\npassword_expiry_utc=1700000000\noauth_refresh_token=rt\n"
         );
         let mut bearer = GitCredentialResponse::done();
-        bearer.extra.capability = vec!["authtype".into()];
-        bearer.extra.authtype = Some("Bearer".into());
-        bearer.extra.credential = Some(Secret::new("tok".into()));
+        bearer.capability = vec!["authtype".into()];
+        bearer.authtype = Some("Bearer".into());
+        bearer.credential = Some(Secret::new("tok".into()));
         assert_eq!(
             format_reply(&bearer).unwrap(),
             "capability[]=authtype\nauthtype=Bearer\ncredential=tok\n"

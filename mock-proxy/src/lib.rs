@@ -6,6 +6,8 @@
 //! differ: no browser is opened, git is not run, no agent is contacted, and no port is bound
 //! for callbacks unless asked (`--real-listeners`).
 
+pub mod cli;
+
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

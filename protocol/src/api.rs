@@ -193,8 +193,35 @@ pub struct GitCredentialRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub password: Option<Secret<String>>,
-    #[serde(flatten)]
-    pub extra: GitCredentialExtra,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_expiry_utc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub oauth_refresh_token: Option<Secret<String>>,
+    /// With capability `authtype`: the scheme of `credential` (e.g. `Bearer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authtype: Option<String>,
+    /// With capability `authtype`: a pre-encoded credential (a bearer token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub credential: Option<Secret<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
+    /// With capability `state`: a helper's state across rounds (`state[]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub state: Vec<Secret<String>>,
+    /// With capability `state`: another round follows.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub r#continue: Option<bool>,
+    /// The server's `WWW-Authenticate` challenges (`wwwauth[]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wwwauth: Vec<String>,
+    /// `capability[]`: in a request, what the container's git understands; in a reply,
+    /// what the host's git answered with (only those may be acted on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capability: Vec<String>,
 }
 
 /// Reply of `POST /git/credential`: the credential fields are present for `get` only.
@@ -213,9 +240,73 @@ pub struct GitCredentialResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub password: Option<Secret<String>>,
-    #[serde(flatten)]
-    pub extra: GitCredentialExtra,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_expiry_utc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub oauth_refresh_token: Option<Secret<String>>,
+    /// With capability `authtype`: the scheme of `credential` (e.g. `Bearer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authtype: Option<String>,
+    /// With capability `authtype`: a pre-encoded credential (a bearer token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub credential: Option<Secret<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
+    /// With capability `state`: a helper's state across rounds (`state[]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub state: Vec<Secret<String>>,
+    /// With capability `state`: another round follows.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub r#continue: Option<bool>,
+    /// The server's `WWW-Authenticate` challenges (`wwwauth[]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wwwauth: Vec<String>,
+    /// `capability[]`: in a request, what the container's git understands; in a reply,
+    /// what the host's git answered with (only those may be acted on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capability: Vec<String>,
 }
+
+/// `self.extra()` and `self.set_extra(..)` for a type with the extra attributes inline.
+macro_rules! extra_attributes {
+    ($t:ty) => {
+        impl $t {
+            /// The attributes beyond protocol, host, path, username and password.
+            pub fn extra(&self) -> GitCredentialExtra {
+                GitCredentialExtra {
+                    password_expiry_utc: self.password_expiry_utc.clone(),
+                    oauth_refresh_token: self.oauth_refresh_token.clone(),
+                    authtype: self.authtype.clone(),
+                    credential: self.credential.clone(),
+                    ephemeral: self.ephemeral,
+                    state: self.state.clone(),
+                    r#continue: self.r#continue,
+                    wwwauth: self.wwwauth.clone(),
+                    capability: self.capability.clone(),
+                }
+            }
+
+            pub fn set_extra(&mut self, e: GitCredentialExtra) {
+                self.password_expiry_utc = e.password_expiry_utc;
+                self.oauth_refresh_token = e.oauth_refresh_token;
+                self.authtype = e.authtype;
+                self.credential = e.credential;
+                self.ephemeral = e.ephemeral;
+                self.state = e.state;
+                self.r#continue = e.r#continue;
+                self.wwwauth = e.wwwauth;
+                self.capability = e.capability;
+            }
+        }
+    };
+}
+
+extra_attributes!(GitCredentialRequest);
+extra_attributes!(GitCredentialResponse);
 
 impl GitCredentialExtra {
     /// The attributes of `f` beyond protocol, host, path, username and password.
@@ -254,15 +345,25 @@ impl GitCredentialRequest {
         f: crate::credential::CredentialFields,
     ) -> Option<Self> {
         let extra = GitCredentialExtra::from_fields(&f);
-        Some(Self {
+        let mut r = Self {
             action,
             protocol: f.protocol?,
             host: f.host?,
             path: f.path,
             username: f.username,
             password: f.password,
-            extra,
-        })
+            password_expiry_utc: None,
+            oauth_refresh_token: None,
+            authtype: None,
+            credential: None,
+            ephemeral: None,
+            state: Vec::new(),
+            r#continue: None,
+            wwwauth: Vec::new(),
+            capability: Vec::new(),
+        };
+        r.set_extra(extra);
+        Some(r)
     }
 
     /// Every attribute of the request, as git's credential protocol names them.
@@ -275,7 +376,7 @@ impl GitCredentialRequest {
             password: self.password.clone(),
             ..Default::default()
         };
-        self.extra.clone().into_fields(&mut f);
+        self.extra().into_fields(&mut f);
         f
     }
 }
@@ -284,14 +385,15 @@ impl GitCredentialResponse {
     /// The reply to a `get` that found `f`.
     pub fn found(f: crate::credential::CredentialFields) -> Self {
         let extra = GitCredentialExtra::from_fields(&f);
-        Self {
-            success: true,
+        let mut r = Self {
             protocol: f.protocol,
             host: f.host,
             username: f.username,
             password: f.password,
-            extra,
-        }
+            ..Self::done()
+        };
+        r.set_extra(extra);
+        r
     }
 
     /// What a helper hands back to git: every attribute of the reply.
@@ -303,7 +405,7 @@ impl GitCredentialResponse {
             password: self.password.clone(),
             ..Default::default()
         };
-        self.extra.clone().into_fields(&mut f);
+        self.extra().into_fields(&mut f);
         f
     }
 
@@ -315,7 +417,15 @@ impl GitCredentialResponse {
             host: None,
             username: None,
             password: None,
-            extra: GitCredentialExtra::default(),
+            password_expiry_utc: None,
+            oauth_refresh_token: None,
+            authtype: None,
+            credential: None,
+            ephemeral: None,
+            state: Vec::new(),
+            r#continue: None,
+            wwwauth: Vec::new(),
+            capability: Vec::new(),
         }
     }
 }

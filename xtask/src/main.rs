@@ -26,6 +26,10 @@ pub(crate) const TOOLS: [&str; 5] = [
     "clawker-socket-server",
 ];
 
+/// Built static for both architectures beside the container tools and shipped in the same
+/// tarballs, but not copied into images: the fake daemon for other people's CI (docs/ci.md).
+pub(crate) const MOCK: &str = "mock-proxy";
+
 /// What the tests need on the machine: (program to look for, Debian package).
 const PEERS: [(&str, &str); 13] = [
     ("sshd", "openssh-server"),
@@ -257,13 +261,13 @@ pub(crate) fn dist() -> Result<PathBuf> {
                 ),
                 "-C target-feature=+crt-static -C linker=rust-lld",
             );
-        for t in TOOLS {
+        for t in TOOLS.iter().chain([&MOCK]) {
             cmd.args(["--bin", t]);
         }
         run(&mut cmd)?;
         let dir = out.join(arch.name);
         std::fs::create_dir_all(&dir)?;
-        for t in TOOLS {
+        for t in TOOLS.iter().chain([&MOCK]) {
             let from = root().join("target").join(arch.target).join("dist").join(t);
             std::fs::copy(&from, dir.join(t))
                 .with_context(|| format!("cannot copy {}", from.display()))?;
@@ -288,7 +292,8 @@ pub(crate) fn dist() -> Result<PathBuf> {
 /// completions SHELL`), so xtask does not link the daemon's command line.
 fn docs(out: &Path) -> Result<()> {
     use clap::CommandFactory;
-    let commands: [(&str, clap::Command); 4] = [
+    let commands: [(&str, clap::Command); 5] = [
+        ("mock-proxy", mock_proxy::cli::Args::command()),
         ("host-open", host_open::Args::command()),
         ("callback-forwarder", callback_forwarder::Args::command()),
         (
@@ -347,7 +352,11 @@ fn docs(out: &Path) -> Result<()> {
 fn tarball(out: &Path, arch: Arch) -> Result<()> {
     let version = env!("CARGO_PKG_VERSION");
     let name = format!("hostproxy-tools-{version}-{}-linux.tar.gz", arch.name);
-    let mut files: Vec<String> = TOOLS.iter().map(|t| format!("{}/{t}", arch.name)).collect();
+    let mut files: Vec<String> = TOOLS
+        .iter()
+        .chain([&MOCK])
+        .map(|t| format!("{}/{t}", arch.name))
+        .collect();
     files.extend(["man".to_string(), "completions".to_string()]);
     run(Command::new("tar")
         .current_dir(out)
@@ -368,7 +377,12 @@ fn tarball(out: &Path, arch: Arch) -> Result<()> {
 fn sums(out: &Path) -> Result<()> {
     let mut files: Vec<String> = Vec::new();
     for arch in ARCHES {
-        files.extend(TOOLS.iter().map(|t| format!("{}/{t}", arch.name)));
+        files.extend(
+            TOOLS
+                .iter()
+                .chain([&MOCK])
+                .map(|t| format!("{}/{t}", arch.name)),
+        );
     }
     let version = env!("CARGO_PKG_VERSION");
     files.extend(

@@ -31,7 +31,6 @@ pub fn validate_credential(
         )));
     }
     if req
-        .extra
         .capability
         .iter()
         .any(|c| !CAPABILITIES.contains(&c.as_str()))
