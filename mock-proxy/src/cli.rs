@@ -70,6 +70,13 @@ pub enum Verb {
         #[arg(long, default_value_t = 10)]
         wait: u64,
     },
+    /// Wait until the mock answers `/health`.
+    Ready {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
     /// Set the credential `/git/credential` `get` hands out for a host.
     PutCredential {
         #[arg(long)]
@@ -207,6 +214,26 @@ fn callback(url: &str, query: &str, wait: Duration) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn ready(url: &str, wait: Duration) -> Result<ExitCode> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let up = Conn::new(url, None)?
+            .get::<clawker_protocol::api::HealthResponse>(clawker_protocol::api::routes::HEALTH)
+            .is_ok();
+        if up {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "mock-proxy ready: nothing answered /health at {url} within {} s",
+                wait.as_secs()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn put_credential(url: &str, host: &str, username: &str, password: &str) -> Result<ExitCode> {
     let mut conn = Conn::new(url, None)?;
     let creds = std::collections::BTreeMap::from([(
@@ -285,6 +312,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 Duration::from_secs(wait),
             )
         }
+        Some(Verb::Ready { url, wait }) => ready(&url, Duration::from_secs(wait)),
         Some(Verb::PutCredential {
             url,
             host,

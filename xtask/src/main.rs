@@ -283,6 +283,12 @@ pub(crate) fn dist() -> Result<PathBuf> {
         }
         tarball(&out, arch)?;
     }
+    // Docker's names for the architectures, for `COPY ${TARGETARCH}/…` in a Dockerfile.
+    for (docker, arch) in [("amd64", "x86_64"), ("arm64", "aarch64")] {
+        let link = out.join(docker);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(arch, &link)?;
+    }
     sums(&out)?;
     Ok(out)
 }

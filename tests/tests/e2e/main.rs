@@ -5,6 +5,7 @@ mod arm64;
 mod bridge;
 mod browser;
 mod capture;
+mod ci_job;
 mod conformance;
 mod git_attrs;
 mod lifecycle;
