@@ -725,6 +725,26 @@ pub fn bench() -> Result<()> {
             if conns == 64 { "≥ 20k req/s, p99 ≤ 5 ms".into() } else { "(no target)".into() },
         ]);
     }
+    // 8. mock-proxy's start-up, as a CI service: spawn → first `/health` answered, beside a
+    // static C server's (busybox httpd) spawn → first answer, alternating.
+    let (mut mock_ms, mut httpd_ms) = (Vec::new(), Vec::new());
+    for _ in 0..15 {
+        mock_ms.push(startup(
+            Command::new(dist.join("x86_64").join(crate::MOCK)).args(["--port"]),
+            "/health",
+        )?);
+        httpd_ms.push(startup(
+            Command::new("busybox").args(["httpd", "-f", "-h", "/tmp", "-p"]),
+            "/",
+        )?);
+    }
+    let (mock_s, httpd_s) = (stat(mock_ms.clone()), stat(httpd_ms.clone()));
+    rows.push([
+        "mock-proxy start-up (spawn → first `/health` answered)".into(),
+        format!("mock-proxy (static, {:.2} MiB): {}", std::fs::metadata(dist.join("x86_64").join(crate::MOCK))?.len() as f64 / 1048576.0, fmt_ms(&mock_s)),
+        format!("busybox httpd (static C) spawn → first answer: {}", fmt_ms(&httpd_s)),
+        format!("static, ≤ 4 MiB (no start-up target) → **{}× busybox httpd**", fmt_ratio(&paired(&mock_ms, &httpd_ms))),
+    ]);
     let loaded_rss = rss_kib(daemon.process.0.id())?;
     let sizes: Vec<String> = crate::TOOLS
         .iter()
@@ -750,6 +770,35 @@ pub fn bench() -> Result<()> {
     write_report(&rows, &notes)?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
+}
+
+/// Starts `cmd PORT` (the port appended), times it until `path` answers on that port, then
+/// ends it.
+fn startup(cmd: &mut Command, path: &str) -> Result<f64> {
+    let port = crate::scratch::free_port()?;
+    let t = Instant::now();
+    let mut child = Killer(
+        cmd.arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let deadline = t + Duration::from_secs(10);
+    loop {
+        if let Ok((status, _)) = http(port, "GET", path, "x", None)
+            && status != 0
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{cmd:?} did not answer within 10 s");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let elapsed = ms(t.elapsed());
+    let _ = child.0.kill();
+    Ok(elapsed)
 }
 
 struct ContainerGuard(String);
