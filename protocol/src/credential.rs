@@ -125,94 +125,47 @@ impl CredentialFields {
         Ok(())
     }
 
-    /// Encodes the present attributes in git's order (capabilities first, as they must
-    /// precede what depends on them), followed by the blank terminator line.
-    pub fn encode(&self) -> Result<String, CredentialError> {
-        let mut pairs: Vec<(&str, &str)> = Vec::new();
+    /// Every attribute as git writes it, in git's order (capabilities first, as they must
+    /// precede what depends on them); `false` booleans are git's absence of the attribute.
+    fn pairs(&self) -> Vec<(&'static str, &str)> {
+        fn secret(s: &Option<Secret<String>>) -> Option<&str> {
+            s.as_ref().map(|s| s.expose().as_str())
+        }
+        let flag = |b: Option<bool>| b.filter(|b| *b).map(|_| "1");
+        let mut pairs: Vec<(&'static str, &str)> = Vec::new();
         pairs.extend(self.capability.iter().map(|c| ("capability[]", c.as_str())));
-        let plain = [
+        let single = [
             ("protocol", self.protocol.as_deref()),
             ("host", self.host.as_deref()),
             ("path", self.path.as_deref()),
-            (
-                "username",
-                self.username.as_ref().map(|s| s.expose().as_str()),
-            ),
-            (
-                "password",
-                self.password.as_ref().map(|s| s.expose().as_str()),
-            ),
+            ("username", secret(&self.username)),
+            ("password", secret(&self.password)),
             ("password_expiry_utc", self.password_expiry_utc.as_deref()),
-            (
-                "oauth_refresh_token",
-                self.oauth_refresh_token
-                    .as_ref()
-                    .map(|s| s.expose().as_str()),
-            ),
+            ("oauth_refresh_token", secret(&self.oauth_refresh_token)),
             ("authtype", self.authtype.as_deref()),
-            (
-                "credential",
-                self.credential.as_ref().map(|s| s.expose().as_str()),
-            ),
-            ("ephemeral", self.ephemeral.filter(|b| *b).map(|_| "1")),
+            ("credential", secret(&self.credential)),
+            ("ephemeral", flag(self.ephemeral)),
         ];
-        pairs.extend(plain.iter().filter_map(|(k, v)| v.map(|v| (*k, v))));
+        pairs.extend(single.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         pairs.extend(self.state.iter().map(|s| ("state[]", s.expose().as_str())));
-        if self.r#continue == Some(true) {
-            pairs.push(("continue", "1"));
+        if let Some(v) = flag(self.r#continue) {
+            pairs.push(("continue", v));
         }
         pairs.extend(self.wwwauth.iter().map(|w| ("wwwauth[]", w.as_str())));
-        encode(&pairs)
+        pairs
+    }
+
+    /// Encodes the present attributes in git's order, followed by the blank terminator line.
+    pub fn encode(&self) -> Result<String, CredentialError> {
+        encode(&self.pairs())
     }
 
     /// The name of the first value holding a CR, LF or NUL, if any (every attribute).
     pub fn forbidden_field(&self) -> Option<&'static str> {
-        let one = [
-            ("protocol", self.protocol.as_deref()),
-            ("host", self.host.as_deref()),
-            ("path", self.path.as_deref()),
-            (
-                "username",
-                self.username.as_ref().map(|s| s.expose().as_str()),
-            ),
-            (
-                "password",
-                self.password.as_ref().map(|s| s.expose().as_str()),
-            ),
-            ("password_expiry_utc", self.password_expiry_utc.as_deref()),
-            (
-                "oauth_refresh_token",
-                self.oauth_refresh_token
-                    .as_ref()
-                    .map(|s| s.expose().as_str()),
-            ),
-            ("authtype", self.authtype.as_deref()),
-            (
-                "credential",
-                self.credential.as_ref().map(|s| s.expose().as_str()),
-            ),
-        ];
-        one.into_iter()
-            .find(|(_, v)| v.is_some_and(has_forbidden_char))
+        self.pairs()
+            .into_iter()
+            .find(|(_, v)| has_forbidden_char(v))
             .map(|(k, _)| k)
-            .or_else(|| {
-                self.capability
-                    .iter()
-                    .any(|c| has_forbidden_char(c))
-                    .then_some("capability[]")
-            })
-            .or_else(|| {
-                self.state
-                    .iter()
-                    .any(|s| has_forbidden_char(s.expose()))
-                    .then_some("state[]")
-            })
-            .or_else(|| {
-                self.wwwauth
-                    .iter()
-                    .any(|w| has_forbidden_char(w))
-                    .then_some("wwwauth[]")
-            })
     }
 }
 

@@ -575,6 +575,22 @@ fn build_image(tag: &str, with_busybox: bool) -> String {
     }
 }
 
+/// A shell script for a busybox container: a CLI's stand-in login server (httpd on `port`,
+/// a CGI at `/cgi-bin/callback` that records `METHOD QUERY`), then `host-open LOGIN_URL` as
+/// the CLI's BROWSER, then what the server got (waiting up to a minute).
+pub fn login_script(port: u16, login_url: &str) -> String {
+    format!(
+        r#"set -e
+mkdir -p /www/cgi-bin
+printf '#!/bin/sh\necho "$REQUEST_METHOD $QUERY_STRING" > /tmp/got\nprintf "Content-Type: text/plain\r\n\r\nok"\n' > /www/cgi-bin/callback
+chmod +x /www/cgi-bin/callback
+httpd -p {port} -h /www
+host-open '{login_url}'
+i=0; while [ ! -s /tmp/got ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+cat /tmp/got"#
+    )
+}
+
 /// The gateway address containers on the default bridge reach the host at.
 pub fn docker_gateway() -> String {
     let out = Command::new("docker")

@@ -741,9 +741,19 @@ pub fn bench() -> Result<()> {
     let (mock_s, httpd_s) = (stat(mock_ms.clone()), stat(httpd_ms.clone()));
     rows.push([
         "mock-proxy start-up (spawn → first `/health` answered)".into(),
-        format!("mock-proxy (static, {:.2} MiB): {}", std::fs::metadata(dist.join("x86_64").join(crate::MOCK))?.len() as f64 / 1048576.0, fmt_ms(&mock_s)),
-        format!("busybox httpd (static C) spawn → first answer: {}", fmt_ms(&httpd_s)),
-        format!("static, ≤ 4 MiB (no start-up target) → **{}× busybox httpd**", fmt_ratio(&paired(&mock_ms, &httpd_ms))),
+        format!(
+            "mock-proxy (static, {:.2} MiB): {}",
+            std::fs::metadata(dist.join("x86_64").join(crate::MOCK))?.len() as f64 / 1048576.0,
+            fmt_ms(&mock_s)
+        ),
+        format!(
+            "busybox httpd (static C) spawn → first answer: {}",
+            fmt_ms(&httpd_s)
+        ),
+        format!(
+            "static, ≤ 4 MiB (no start-up target) → **{}× busybox httpd**",
+            fmt_ratio(&paired(&mock_ms, &httpd_ms))
+        ),
     ]);
     let loaded_rss = rss_kib(daemon.process.0.id())?;
     let sizes: Vec<String> = crate::TOOLS

@@ -29,6 +29,21 @@ fn container() -> (
     (tx, stream)
 }
 
+/// A bridge serving `targets`: what the container side sends, what it reads back, the
+/// bridge's task.
+fn start(
+    targets: Targets,
+) -> (
+    mpsc::UnboundedSender<Bytes>,
+    FrameReader<tokio::io::DuplexStream>,
+    tokio::task::JoinHandle<Result<()>>,
+) {
+    let (tx, output) = container();
+    let (host_side, container_side) = tokio::io::duplex(1 << 20);
+    let bridge = tokio::spawn(serve_bridge(output, host_side, None, targets));
+    (tx, FrameReader::new(container_side), bridge)
+}
+
 fn targets(ssh: Option<PathBuf>, gpg: Option<PathBuf>, connect: Connector) -> Targets {
     Targets {
         ssh,
@@ -94,15 +109,7 @@ async fn a_stalled_agent_connect_stalls_only_its_own_stream() {
             UnixStream::connect(path).await
         })
     });
-    let (tx, output) = container();
-    let (host_side, container_side) = tokio::io::duplex(1 << 20);
-    let bridge = tokio::spawn(serve_bridge(
-        output,
-        host_side,
-        None,
-        targets(Some(agent), Some(stuck), connect),
-    ));
-    let mut from_host = FrameReader::new(container_side);
+    let (tx, mut from_host, bridge) = start(targets(Some(agent), Some(stuck), connect));
     tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
     tx.send(encode(FrameType::Open, 1, SOCKET_GPG_AGENT.as_bytes()))
         .unwrap();
@@ -129,15 +136,7 @@ async fn a_stalled_agent_connect_stalls_only_its_own_stream() {
 async fn a_refused_request_is_answered_after_the_replies_owed_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let agent = slow_agent(dir.path(), Duration::from_millis(300));
-    let (tx, output) = container();
-    let (host_side, container_side) = tokio::io::duplex(1 << 20);
-    let bridge = tokio::spawn(serve_bridge(
-        output,
-        host_side,
-        None,
-        targets(Some(agent), None, connect_unix()),
-    ));
-    let mut from_host = FrameReader::new(container_side);
+    let (tx, mut from_host, bridge) = start(targets(Some(agent), None, connect_unix()));
     tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
     tx.send(encode(FrameType::Open, 1, SOCKET_SSH_AGENT.as_bytes()))
         .unwrap();
@@ -164,14 +163,7 @@ async fn a_refused_request_is_answered_after_the_replies_owed_before_it() {
 async fn a_duplicate_open_or_an_error_frame_ends_the_bridge_and_is_shown_escaped() {
     let dir = tempfile::tempdir().unwrap();
     let agent = slow_agent(dir.path(), Duration::ZERO);
-    let (tx, output) = container();
-    let (host_side, _container_side) = tokio::io::duplex(1 << 20);
-    let bridge = tokio::spawn(serve_bridge(
-        output,
-        host_side,
-        None,
-        targets(Some(agent.clone()), None, connect_unix()),
-    ));
+    let (tx, _from_host, bridge) = start(targets(Some(agent.clone()), None, connect_unix()));
     tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
     tx.send(encode(FrameType::Open, 7, SOCKET_SSH_AGENT.as_bytes()))
         .unwrap();
@@ -180,14 +172,7 @@ async fn a_duplicate_open_or_an_error_frame_ends_the_bridge_and_is_shown_escaped
     let e = bridge.await.unwrap().unwrap_err();
     assert!(format!("{e:#}").contains("opened stream 7 twice"), "{e:#}");
 
-    let (tx, output) = container();
-    let (host_side, _container_side) = tokio::io::duplex(1 << 20);
-    let bridge = tokio::spawn(serve_bridge(
-        output,
-        host_side,
-        None,
-        targets(Some(agent), None, connect_unix()),
-    ));
+    let (tx, _from_host, bridge) = start(targets(Some(agent), None, connect_unix()));
     tx.send(encode(
         FrameType::Error,
         0,

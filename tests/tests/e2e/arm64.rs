@@ -123,15 +123,11 @@ fn the_arm64_tools_work_in_an_arm64_container() {
     // hits the host's callback port; the container's own server (arm64 busybox httpd) gets
     // exactly the redirect.
     let cb_port = free_port();
-    let script = format!(
-        r#"set -e
-mkdir -p /www/cgi-bin
-printf '#!/bin/sh\necho "$REQUEST_METHOD $QUERY_STRING" > /tmp/got\nprintf "Content-Type: text/plain\r\n\r\nok"\n' > /www/cgi-bin/callback
-chmod +x /www/cgi-bin/callback
-httpd -p {cb_port} -h /www
-host-open 'https://auth.example.com/authorize?redirect_uri=http%3A%2F%2Flocalhost%3A{cb_port}%2Fcgi-bin%2Fcallback&state=arm-state'
-i=0; while [ ! -s /tmp/got ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
-cat /tmp/got"#
+    let script = login_script(
+        cb_port,
+        &format!(
+            "https://auth.example.com/authorize?redirect_uri=http%3A%2F%2Flocalhost%3A{cb_port}%2Fcgi-bin%2Fcallback&state=arm-state"
+        ),
     );
     let waiter = {
         let (c, env) = (c.0.clone(), env.clone());

@@ -75,16 +75,7 @@ fn oauth_login_in_host_chromium_reaches_the_containers_localhost() {
     );
     // Inside the container: the CLI's own callback server (busybox httpd + CGI) on the same
     // port, then `host-open` as its BROWSER, then wait for the callback to arrive.
-    let script = format!(
-        r#"set -e
-mkdir -p /www/cgi-bin
-printf '#!/bin/sh\necho "$REQUEST_METHOD $QUERY_STRING" > /tmp/got\nprintf "Content-Type: text/plain\r\n\r\nok"\n' > /www/cgi-bin/callback
-chmod +x /www/cgi-bin/callback
-httpd -p {cb_port} -h /www
-host-open '{login}'
-i=0; while [ ! -s /tmp/got ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-cat /tmp/got"#
-    );
+    let script = login_script(cb_port, &login);
     let out = Command::new("docker")
         .args([
             "run",
@@ -158,16 +149,7 @@ fn two_containers_log_in_on_one_fixed_port_at_once() {
         let login = format!(
             "http://127.0.0.1:{auth_port}/authorize?client_id=cli&response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A{cb_port}%2Fcgi-bin%2Fcallback&state={state}"
         );
-        let script = format!(
-            r#"set -e
-mkdir -p /www/cgi-bin
-printf '#!/bin/sh\necho "$REQUEST_METHOD $QUERY_STRING" > /tmp/got\nprintf "Content-Type: text/plain\r\n\r\nok"\n' > /www/cgi-bin/callback
-chmod +x /www/cgi-bin/callback
-httpd -p {cb_port} -h /www
-host-open '{login}'
-i=0; while [ ! -s /tmp/got ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
-cat /tmp/got"#
-        );
+        let script = login_script(cb_port, &login);
         Command::new("docker")
             .args([
                 "run",
