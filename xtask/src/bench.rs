@@ -655,7 +655,7 @@ pub fn bench() -> Result<()> {
             "POST",
             "/callback/register",
             &token,
-            Some(&format!("{{\"port\":{cb_port}}}")),
+            Some(&format!("{{\"port\":{cb_port},\"state\":\"bench\"}}")),
         )?;
         let v: serde_json::Value = serde_json::from_str(&reg)?;
         let id = v["session_id"].as_str().context("session id")?.to_string();
@@ -673,7 +673,7 @@ pub fn bench() -> Result<()> {
         let mut b = std::net::TcpStream::connect(("127.0.0.1", cb_port))?;
         write!(
             b,
-            "GET /callback?code=x HTTP/1.1\r\nHost: localhost:{cb_port}\r\nConnection: close\r\n\r\n"
+            "GET /callback?code=x&state=bench HTTP/1.1\r\nHost: localhost:{cb_port}\r\nConnection: close\r\n\r\n"
         )?;
         let t1 = rx.recv_timeout(Duration::from_secs(10))?;
         ours.push(ms(t1 - t0));
@@ -682,7 +682,7 @@ pub fn bench() -> Result<()> {
         let mut h = std::net::TcpStream::connect(("127.0.0.1", local_port))?;
         write!(
             h,
-            "GET /callback?code=x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            "GET /callback?code=x&state=bench HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         )?;
         let t1 = rx.recv_timeout(Duration::from_secs(10))?;
         hop.push(ms(t1 - t0));
@@ -706,7 +706,7 @@ pub fn bench() -> Result<()> {
             "POST",
             "/callback/register",
             &token,
-            Some(&format!("{{\"port\":{}}}", free_port()?)),
+            Some(&format!("{{\"port\":{},\"state\":\"bench\"}}", free_port()?)),
         )?;
         let v: serde_json::Value = serde_json::from_str(&reg)?;
         ids.push(v["session_id"].as_str().context("session id")?.to_string());
