@@ -260,7 +260,8 @@ struct Wrk {
 
 fn wrk(url: &str, conns: u32, token: Option<&str>) -> Result<Wrk> {
     let mut c = Command::new("wrk");
-    c.args(["-t2", &format!("-c{conns}"), "-d5s", "--latency"]);
+    let secs = if smoke() { "-d1s" } else { "-d5s" };
+    c.args(["-t2", &format!("-c{conns}"), secs, "--latency"]);
     if let Some(t) = token {
         c.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
@@ -286,6 +287,25 @@ fn wrk(url: &str, conns: u32, token: Option<&str>) -> Result<Wrk> {
         p50: find("50%"),
         p99: find("99%"),
     })
+}
+
+/// `cargo xtask bench --smoke` (CI): every lane once, briefly, no report kept, so the bench
+/// itself cannot rot; the numbers mean nothing.
+static SMOKE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn smoke() -> bool {
+    SMOKE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `n` rounds, or one in a smoke run.
+fn rounds(n: usize) -> usize {
+    if smoke() { 1 } else { n }
+}
+
+/// Runs the bench; `smoke` runs each lane once and writes `target/bench-smoke.md`.
+pub fn bench_with(smoke_run: bool) -> Result<()> {
+    SMOKE.store(smoke_run, std::sync::atomic::Ordering::Relaxed);
+    bench()
 }
 
 pub fn bench() -> Result<()> {
@@ -388,7 +408,7 @@ pub fn bench() -> Result<()> {
     };
     let input = "protocol=https\nhost=github.com\n\n";
     let (mut ours, mut direct, mut shell) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..40 {
+    for _ in 0..rounds(40) {
         ours.push(timed_input(
             &mut git("c-gitconfig", &c_home, &tool_env),
             input,
@@ -418,7 +438,7 @@ pub fn bench() -> Result<()> {
 
     // 2. Tool start + one request.
     let (mut ours, mut shell) = (Vec::new(), Vec::new());
-    for _ in 0..40 {
+    for _ in 0..rounds(40) {
         let mut c = Command::new(dist.join("host-open"));
         c.arg("https://example.com/")
             .env_clear()
@@ -512,7 +532,7 @@ pub fn bench() -> Result<()> {
         .args(["--kill", "gpg-agent"])
         .env("GNUPGHOME", &gpg_home)
         .status();
-    let total = 256 * 1024 * 1024;
+    let total = if smoke() { 8 * 1024 * 1024 } else { 256 * 1024 * 1024 };
     let sink_sock = dir.join("sink.sock");
     sink(&sink_sock, total)?;
     let _bridge = Killer(
@@ -548,14 +568,14 @@ pub fn bench() -> Result<()> {
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); 5];
     let mut straight = clawker_client::blocking::Conn::new(&base, Some(token.clone().into()))?;
-    for _ in 0..12 {
+    for _ in 0..rounds(12) {
         for (i, (name, p)) in lanes.iter().enumerate() {
             rates[i].push(
-                sign_rate(p, &blob, 150)
+                sign_rate(p, &blob, rounds(150))
                     .with_context(|| format!("signing through the {name} lane"))?,
             );
         }
-        rates[4].push(daemon_sign_rate(&mut straight, &blob, 150)?);
+        rates[4].push(daemon_sign_rate(&mut straight, &blob, rounds(150))?);
     }
     let ratio: Vec<Stat> = rates.iter().map(|r| paired(r, &rates[0])).collect();
     let st: Vec<Stat> = rates.into_iter().map(stat).collect();
@@ -609,7 +629,7 @@ pub fn bench() -> Result<()> {
     );
     wait_path(&relay2_sock)?;
     let (mut b, mut d, mut s, mut e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..5 {
+    for _ in 0..rounds(5) {
         b.push(push_rate(&bridge_gpg, total).context("bulk through the bridge")?);
         d.push(push_rate(&sink_sock, total).context("bulk direct")?);
         s.push(push_rate(&relay2_sock, total).context("bulk through socat")?);
@@ -648,7 +668,7 @@ pub fn bench() -> Result<()> {
         }
     });
     let (mut ours, mut hop) = (Vec::new(), Vec::new());
-    for _ in 0..25 {
+    for _ in 0..rounds(25) {
         let cb_port = free_port()?;
         let (_, reg) = http(
             port,
@@ -700,7 +720,7 @@ pub fn bench() -> Result<()> {
 
     // 6. Daemon under load, 7. footprint.
     let mut ids = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..rounds(16) {
         let (_, reg) = http(
             port,
             "POST",
@@ -728,7 +748,7 @@ pub fn bench() -> Result<()> {
     // 8. mock-proxy's start-up, as a CI service: spawn → first `/health` answered, beside a
     // static C server's (busybox httpd) spawn → first answer, alternating.
     let (mut mock_ms, mut httpd_ms) = (Vec::new(), Vec::new());
-    for _ in 0..15 {
+    for _ in 0..rounds(15) {
         mock_ms.push(startup(
             Command::new(dist.join("x86_64").join(crate::MOCK)).args(["--port"]),
             "/health",
@@ -890,7 +910,12 @@ fn write_report(rows: &[[String; 4]], notes: &[String]) -> Result<()> {
         md.push('\n');
         md.push_str(&text);
     }
-    std::fs::write(root().join("BENCHMARKS.md"), &md)?;
+    let out = if smoke() {
+        root().join("target/bench-smoke.md")
+    } else {
+        root().join("BENCHMARKS.md")
+    };
+    std::fs::write(out, &md)?;
     println!("{md}");
     Ok(())
 }

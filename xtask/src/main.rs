@@ -31,7 +31,7 @@ pub(crate) const TOOLS: [&str; 5] = [
 pub(crate) const MOCK: &str = "mock-proxy";
 
 /// What the tests need on the machine: (program to look for, Debian package).
-const PEERS: [(&str, &str); 13] = [
+const PEERS: [(&str, &str); 14] = [
     ("sshd", "openssh-server"),
     ("git", "git"),
     ("ssh-agent", "openssh-client"),
@@ -44,6 +44,7 @@ const PEERS: [(&str, &str); 13] = [
     ("jq", "jq"),
     ("busybox", "busybox-static"),
     ("qemu-aarch64-static", "qemu-user-static"),
+    ("wrk", "wrk"),
     ("docker", "docker.io"),
 ];
 
@@ -575,6 +576,8 @@ fn test() -> Result<()> {
     let dist_dir = dist()?;
     let (passed, failed) = cargo_test(&dist_dir)?;
     schemathesis()?;
+    // Every bench lane once (no targets asserted, no report kept): the bench cannot rot.
+    bench::bench_with(true)?;
     fuzz(20)?;
     // The suite's totals, last, in the plain form CI reads.
     println!("{passed} passed, {failed} failed");
@@ -586,7 +589,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("dist") => dist().map(|_| ()),
-        Some("bench") => bench::bench(),
+        Some("bench") => bench::bench_with(args.get(1).is_some_and(|a| a == "--smoke")),
         Some("openapi") => openapi(args.get(1).is_some_and(|a| a == "--check")),
         Some("schemathesis") => schemathesis(),
         Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
@@ -596,7 +599,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test | dist | bench | fuzz [SECONDS] | openapi [--check] | schemathesis"
+                "usage: cargo xtask test | dist | bench [--smoke] | fuzz [SECONDS] | openapi [--check] | schemathesis"
             );
             return ExitCode::from(2);
         }
