@@ -532,7 +532,11 @@ pub fn bench() -> Result<()> {
         .args(["--kill", "gpg-agent"])
         .env("GNUPGHOME", &gpg_home)
         .status();
-    let total = if smoke() { 8 * 1024 * 1024 } else { 256 * 1024 * 1024 };
+    let total = if smoke() {
+        8 * 1024 * 1024
+    } else {
+        256 * 1024 * 1024
+    };
     let sink_sock = dir.join("sink.sock");
     sink(&sink_sock, total)?;
     let _bridge = Killer(
@@ -726,7 +730,10 @@ pub fn bench() -> Result<()> {
             "POST",
             "/callback/register",
             &token,
-            Some(&format!("{{\"port\":{},\"state\":\"bench\"}}", free_port()?)),
+            Some(&format!(
+                "{{\"port\":{},\"state\":\"bench\"}}",
+                free_port()?
+            )),
         )?;
         let v: serde_json::Value = serde_json::from_str(&reg)?;
         ids.push(v["session_id"].as_str().context("session id")?.to_string());

@@ -69,6 +69,8 @@ pub enum TokenError {
     BadName,
     #[error("the operating system's random source failed")]
     Random,
+    #[error("that lifetime is too long: give it in hours or days (e.g. 8h, 30d)")]
+    TtlTooLong,
 }
 
 fn now() -> u64 {
@@ -226,13 +228,22 @@ impl TokenStore {
         let token = clawker_protocol::hex(
             &crate::util::random_bytes::<32>().map_err(|_| TokenError::Random)?,
         );
+        // An absurd --ttl must not wrap around into an already expired (or a panicking) time.
+        let expires = match ttl {
+            None => None,
+            Some(t) => Some(
+                now()
+                    .checked_add(t.as_secs())
+                    .ok_or(TokenError::TtlTooLong)?,
+            ),
+        };
         let entry = TokenEntry {
             name: name.to_string(),
             sha256: sha256_hex(&token),
             scopes: scopes.iter().map(ToString::to_string).collect(),
             container,
             created: now(),
-            expires: ttl.map(|t| now() + t.as_secs()),
+            expires,
             revoked: false,
         };
         self.update(|tokens| {
@@ -303,6 +314,22 @@ impl TokenStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_ttl_is_refused_not_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path().join("tokens.json"));
+        let e = store
+            .issue(
+                "t",
+                None,
+                &[Scope::Open],
+                Some(Duration::from_secs(u64::MAX)),
+            )
+            .unwrap_err();
+        assert!(matches!(e, TokenError::TtlTooLong), "{e}");
+        assert!(store.list().unwrap().is_empty(), "nothing was written");
+    }
 
     #[test]
     fn scopes_parse_and_print() {

@@ -49,7 +49,10 @@ pub fn token_command(action: Option<TokenAction>) -> Result<ExitCode> {
                         t.scopes.join(","),
                         t.container
                             .as_deref()
-                            .map(|c| format!("container {}", &c[..c.len().min(12)]))
+                            .map(|c| format!(
+                                "container {}",
+                                c.chars().take(12).collect::<String>()
+                            ))
                             .unwrap_or_else(|| "any container".into()),
                         t.expires
                             .map(|e| format!(
