@@ -52,6 +52,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub open: OpenFile,
     #[serde(default)]
+    pub notify: NotifyFile,
+    #[serde(default)]
     pub watcher: WatcherFile,
 }
 
@@ -99,6 +101,14 @@ pub struct OpenFile {
     /// Hosts opened even though the URL policy would refuse them (private addresses,
     /// single-label names).
     pub allowed_hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    /// The notifier command, split on whitespace; the title and body are appended as two
+    /// arguments (no shell).
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -201,6 +211,8 @@ pub struct Settings {
     pub listen_docker_bridge: bool,
     /// Launcher argv prefix; `None` means the platform default (`xdg-open` / `open`).
     pub browser: Option<Vec<String>>,
+    /// Notifier argv prefix; `None` means the platform default (`notify-send` / `osascript`).
+    pub notifier: Option<Vec<String>>,
     pub no_auth: bool,
     pub extra_hosts: Vec<HostName>,
     pub max_connections: usize,
@@ -226,6 +238,7 @@ impl Default for Settings {
             ],
             listen_docker_bridge: false,
             browser: None,
+            notifier: None,
             no_auth: false,
             extra_hosts: Vec::new(),
             max_connections: 512,
@@ -262,6 +275,9 @@ impl Settings {
         }
         if let Some(b) = &file.browser {
             s.browser = split_command(b);
+        }
+        if let Some(n) = &file.notify.command {
+            s.notifier = split_command(n);
         }
         if let Some(n) = file.no_auth {
             s.no_auth = n;

@@ -34,7 +34,7 @@ use futures_util::future::BoxFuture;
 use hostproxy::api::{AppState, Auth};
 use hostproxy::backends::{
     AgentConnector, AgentError, Backends, BindError, CredentialHelper, GitError, LaunchError,
-    Launcher, LoopbackBinder, PortBinder,
+    Launcher, LoopbackBinder, Notifier, NotifyError, PortBinder,
 };
 use hostproxy::config::Settings;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +68,19 @@ struct FakeLauncher;
 impl Launcher for FakeLauncher {
     fn open<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<(), LaunchError>> {
         // The request itself is recorded; nothing is launched.
+        Box::pin(async { Ok(()) })
+    }
+}
+
+struct FakeNotifier;
+
+impl Notifier for FakeNotifier {
+    fn notify<'a>(
+        &'a self,
+        _title: &'a str,
+        _body: &'a str,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
+        // The request itself is recorded; nothing is shown.
         Box::pin(async { Ok(()) })
     }
 }
@@ -203,6 +216,7 @@ pub fn router(mock: Arc<Mock>, cfg: &MockConfig, shutdown: CancellationToken) ->
         ports: Arc::new(FakePorts {
             real: cfg.real_listeners,
         }),
+        notifier: Arc::new(FakeNotifier),
     };
     let auth = match &cfg.token {
         Some(t) => Auth::Token(t.expose().clone().into()),

@@ -15,6 +15,7 @@ pub mod routes {
     /// Authenticated daemon status (`hostproxy status --json`).
     pub const STATUS: &str = "/status";
     pub const OPEN_URL: &str = "/open/url";
+    pub const NOTIFY: &str = "/notify";
     pub const GIT_CREDENTIAL: &str = "/git/credential";
     pub const SSH_AGENT: &str = "/ssh/agent";
     pub const CALLBACK_REGISTER: &str = "/callback/register";
@@ -78,6 +79,23 @@ pub struct StatusResponse {
     pub uptime_secs: u64,
     pub sessions: usize,
 }
+
+/// `POST /notify`: a desktop notification on the host (SPEC.md 10), for an agent's "I need
+/// you". At most [`MAX_NOTIFY_TITLE`] and [`MAX_NOTIFY_BODY`] characters, no control
+/// characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NotifyRequest {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+pub const MAX_NOTIFY_TITLE: usize = 120;
+pub const MAX_NOTIFY_BODY: usize = 1000;
+/// Notifications one identity may raise a minute.
+pub const NOTIFY_PER_MINUTE: u32 = 6;
 
 /// `POST /open/url`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

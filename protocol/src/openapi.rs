@@ -31,6 +31,17 @@ fn status() {}
               (status = 500, description = "the launcher failed", body = ErrorResponse)))]
 fn open_url() {}
 
+#[utoipa::path(post, path = "/notify", tag = "notify", request_body = NotifyRequest,
+    responses((status = 200, description = "shown by the host's notifier", body = SuccessResponse),
+              (status = 400, description = "empty or too long title, too long body, control characters", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "the token may not notify (scope notify)", body = ErrorResponse),
+              (status = 413, description = "body over 64 KiB", body = ErrorResponse),
+              (status = 415, description = "not application/json", body = ErrorResponse),
+              (status = 429, description = "more than 6 a minute", body = ErrorResponse),
+              (status = 500, description = "the notifier failed", body = ErrorResponse)))]
+fn notify() {}
+
 #[utoipa::path(post, path = "/git/credential", tag = "git", request_body = GitCredentialRequest,
     responses((status = 200, description = "get: the credential; store/erase: done", body = GitCredentialResponse),
               (status = 400, description = "invalid field", body = ErrorResponse),
@@ -97,7 +108,7 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "hostproxy", description = "Host daemon for Docker containers: open URLs, OAuth callbacks, git credentials, SSH agent. Every API route needs `Authorization: Bearer <token>`; requests with `Origin` or `Sec-Fetch-*` are refused; the `Host` header must be an allowed name with the served port."),
-    paths(health, status, open_url, git_credential, ssh_agent, callback_register, callback_data, callback_delete),
+    paths(health, status, open_url, notify, git_credential, ssh_agent, callback_register, callback_data, callback_delete),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -46,8 +46,9 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// The static container tools `cargo xtask dist` builds.
-pub const TOOLS: [&str; 5] = [
+pub const TOOLS: [&str; 6] = [
     "host-open",
+    "host-notify",
     "callback-forwarder",
     "git-credential-clawker",
     "ssh-agent-proxy",

@@ -18,8 +18,9 @@ mod exec_stream;
 mod scratch;
 
 /// The container tools: shipped static, into images we did not build.
-pub(crate) const TOOLS: [&str; 5] = [
+pub(crate) const TOOLS: [&str; 6] = [
     "host-open",
+    "host-notify",
     "callback-forwarder",
     "git-credential-clawker",
     "ssh-agent-proxy",
@@ -299,8 +300,9 @@ pub(crate) fn dist() -> Result<PathBuf> {
 /// completions SHELL`), so xtask does not link the daemon's command line.
 fn docs(out: &Path) -> Result<()> {
     use clap::CommandFactory;
-    let commands: [(&str, clap::Command); 5] = [
+    let commands: [(&str, clap::Command); 6] = [
         ("mock-proxy", mock_proxy::cli::Args::command()),
+        ("host-notify", host_notify::Args::command()),
         ("host-open", host_open::Args::command()),
         ("callback-forwarder", callback_forwarder::Args::command()),
         (

@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         .route(routes::HEALTH, get(handlers::health))
         .route(routes::STATUS, get(handlers::status))
         .route(routes::OPEN_URL, post(handlers::open_url))
+        .route(routes::NOTIFY, post(handlers::notify))
         .route(routes::GIT_CREDENTIAL, post(handlers::git_credential))
         .route(
             routes::SSH_AGENT,

@@ -9,6 +9,8 @@ pub enum Scope {
     Open,
     /// `/callback/…`.
     Callback,
+    /// `/notify`: desktop notifications on the host.
+    Notify,
     /// `git:HOST` (`git:*` for any host): credential `get`.
     Git(String),
     /// `git-store:HOST`: credential `store` and `erase` (the daemon's config must allow them too).
@@ -33,6 +35,7 @@ impl std::str::FromStr for Scope {
         match s {
             "open" => Ok(Self::Open),
             "callback" => Ok(Self::Callback),
+            "notify" => Ok(Self::Notify),
             "ssh" => Ok(Self::Ssh),
             _ => match s.split_once(':') {
                 Some(("git", h)) => host(h).map(Self::Git),
@@ -41,7 +44,7 @@ impl std::str::FromStr for Scope {
                     Ok(Self::SshKey(fp.to_string()))
                 }
                 _ => Err(format!(
-                    "unknown scope {s:?}: use open, callback, git:HOST, git:*, git-store:HOST, ssh or ssh:SHA256:<fingerprint>"
+                    "unknown scope {s:?}: use open, callback, notify, git:HOST, git:*, git-store:HOST, ssh or ssh:SHA256:<fingerprint>"
                 )),
             },
         }
@@ -53,6 +56,7 @@ impl std::fmt::Display for Scope {
         match self {
             Self::Open => f.write_str("open"),
             Self::Callback => f.write_str("callback"),
+            Self::Notify => f.write_str("notify"),
             Self::Git(h) => write!(f, "git:{h}"),
             Self::GitStore(h) => write!(f, "git-store:{h}"),
             Self::Ssh => f.write_str("ssh"),
@@ -90,6 +94,10 @@ impl Identity {
 
     pub fn may_open(&self) -> bool {
         self.has(|s| *s == Scope::Open)
+    }
+
+    pub fn may_notify(&self) -> bool {
+        self.has(|s| *s == Scope::Notify)
     }
 
     pub fn may_callback(&self) -> bool {

@@ -18,11 +18,13 @@ use crate::config::GitPolicy;
 mod agent;
 mod git;
 mod launcher;
+mod notifier;
 mod ports;
 
 pub use agent::{UnixAgent, read_agent_frame};
 pub use git::GitCommand;
 pub use launcher::{CommandLauncher, default_launcher};
+pub use notifier::{CommandNotifier, default_notifier};
 pub use ports::LoopbackBinder;
 
 #[derive(Debug, Error)]
@@ -35,6 +37,27 @@ pub enum LaunchError {
     },
     #[error("the URL launcher {program:?} exited with {status}")]
     Failed { program: String, status: String },
+}
+
+#[derive(Debug, Error)]
+pub enum NotifyError {
+    #[error("cannot start the notifier {program:?}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the notifier {program:?} exited with {status}")]
+    Failed { program: String, status: String },
+}
+
+/// Shows a desktop notification on the host.
+pub trait Notifier: Send + Sync + 'static {
+    fn notify<'a>(
+        &'a self,
+        title: &'a str,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<(), NotifyError>>;
 }
 
 /// Opens a URL in the host's browser.
@@ -104,6 +127,7 @@ pub struct Backends {
     pub git: Arc<dyn CredentialHelper>,
     pub agent: Arc<dyn AgentConnector>,
     pub ports: Arc<dyn PortBinder>,
+    pub notifier: Arc<dyn Notifier>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -114,12 +138,18 @@ impl std::fmt::Debug for Backends {
 
 impl Backends {
     /// The real host effects.
-    pub fn host(browser: Option<Vec<String>>, git: GitPolicy, agent: UnixAgent) -> Self {
+    pub fn host(
+        browser: Option<Vec<String>>,
+        notifier: Option<Vec<String>>,
+        git: GitPolicy,
+        agent: UnixAgent,
+    ) -> Self {
         Self {
             launcher: Arc::new(CommandLauncher::new(browser)),
             git: Arc::new(GitCommand::new(git)),
             agent: Arc::new(agent),
             ports: Arc::new(LoopbackBinder),
+            notifier: Arc::new(CommandNotifier::new(notifier)),
         }
     }
 }

@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// URL launcher command; the URL is appended as one argument (no shell).
     #[arg(long, env = envs::DAEMON_BROWSER)]
     pub browser: Option<String>,
+    /// Desktop notifier command; the title and body are appended as two arguments (no shell).
+    /// Default: notify-send (Linux), osascript (macOS).
+    #[arg(long)]
+    pub notifier: Option<String>,
     /// Accept requests without the bearer token (insecure; for old clients only).
     #[arg(long)]
     pub no_auth: bool,
@@ -138,7 +142,7 @@ pub enum TokenAction {
         /// Bind the token to a container: it is revoked when Docker reports it died or was removed.
         #[arg(long)]
         container: Option<String>,
-        /// A scope: open, callback, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint> (repeatable).
+        /// A scope: open, callback, notify, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint> (repeatable).
         #[arg(long = "allow", value_parser = |s: &str| s.parse::<Scope>())]
         allow: Vec<Scope>,
         /// Lifetime (e.g. 8h, 30m); default: until revoked.

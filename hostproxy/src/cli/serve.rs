@@ -69,6 +69,12 @@ fn resolve_settings(args: &ServeArgs, file: &FileConfig) -> Result<Settings> {
             bail!("--browser is empty: give a command such as xdg-open");
         }
     }
+    if let Some(n) = &args.notifier {
+        s.notifier = split_command(n);
+        if s.notifier.is_none() {
+            bail!("--notifier is empty: give a command such as notify-send");
+        }
+    }
     s.no_auth |= args.no_auth;
     s.listen_docker_bridge |= args.listen_docker_bridge;
     if args.idle_exit {

@@ -91,6 +91,7 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
     }
     let backends = Backends::host(
         settings.browser.clone(),
+        settings.notifier.clone(),
         settings.git.clone(),
         UnixAgent::from_env(),
     );

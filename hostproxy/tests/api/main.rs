@@ -1259,3 +1259,51 @@ async fn a_flood_of_wrong_tokens_cannot_fill_the_audit_log_or_hide_real_decision
         "the real decision is still there"
     );
 }
+
+#[tokio::test]
+async fn notify_shows_the_exact_text_refuses_control_characters_and_the_seventh_a_minute() {
+    let d = spawn(|_, _| {}).await;
+    let title = "Agent needs you: review PR #42 — ünïcode ok";
+    let body = "It's waiting on `cargo test`; $HOME and ; rm -rf / stay text";
+    let (s, b) = d
+        .post("/notify", json!({"title": title, "body": body}))
+        .await;
+    assert_eq!((s, b), (200, json!({"success": true})));
+    // Two argv elements, exactly as sent (the script prints each on its own line).
+    assert_eq!(
+        notify_log(d.path()),
+        format!("BEGIN\n{title}\n{body}\nEND\n")
+    );
+    for bad in [
+        json!({"title": "a\u{1b}]0;pwned\u{7}"}),
+        json!({"title": "ok", "body": "line\nforged"}),
+        json!({"title": ""}),
+        json!({"title": "x".repeat(121)}),
+        json!({"title": "ok", "body": "y".repeat(1001)}),
+        json!({"title": "ok", "extra": 1}),
+    ] {
+        let (s, b) = d.post("/notify", bad.clone()).await;
+        assert_eq!(s, 400, "{bad}: {b}");
+    }
+    assert_eq!(
+        notify_log(d.path()).matches("BEGIN").count(),
+        1,
+        "no refused request reached the notifier"
+    );
+    // Six a minute per identity: five more pass, the seventh is 429 and shows nothing.
+    for i in 0..5 {
+        let (s, _) = d.post("/notify", json!({"title": format!("n{i}")})).await;
+        assert_eq!(s, 200);
+    }
+    let r = d
+        .client
+        .post(format!("{}/notify", d.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"title": "seventh"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(!notify_log(d.path()).contains("seventh"));
+}

@@ -344,3 +344,25 @@ async fn an_ssh_key_scope_lists_and_signs_with_that_key_only() {
         "signing with a key not granted"
     );
 }
+
+#[tokio::test]
+async fn a_token_without_scope_notify_cannot_notify() {
+    let d = scoped(|_, _| {}).await;
+    let t = d
+        .tokens()
+        .issue("no-notify", None, &scopes(&["open"]), None)
+        .unwrap();
+    let (s, _) = d
+        .call_as(&t, Method::POST, "/notify", Some(json!({"title": "hi"})))
+        .await;
+    assert_eq!(s, 403);
+    let n = d
+        .tokens()
+        .issue("notifies", None, &scopes(&["notify"]), None)
+        .unwrap();
+    let (s, _) = d
+        .call_as(&n, Method::POST, "/notify", Some(json!({"title": "hi"})))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(notify_log(d.path()).matches("BEGIN").count(), 1);
+}

@@ -215,6 +215,18 @@ fn mock_and_daemon_answer_alike() {
             None,
         ),
         case(
+            "notify with a control character",
+            "POST",
+            "/notify",
+            Some(json!({"title": "bell\u{7}"})),
+        ),
+        case(
+            "notify too long",
+            "POST",
+            "/notify",
+            Some(json!({"title": "x".repeat(121)})),
+        ),
+        case(
             "register without state",
             "POST",
             "/callback/register",

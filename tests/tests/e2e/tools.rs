@@ -634,3 +634,43 @@ fn a_real_ssh_login_signs_through_the_agent_proxy() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn host_notify_reaches_the_hosts_notifier_with_the_exact_text_and_never_a_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("notify.log");
+    let notifier = dir.path().join("notifier");
+    write_script(
+        &notifier,
+        &format!(
+            "{{ echo BEGIN; for a in \"$@\"; do echo \"$a\"; done; echo END; }} >> {}",
+            log.display()
+        ),
+    );
+    let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--notifier".into(), notifier.display().to_string()],
+        ..DaemonOpts::default()
+    });
+    let (title, body) = ("Agent needs you", "$(touch /tmp/pwned-by-notify) `id`; ok");
+    let (code, _, err) = run_with_input(tool("host-notify", &d.tool_env()).args([title, body]), "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("BEGIN\n{title}\n{body}\nEND\n")
+    );
+    assert!(
+        !std::path::Path::new("/tmp/pwned-by-notify").exists(),
+        "a shell ran"
+    );
+    // A control character: refused with the daemon's reason, nothing shown.
+    let (code, _, err) = run_with_input(tool("host-notify", &d.tool_env()).arg("bell\u{7}"), "");
+    assert_eq!(code, 1);
+    assert!(err.contains("control characters"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .matches("BEGIN")
+            .count(),
+        1
+    );
+}

@@ -5,6 +5,7 @@
 mod callback;
 mod git_credential;
 mod health;
+mod notify;
 mod open_url;
 mod ssh_agent;
 
@@ -13,5 +14,6 @@ pub use callback::{
 };
 pub use git_credential::{git_credential, validate_credential};
 pub use health::{health, status};
+pub use notify::notify;
 pub use open_url::open_url;
 pub use ssh_agent::ssh_agent;

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use clawker_protocol::Secret;
 pub use e2e::{Agent, free_port, host_git_env, write_script};
 use hostproxy::api::Auth;
-use hostproxy::backends::{Backends, CommandLauncher, GitCommand, LoopbackBinder, UnixAgent};
+use hostproxy::backends::{
+    Backends, CommandLauncher, CommandNotifier, GitCommand, LoopbackBinder, UnixAgent,
+};
 use hostproxy::config::Settings;
 use hostproxy::{AppState, ServeLimits, router, serve};
 use serde_json::Value;
@@ -45,6 +47,10 @@ pub fn scratch_git(dir: &Path) -> PathBuf {
 
 pub fn helper_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("helper.log")).unwrap_or_default()
+}
+
+pub fn notify_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("notify.log")).unwrap_or_default()
 }
 
 pub fn launch_log(dir: &Path) -> String {
@@ -88,11 +94,20 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
             dir.path().join("launch.log").display()
         ),
     );
+    let notifier = dir.path().join("notifier");
+    write_script(
+        &notifier,
+        &format!(
+            "{{ echo BEGIN; for a in \"$@\"; do echo \"$a\"; done; echo END; }} >> {}",
+            dir.path().join("notify.log").display()
+        ),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut settings = Settings {
         port,
         browser: Some(vec![launcher.display().to_string()]),
+        notifier: Some(vec![notifier.display().to_string()]),
         header_read_timeout: opts.header_read_timeout,
         ..Settings::default()
     };
@@ -103,6 +118,7 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
         git: Arc::new(GitCommand::new(settings.git.clone())),
         agent: Arc::new(UnixAgent::new(opts.agent_socket)),
         ports: Arc::new(LoopbackBinder),
+        notifier: Arc::new(CommandNotifier::new(settings.notifier.clone())),
     };
     let shutdown = CancellationToken::new();
     let auth = if opts.no_auth {
