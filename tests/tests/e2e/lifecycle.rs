@@ -369,8 +369,18 @@ fn run_container(labels: &[&str]) -> Container {
 fn idle_exit_follows_labelled_containers() {
     require_docker();
     let s = Scratch::new();
-    let agent = run_container(&["dev.clawker.managed=true", "dev.clawker.purpose=agent"]);
-    let _other = run_container(&["dev.clawker.managed=true"]);
+    // Labels of this test's own: other tests run agent images (the example image carries the
+    // default labels) on the same engine at the same time, and must not keep this daemon up.
+    let tag = format!("hostproxy.e2e.idle={}", s.port);
+    let conf = s.dir.path().join("config/clawker");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("hostproxy.toml"),
+        format!("[watcher]\nlabels = [\"{tag}\", \"hostproxy.e2e.purpose=agent\"]\n"),
+    )
+    .unwrap();
+    let agent = run_container(&[&tag, "hostproxy.e2e.purpose=agent"]);
+    let _other = run_container(&[&tag]);
     let mut daemon = s
         .cmd(&[
             "serve",
