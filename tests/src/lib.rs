@@ -73,6 +73,18 @@ pub fn dist_dir() -> &'static Path {
     })
 }
 
+/// A stand-in for a host program (launcher, notifier): appends `BEGIN`, each argument on its
+/// own line, and `END` to `log` per call.
+pub fn recording_script(path: &Path, log: &Path) {
+    write_script(
+        path,
+        &format!(
+            "{{ echo BEGIN; for a in \"$@\"; do echo \"$a\"; done; echo END; }} >> {}",
+            log.display()
+        ),
+    );
+}
+
 pub fn write_script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -247,13 +259,7 @@ impl DaemonProc {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let launcher = dir.path().join("launcher");
-        write_script(
-            &launcher,
-            &format!(
-                "{{ echo BEGIN; for a in \"$@\"; do echo \"$a\"; done; echo END; }} >> {}",
-                dir.path().join("launch.log").display()
-            ),
-        );
+        recording_script(&launcher, &dir.path().join("launch.log"));
         let log = dir.path().join("daemon.log");
         let mut cmd = Command::new(bin("hostproxy"));
         cmd.arg("serve")

@@ -640,13 +640,7 @@ fn host_notify_reaches_the_hosts_notifier_with_the_exact_text_and_never_a_shell(
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("notify.log");
     let notifier = dir.path().join("notifier");
-    write_script(
-        &notifier,
-        &format!(
-            "{{ echo BEGIN; for a in \"$@\"; do echo \"$a\"; done; echo END; }} >> {}",
-            log.display()
-        ),
-    );
+    recording_script(&notifier, &log);
     let d = DaemonProc::start(DaemonOpts {
         args: vec!["--notifier".into(), notifier.display().to_string()],
         ..DaemonOpts::default()

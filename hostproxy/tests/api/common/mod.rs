@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clawker_protocol::Secret;
-pub use e2e::{Agent, free_port, host_git_env, write_script};
+pub use e2e::{Agent, free_port, host_git_env, recording_script, write_script};
 use hostproxy::api::Auth;
 use hostproxy::backends::{
     Backends, CommandLauncher, CommandNotifier, GitCommand, LoopbackBinder, UnixAgent,
@@ -87,21 +87,9 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
     let dir = tempfile::tempdir().unwrap();
     let launcher = dir.path().join("launcher");
     // One line per call: every argument on its own line between markers.
-    write_script(
-        &launcher,
-        &format!(
-            "{{ echo BEGIN; for a in \"$@\"; do echo \"$a\"; done; echo END; }} >> {}",
-            dir.path().join("launch.log").display()
-        ),
-    );
+    recording_script(&launcher, &dir.path().join("launch.log"));
     let notifier = dir.path().join("notifier");
-    write_script(
-        &notifier,
-        &format!(
-            "{{ echo BEGIN; for a in \"$@\"; do echo \"$a\"; done; echo END; }} >> {}",
-            dir.path().join("notify.log").display()
-        ),
-    );
+    recording_script(&notifier, &dir.path().join("notify.log"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut settings = Settings {
