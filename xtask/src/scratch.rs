@@ -1,6 +1,6 @@
 //! A daemon for the project's own commands (bench, schemathesis): scratch state, a scratch
 //! git whose `store` helper knows `https://alice:s3cret@github.com`, `/bin/true` as the
-//! browser, no URL rate limit.
+//! browser and as the desktop notifier, no URL rate limit.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -76,6 +76,8 @@ impl ScratchDaemon {
             "--port",
             &port.to_string(),
             "--browser",
+            "/bin/true",
+            "--notifier",
             "/bin/true",
             "--config",
         ])
