@@ -39,7 +39,8 @@ impl RateLimiter {
     }
 }
 
-/// One limiter per (token, route), created on first use.
+/// One limiter per (token, route), created on first use, and made anew when the rate asked
+/// for changes (a config reload must not leave old keys on their first rate).
 #[derive(Debug, Default)]
 pub struct PerKey {
     limiters: Mutex<std::collections::HashMap<(String, &'static str), std::sync::Arc<RateLimiter>>>,
@@ -54,9 +55,13 @@ impl PerKey {
     ) -> Result<(), Duration> {
         let limiter = {
             let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry((key.to_string(), route))
-                .or_insert_with(|| std::sync::Arc::new(RateLimiter::per_minute(per_minute)))
-                .clone()
+            let entry = map
+                .entry((key.to_string(), route))
+                .or_insert_with(|| std::sync::Arc::new(RateLimiter::per_minute(per_minute)));
+            if entry.per_minute != per_minute {
+                *entry = std::sync::Arc::new(RateLimiter::per_minute(per_minute));
+            }
+            entry.clone()
         };
         limiter.try_acquire()
     }
@@ -78,5 +83,14 @@ mod tests {
             "{wait:?}"
         );
         assert!(RateLimiter::per_minute(0).try_acquire().is_ok());
+    }
+
+    #[test]
+    fn a_changed_rate_applies_to_keys_already_seen() {
+        let k = PerKey::default();
+        assert!(k.try_acquire("t", "/r", 1).is_ok());
+        assert!(k.try_acquire("t", "/r", 1).is_err());
+        // The rate was raised: the key gets the new budget at once.
+        assert!(k.try_acquire("t", "/r", 5).is_ok());
     }
 }

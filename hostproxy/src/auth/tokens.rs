@@ -84,11 +84,16 @@ pub fn sha256_hex(token: &str) -> String {
     clawker_protocol::hex(&Sha256::digest(token.as_bytes()))
 }
 
-/// The token file, cached by modification time.
+/// What identifies one version of the token file: it is replaced by rename on every write,
+/// so the inode changes even where timestamps have a second's granularity (HFS+, some
+/// network filesystems), and an issue and a revoke within one second are both seen.
+type Version = (u64, u64, Option<SystemTime>);
+
+/// The token file, cached by its version.
 #[derive(Debug)]
 pub struct TokenStore {
     path: PathBuf,
-    cache: Mutex<(Option<SystemTime>, Vec<TokenEntry>)>,
+    cache: Mutex<(Option<Version>, Vec<TokenEntry>)>,
 }
 
 impl TokenStore {
@@ -174,13 +179,14 @@ impl TokenStore {
 
     /// The current entries, re-read when the file changed.
     fn entries(&self) -> Vec<TokenEntry> {
-        let mtime = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
+        use std::os::unix::fs::MetadataExt;
+        let version = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| (m.ino(), m.len(), m.modified().ok()));
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.0 != mtime || mtime.is_none() {
+        if cache.0 != version || version.is_none() {
             match self.read() {
-                Ok(t) => *cache = (mtime, t),
+                Ok(t) => *cache = (version, t),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the token file; scoped tokens are refused")
                 }

@@ -41,8 +41,13 @@ pub async fn run(opts: Options) -> Result<()> {
     let signals = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down (a second signal ends it at once)");
         signals.cancel();
+        // A second ^C or SIGTERM during the drain: the user means it. The PID file's lock
+        // goes with the process; a file left behind is stale by design.
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting without draining");
+        std::process::exit(130);
     });
     run_until(opts, shutdown).await
 }

@@ -166,14 +166,23 @@ impl StateDir {
 
     /// Reads an existing token; tightens its mode to 0600 if it was looser.
     pub fn read_token(&self) -> Result<Secret<String>, StateError> {
+        use std::io::Read;
         let path = self.token_file();
-        let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
+        // One open, not following a symlink; its mode checked and fixed on that descriptor,
+        // so what is checked is what is read.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let meta = file.metadata().map_err(io_err(&path))?;
         if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "token file was readable by others; setting mode 0600");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            tracing::warn!(path = %path.display(), "the token file was readable by others: set to 0600; it may have leaked, so rotate it (delete it and restart the daemon)");
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
                 .map_err(io_err(&path))?;
         }
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io_err(&path))?;
         let token = text.trim();
         if token.len() < 32 || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(StateError::BadToken(path));

@@ -692,3 +692,57 @@ fn a_container_bound_token_dies_with_its_container() {
     let v: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(v[0]["revoked"], true);
 }
+
+#[test]
+fn a_second_signal_during_the_drain_ends_the_daemon_at_once() {
+    let s = Scratch::new();
+    std::fs::write(
+        s.dir.path().join(".gitconfig"),
+        "[credential]\n\thelper = \"!f() { sleep 4; echo password=late; }; f\"\n",
+    )
+    .unwrap();
+    let mut daemon = s.cmd(&["serve"]).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", s.port)).is_err() {
+        assert!(Instant::now() < deadline, "the daemon did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token = std::fs::read_to_string(s.dir.path().join("hostproxy.token")).unwrap();
+    // A credential request in flight (the host's helper takes 4 s) keeps the drain going
+    // (up to 5 s) after the first signal.
+    let url = format!("http://127.0.0.1:{}", s.port);
+    let poll = {
+        let (url, token) = (url.clone(), token.trim().to_string());
+        std::thread::spawn(move || {
+            let _ = std::panic::catch_unwind(|| {
+                http(
+                    "POST",
+                    &format!("{url}/git/credential"),
+                    Some(&token),
+                    Some(
+                        serde_json::json!({"action": "get", "protocol": "https", "host": "slow.example"}),
+                    ),
+                )
+            });
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = daemon.id().to_string();
+    let signal = || Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    signal();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "still draining after one signal"
+    );
+    let t = Instant::now();
+    signal();
+    let st = daemon.wait().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(st.code(), Some(130));
+    let _ = poll.join();
+}
