@@ -129,6 +129,20 @@ pub fn route_matches(template: &str, path: &str) -> bool {
             .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty()))
 }
 
+/// A recorded path as a CI log may show it: session ids (they are capabilities) as `{id}`.
+fn shown_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if clawker_protocol::api::is_session_id(seg) {
+                "{id}"
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 fn recorded(conn: &mut Conn) -> Result<Vec<RecordedRequest>> {
     conn.get(mock::REQUESTS)
         .context("cannot read the mock's recorded requests")
@@ -169,7 +183,7 @@ fn expect(
             }
             eprintln!("  recorded ({}):", all.len());
             for r in &all {
-                eprintln!("    {} {} -> {}", r.method, r.path, r.status);
+                eprintln!("    {} {} -> {}", r.method, shown_path(&r.path), r.status);
             }
             return Ok(ExitCode::FAILURE);
         }
@@ -360,5 +374,15 @@ mod tests {
             "/callback/x/data/more"
         ));
         assert!(!route_matches("/open/url", "/open/urls"));
+    }
+
+    #[test]
+    fn session_ids_are_not_printed() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            shown_path(&format!("/callback/{id}/data")),
+            "/callback/{id}/data"
+        );
+        assert_eq!(shown_path("/open/url"), "/open/url");
     }
 }

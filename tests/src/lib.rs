@@ -327,6 +327,26 @@ impl DaemonProc {
         std::fs::read_to_string(self.dir.path().join("helper.log")).unwrap_or_default()
     }
 
+    /// `docker run --rm` of a container wired to this daemon over the bridge gateway
+    /// (`host.docker.internal`, its URL and token); add the image and the command.
+    pub fn docker_run(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.args([
+            "run",
+            "--rm",
+            "--add-host",
+            "host.docker.internal:host-gateway",
+        ])
+        .arg("-e")
+        .arg(format!(
+            "CLAWKER_HOST_PROXY=http://host.docker.internal:{}",
+            self.port
+        ))
+        .arg("-e")
+        .arg(format!("CLAWKER_HOST_PROXY_TOKEN={}", self.token));
+        c
+    }
+
     /// Environment a container tool needs to reach this daemon from the host itself.
     pub fn tool_env(&self) -> Vec<(String, String)> {
         vec![

@@ -76,18 +76,8 @@ fn oauth_login_in_host_chromium_reaches_the_containers_localhost() {
     // Inside the container: the CLI's own callback server (busybox httpd + CGI) on the same
     // port, then `host-open` as its BROWSER, then wait for the callback to arrive.
     let script = login_script(cb_port, &login);
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--add-host",
-            "host.docker.internal:host-gateway",
-        ])
-        .args([
-            "-e",
-            &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port),
-        ])
-        .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
+    let out = d
+        .docker_run()
         .arg(image)
         .args(["sh", "-c", &script])
         .output()
@@ -150,18 +140,7 @@ fn two_containers_log_in_on_one_fixed_port_at_once() {
             "http://127.0.0.1:{auth_port}/authorize?client_id=cli&response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A{cb_port}%2Fcgi-bin%2Fcallback&state={state}"
         );
         let script = login_script(cb_port, &login);
-        Command::new("docker")
-            .args([
-                "run",
-                "--rm",
-                "--add-host",
-                "host.docker.internal:host-gateway",
-            ])
-            .args([
-                "-e",
-                &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port),
-            ])
-            .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
+        d.docker_run()
             .arg(image)
             .args(["sh", "-c", &script])
             .stdout(std::process::Stdio::piped())
@@ -261,18 +240,8 @@ fn every_static_tool_runs_in_an_empty_root() {
         args: vec!["--listen-docker-bridge".into()],
         ..DaemonOpts::default()
     });
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--add-host",
-            "host.docker.internal:host-gateway",
-        ])
-        .args([
-            "-e",
-            &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port),
-        ])
-        .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
+    let out = d
+        .docker_run()
         .args([
             "--entrypoint",
             "/opt/clawker/bin/host-open",

@@ -194,13 +194,8 @@ print(token["access_token"])
 
 fn run_in_container(d: &DaemonProc, idp: &str, script: &str) -> (bool, String, String) {
     let port = free_port();
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--add-host",
-            "host.docker.internal:host-gateway",
-        ])
+    let out = d
+        .docker_run()
         .args(["-v", "/usr:/usr:ro"])
         .arg("-v")
         .arg(format!("{}:/opt/py:ro", python_libs().display()))
@@ -208,11 +203,6 @@ fn run_in_container(d: &DaemonProc, idp: &str, script: &str) -> (bool, String, S
         // The provider is plain http on the host: oauthlib insists on https otherwise.
         .args(["-e", "OAUTHLIB_INSECURE_TRANSPORT=1"])
         .args(["-e", &format!("IDP={idp}"), "-e", &format!("PORT={port}")])
-        .args([
-            "-e",
-            &format!("CLAWKER_HOST_PROXY=http://host.docker.internal:{}", d.port),
-        ])
-        .args(["-e", &format!("CLAWKER_HOST_PROXY_TOKEN={}", d.token)])
         .arg(test_image())
         .args(["python3", "-c", script])
         .output()
