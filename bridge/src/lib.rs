@@ -14,7 +14,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use clawker_protocol::agent::{self, AgentPolicy, FAILURE_FRAME, Verdict};
 use clawker_protocol::bridge::{self, BridgeFrameError, Frame, FrameType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
@@ -368,15 +367,17 @@ impl std::fmt::Debug for AgentFilter {
 /// refused one is answered `SSH_AGENT_FAILURE` by the bridge, in its place among the
 /// agent's replies (after those of the requests before it), and a malformed or oversized
 /// frame ends the stream.
-pub async fn pump(
-    conn: UnixStream,
+pub async fn pump<S>(
+    conn: S,
     end: StreamEnd,
     filter: Option<AgentFilter>,
     out: Out,
     streams: Streams,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Send,
+{
     let StreamEnd { id, mut rx, closed } = end;
-    let (mut rd, mut wr) = conn.into_split();
+    let (mut rd, mut wr) = tokio::io::split(conn);
     // Requests forwarded to the agent and replies it has sent back, counted so that a
     // FAILURE made here waits for the replies still owed before it.
     let forwarded = AtomicUsize::new(0);

@@ -40,6 +40,8 @@ pub struct Conn {
     host: String,
     token: Option<Secret<String>>,
     reply_timeout: Duration,
+    /// How long a refused connection is tried again (`CLAWKER_HOST_PROXY_WAIT`).
+    wait: Duration,
     stream: Option<TcpStream>,
     /// Bytes read past the end of the previous reply (none with a well-behaved peer).
     buf: Vec<u8>,
@@ -90,9 +92,16 @@ impl Conn {
             host,
             token,
             reply_timeout: REPLY_TIMEOUT,
+            wait: crate::wait_from_env(),
             stream: None,
             buf: Vec::new(),
         })
+    }
+
+    /// How long a refused connection is tried again (default `CLAWKER_HOST_PROXY_WAIT`).
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// How long a reply may take (default 60 s: a hardware key may wait for a touch).
@@ -113,6 +122,7 @@ impl Conn {
             host: self.host.clone(),
             token: self.token.clone(),
             reply_timeout: self.reply_timeout,
+            wait: self.wait,
             stream: None,
             buf: Vec::new(),
         }
@@ -126,7 +136,24 @@ impl Conn {
         }
     }
 
+    /// Connects; a refused connection (the tunnel not attached yet) is tried again every
+    /// 100 ms for up to `wait`.
     fn connect(&self) -> std::io::Result<TcpStream> {
+        let deadline = std::time::Instant::now() + self.wait;
+        loop {
+            match self.connect_once() {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn connect_once(&self) -> std::io::Result<TcpStream> {
         let addrs = self.url.socket_addrs(|| Some(80))?;
         let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
         for addr in addrs {
@@ -534,6 +561,33 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_connection_is_tried_again_until_the_daemon_listens() {
+        // The port is free now; a server takes it 300 ms later (the tunnel attaching).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+            let (conn, _) = l.accept().unwrap();
+            let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap() > 0 && !line.ends_with("\r\n\r\n") {}
+            let mut w = conn;
+            w.write_all(ok("1").as_bytes()).unwrap();
+        });
+        let n: u32 = Conn::new(&format!("http://127.0.0.1:{port}"), None)
+            .unwrap()
+            .with_wait(Duration::from_secs(5))
+            .get("/x")
+            .unwrap();
+        assert_eq!(n, 1);
+        late.join().unwrap();
+    }
+
+    #[test]
     fn nothing_listening_is_unreachable_naming_the_url() {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -541,11 +595,14 @@ mod tests {
             .unwrap()
             .port();
         let base = format!("http://127.0.0.1:{port}");
+        let started = std::time::Instant::now();
         let e = Conn::new(&base, None)
             .unwrap()
+            .with_wait(Duration::ZERO)
             .post::<_, serde_json::Value>("/x", &1)
             .unwrap_err();
         assert!(e.is_unreachable());
+        assert!(started.elapsed() < Duration::from_secs(2));
         assert!(e.to_string().contains(&base), "{e}");
     }
 }

@@ -120,6 +120,29 @@ fn checked_token(token: &str, var: &'static str) -> Result<Secret<String>, Clien
     }
 }
 
+/// How long a refused connection to the daemon is tried again: `CLAWKER_HOST_PROXY_WAIT`
+/// seconds (default 10), so a tool that races the tunnel's attach does not fail.
+pub fn wait_from_env() -> Duration {
+    std::env::var(env::HOST_PROXY_WAIT)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+        .unwrap_or(Duration::from_secs(env::HOST_PROXY_WAIT_DEFAULT_SECS))
+}
+
+/// Whether the connection was refused (nothing listens yet), not failed otherwise.
+fn refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// The daemon URL from `CLAWKER_HOST_PROXY` (default `http://host.docker.internal:18374`),
 /// without a trailing slash.
 pub fn base_from_env() -> Result<String, ClientError> {
@@ -173,16 +196,27 @@ impl Client {
         req: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<T, ClientError> {
-        let resp =
-            req.timeout(timeout)
-                .send()
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    url: self.base.clone(),
-                    var: env::HOST_PROXY,
-                    // reqwest's text names the URL, whose path holds the session id.
-                    source: source.without_url().into(),
-                })?;
+        // A refused connection (the tunnel not attached yet) is tried again for up to
+        // `CLAWKER_HOST_PROXY_WAIT`; nothing was sent then.
+        let deadline = tokio::time::Instant::now() + wait_from_env();
+        let resp = loop {
+            let attempt = req.try_clone().map(|r| r.timeout(timeout).send());
+            let Some(attempt) = attempt else {
+                break req.timeout(timeout).send().await;
+            };
+            match attempt.await {
+                Err(e) if refused(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other,
+            }
+        }
+        .map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            var: env::HOST_PROXY,
+            // reqwest's text names the URL, whose path holds the session id.
+            source: source.without_url().into(),
+        })?;
         let status = resp.status().as_u16();
         let body = resp
             .bytes()

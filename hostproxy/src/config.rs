@@ -55,6 +55,23 @@ pub struct FileConfig {
     pub notify: NotifyFile,
     #[serde(default)]
     pub watcher: WatcherFile,
+    #[serde(default)]
+    pub attach: AttachFile,
+}
+
+/// `[attach]`: the tunnel (SPEC.md 6.1).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachFile {
+    /// Attach labelled containers at start and on Docker's events (default true).
+    pub enabled: Option<bool>,
+    /// `key=value` a container must carry to be attached (default
+    /// `dev.clawker.hostproxy=attach`).
+    pub label: Option<String>,
+    /// Scopes of an attached container without `--allow` or a scopes label.
+    pub scopes: Option<Vec<String>>,
+    /// Where the container tools are found for images that lack them.
+    pub tools_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -203,6 +220,30 @@ impl Default for WatcherSettings {
     }
 }
 
+/// The tunnel's settings.
+#[derive(Debug, Clone)]
+pub struct AttachSettings {
+    pub enabled: bool,
+    pub label: (String, String),
+    pub scopes: Vec<String>,
+    pub tools_dir: Option<PathBuf>,
+}
+
+impl Default for AttachSettings {
+    fn default() -> Self {
+        use clawker_protocol::tunnel;
+        Self {
+            enabled: true,
+            label: (
+                tunnel::ATTACH_LABEL.into(),
+                tunnel::ATTACH_LABEL_VALUE.into(),
+            ),
+            scopes: tunnel::DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            tools_dir: None,
+        }
+    }
+}
+
 /// Everything the daemon runs with, resolved.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -226,6 +267,7 @@ pub struct Settings {
     /// Exceptions to the URL policy, lowercase.
     pub open_allowed_hosts: Vec<String>,
     pub watcher: Option<WatcherSettings>,
+    pub attach: AttachSettings,
 }
 
 impl Default for Settings {
@@ -250,8 +292,15 @@ impl Default for Settings {
             open_rate_per_minute: 10,
             open_allowed_hosts: Vec::new(),
             watcher: None,
+            attach: AttachSettings::default(),
         }
     }
+}
+
+/// `key=value` with a non-empty key.
+pub fn parse_label(s: &str) -> Option<(String, String)> {
+    let (k, v) = s.split_once('=')?;
+    (!k.trim().is_empty()).then(|| (k.trim().to_string(), v.trim().to_string()))
 }
 
 /// Splits a launcher command line on whitespace (no shell, no quoting).
@@ -295,6 +344,22 @@ impl Settings {
         }
         if let Some(m) = file.max_connections {
             s.max_connections = m.max(1);
+        }
+        let a = &file.attach;
+        if let Some(e) = a.enabled {
+            s.attach.enabled = e;
+        }
+        if let Some(l) = &a.label {
+            s.attach.label = parse_label(l).ok_or_else(|| ConfigError::Value {
+                key: "attach.label",
+                message: format!("{l:?} is not key=value"),
+            })?;
+        }
+        if let Some(sc) = &a.scopes {
+            s.attach.scopes = sc.clone();
+        }
+        if let Some(d) = &a.tools_dir {
+            s.attach.tools_dir = Some(d.clone());
         }
         let g = &file.git;
         if let Some(p) = &g.program {

@@ -46,15 +46,29 @@ pub fn check_host(
     allowed: &[HostName],
     port: u16,
 ) -> Result<(), HostRejection> {
+    match allowed_host(headers, allowed)? {
+        p if p == port => Ok(()),
+        _ => Err(HostRejection::NotAllowed),
+    }
+}
+
+/// Gate 1 without the port: exactly one well-formed `Host` whose name is allowed (a
+/// tunnel stream whose container end's port is not known to the daemon).
+pub fn check_host_name(headers: &HeaderMap, allowed: &[HostName]) -> Result<(), HostRejection> {
+    allowed_host(headers, allowed).map(|_| ())
+}
+
+/// The port of the one well-formed `Host` whose name is allowed.
+fn allowed_host(headers: &HeaderMap, allowed: &[HostName]) -> Result<u16, HostRejection> {
     let mut values = headers.get_all(header::HOST).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(HostRejection::MissingOrRepeated);
     };
     let parsed = parse_host_header(value.as_bytes()).map_err(|_| HostRejection::Malformed)?;
-    if parsed.port.unwrap_or(80) != port || !allowed.contains(&parsed.host) {
+    if !allowed.contains(&parsed.host) {
         return Err(HostRejection::NotAllowed);
     }
-    Ok(())
+    Ok(parsed.port.unwrap_or(80))
 }
 
 /// A header map of `pairs` (the gates' unit tests).

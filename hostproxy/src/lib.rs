@@ -23,6 +23,7 @@ pub mod logfile;
 pub mod platform;
 pub mod server;
 pub mod state;
+pub mod tunnel;
 pub mod util;
 
 pub use api::{AppState, router};

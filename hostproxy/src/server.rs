@@ -37,6 +37,33 @@ impl Default for ServeLimits {
     }
 }
 
+/// hyper's HTTP/1 server with the limits of SPEC.md 4.1 gate 5.
+fn http1_builder(limits: &ServeLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(64 * 1024)
+        .max_headers(64);
+    builder
+}
+
+/// Serves `app` on one already accepted byte stream (a tunnel stream) with the same
+/// connection limits as a TCP client, until the client is done or `shutdown` is cancelled
+/// (then the request in flight may finish within `limits.shutdown_grace`).
+pub async fn serve_one<S>(io: S, app: Router, limits: &ServeLimits, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http1_builder(limits).serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
+}
+
 /// Serves `app` on every listener until `shutdown` is cancelled, then lets requests in flight
 /// finish for at most `limits.shutdown_grace`.
 pub async fn serve(
@@ -47,13 +74,7 @@ pub async fn serve(
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(64 * 1024)
-        .max_headers(64);
-    let builder = Arc::new(builder);
+    let builder = Arc::new(http1_builder(&limits));
 
     let mut loops = tokio::task::JoinSet::new();
     for listener in listeners {

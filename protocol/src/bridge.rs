@@ -12,6 +12,8 @@ pub const MAX_PAYLOAD: usize = MAX_FRAME_LEN - MIN_FRAME_LEN;
 /// Socket type names carried by OPEN and `CLAWKER_REMOTE_SOCKETS`.
 pub const SOCKET_SSH_AGENT: &str = "ssh-agent";
 pub const SOCKET_GPG_AGENT: &str = "gpg-agent";
+/// A TCP connection to the tunnel's HTTP listener in the container (SPEC.md 6.1).
+pub const SOCKET_HTTP: &str = "http";
 
 /// Frame types. Numbers are upstream's and are never reused; an unknown number decodes to
 /// [`FrameType::Unknown`] instead of failing.

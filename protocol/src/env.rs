@@ -18,6 +18,11 @@ pub const CB_FORWARDER_POLL_INTERVAL: &str = "CB_FORWARDER_POLL_INTERVAL";
 pub const CB_FORWARDER_CLEANUP: &str = "CB_FORWARDER_CLEANUP";
 /// clawker-socket-server: JSON list of sockets to create.
 pub const REMOTE_SOCKETS: &str = "CLAWKER_REMOTE_SOCKETS";
+/// Seconds a tool retries a refused connection to the daemon (the tunnel not attached yet).
+pub const HOST_PROXY_WAIT: &str = "CLAWKER_HOST_PROXY_WAIT";
+pub const HOST_PROXY_WAIT_DEFAULT_SECS: u64 = 10;
+/// Host: where the daemon finds the container tools it copies into images that lack them.
+pub const TOOLS_DIR: &str = "CLAWKER_HOST_PROXY_TOOLS_DIR";
 /// Host state directory override.
 pub const STATE_DIR: &str = "CLAWKER_STATE_DIR";
 /// The host's SSH agent socket (read by the daemon and the bridge).

@@ -17,6 +17,7 @@ pub mod mock;
 pub mod openapi;
 pub mod secret;
 pub mod text;
+pub mod tunnel;
 pub mod urls;
 
 pub use secret::Secret;

@@ -14,60 +14,76 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 pub use clawker_bridge::{FrameReader, MAX_STREAMS, ReadError};
 use clawker_bridge::{Out, Streams, pump, send, write_frames};
-use clawker_protocol::bridge::{FrameType, SOCKET_GPG_AGENT, SOCKET_SSH_AGENT};
+use clawker_protocol::bridge::{FrameType, SOCKET_GPG_AGENT, SOCKET_HTTP, SOCKET_SSH_AGENT};
 use clawker_protocol::env;
-use serde::Deserialize;
+use clawker_protocol::tunnel::RemoteSocket;
+use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixListener;
+use tokio::net::{TcpListener, UnixListener};
 /// Seconds to wait for PUBKEY when a gpg-agent socket is listed.
 pub const PUBKEY_TIMEOUT_VAR: &str = "CLAWKER_SOCKET_SERVER_PUBKEY_TIMEOUT";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum Kind {
-    #[serde(rename = "ssh-agent")]
-    SshAgent,
-    #[serde(rename = "gpg-agent")]
-    GpgAgent,
+/// One socket to serve, checked: an absolute path, or a loopback TCP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketSpec {
+    Unix { path: PathBuf, kind: &'static str },
+    Http { listen: SocketAddr },
 }
 
-impl Kind {
-    pub fn name(self) -> &'static str {
+impl SocketSpec {
+    pub fn kind(&self) -> &'static str {
         match self {
-            Self::SshAgent => SOCKET_SSH_AGENT,
-            Self::GpgAgent => SOCKET_GPG_AGENT,
+            Self::Unix { kind, .. } => kind,
+            Self::Http { .. } => SOCKET_HTTP,
         }
     }
-}
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SocketSpec {
-    pub path: PathBuf,
-    #[serde(rename = "type")]
-    pub kind: Kind,
+    fn is_gpg(&self) -> bool {
+        self.kind() == SOCKET_GPG_AGENT
+    }
 }
 
 /// Parses `CLAWKER_REMOTE_SOCKETS`; a leading `~/` is this user's home.
 pub fn parse_specs(json: &str, home: Option<&Path>) -> Result<Vec<SocketSpec>> {
-    let mut specs: Vec<SocketSpec> = serde_json::from_str(json).with_context(|| {
+    let specs: Vec<RemoteSocket> = serde_json::from_str(json).with_context(|| {
         format!(
-            "{} must be a JSON list like [{{\"path\":\"/tmp/agent.sock\",\"type\":\"ssh-agent\"}}] (types: ssh-agent, gpg-agent)",
+            "{} must be a JSON list like [{{\"path\":\"/tmp/agent.sock\",\"type\":\"ssh-agent\"}}, {{\"type\":\"http\",\"listen\":\"127.0.0.1:18374\"}}] (types: ssh-agent, gpg-agent, http)",
             env::REMOTE_SOCKETS
         )
     })?;
     if specs.is_empty() {
         bail!("{} lists no sockets", env::REMOTE_SOCKETS);
     }
-    for s in &mut specs {
-        if let Ok(rest) = s.path.strip_prefix("~") {
+    specs.iter().map(|s| check_spec(s, home)).collect()
+}
+
+/// One entry made usable: `~` expanded, the path absolute, the address a loopback one (the
+/// tunnel's API is for this container's processes, never its network).
+pub fn check_spec(spec: &RemoteSocket, home: Option<&Path>) -> Result<SocketSpec> {
+    let unix = |path: &str, kind: &'static str| -> Result<SocketSpec> {
+        let mut path = PathBuf::from(path);
+        if let Ok(rest) = path.strip_prefix("~") {
             let home = home.context("a socket path starts with ~ but HOME is not set")?;
-            s.path = home.join(rest);
+            path = home.join(rest);
         }
-        if !s.path.is_absolute() {
-            bail!("socket path {} is not absolute", s.path.display());
+        if !path.is_absolute() {
+            bail!("socket path {} is not absolute", path.display());
+        }
+        Ok(SocketSpec::Unix { path, kind })
+    };
+    match spec {
+        RemoteSocket::SshAgent { path } => unix(path, SOCKET_SSH_AGENT),
+        RemoteSocket::GpgAgent { path } => unix(path, SOCKET_GPG_AGENT),
+        RemoteSocket::Http { listen } => {
+            let addr: SocketAddr = listen
+                .parse()
+                .with_context(|| format!("http listen address {listen:?} is not IP:PORT"))?;
+            if !addr.ip().is_loopback() {
+                bail!("http listen address {addr} is not a loopback address");
+            }
+            Ok(SocketSpec::Http { listen: addr })
         }
     }
-    Ok(specs)
 }
 
 /// Writes the host's public keyring and a `gpg.conf` that never starts a local agent.
@@ -96,30 +112,64 @@ pub fn install_gpg_home(dir: &Path, pubkey: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A listening socket of either family.
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+type Conn = Box<dyn AsyncReadWrite>;
+trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Conn> {
+        Ok(match self {
+            Self::Unix(l) => Box::new(l.accept().await?.0),
+            Self::Tcp(l) => {
+                let (c, _) = l.accept().await?;
+                let _ = c.set_nodelay(true);
+                Box::new(c)
+            }
+        })
+    }
+}
+
 async fn accept_loop(
-    listener: UnixListener,
-    kind: Kind,
+    listener: Listener,
+    kind: &'static str,
     next_id: Arc<AtomicU32>,
     streams: Streams,
     out: Out,
 ) {
     loop {
-        let Ok((conn, _)) = listener.accept().await else {
+        let Ok(conn) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let Some(end) = streams.insert_next(&next_id) else {
-            eprintln!(
-                "clawker-socket-server: {MAX_STREAMS} streams open; refusing a {} client",
-                kind.name()
-            );
+            eprintln!("clawker-socket-server: {MAX_STREAMS} streams open; refusing a {kind} client");
             continue;
         };
         // OPEN goes out before the pump can send any DATA for this stream.
-        if !send(&out, FrameType::Open, end.id, kind.name().as_bytes()).await {
+        if !send(&out, FrameType::Open, end.id, kind.as_bytes()).await {
             return;
         }
         tokio::spawn(pump(conn, end, None, out.clone(), streams.clone()));
+    }
+}
+
+/// Binds one socket: unix ones private to this user, TCP ones on the loopback.
+async fn bind(spec: &SocketSpec) -> Result<Listener> {
+    match spec {
+        SocketSpec::Unix { path, .. } => Ok(Listener::Unix(clawker_bridge::bind_private_socket(
+            path,
+        )?)),
+        SocketSpec::Http { listen } => Ok(Listener::Tcp(
+            TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?,
+        )),
     }
 }
 
@@ -142,6 +192,7 @@ pub async fn run<R, W>(
     input: R,
     output: W,
     pubkey_timeout: Duration,
+    lenient: bool,
 ) -> Result<()>
 where
     R: AsyncRead + Unpin,
@@ -153,7 +204,7 @@ where
     let fail = |out: Out, msg: String| async move {
         send(&out, FrameType::Error, 0, msg.as_bytes()).await;
     };
-    if specs.iter().any(|s| s.kind == Kind::GpgAgent) {
+    if specs.iter().any(SocketSpec::is_gpg) {
         let key = match tokio::time::timeout(pubkey_timeout, wait_pubkey(&mut reader)).await {
             Ok(Ok(Some(key))) => Some(key),
             Ok(Ok(None)) => return Ok(()),
@@ -167,12 +218,15 @@ where
         };
         match key {
             Some(key) if !key.is_empty() => {
-                for s in specs.iter().filter(|s| s.kind == Kind::GpgAgent) {
-                    let home = s
-                        .path
-                        .parent()
-                        .context("gpg-agent socket has no parent directory")?;
-                    install_gpg_home(home, &key)?;
+                for s in &specs {
+                    if let SocketSpec::Unix { path, kind } = s
+                        && *kind == SOCKET_GPG_AGENT
+                    {
+                        let home = path
+                            .parent()
+                            .context("gpg-agent socket has no parent directory")?;
+                        install_gpg_home(home, &key)?;
+                    }
                 }
             }
             other => {
@@ -184,31 +238,41 @@ where
                         "no PUBKEY from the host within the timeout"
                     }
                 );
-                specs.retain(|s| s.kind != Kind::GpgAgent);
+                specs.retain(|s| !s.is_gpg());
             }
         }
     }
     let streams = Streams::default();
     let next_id = Arc::new(AtomicU32::new(1));
     let mut acceptors = tokio::task::JoinSet::new();
-    for s in &specs {
-        let listener =
-            match clawker_bridge::bind_private_socket(&s.path).map_err(anyhow::Error::from) {
-                Ok(l) => l,
-                Err(e) => {
-                    fail(out.clone(), format!("{e:#}")).await;
-                    drop(out);
-                    let _ = writer.await;
-                    return Err(e);
-                }
-            };
+    let mut bound = Vec::new();
+    for s in specs {
+        let listener = match bind(&s).await {
+            Ok(l) => l,
+            // Sockets nobody named (the defaults) are served where they can be: a
+            // container's own agent at SSH_AUTH_SOCK is left alone, the rest goes on.
+            Err(e) if lenient && s.kind() != SOCKET_HTTP => {
+                eprintln!(
+                    "clawker-socket-server: {e:#}; the {} socket is not served",
+                    s.kind()
+                );
+                continue;
+            }
+            Err(e) => {
+                fail(out.clone(), format!("{e:#}")).await;
+                drop(out);
+                let _ = writer.await;
+                return Err(e);
+            }
+        };
         acceptors.spawn(accept_loop(
             listener,
-            s.kind,
+            s.kind(),
             next_id.clone(),
             streams.clone(),
             out.clone(),
         ));
+        bound.push(s);
     }
     send(&out, FrameType::Ready, 0, &[]).await;
     let result = loop {
@@ -233,8 +297,10 @@ where
         }
     };
     acceptors.abort_all();
-    for s in &specs {
-        let _ = std::fs::remove_file(&s.path);
+    for s in &bound {
+        if let SocketSpec::Unix { path, .. } = s {
+            let _ = std::fs::remove_file(path);
+        }
     }
     drop(out);
     streams.clear();
@@ -296,7 +362,7 @@ pub fn main() -> ExitCode {
     }
     if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
         println!(
-            "clawker-socket-server {}\nContainer end of the hostproxy socket bridge: started by `hostproxy bridge` with docker exec -i.\nReads {} (JSON list of {{\"path\",\"type\": \"ssh-agent\"|\"gpg-agent\"}}) and speaks bridge frames on stdin/stdout.\n\nExample:\n  {}='[{{\"path\":\"~/.ssh/agent.sock\",\"type\":\"ssh-agent\"}}]' clawker-socket-server",
+            "clawker-socket-server {}\nContainer end of the hostproxy socket bridge: started by `hostproxy bridge` with docker exec -i.\nReads {} (JSON list of {{\"path\",\"type\": \"ssh-agent\"|\"gpg-agent\"}} and {{\"type\":\"http\",\"listen\":\"127.0.0.1:PORT\"}}) and speaks bridge frames on stdin/stdout.\nUnset: the tunnel's defaults (http on 127.0.0.1:18374, ssh-agent at $SSH_AUTH_SOCK or $HOME/.ssh/agent.sock, gpg-agent in $GNUPGHOME when set).\n\nExample:\n  {}='[{{\"path\":\"~/.ssh/agent.sock\",\"type\":\"ssh-agent\"}}]' clawker-socket-server",
             env!("CARGO_PKG_VERSION"),
             env::REMOTE_SOCKETS,
             env::REMOTE_SOCKETS
@@ -304,10 +370,19 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = (|| -> Result<()> {
-        let json = std::env::var(env::REMOTE_SOCKETS)
-            .with_context(|| format!("{} is not set", env::REMOTE_SOCKETS))?;
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        let specs = parse_specs(&json, home.as_deref())?;
+        // Unset: the tunnel's defaults from this container's environment (a `--via`
+        // command that could not pass the variable, e.g. `kubectl exec`).
+        let (specs, lenient) = match std::env::var(env::REMOTE_SOCKETS) {
+            Ok(json) => (parse_specs(&json, home.as_deref())?, false),
+            Err(_) => (
+                clawker_protocol::tunnel::default_sockets(|k| std::env::var(k).ok())
+                    .iter()
+                    .map(|s| check_spec(s, home.as_deref()))
+                    .collect::<Result<_>>()?,
+                true,
+            ),
+        };
         let timeout = std::env::var(PUBKEY_TIMEOUT_VAR)
             .ok()
             .and_then(|v| v.parse::<f64>().ok())
@@ -318,7 +393,7 @@ pub fn main() -> ExitCode {
             .build()?;
         rt.block_on(async {
             let (input, output) = stdio()?;
-            run(specs, input, output, timeout).await
+            run(specs, input, output, timeout, lenient).await
         })
     })();
     match result {
@@ -341,8 +416,21 @@ mod tests {
             Some(Path::new("/home/u")),
         )
         .unwrap();
-        assert_eq!(s[0].path, PathBuf::from("/home/u/.ssh/agent.sock"));
-        assert_eq!(s[1].kind, Kind::GpgAgent);
+        assert_eq!(
+            s[0],
+            SocketSpec::Unix {
+                path: PathBuf::from("/home/u/.ssh/agent.sock"),
+                kind: SOCKET_SSH_AGENT
+            }
+        );
+        assert!(s[1].is_gpg());
+        let h = parse_specs(r#"[{"type":"http","listen":"127.0.0.1:18374"}]"#, None).unwrap();
+        assert_eq!(
+            h,
+            vec![SocketSpec::Http {
+                listen: "127.0.0.1:18374".parse().unwrap()
+            }]
+        );
         for bad in [
             "",
             "{}",
@@ -350,6 +438,8 @@ mod tests {
             r#"[{"path":"rel","type":"ssh-agent"}]"#,
             r#"[{"path":"/a","type":"x"}]"#,
             r#"[{"path":"/a","type":"ssh-agent","x":1}]"#,
+            r#"[{"type":"http","listen":"0.0.0.0:18374"}]"#,
+            r#"[{"type":"http","listen":"localhost"}]"#,
         ] {
             assert!(parse_specs(bad, None).is_err(), "{bad}");
         }

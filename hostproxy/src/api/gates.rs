@@ -15,8 +15,8 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::state::{AppState, Auth};
-use crate::auth::Identity;
-use crate::host_gate::check_host;
+use crate::auth::{Identity, TunnelPeer};
+use crate::host_gate::{check_host, check_host_name};
 
 /// Which gates a path gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,15 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 pub fn check(state: &AppState, req: &Request) -> Result<Option<Identity>, ApiError> {
     let headers = req.headers();
     let path = req.uri().path();
-    check_host(headers, &state.allowed_hosts, state.settings.port)?;
+    let tunnel = req.extensions().get::<TunnelPeer>();
+    match tunnel {
+        // Through the tunnel the request names the container's own listener, nothing else.
+        Some(t) => match t.listen {
+            Some(l) => check_host(headers, &tunnel_host_names(l), l.port())?,
+            None => check_host_name(headers, &tunnel_host_names(LOOPBACK_ANY))?,
+        },
+        None => check_host(headers, &state.allowed_hosts, state.settings.port)?,
+    }
     let class = classify(path);
     if class != RouteClass::Api {
         return Ok(None);
@@ -139,18 +147,21 @@ pub fn check(state: &AppState, req: &Request) -> Result<Option<Identity>, ApiErr
     if req.extensions().get::<MatchedPath>().is_none() {
         return Err(ApiError::not_found("not found"));
     }
-    let identity = match &state.auth {
-        Auth::Token(t) => match check_token(headers, Some(t.expose())) {
+    let identity = match (tunnel, &state.auth) {
+        // The stream's identity is the attached container's; a token sent on it is not
+        // looked at, so it can neither widen nor change who is asking.
+        (Some(t), _) => t.identity.clone(),
+        (None, Auth::Token(t)) => match check_token(headers, Some(t.expose())) {
             Ok(()) => Identity::user(),
             Err(e) => presented_token(headers)
                 .and_then(|p| state.tokens.as_ref()?.authenticate(p))
                 .ok_or(e)?,
         },
-        Auth::AnyBearer => {
+        (None, Auth::AnyBearer) => {
             check_token(headers, None)?;
             Identity::user()
         }
-        Auth::Disabled => Identity::user(),
+        (None, Auth::Disabled) => Identity::user(),
     };
     if req.method() == Method::POST {
         if !is_json_content_type(headers) {
@@ -168,6 +179,21 @@ pub fn check(state: &AppState, req: &Request) -> Result<Option<Identity>, ApiErr
     }
     Ok(Some(identity))
 }
+
+/// The names a tunnel request's `Host` may carry: its listen address, and `localhost` for a
+/// loopback one.
+fn tunnel_host_names(listen: std::net::SocketAddr) -> Vec<clawker_protocol::host::HostName> {
+    use clawker_protocol::host::HostName;
+    let mut names = vec![HostName::Ip(listen.ip())];
+    if listen.ip().is_loopback() {
+        names.push(HostName::Name("localhost".into()));
+    }
+    names
+}
+
+/// The loopback listener of a container end whose address is not known here.
+const LOOPBACK_ANY: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// The bearer token as sent, when there is exactly one well-formed one.
 fn presented_token(headers: &HeaderMap) -> Option<&str> {

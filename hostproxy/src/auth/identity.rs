@@ -19,6 +19,8 @@ pub enum Scope {
     Ssh,
     /// `ssh:SHA256:…`: only that key is listed and may sign.
     SshKey(String),
+    /// `gpg`: the tunnel's gpg-agent streams (to gpg-agent's restricted extra socket).
+    Gpg,
 }
 
 impl std::str::FromStr for Scope {
@@ -37,6 +39,7 @@ impl std::str::FromStr for Scope {
             "callback" => Ok(Self::Callback),
             "notify" => Ok(Self::Notify),
             "ssh" => Ok(Self::Ssh),
+            "gpg" => Ok(Self::Gpg),
             _ => match s.split_once(':') {
                 Some(("git", h)) => host(h).map(Self::Git),
                 Some(("git-store", h)) => host(h).map(Self::GitStore),
@@ -44,7 +47,7 @@ impl std::str::FromStr for Scope {
                     Ok(Self::SshKey(fp.to_string()))
                 }
                 _ => Err(format!(
-                    "unknown scope {s:?}: use open, callback, notify, git:HOST, git:*, git-store:HOST, ssh or ssh:SHA256:<fingerprint>"
+                    "unknown scope {s:?}: use open, callback, notify, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint> or gpg"
                 )),
             },
         }
@@ -61,6 +64,7 @@ impl std::fmt::Display for Scope {
             Self::GitStore(h) => write!(f, "git-store:{h}"),
             Self::Ssh => f.write_str("ssh"),
             Self::SshKey(k) => write!(f, "ssh:{k}"),
+            Self::Gpg => f.write_str("gpg"),
         }
     }
 }
@@ -118,6 +122,24 @@ impl Identity {
         self.has(|s| matches!(s, Scope::Ssh | Scope::SshKey(_)))
     }
 
+    /// Every key of the host agent (the tunnel's ssh-agent streams, which cannot filter the
+    /// agent's answers by key).
+    pub fn may_ssh_all(&self) -> bool {
+        self.has(|s| *s == Scope::Ssh)
+    }
+
+    pub fn may_gpg(&self) -> bool {
+        self.has(|s| *s == Scope::Gpg)
+    }
+
+    /// The scopes as their names (`None`: every scope, `*`).
+    pub fn scope_names(&self) -> Vec<String> {
+        match &self.scopes {
+            None => vec!["*".into()],
+            Some(s) => s.iter().map(ToString::to_string).collect(),
+        }
+    }
+
     /// `None`: every key; `Some(fps)`: only these fingerprints.
     pub fn ssh_keys(&self) -> Option<BTreeSet<String>> {
         let scopes = self.scopes.as_ref()?;
@@ -134,4 +156,14 @@ impl Identity {
                 .collect(),
         )
     }
+}
+
+/// What a connection that came through the tunnel carries into the gates, put there by the
+/// daemon's own stream server (never read from the request): who is at the other end, and
+/// the address the container end listens on (the only `Host` such a request may name).
+#[derive(Debug, Clone)]
+pub struct TunnelPeer {
+    pub identity: Identity,
+    /// `None`: not known here (`--via`): any port, on the loopback names.
+    pub listen: Option<std::net::SocketAddr>,
 }

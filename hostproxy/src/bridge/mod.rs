@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use clawker_bridge::{AgentFilter, InsertError, Out, Streams, pump, send, write_frames};
 use clawker_protocol::agent::{AgentPolicy, Verdict};
 use clawker_protocol::audit::AuditRecord;
-use clawker_protocol::bridge::{self, FrameType, SOCKET_GPG_AGENT, SOCKET_SSH_AGENT};
+use clawker_protocol::bridge::{self, FrameType, SOCKET_GPG_AGENT, SOCKET_HTTP, SOCKET_SSH_AGENT};
 use clawker_protocol::text::escape_bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -60,6 +60,30 @@ pub struct Targets {
     pub filter: AgentFilter,
     /// How a host socket is connected (a seam for tests; [`connect_unix`] otherwise).
     pub connect: Connector,
+    /// Serves the daemon's HTTP API on an `http` stream (the tunnel); `None`: such streams
+    /// are closed.
+    pub http: Option<HttpServer>,
+}
+
+/// Serves one `http` stream's host end (it spawns what it needs and returns).
+pub type HttpServer = std::sync::Arc<dyn Fn(tokio::io::DuplexStream) + Send + Sync>;
+
+/// What the container-side program wrote.
+#[derive(Debug)]
+pub enum ExecOutput {
+    Stdout(bytes::Bytes),
+    Stderr(bytes::Bytes),
+}
+
+impl From<LogOutput> for ExecOutput {
+    fn from(o: LogOutput) -> Self {
+        match o {
+            LogOutput::StdErr { message } => Self::Stderr(message),
+            LogOutput::StdOut { message }
+            | LogOutput::Console { message }
+            | LogOutput::StdIn { message } => Self::Stdout(message),
+        }
+    }
 }
 
 impl std::fmt::Debug for Targets {
@@ -81,10 +105,12 @@ pub fn connect_unix() -> Connector {
     std::sync::Arc::new(|path| Box::pin(async move { UnixStream::connect(path).await }))
 }
 
-/// The agent filter of `policy`, writing each decision to `audit` for `container`.
+/// The agent filter of `policy`, writing each decision to `audit` for `who` (an identity's
+/// name) in `container`.
 pub fn audited_filter(
     policy: AgentPolicy,
     audit: std::sync::Arc<crate::audit::Audit>,
+    who: String,
     container: String,
 ) -> AgentFilter {
     AgentFilter {
@@ -94,7 +120,7 @@ pub fn audited_filter(
             let allowed = verdict == Verdict::Forward;
             audit.write(&AuditRecord {
                 time: crate::util::now_rfc3339(),
-                token: "bridge".into(),
+                token: who.clone(),
                 container: Some(container.clone()),
                 route: "bridge:ssh-agent".into(),
                 action,
@@ -121,6 +147,9 @@ fn open_stream(
     streams: &Streams,
     out: &Out,
 ) -> Result<()> {
+    if kind == SOCKET_HTTP.as_bytes() {
+        return open_http(id, targets, streams, out);
+    }
     let (path, filter) = match kind {
         p if p == SOCKET_SSH_AGENT.as_bytes() => {
             (targets.ssh.clone(), Some(targets.filter.clone()))
@@ -157,15 +186,43 @@ fn open_stream(
     Ok(())
 }
 
+/// An `http` stream: its bytes go to the daemon's router through an in-memory pipe.
+fn open_http(id: u32, targets: &Targets, streams: &Streams, out: &Out) -> Result<()> {
+    let (streams, out) = (streams.clone(), out.clone());
+    match (streams.insert(id), &targets.http) {
+        (Err(InsertError::Duplicate(id)), _) => {
+            bail!("the container opened stream {id} twice: a bridge protocol error")
+        }
+        (Ok(end), Some(serve)) => {
+            let (ours, theirs) = tokio::io::duplex(HTTP_PIPE_BYTES);
+            serve(theirs);
+            tokio::spawn(pump(ours, end, None, out, streams));
+        }
+        (Ok(_), None) => {
+            tokio::spawn(async move { streams.close_local(&out, id).await });
+        }
+        (Err(InsertError::Full), _) => {
+            tokio::spawn(async move { send(&out, FrameType::Close, id, &[]).await });
+        }
+    }
+    Ok(())
+}
+
+/// The in-memory pipe between an `http` stream and the router, each way.
+const HTTP_PIPE_BYTES: usize = 256 * 1024;
+
 /// Serves the bridge over an already started container-side program until its output ends.
-pub async fn serve_bridge<W>(
-    mut output: impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+/// `on_ready` runs once, when the container end says READY.
+pub async fn serve_bridge<W, E>(
+    mut output: impl futures_util::Stream<Item = Result<ExecOutput, E>> + Unpin,
     input: W,
     pubkey: Option<Vec<u8>>,
     targets: Targets,
+    mut on_ready: impl FnMut(),
 ) -> Result<()>
 where
     W: AsyncWrite + Unpin + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
     let (out, out_rx) = clawker_bridge::out_channel();
     let writer = tokio::spawn(write_frames(input, out_rx));
@@ -188,6 +245,7 @@ where
                 FrameType::Ready => {
                     ready = true;
                     tracing::info!("bridge ready");
+                    on_ready();
                 }
                 // Bytes from the container never reach the terminal raw.
                 FrameType::Error => bail!("the container side failed: {}", escape_bytes(&payload)),
@@ -209,13 +267,12 @@ where
         };
         match next {
             None => break,
-            Some(Ok(LogOutput::StdOut { message })) => buf.extend_from_slice(&message),
-            Some(Ok(LogOutput::StdErr { message })) => {
+            Some(Ok(ExecOutput::Stdout(message))) => buf.extend_from_slice(&message),
+            Some(Ok(ExecOutput::Stderr(message))) => {
                 for line in stderr_lines(&message) {
-                    eprintln!("container: {line}");
+                    tracing::warn!("container: {line}");
                 }
             }
-            Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e).context("the exec stream failed"),
         }
     }
@@ -260,7 +317,7 @@ fn stderr_lines(message: &[u8]) -> Vec<String> {
 }
 
 /// `gpg --export` on the host: the public keys (empty when there are none or gpg is absent).
-async fn gpg_export() -> Vec<u8> {
+pub async fn gpg_export() -> Vec<u8> {
     match tokio::process::Command::new("gpg")
         .args(["--batch", "--export"])
         .stderr(std::process::Stdio::null())
@@ -273,7 +330,7 @@ async fn gpg_export() -> Vec<u8> {
 }
 
 /// gpg-agent's restricted socket for remote use.
-async fn gpg_extra_socket() -> Option<PathBuf> {
+pub async fn gpg_extra_socket() -> Option<PathBuf> {
     let o = tokio::process::Command::new("gpgconf")
         .args(["--list-dirs", "agent-extra-socket"])
         .output()
@@ -394,12 +451,13 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
     let audit_path = state.audit_file();
     let audit = crate::audit::Audit::open(&audit_path)
         .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
-    let filter = audited_filter(policy, std::sync::Arc::new(audit), id.clone());
+    let filter = audited_filter(policy, std::sync::Arc::new(audit), "bridge".into(), id.clone());
     let targets = Targets {
         ssh,
         gpg,
         filter,
         connect: connect_unix(),
+        http: None,
     };
     let ended = container_end(|| {
         docker
@@ -418,7 +476,7 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
             .boxed()
     });
     tokio::select! {
-        r = serve_bridge(output, input, pubkey, targets) => r?,
+        r = serve_bridge(output.map(|o| o.map(ExecOutput::from)), input, pubkey, targets, || {}) => r?,
         () = ended => tracing::info!("container stopped: bridge ends"),
     }
     Ok(ExitCode::SUCCESS)

@@ -17,13 +17,13 @@ use super::*;
 /// What the container side "writes": frames on its stdout, ended by dropping the sender.
 fn container() -> (
     mpsc::UnboundedSender<Bytes>,
-    impl futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+    impl futures_util::Stream<Item = Result<ExecOutput, std::io::Error>> + Unpin,
 ) {
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
-            .map(|message| (Ok(LogOutput::StdOut { message }), rx))
+            .map(|message| (Ok(ExecOutput::Stdout(message)), rx))
     })
     .boxed();
     (tx, stream)
@@ -40,7 +40,7 @@ fn start(
 ) {
     let (tx, output) = container();
     let (host_side, container_side) = tokio::io::duplex(1 << 20);
-    let bridge = tokio::spawn(serve_bridge(output, host_side, None, targets));
+    let bridge = tokio::spawn(serve_bridge(output, host_side, None, targets, || {}));
     (tx, FrameReader::new(container_side), bridge)
 }
 
@@ -53,6 +53,7 @@ fn targets(ssh: Option<PathBuf>, gpg: Option<PathBuf>, connect: Connector) -> Ta
             on_decision: None,
         },
         connect,
+        http: None,
     }
 }
 

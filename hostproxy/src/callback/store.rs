@@ -133,6 +133,21 @@ impl SessionStore {
         }
     }
 
+    /// Removes every session `owner` registered (its identity ended); how many.
+    pub fn remove_owned_by(&self, owner: &str) -> usize {
+        let ids: Vec<String> = self
+            .lock()
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.owner == owner)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            self.remove(id);
+        }
+        ids.len()
+    }
+
     /// Creates a session, binds its port unless a session of ours already listens there,
     /// and arms its expiry. Returns the id.
     pub fn register(&self, reg: Registration) -> Result<(String, Arc<Session>), RegisterError> {

@@ -13,6 +13,7 @@ use clawker_protocol::env as envs;
 use hostproxy::auth::Scope;
 use hostproxy::config::parse_duration;
 
+mod attach;
 mod bridge;
 mod serve;
 mod token;
@@ -56,6 +57,12 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<TokenAction>,
     },
+    /// Ask the running daemon to attach a container (the tunnel), or list what is attached.
+    Attach(attach::AttachArgs),
+    /// Ask the running daemon to end an attachment.
+    Detach(attach::DetachArgs),
+    /// Print the `docker run` flags that wire a stock image to the tunnel.
+    RunFlags(attach::RunFlagsArgs),
     /// Bridge the host's ssh-agent and gpg-agent into a container over docker exec.
     Bridge(bridge::BridgeArgs),
     /// Check this host's setup and say how to fix what is missing.
@@ -105,6 +112,11 @@ pub struct ServeArgs {
     /// Also listen on the gateway address of Docker's bridge networks (native Linux Docker).
     #[arg(long)]
     pub listen_docker_bridge: bool,
+    /// Where the container tools are for images that lack them (`DIR/x86_64/`,
+    /// `DIR/aarch64/`, or the tools flat for this host's architecture). Default: the
+    /// checkout's target/dist.
+    #[arg(long, env = envs::TOOLS_DIR)]
+    pub tools_dir: Option<PathBuf>,
     /// Write the log to this file instead of stderr, rotated at 10 MiB with three old files
     /// kept (`hostproxy start` uses <state>/logs/hostproxy.log).
     #[arg(long)]
@@ -252,6 +264,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => {
             hostproxy::lifecycle::status(serve::port(&args.port, config)?, args.json)
         }
+        Command::Attach(args) => attach::attach(args),
+        Command::Detach(args) => attach::detach(args),
+        Command::RunFlags(args) => attach::run_flags(args),
         Command::Bridge(args) => {
             let policy = serve::settings(config)?.agent_policy;
             serve::runtime()?.block_on(hostproxy::bridge::run(args.into(), policy))

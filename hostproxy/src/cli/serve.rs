@@ -75,6 +75,9 @@ fn resolve_settings(args: &ServeArgs, file: &FileConfig) -> Result<Settings> {
             bail!("--notifier is empty: give a command such as notify-send");
         }
     }
+    if let Some(d) = &args.tools_dir {
+        s.attach.tools_dir = Some(d.clone());
+    }
     s.no_auth |= args.no_auth;
     s.listen_docker_bridge |= args.listen_docker_bridge;
     if args.idle_exit {

@@ -15,6 +15,7 @@ use crate::backends::{Backends, UnixAgent};
 use crate::config::Settings;
 use crate::server::{ServeLimits, serve};
 use crate::state::{PidFile, StateDir};
+use crate::tunnel::{self, HostAgents, Tunnels};
 
 mod banner;
 mod bind;
@@ -122,6 +123,22 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
             }
         });
     }
+    let tunnels = Tunnels::new(
+        state.clone(),
+        HostAgents::find().await,
+        settings.attach.clone(),
+        crate::docker::connect()
+            .map_err(|e| tracing::info!(error = %format!("{e:#}"), "no docker engine: only --via attaches"))
+            .ok(),
+        shutdown.clone(),
+    )?;
+    let control_path = state_dir.control_socket();
+    let control = tunnel::control::bind(&control_path)?;
+    {
+        let (tunnels, stop) = (tunnels.clone(), shutdown.clone());
+        tokio::spawn(async move { tunnel::control::serve(control, &control_path, tunnels, stop).await });
+    }
+    tokio::spawn(tunnels.discover());
     if banner {
         banner::print_banner(&settings, &bound, &state_dir);
     }

@@ -93,6 +93,16 @@ impl StateDir {
         self.root.join("tokens.json")
     }
 
+    /// The control socket (`attach`, `detach`; SPEC.md 6.1).
+    pub fn control_socket(&self) -> PathBuf {
+        self.root.join("hostproxy.sock")
+    }
+
+    /// Callback sessions kept across a restart.
+    pub fn sessions_file(&self) -> PathBuf {
+        self.root.join("sessions.json")
+    }
+
     pub fn bridges_dir(&self) -> PathBuf {
         self.root.join("bridges")
     }

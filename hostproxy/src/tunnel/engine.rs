@@ -1,0 +1,309 @@
+//! Where an attachment's container end runs, behind one trait: a Docker container through
+//! bollard (local or remote engine), or any command that speaks the bridge on its stdio
+//! (`--via 'kubectl exec -i POD -- clawker-socket-server'`).
+//!
+//! A native Kubernetes engine fits the same trait: `start` is an exec over the API's
+//! WebSocket (kube-rs `AttachParams` with stdin and stdout), `alive` reads the pod's phase;
+//! discovery lists pods by label instead of containers (ARCHITECTURE.md).
+
+use std::pin::Pin;
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail};
+use bollard::Docker;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use bollard::query_parameters::ContainerArchiveInfoOptionsBuilder;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::io::AsyncWrite;
+
+use super::tools::Tools;
+use crate::bridge::ExecOutput;
+use clawker_protocol::tunnel;
+
+/// A started container end: what it writes, where to write to it, and what keeps it alive.
+pub struct Exec {
+    pub output: BoxStream<'static, Result<ExecOutput, std::io::Error>>,
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Dropped with the exec: a `--via` child is killed.
+    pub guard: Option<tokio::process::Child>,
+}
+
+impl std::fmt::Debug for Exec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exec").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for DockerTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerTarget")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("arch", &self.arch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One attachment's target.
+pub trait Engine: Send + Sync + 'static {
+    /// Starts the container end; `sockets` is its `CLAWKER_REMOTE_SOCKETS` (`None`: the
+    /// tunnel's defaults).
+    fn start<'a>(&'a self, sockets: Option<&'a str>) -> BoxFuture<'a, Result<Exec>>;
+    /// Whether there is still something to attach to (a stopped container is gone; a
+    /// `--via` command is tried again until it is detached).
+    fn alive(&self) -> BoxFuture<'_, bool>;
+}
+
+/// A container on a Docker engine.
+pub struct DockerTarget {
+    docker: Docker,
+    pub id: String,
+    pub name: String,
+    pub labels: std::collections::HashMap<String, String>,
+    /// The container's environment (`KEY=value`), for the default sockets.
+    pub env: Vec<String>,
+    /// `x86_64` or `aarch64`.
+    arch: String,
+    tools: Tools,
+    /// The program found or copied at the first start.
+    program: tokio::sync::Mutex<Option<String>>,
+}
+
+/// The architecture names of `dist`, from Docker's.
+fn arch_of(docker_arch: &str) -> Option<&'static str> {
+    match docker_arch {
+        "amd64" | "x86_64" => Some("x86_64"),
+        "arm64" | "aarch64" => Some("aarch64"),
+        _ => None,
+    }
+}
+
+impl DockerTarget {
+    /// Looks the container up; it must be running.
+    pub async fn inspect(docker: Docker, container: &str, tools: Tools) -> Result<Self> {
+        let info = docker
+            .inspect_container(container, None)
+            .await
+            .with_context(|| format!("no container {container:?}"))?;
+        if !info.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+            bail!("container {container:?} is not running");
+        }
+        let id = info.id.clone().context("docker named no container id")?;
+        let name = info
+            .name
+            .as_deref()
+            .map(|n| n.trim_start_matches('/').to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| id.chars().take(12).collect());
+        let config = info.config.unwrap_or_default();
+        let image_arch = match &info.image {
+            Some(img) => docker
+                .inspect_image(img)
+                .await
+                .ok()
+                .and_then(|i| i.architecture),
+            None => None,
+        };
+        let arch = image_arch
+            .as_deref()
+            .and_then(arch_of)
+            .unwrap_or(std::env::consts::ARCH)
+            .to_string();
+        Ok(Self {
+            docker,
+            id,
+            name,
+            labels: config.labels.unwrap_or_default(),
+            env: config.env.unwrap_or_default(),
+            arch,
+            tools,
+            program: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// A variable of the container's environment.
+    pub fn env_var(&self, key: &str) -> Option<String> {
+        self.env.iter().find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    async fn exists(&self, path: &str) -> bool {
+        self.docker
+            .get_container_archive_info(
+                &self.id,
+                Some(ContainerArchiveInfoOptionsBuilder::new().path(path).build()),
+            )
+            .await
+            .is_ok()
+    }
+
+    /// `clawker-socket-server` on the image's `PATH`, else our copy in
+    /// `/tmp/.hostproxy/bin` (copied now when it is not there yet).
+    async fn program(&self) -> Result<String> {
+        let mut cached = self.program.lock().await;
+        if let Some(p) = cached.as_ref() {
+            return Ok(p.clone());
+        }
+        let path = self
+            .env_var("PATH")
+            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let mut found = None;
+        for dir in path.split(':').filter(|d| d.starts_with('/')) {
+            let candidate = format!("{}/{}", dir.trim_end_matches('/'), tunnel::SOCKET_SERVER);
+            if self.exists(&candidate).await {
+                found = Some(candidate);
+                break;
+            }
+        }
+        let copied = format!("{}/{}", tunnel::CONTAINER_BIN_DIR, tunnel::SOCKET_SERVER);
+        let program = match found {
+            Some(p) => p,
+            None if self.exists(&copied).await => copied,
+            None => {
+                let archive = self.tools.archive(&self.arch)?;
+                self.docker
+                    .upload_to_container(
+                        &self.id,
+                        Some(
+                            bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+                                .path("/")
+                                .build(),
+                        ),
+                        bollard::body_full(archive.into()),
+                    )
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot copy the container tools into {} ({})",
+                            tunnel::CONTAINER_BIN_DIR,
+                            self.name
+                        )
+                    })?;
+                tracing::info!(container = %self.name, arch = %self.arch, "copied the container tools into {}", tunnel::CONTAINER_BIN_DIR);
+                copied
+            }
+        };
+        *cached = Some(program.clone());
+        Ok(program)
+    }
+}
+
+impl Engine for DockerTarget {
+    fn start<'a>(&'a self, sockets: Option<&'a str>) -> BoxFuture<'a, Result<Exec>> {
+        Box::pin(async move {
+            let program = self.program().await?;
+            let sockets = match sockets {
+                Some(s) => s.to_string(),
+                None => serde_json::to_string(&tunnel::default_sockets(|k| self.env_var(k)))?,
+            };
+            let exec = self
+                .docker
+                .create_exec(
+                    &self.id,
+                    ExecConfig {
+                        attach_stdin: Some(true),
+                        attach_stdout: Some(true),
+                        attach_stderr: Some(true),
+                        tty: Some(false),
+                        cmd: Some(vec![program]),
+                        env: Some(vec![format!(
+                            "{}={sockets}",
+                            clawker_protocol::env::REMOTE_SOCKETS
+                        )]),
+                        ..ExecConfig::default()
+                    },
+                )
+                .await
+                .context("cannot create the exec in the container")?;
+            let started = self
+                .docker
+                .start_exec(
+                    &exec.id,
+                    Some(StartExecOptions {
+                        detach: false,
+                        tty: false,
+                        output_capacity: None,
+                    }),
+                )
+                .await
+                .context("cannot start clawker-socket-server in the container")?;
+            let StartExecResults::Attached { output, input } = started else {
+                bail!("docker did not attach to the exec");
+            };
+            Ok(Exec {
+                output: output
+                    .map_ok(ExecOutput::from)
+                    .map_err(std::io::Error::other)
+                    .boxed(),
+                input,
+                guard: None,
+            })
+        })
+    }
+
+    fn alive(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            match self.docker.inspect_container(&self.id, None).await {
+                Ok(i) => i.state.and_then(|s| s.running).unwrap_or(false),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                }) => false,
+                // The engine's hiccup is not the container's end.
+                Err(_) => true,
+            }
+        })
+    }
+}
+
+/// A command that runs the container end with its stdin and stdout as the bridge.
+#[derive(Debug)]
+pub struct ViaTarget {
+    pub argv: Vec<String>,
+}
+
+impl Engine for ViaTarget {
+    fn start<'a>(&'a self, sockets: Option<&'a str>) -> BoxFuture<'a, Result<Exec>> {
+        Box::pin(async move {
+            let (program, args) = self.argv.split_first().context("--via names no command")?;
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            // Only named sockets travel this way (`docker exec -e CLAWKER_REMOTE_SOCKETS`
+            // passes it on); otherwise the container end uses its own defaults.
+            match sockets {
+                Some(s) => cmd.env(clawker_protocol::env::REMOTE_SOCKETS, s),
+                None => cmd.env_remove(clawker_protocol::env::REMOTE_SOCKETS),
+            };
+            let mut child = cmd
+                .spawn()
+                .with_context(|| format!("cannot run the --via command {program:?}"))?;
+            let stdout = child.stdout.take().context("no stdout")?;
+            let stderr = child.stderr.take().context("no stderr")?;
+            let input = child.stdin.take().context("no stdin")?;
+            let out = tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024)
+                .map_ok(ExecOutput::Stdout);
+            let err = tokio_util::io::ReaderStream::new(stderr).map_ok(ExecOutput::Stderr);
+            // Both end when the command exits.
+            let output = futures_util::stream::select(out, err);
+            Ok(Exec {
+                output: output.boxed(),
+                input: Box::pin(input),
+                guard: Some(child),
+            })
+        })
+    }
+
+    fn alive(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { true })
+    }
+}

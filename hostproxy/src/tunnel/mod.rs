@@ -1,0 +1,527 @@
+//! The tunnel (SPEC.md 6.1, 6.2): the daemon attaches containers over their engine's exec
+//! stream and serves its whole API, the SSH agent and gpg-agent on the streams the
+//! container end opens, with the container's identity.
+//!
+//! [`Tunnels`] holds the attachments by name. Each runs one task: start the container end
+//! (an [`Engine`]), serve the bridge until it ends, start it again while the target is
+//! alive (0.2 s, doubling to 5 s; back to 0.2 s once it had been serving), and when it is
+//! over — the container stopped, or `detach` — end its identity: its callback sessions are
+//! deleted, its streams and their HTTP connections closed. [`Tunnels::discover`] attaches
+//! every running container with the attach label, at start and on Docker's `start`
+//! events. Requests to attach and detach come only through the control socket
+//! ([`control`]), never over TCP.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bollard::Docker;
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use clawker_protocol::tunnel::{AttachmentInfo, RemoteSocket, default_sockets};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::AppState;
+use crate::auth::{Identity, Scope, TunnelPeer};
+use crate::bridge::{Targets, audited_filter, connect_unix, serve_bridge};
+use crate::config::AttachSettings;
+use crate::server::ServeLimits;
+
+pub mod control;
+pub mod engine;
+pub mod tools;
+
+pub use engine::{DockerTarget, Engine, ViaTarget};
+pub use tools::Tools;
+
+/// What to attach (the control socket's request, resolved).
+#[derive(Debug, Clone)]
+pub enum Target {
+    Container(String),
+    Via { argv: Vec<String>, name: String },
+}
+
+/// The host's agents, found once at start.
+#[derive(Debug, Clone, Default)]
+pub struct HostAgents {
+    pub ssh: Option<PathBuf>,
+    pub gpg: Option<PathBuf>,
+    /// `gpg --export`; empty when the host has no keys.
+    pub pubkey: Vec<u8>,
+}
+
+impl HostAgents {
+    /// `SSH_AUTH_SOCK`, gpg-agent's extra socket and the public keys of this host.
+    pub async fn find() -> Self {
+        Self {
+            ssh: std::env::var_os(clawker_protocol::env::SSH_AUTH_SOCK)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            gpg: crate::bridge::gpg_extra_socket().await,
+            pubkey: crate::bridge::gpg_export().await,
+        }
+    }
+}
+
+struct Entry {
+    info: AttachmentInfo,
+    cancel: CancellationToken,
+    /// Tells this attachment from a later one of the same name.
+    generation: u64,
+}
+
+struct Inner {
+    state: AppState,
+    api: axum::Router,
+    agents: HostAgents,
+    settings: AttachSettings,
+    tools: Tools,
+    docker: Option<Docker>,
+    entries: Mutex<HashMap<String, Entry>>,
+    next_generation: std::sync::atomic::AtomicU64,
+    shutdown: CancellationToken,
+}
+
+/// Every attachment of this daemon.
+#[derive(Clone)]
+pub struct Tunnels(Arc<Inner>);
+
+impl std::fmt::Debug for Tunnels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnels").finish_non_exhaustive()
+    }
+}
+
+/// Parses scope names; every one must be valid.
+fn parse_scopes(names: &[String]) -> Result<BTreeSet<Scope>> {
+    names
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<Scope>().map_err(anyhow::Error::msg))
+        .collect()
+}
+
+/// A name safe to show and to use as an identity: what Docker allows in container names.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        bail!("{name:?} is not a name (letters, digits, '-', '_' and '.', at most 128)");
+    }
+    Ok(())
+}
+
+impl Tunnels {
+    pub fn new(
+        state: AppState,
+        agents: HostAgents,
+        settings: AttachSettings,
+        docker: Option<Docker>,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
+        parse_scopes(&settings.scopes).context("attach.scopes")?;
+        let api = crate::api::router(state.clone());
+        Ok(Self(Arc::new(Inner {
+            state,
+            api,
+            agents,
+            tools: Tools {
+                dir: settings.tools_dir.clone(),
+            },
+            settings,
+            docker,
+            entries: Mutex::new(HashMap::new()),
+            next_generation: std::sync::atomic::AtomicU64::new(1),
+            shutdown,
+        })))
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.0.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every attachment, by name.
+    pub fn list(&self) -> Vec<AttachmentInfo> {
+        let mut v: Vec<_> = self.entries().values().map(|e| e.info.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Ends an attachment; `false` when there is none of that name.
+    pub fn detach(&self, name: &str) -> bool {
+        match self.entries().get(name) {
+            Some(e) => {
+                e.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn docker(&self) -> Result<&Docker> {
+        self.0
+            .docker
+            .as_ref()
+            .context("no docker engine: attach a container with --via instead")
+    }
+
+    /// Attaches `target` with `allow` (empty: the label, then `attach.scopes`) and
+    /// `sockets` (empty: the defaults). Attaching what is already attached answers the
+    /// attachment that exists.
+    pub async fn attach(
+        &self,
+        target: Target,
+        allow: &[String],
+        sockets: &[RemoteSocket],
+    ) -> Result<AttachmentInfo> {
+        let allow = parse_scopes(allow)?;
+        let (engine, name, identity_name, container, listen, default_scopes, engine_name, shown): (
+            Arc<dyn Engine>,
+            _,
+            _,
+            _,
+            _,
+            _,
+            _,
+            _,
+        ) = match target {
+            Target::Container(c) => {
+                let t = DockerTarget::inspect(self.docker()?.clone(), &c, self.0.tools.clone())
+                    .await?;
+                let env = |k: &str| t.env_var(k);
+                let listen = listen_of(sockets).or_else(|| listen_of(&default_sockets(env)));
+                let label_scopes = t
+                    .labels
+                    .get(clawker_protocol::tunnel::SCOPES_LABEL)
+                    .map(|l| parse_scopes(&l.split(',').map(str::to_string).collect::<Vec<_>>()))
+                    .transpose()
+                    .with_context(|| {
+                        format!("label {}", clawker_protocol::tunnel::SCOPES_LABEL)
+                    })?;
+                let (name, id) = (t.name.clone(), t.id.clone());
+                check_name(&name)?;
+                (
+                    Arc::new(t) as Arc<dyn Engine>,
+                    name.clone(),
+                    format!("container:{name}"),
+                    Some(id.clone()),
+                    listen,
+                    label_scopes,
+                    "docker",
+                    id,
+                )
+            }
+            Target::Via { argv, name } => {
+                check_name(&name)?;
+                if argv.is_empty() {
+                    bail!("--via names no command");
+                }
+                let shown = argv.join(" ");
+                (
+                    Arc::new(ViaTarget { argv }) as Arc<dyn Engine>,
+                    name.clone(),
+                    format!("via:{name}"),
+                    None,
+                    listen_of(sockets),
+                    None,
+                    "via",
+                    shown,
+                )
+            }
+        };
+        let scopes = if !allow.is_empty() {
+            allow
+        } else if let Some(s) = default_scopes {
+            s
+        } else {
+            parse_scopes(&self.0.settings.scopes)?
+        };
+        let identity = Identity {
+            name: identity_name,
+            scopes: Some(scopes),
+            container,
+        };
+        let cancel = self.0.shutdown.child_token();
+        let generation = self
+            .0
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let info = AttachmentInfo {
+            name: name.clone(),
+            identity: identity.name.clone(),
+            engine: engine_name.into(),
+            target: shown,
+            state: "attaching".into(),
+            scopes: identity.scope_names(),
+            restarts: 0,
+            since: crate::util::now_rfc3339(),
+        };
+        {
+            let mut entries = self.entries();
+            if let Some(e) = entries.get(&name) {
+                return Ok(e.info.clone());
+            }
+            entries.insert(
+                name.clone(),
+                Entry {
+                    info: info.clone(),
+                    cancel: cancel.clone(),
+                    generation,
+                },
+            );
+        }
+        self.0.state.audit.record(
+            &identity.name,
+            "control:attach",
+            "attach",
+            None,
+            None,
+            true,
+            None,
+        );
+        let sockets = (!sockets.is_empty())
+            .then(|| serde_json::to_string(sockets))
+            .transpose()?;
+        let run = Attachment {
+            tunnels: self.clone(),
+            engine,
+            identity,
+            listen,
+            sockets,
+            cancel,
+            name,
+            generation,
+            via: engine_name == "via",
+        };
+        tokio::spawn(run.run());
+        Ok(info)
+    }
+
+    fn set_state(&self, name: &str, generation: u64, state: &str, restart: bool) {
+        if let Some(e) = self.entries().get_mut(name)
+            && e.generation == generation
+        {
+            e.info.state = state.into();
+            if restart {
+                e.info.restarts += 1;
+            }
+        }
+    }
+
+    /// Attaches every running container with the attach label, now and whenever one
+    /// starts, until the daemon stops. Docker's event stream is subscribed again after an
+    /// error (0.2 s, doubling to 30 s), and the running ones listed again each time.
+    pub async fn discover(self) {
+        if !self.0.settings.enabled {
+            return;
+        }
+        let Some(docker) = self.0.docker.clone() else {
+            return;
+        };
+        let (k, v) = &self.0.settings.label;
+        let label = format!("{k}={v}");
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let filters = HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                ("event".to_string(), vec!["start".to_string()]),
+                ("label".to_string(), vec![label.clone()]),
+            ]);
+            let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
+            let listed = docker
+                .list_containers(Some(
+                    ListContainersOptionsBuilder::new()
+                        .filters(&HashMap::from([("label".to_string(), vec![label.clone()])]))
+                        .build(),
+                ))
+                .await;
+            match listed {
+                Ok(list) => {
+                    backoff = Duration::from_millis(200);
+                    for c in list {
+                        if let Some(id) = c.id {
+                            self.attach_in_background(id);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot list containers to attach"),
+            }
+            loop {
+                tokio::select! {
+                    () = self.0.shutdown.cancelled() => return,
+                    ev = events.next() => match ev {
+                        Some(Ok(ev)) => {
+                            if let Some(id) = ev.actor.and_then(|a| a.id) {
+                                self.attach_in_background(id);
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "docker's event stream failed");
+                            break;
+                        }
+                        None => break,
+                    },
+                }
+            }
+            tokio::select! {
+                () = self.0.shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    fn attach_in_background(&self, id: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.attach(Target::Container(id.clone()), &[], &[]).await {
+                tracing::warn!(container = %id, error = %format!("{e:#}"), "cannot attach the container");
+            }
+        });
+    }
+}
+
+/// The `http` socket's address among `sockets`.
+fn listen_of(sockets: &[RemoteSocket]) -> Option<std::net::SocketAddr> {
+    sockets.iter().find_map(|s| match s {
+        RemoteSocket::Http { listen } => listen.parse().ok(),
+        _ => None,
+    })
+}
+
+/// One attachment's life.
+struct Attachment {
+    tunnels: Tunnels,
+    engine: Arc<dyn Engine>,
+    identity: Identity,
+    /// The container end's HTTP listener, for the `Host` gate (`None`: the container's
+    /// defaults are unknown here, as with `--via`; any port on the loopback names).
+    listen: Option<std::net::SocketAddr>,
+    sockets: Option<String>,
+    cancel: CancellationToken,
+    name: String,
+    generation: u64,
+    via: bool,
+}
+
+/// `--via` commands that fail this many times in a row without serving are given up.
+const VIA_GIVE_UP: u32 = 10;
+
+impl Attachment {
+    async fn run(self) {
+        let mut backoff = Duration::from_millis(200);
+        let mut failures = 0u32;
+        loop {
+            let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let started = Instant::now();
+            let result = tokio::select! {
+                () = self.cancel.cancelled() => break,
+                r = self.serve_once(ready.clone()) => r,
+            };
+            let served = ready.load(std::sync::atomic::Ordering::SeqCst);
+            match &result {
+                Ok(()) => tracing::info!(identity = %self.identity.name, secs = started.elapsed().as_secs(), "the container end ended"),
+                Err(e) => tracing::warn!(identity = %self.identity.name, error = %format!("{e:#}"), "the tunnel failed"),
+            }
+            if self.cancel.is_cancelled() || !self.engine.alive().await {
+                break;
+            }
+            if served {
+                backoff = Duration::from_millis(200);
+                failures = 0;
+            } else {
+                failures += 1;
+                if self.via && failures >= VIA_GIVE_UP {
+                    tracing::warn!(identity = %self.identity.name, "the --via command failed {VIA_GIVE_UP} times in a row: detached");
+                    break;
+                }
+            }
+            self.tunnels
+                .set_state(&self.name, self.generation, "retrying", true);
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        self.end();
+    }
+
+    /// Its identity ends: sessions deleted, listeners closed, the entry gone.
+    fn end(&self) {
+        self.cancel.cancel();
+        let removed = self
+            .tunnels
+            .0
+            .state
+            .sessions
+            .remove_owned_by(&self.identity.name);
+        {
+            let mut entries = self.tunnels.entries();
+            if entries
+                .get(&self.name)
+                .is_some_and(|e| e.generation == self.generation)
+            {
+                entries.remove(&self.name);
+            }
+        }
+        self.tunnels.0.state.audit.record(
+            &self.identity.name,
+            "control:detach",
+            "detach",
+            None,
+            None,
+            true,
+            (removed > 0).then(|| format!("{removed} callback session(s) deleted")),
+        );
+        tracing::info!(identity = %self.identity.name, "detached");
+    }
+
+    async fn serve_once(&self, ready: Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
+        let inner = &self.tunnels.0;
+        let exec = self.engine.start(self.sockets.as_deref()).await?;
+        let peer = TunnelPeer {
+            identity: self.identity.clone(),
+            listen: self.listen,
+        };
+        let app = inner.api.clone().layer(axum::Extension(peer));
+        let (stop, limits) = (self.cancel.clone(), ServeLimits::default());
+        let http: crate::bridge::HttpServer = Arc::new(move |io| {
+            let (app, stop, limits) = (app.clone(), stop.clone(), limits.clone());
+            tokio::spawn(async move { crate::server::serve_one(io, app, &limits, stop).await });
+        });
+        let may_gpg = self.identity.may_gpg();
+        let targets = Targets {
+            ssh: inner.agents.ssh.clone().filter(|_| self.identity.may_ssh_all()),
+            gpg: inner.agents.gpg.clone().filter(|_| may_gpg),
+            filter: audited_filter(
+                inner.state.settings.agent_policy.clone(),
+                Arc::new(inner.state.audit.clone()),
+                self.identity.name.clone(),
+                self.identity.container.clone().unwrap_or_else(|| self.name.clone()),
+            ),
+            connect: connect_unix(),
+            http: Some(http),
+        };
+        // PUBKEY always goes first: a container end that serves gpg-agent waits for it, and
+        // one that does not ignores it (empty without the gpg scope or host keys).
+        let pubkey = if may_gpg {
+            inner.agents.pubkey.clone()
+        } else {
+            Vec::new()
+        };
+        let (tunnels, name, generation) = (self.tunnels.clone(), self.name.clone(), self.generation);
+        let _guard = exec.guard;
+        serve_bridge(exec.output, exec.input, Some(pubkey), targets, move || {
+            ready.store(true, std::sync::atomic::Ordering::SeqCst);
+            tunnels.set_state(&name, generation, "serving", false);
+        })
+        .await
+    }
+}

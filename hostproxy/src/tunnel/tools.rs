@@ -1,0 +1,142 @@
+//! The container tools the daemon copies into an image that lacks them: where it finds
+//! them on the host, and the tar archive it uploads (`/tmp/.hostproxy/bin/`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clawker_protocol::tunnel::{CONTAINER_TOOLS, SOCKET_SERVER};
+
+/// Where the tools are looked for, in order.
+#[derive(Debug, Clone, Default)]
+pub struct Tools {
+    /// `--tools-dir` / `CLAWKER_HOST_PROXY_TOOLS_DIR` / `attach.tools_dir`.
+    pub dir: Option<PathBuf>,
+}
+
+/// A `cargo xtask dist` output beside this build, when it runs from a checkout.
+fn checkout_dist() -> Option<PathBuf> {
+    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dist");
+    dist.is_dir().then_some(dist)
+}
+
+impl Tools {
+    /// The folder holding the tools for `arch` (`x86_64`, `aarch64`): `DIR/<arch>/`, or
+    /// `DIR` itself for the host's own architecture; first the configured folder, then the
+    /// checkout's `target/dist`.
+    pub fn dir_for(&self, arch: &str) -> Result<PathBuf> {
+        let roots: Vec<PathBuf> = self.dir.iter().cloned().chain(checkout_dist()).collect();
+        for root in &roots {
+            let mut candidates = vec![root.join(arch)];
+            if arch == std::env::consts::ARCH {
+                candidates.push(root.clone());
+            }
+            if let Some(found) = candidates
+                .into_iter()
+                .find(|c| c.join(SOCKET_SERVER).is_file())
+            {
+                return Ok(found);
+            }
+        }
+        bail!(
+            "the container has no {SOCKET_SERVER} and no {arch} container tools were found{}: build them with `cargo xtask dist` or name their folder with --tools-dir (or {})",
+            if roots.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " in {}",
+                    roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            clawker_protocol::env::TOOLS_DIR
+        )
+    }
+
+    /// A tar archive, to be unpacked at `/`, of `tmp/.hostproxy/bin/` with every tool
+    /// found for `arch` (mode 0755; `/tmp/.hostproxy` is sticky and world-writable like
+    /// `/tmp`, so a container user that is not root can make its sockets there).
+    pub fn archive(&self, arch: &str) -> Result<Vec<u8>> {
+        let dir = self.dir_for(arch)?;
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut add_dir = |path: &str, mode: u32| -> std::io::Result<()> {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(mode);
+            h.set_size(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            tar.append_data(&mut h, path, std::io::empty())
+        };
+        add_dir("tmp/", 0o1777)?;
+        add_dir("tmp/.hostproxy/", 0o1777)?;
+        add_dir("tmp/.hostproxy/bin/", 0o755)?;
+        for tool in CONTAINER_TOOLS {
+            let path = dir.join(tool);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tool != SOCKET_SERVER => {
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            };
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o755);
+            h.set_size(bytes.len() as u64);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            tar.append_data(&mut h, format!("tmp/.hostproxy/bin/{tool}"), bytes.as_slice())?;
+        }
+        Ok(tar.into_inner()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_per_arch_then_flat_and_archives_what_it_found() {
+        let d = tempfile::tempdir().unwrap();
+        let arm = d.path().join("aarch64");
+        std::fs::create_dir(&arm).unwrap();
+        std::fs::write(arm.join(SOCKET_SERVER), b"arm").unwrap();
+        std::fs::write(arm.join("host-open"), b"open").unwrap();
+        std::fs::write(d.path().join(SOCKET_SERVER), b"flat").unwrap();
+        let t = Tools {
+            dir: Some(d.path().to_path_buf()),
+        };
+        assert_eq!(t.dir_for("aarch64").unwrap(), arm);
+        if std::env::consts::ARCH == "x86_64" {
+            assert_eq!(t.dir_for("x86_64").unwrap(), d.path());
+        }
+        let archive = t.archive("aarch64").unwrap();
+        let mut names = Vec::new();
+        for e in tar::Archive::new(archive.as_slice()).entries().unwrap() {
+            let e = e.unwrap();
+            names.push((
+                e.path().unwrap().display().to_string(),
+                e.header().mode().unwrap(),
+            ));
+        }
+        assert!(names.contains(&("tmp/.hostproxy/".into(), 0o1777)), "{names:?}");
+        assert!(names.contains(&(format!("tmp/.hostproxy/bin/{SOCKET_SERVER}"), 0o755)));
+        assert!(names.contains(&("tmp/.hostproxy/bin/host-open".into(), 0o755)));
+        assert_eq!(names.len(), 5, "{names:?}");
+    }
+
+    #[test]
+    fn no_tools_names_the_fix() {
+        let d = tempfile::tempdir().unwrap();
+        let t = Tools {
+            dir: Some(d.path().to_path_buf()),
+        };
+        let e = format!("{:#}", t.dir_for("riscv64").unwrap_err());
+        assert!(e.contains("cargo xtask dist") && e.contains("--tools-dir"), "{e}");
+    }
+}
