@@ -4,6 +4,7 @@
 //! A peer that is missing fails the test with what to install; nothing is skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -204,6 +205,33 @@ fn add_key(socket: &Path, path: &Path, comment: &str) {
     assert!(st.success());
 }
 
+impl Agent {
+    /// `ssh-keygen -Y verify -n git` on the host of `sig` over `msg` by this agent's key.
+    pub fn verify_git_signature(&self, msg: &str, sig: &str) -> Result<(), String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("msg"), msg).unwrap();
+        std::fs::write(dir.path().join("msg.sig"), sig).unwrap();
+        std::fs::write(
+            dir.path().join("allowed"),
+            format!("test@hostproxy namespaces=\"git\" {}", self.pubkey),
+        )
+        .unwrap();
+        let verify = Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-n", "git", "-I", "test@hostproxy", "-f"])
+            .arg(dir.path().join("allowed"))
+            .arg("-s")
+            .arg(dir.path().join("msg.sig"))
+            .stdin(std::fs::File::open(dir.path().join("msg")).unwrap())
+            .output()
+            .unwrap();
+        if verify.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&verify.stderr).into_owned())
+        }
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.pid.to_string()).status();
@@ -243,6 +271,9 @@ pub struct DaemonProc {
     pub token: String,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
+    /// The label this daemon attaches by (`--attach-label`): its own, so daemons of tests
+    /// running at once never attach each other's containers.
+    pub attach_label: String,
 }
 
 #[derive(Debug, Default)]
@@ -261,10 +292,13 @@ impl DaemonProc {
         let launcher = dir.path().join("launcher");
         recording_script(&launcher, &dir.path().join("launch.log"));
         let log = dir.path().join("daemon.log");
+        let attach_label = format!("dev.clawker.hostproxy.test={port}");
         let mut cmd = Command::new(bin("hostproxy"));
         cmd.arg("serve")
             .arg("--port")
             .arg(port.to_string())
+            .arg("--attach-label")
+            .arg(&attach_label)
             .arg("--browser")
             .arg(opts.browser.as_ref().unwrap_or(&launcher))
             .args(&opts.args)
@@ -288,6 +322,7 @@ impl DaemonProc {
             token: String::new(),
             dir,
             log,
+            attach_label,
         };
         d.wait_healthy();
         d.token = std::fs::read_to_string(d.dir.path().join("state/hostproxy.token"))
@@ -345,6 +380,67 @@ impl DaemonProc {
         .arg("-e")
         .arg(format!("CLAWKER_HOST_PROXY_TOKEN={}", self.token));
         c
+    }
+
+    /// `hostproxy ARGS…` against this daemon's state dir (its control socket).
+    pub fn hostproxy(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("hostproxy"));
+        c.args(args)
+            .env("CLAWKER_STATE_DIR", self.dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"));
+        c
+    }
+
+    /// `docker run -d` of a container for the tunnel: `--network none`, the host's `/usr`
+    /// read-only (git, ssh, gpg), and the flags `hostproxy run-flags --gpg` prints, with this
+    /// daemon's own attach label. Add the image and the command.
+    pub fn tunnel_run(&self) -> Command {
+        let out = self.hostproxy(&["run-flags", "--gpg", "--lines"]).output().unwrap();
+        assert!(out.status.success(), "run-flags failed");
+        let mut c = Command::new("docker");
+        c.args(["run", "-d", "--network", "none", "-v", "/usr:/usr:ro"]);
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let (flag, value) = line.split_once(' ').expect("a flag and its value");
+            let value = if value == "dev.clawker.hostproxy=attach" {
+                self.attach_label.as_str()
+            } else {
+                value
+            };
+            c.args([flag, value]);
+        }
+        c
+    }
+
+    /// `hostproxy attach --list --json` of this daemon.
+    pub fn attachments(&self) -> Vec<serde_json::Value> {
+        let out = self.hostproxy(&["attach", "--list", "--json"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "attach --list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Waits until the attachment `name` is serving; returns its `attach --list` entry.
+    pub fn wait_serving(&self, name: &str, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(a) = self
+                .attachments()
+                .into_iter()
+                .find(|a| a["name"] == name && a["state"] == "serving")
+            {
+                return a;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} was not attached in {within:?}: {:?}\n{}",
+                self.attachments(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Environment a container tool needs to reach this daemon from the host itself.
@@ -448,17 +544,148 @@ pub fn run_with_input(cmd: &mut Command, input: &str) -> (i32, String, String) {
     )
 }
 
+/// A container, removed on drop.
+#[derive(Debug)]
+pub struct Container(pub String);
+
+impl Container {
+    /// Runs `cmd` (a `docker run -d …`) and takes the container it printed.
+    pub fn start(cmd: &mut Command) -> Self {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// `sh -c SCRIPT` in the container with `env` (`KEY=value`): success, stdout, stderr.
+    pub fn exec(&self, env: &[&str], script: &str) -> (bool, String, String) {
+        let mut c = Command::new("docker");
+        c.arg("exec");
+        for e in env {
+            c.args(["-e", e]);
+        }
+        let out = c.args([&self.0, "sh", "-c", script]).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+/// A scratch GnuPG home with one signing key, `Bridge Test <bridge@example.com>`; its agent
+/// is stopped on drop.
+#[derive(Debug)]
+pub struct Gpg {
+    pub home: tempfile::TempDir,
+}
+
+impl Gpg {
+    pub fn new() -> Self {
+        require("gpg", "gnupg");
+        require("gpg-agent", "gpg-agent");
+        // Short path: agent socket paths are limited to ~100 bytes.
+        let home = tempfile::Builder::new()
+            .prefix("g")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let me = Self { home };
+        let st = me
+            .command()
+            .args([
+                "--batch",
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                "Bridge Test <bridge@example.com>",
+                "ed25519",
+                "sign",
+                "never",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        me
+    }
+
+    /// `gpg` with this home.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("gpg");
+        c.env("GNUPGHOME", self.home.path());
+        c
+    }
+
+    /// `gpg --decrypt` of an armored signed message on the host: (plain text, gpg's stderr).
+    pub fn verify(&self, signed: &str) -> (bool, String, String) {
+        let mut v = self
+            .command()
+            .args(["--batch", "--decrypt"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        v.stdin
+            .take()
+            .unwrap()
+            .write_all(signed.as_bytes())
+            .unwrap();
+        let v = v.wait_with_output().unwrap();
+        (
+            v.status.success(),
+            String::from_utf8_lossy(&v.stdout).into_owned(),
+            String::from_utf8_lossy(&v.stderr).into_owned(),
+        )
+    }
+}
+
+impl Default for Gpg {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--kill")
+            .arg("gpg-agent")
+            .env("GNUPGHOME", self.home.path())
+            .status();
+    }
+}
+
+/// `FROM scratch` with Debian's static busybox and nothing of ours: the tunnel copies the
+/// tools in.
+pub fn busybox_image() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| build_image("hostproxy-e2e-busybox:latest", true, false))
+}
+
 /// `FROM scratch` with nothing but the static tools: no libc, no shell, no CA store.
 pub fn tools_only_image() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
-    TAG.get_or_init(|| build_image("hostproxy-e2e-bare:latest", false))
+    TAG.get_or_init(|| build_image("hostproxy-e2e-bare:latest", false, true))
 }
 
 /// The test image: `FROM scratch` + Debian's static busybox (installed as /bin applets) +
 /// the static container tools. Built once per test process.
 pub fn test_image() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
-    TAG.get_or_init(|| build_image("hostproxy-e2e:latest", true))
+    TAG.get_or_init(|| build_image("hostproxy-e2e:latest", true, true))
 }
 
 /// Where `cargo xtask test` puts Debian's arm64 `busybox-static` (from its .deb).
@@ -559,7 +786,7 @@ pub fn arm64_image() -> &'static str {
     })
 }
 
-fn build_image(tag: &str, with_busybox: bool) -> String {
+fn build_image(tag: &str, with_busybox: bool, with_tools: bool) -> String {
     {
         require_docker();
         let ctx = tempfile::tempdir().unwrap();
@@ -579,7 +806,7 @@ fn build_image(tag: &str, with_busybox: bool) -> String {
             ));
         }
         let mut copies = String::new();
-        for name in TOOLS {
+        for name in TOOLS.iter().filter(|_| with_tools) {
             std::fs::copy(dist_dir().join(name), ctx.path().join(name)).unwrap();
             copies.push_str(&format!("COPY {name} /opt/clawker/bin/{name}\n"));
         }
@@ -602,9 +829,45 @@ fn build_image(tag: &str, with_busybox: bool) -> String {
     }
 }
 
+/// A tiny authorization server: any GET answers 302 to its `redirect_uri` with a code and
+/// the request's `state`, as an OAuth provider does after the user logs in. `{state}` in
+/// `code` is replaced by the request's state (a code per login).
+pub fn authorization_server(code: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut line = String::new();
+            if BufReader::new(&s).read_line(&mut line).is_err() {
+                continue;
+            }
+            let target = line.split(' ').nth(1).unwrap_or("/").to_string();
+            let url = reqwest::Url::parse(&format!("http://x{target}")).unwrap();
+            let param = |k: &str| {
+                url.query_pairs()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.into_owned())
+            };
+            let state = param("state").unwrap_or_default();
+            let reply = match param("redirect_uri") {
+                Some(r) => format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {r}?code={}&state={state}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    code.replace("{state}", &state)
+                ),
+                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string(),
+            };
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    port
+}
+
+
 /// A shell script for a busybox container: a CLI's stand-in login server (httpd on `port`,
-/// a CGI at `/cgi-bin/callback` that records `METHOD QUERY`), then `host-open LOGIN_URL` as
-/// the CLI's BROWSER, then what the server got (waiting up to a minute).
+/// a CGI at `/cgi-bin/callback` that records `METHOD QUERY`), then `$BROWSER LOGIN_URL`
+/// (default `host-open`), then what the server got (waiting up to a minute).
 pub fn login_script(port: u16, login_url: &str) -> String {
     format!(
         r#"set -e
@@ -612,7 +875,7 @@ mkdir -p /www/cgi-bin
 printf '#!/bin/sh\necho "$REQUEST_METHOD $QUERY_STRING" > /tmp/got\nprintf "Content-Type: text/plain\r\n\r\nok"\n' > /www/cgi-bin/callback
 chmod +x /www/cgi-bin/callback
 httpd -p {port} -h /www
-host-open '{login_url}'
+"${{BROWSER:-host-open}}" '{login_url}'
 i=0; while [ ! -s /tmp/got ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
 cat /tmp/got"#
     )

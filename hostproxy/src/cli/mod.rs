@@ -112,6 +112,13 @@ pub struct ServeArgs {
     /// Also listen on the gateway address of Docker's bridge networks (native Linux Docker).
     #[arg(long)]
     pub listen_docker_bridge: bool,
+    /// Attach running containers carrying this label (KEY=VALUE). Default:
+    /// dev.clawker.hostproxy=attach (config attach.label).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub attach_label: Option<String>,
+    /// Attach no container by its label (attach --container and --via still work).
+    #[arg(long)]
+    pub no_attach: bool,
     /// Where the container tools are for images that lack them (`DIR/x86_64/`,
     /// `DIR/aarch64/`, or the tools flat for this host's architecture). Default: the
     /// checkout's target/dist.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use hostproxy::config::{
-    FileConfig, Settings, default_config_path, split_command, watcher_from_file,
+    FileConfig, Settings, default_config_path, parse_label, split_command, watcher_from_file,
 };
 use hostproxy::daemon::Options;
 use hostproxy::state::StateDir;
@@ -74,6 +74,13 @@ fn resolve_settings(args: &ServeArgs, file: &FileConfig) -> Result<Settings> {
         if s.notifier.is_none() {
             bail!("--notifier is empty: give a command such as notify-send");
         }
+    }
+    if let Some(l) = &args.attach_label {
+        s.attach.label = parse_label(l)
+            .ok_or_else(|| anyhow::anyhow!("--attach-label {l:?} is not KEY=VALUE"))?;
+    }
+    if args.no_attach {
+        s.attach.enabled = false;
     }
     if let Some(d) = &args.tools_dir {
         s.attach.tools_dir = Some(d.clone());

@@ -6,83 +6,8 @@ use std::time::{Duration, Instant};
 
 use e2e::*;
 
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-    }
-}
-
 fn exec(c: &Container, script: &str) -> (bool, String, String) {
-    let out = Command::new("docker")
-        .args([
-            "exec",
-            "-e",
-            "SSH_AUTH_SOCK=/root/.ssh/agent.sock",
-            &c.0,
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-struct Gpg {
-    home: tempfile::TempDir,
-}
-
-impl Gpg {
-    fn new() -> Self {
-        require("gpg", "gnupg");
-        require("gpg-agent", "gpg-agent");
-        // Short path: agent socket paths are limited to ~100 bytes.
-        let home = tempfile::Builder::new()
-            .prefix("g")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let st = self::gpg(home.path())
-            .args([
-                "--batch",
-                "--passphrase",
-                "",
-                "--quick-gen-key",
-                "Bridge Test <bridge@example.com>",
-                "ed25519",
-                "sign",
-                "never",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        Self { home }
-    }
-}
-
-fn gpg(home: &std::path::Path) -> Command {
-    let mut c = Command::new("gpg");
-    c.env("GNUPGHOME", home);
-    c
-}
-
-impl Drop for Gpg {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .arg("--kill")
-            .arg("gpg-agent")
-            .env("GNUPGHOME", self.home.path())
-            .status();
-    }
+    c.exec(&["SSH_AUTH_SOCK=/root/.ssh/agent.sock"], script)
 }
 
 struct Bridge(Child);
@@ -181,27 +106,9 @@ fn ssh_and_gpg_work_inside_a_container_through_the_bridge() {
         ),
     );
     assert!(ok, "{err}");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("msg"), "signed in a container\n").unwrap();
-    std::fs::write(dir.path().join("msg.sig"), &sig).unwrap();
-    std::fs::write(
-        dir.path().join("allowed"),
-        format!("test@hostproxy namespaces=\"git\" {}", agent.pubkey),
-    )
-    .unwrap();
-    let verify = Command::new("ssh-keygen")
-        .args(["-Y", "verify", "-n", "git", "-I", "test@hostproxy", "-f"])
-        .arg(dir.path().join("allowed"))
-        .arg("-s")
-        .arg(dir.path().join("msg.sig"))
-        .stdin(std::fs::File::open(dir.path().join("msg")).unwrap())
-        .output()
+    agent
+        .verify_git_signature("signed in a container\n", &sig)
         .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
 
     // Removing keys through the bridge is refused; the host agent keeps its key.
     let (ok, _, _) = exec(&c, "ssh-add -D");
@@ -219,23 +126,10 @@ fn ssh_and_gpg_work_inside_a_container_through_the_bridge() {
         ok && signed.contains("BEGIN PGP MESSAGE"),
         "{signed}\n{err}"
     );
-    let mut v = gpg(gpg_home.home.path())
-        .args(["--batch", "--decrypt"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    v.stdin
-        .take()
-        .unwrap()
-        .write_all(signed.as_bytes())
-        .unwrap();
-    let v = v.wait_with_output().unwrap();
-    assert!(v.status.success());
-    assert_eq!(String::from_utf8_lossy(&v.stdout), "gpg in a container\n");
-    assert!(String::from_utf8_lossy(&v.stderr).contains("Good signature"));
+    let (ok, plain, err) = gpg_home.verify(&signed);
+    assert!(ok, "{err}");
+    assert_eq!(plain, "gpg in a container\n");
+    assert!(err.contains("Good signature"));
 
     // Every agent decision of the bridge is in the audit log, tied to the container.
     let audit = std::fs::read_to_string(state.path().join("logs/audit.jsonl")).unwrap();

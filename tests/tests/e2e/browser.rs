@@ -1,50 +1,10 @@
 //! The OAuth round trip with real headless Chromium on the host and the container side in a
 //! real container, and the static tools in an empty root.
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
 use std::time::Duration;
 
 use e2e::*;
-
-/// A tiny authorization server: any GET answers 302 to its `redirect_uri` with a code and
-/// the request's `state`, as an OAuth provider does after the user logs in. `{state}` in
-/// `code` is replaced by the request's state (a code per login).
-fn authorization_server(code: &'static str) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut line = String::new();
-            if BufReader::new(&s).read_line(&mut line).is_err() {
-                continue;
-            }
-            let target = line.split(' ').nth(1).unwrap_or("/").to_string();
-            let url = url_crate::Url::parse(&format!("http://x{target}")).unwrap();
-            let param = |k: &str| {
-                url.query_pairs()
-                    .find(|(n, _)| n == k)
-                    .map(|(_, v)| v.into_owned())
-            };
-            let state = param("state").unwrap_or_default();
-            let reply = match param("redirect_uri") {
-                Some(r) => format!(
-                    "HTTP/1.1 302 Found\r\nLocation: {r}?code={}&state={state}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    code.replace("{state}", &state)
-                ),
-                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_string(),
-            };
-            let _ = s.write_all(reply.as_bytes());
-        }
-    });
-    port
-}
-
-mod url_crate {
-    pub use reqwest::Url;
-}
 
 #[test]
 fn oauth_login_in_host_chromium_reaches_the_containers_localhost() {

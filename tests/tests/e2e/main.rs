@@ -12,3 +12,4 @@ mod lifecycle;
 mod mock_tools;
 mod oauth_libs;
 mod tools;
+mod tunnel;
