@@ -274,9 +274,10 @@ pub struct DaemonProc {
     /// The label this daemon attaches by (`--attach-label`): its own, so daemons of tests
     /// running at once never attach each other's containers.
     pub attach_label: String,
+    opts: DaemonOpts,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct DaemonOpts {
     pub args: Vec<String>,
     /// The URL launcher; default: a script recording its arguments in `launch.log`.
@@ -293,43 +294,65 @@ impl DaemonProc {
         recording_script(&launcher, &dir.path().join("launch.log"));
         let log = dir.path().join("daemon.log");
         let attach_label = format!("dev.clawker.hostproxy.test={port}");
-        let mut cmd = Command::new(bin("hostproxy"));
-        cmd.arg("serve")
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--attach-label")
-            .arg(&attach_label)
-            .arg("--browser")
-            .arg(opts.browser.as_ref().unwrap_or(&launcher))
-            .args(&opts.args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CLAWKER_STATE_DIR", dir.path().join("state"))
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .env("RUST_LOG", "debug")
-            .envs(host_git_env(dir.path()))
-            .envs(opts.env)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("daemon.out")).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap());
-        if let Some(a) = &opts.agent {
-            cmd.env("SSH_AUTH_SOCK", a);
-        }
-        let child = cmd.spawn().expect("cannot start hostproxy");
         let mut d = Self {
-            child,
+            child: Command::new("true").spawn().unwrap(),
             port,
             token: String::new(),
             dir,
             log,
             attach_label,
+            opts,
         };
+        d.child = d.spawn();
         d.wait_healthy();
         d.token = std::fs::read_to_string(d.dir.path().join("state/hostproxy.token"))
             .unwrap()
             .trim()
             .to_string();
         d
+    }
+
+    fn spawn(&self) -> Child {
+        let opts = &self.opts;
+        let launcher = self.dir.path().join("launcher");
+        let mut cmd = Command::new(bin("hostproxy"));
+        cmd.arg("serve")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .arg("--attach-label")
+            .arg(&self.attach_label)
+            .arg("--browser")
+            .arg(opts.browser.as_ref().unwrap_or(&launcher))
+            .args(&opts.args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CLAWKER_STATE_DIR", self.dir.path().join("state"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("RUST_LOG", "debug")
+            .envs(host_git_env(self.dir.path()))
+            .envs(opts.env.clone())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(self.dir.path().join("daemon.out")).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            );
+        if let Some(a) = &opts.agent {
+            cmd.env("SSH_AUTH_SOCK", a);
+        }
+        cmd.spawn().expect("cannot start hostproxy")
+    }
+
+    /// `kill -9` the daemon (no cleanup at all), then start it again on the same port and
+    /// state dir.
+    pub fn kill9_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = self.spawn();
+        self.wait_healthy();
     }
 
     fn wait_healthy(&mut self) {

@@ -86,6 +86,7 @@ impl AppState {
             shutdown,
             audit: Audit::disabled(),
             tokens: None,
+            sessions_file: None,
         }
     }
 }
@@ -100,9 +101,17 @@ pub struct Builder {
     shutdown: CancellationToken,
     audit: Audit,
     tokens: Option<TokenStore>,
+    sessions_file: Option<std::path::PathBuf>,
 }
 
 impl Builder {
+    /// Keeps the callback sessions in `path` (`sessions.json`), so a login in flight
+    /// survives a restart ([`SessionStore::restore`]).
+    pub fn sessions_file(mut self, path: std::path::PathBuf) -> Self {
+        self.sessions_file = Some(path);
+        self
+    }
+
     /// Writes every decision on a sensitive route to `audit`.
     pub fn audit(mut self, audit: Audit) -> Self {
         self.audit = audit;
@@ -124,6 +133,7 @@ impl Builder {
             shutdown,
             audit,
             tokens,
+            sessions_file,
         } = self;
         let mut allowed_hosts = builtin_host_names();
         for a in &listen {
@@ -136,12 +146,15 @@ impl Builder {
                 allowed_hosts.push(h.clone());
             }
         }
-        let sessions = SessionStore::new(
+        let (max, port, binder) = (
             settings.max_callback_sessions,
             settings.port,
             backends.ports.clone(),
-            shutdown,
         );
+        let sessions = match sessions_file {
+            Some(path) => SessionStore::persisted(max, port, binder, shutdown, path),
+            None => SessionStore::new(max, port, binder, shutdown),
+        };
         AppState(Arc::new(Shared {
             git_slots: Semaphore::new(settings.git.max_concurrent),
             open_limiter: RateLimiter::per_minute(settings.open_rate_per_minute),

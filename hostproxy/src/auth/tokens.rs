@@ -5,7 +5,6 @@
 //! daemon re-reads the file whenever it changes, so `revoke` takes effect on the next
 //! request. The user's own `hostproxy.token` is not in this file and has every scope.
 
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -129,22 +128,8 @@ impl TokenStore {
             path: self.path.clone(),
             source,
         };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
         let body = serde_json::to_vec_pretty(&TokenFile { tokens }).unwrap_or_default();
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&body).and_then(|()| f.sync_all()).map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)
+        crate::util::write_private_atomic(&self.path, &body).map_err(io)
     }
 
     /// Read-modify-write under an exclusive lock, so concurrent CLI calls and the daemon's

@@ -62,6 +62,29 @@ struct Shared {
     binder: Arc<dyn PortBinder>,
     daemon_port: u16,
     shutdown: CancellationToken,
+    /// `sessions.json`, rewritten whole (under this lock, so writes land in order) after
+    /// every change; `None`: kept in memory only.
+    persist: Option<Mutex<std::path::PathBuf>>,
+}
+
+/// One session in `sessions.json`: what it waits for, never what it captured (an
+/// authorization code is not written to disk).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Persisted {
+    id: String,
+    port: u16,
+    owner: String,
+    path: String,
+    state: Option<String>,
+    /// Unix seconds.
+    expires: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PersistedFile {
+    sessions: Vec<Persisted>,
 }
 
 /// All live callback sessions.
@@ -89,7 +112,100 @@ impl SessionStore {
             binder,
             daemon_port,
             shutdown,
+            persist: None,
         }))
+    }
+
+    /// The same store, kept in `path` across restarts (see [`SessionStore::restore`]).
+    pub fn persisted(
+        max: usize,
+        daemon_port: u16,
+        binder: Arc<dyn PortBinder>,
+        shutdown: CancellationToken,
+        path: std::path::PathBuf,
+    ) -> Self {
+        Self(Arc::new(Shared {
+            tables: Mutex::new(Tables::default()),
+            max,
+            binder,
+            daemon_port,
+            shutdown,
+            persist: Some(Mutex::new(path)),
+        }))
+    }
+
+    /// Writes every live session to `sessions.json` (0600, atomically). A failure is
+    /// logged: the sessions still work, they just would not survive a restart.
+    fn save(&self) {
+        let Some(persist) = &self.0.persist else {
+            return;
+        };
+        let path = persist.lock().unwrap_or_else(|p| p.into_inner());
+        let file = PersistedFile {
+            sessions: self
+                .lock()
+                .sessions
+                .iter()
+                .map(|(id, s)| Persisted {
+                    id: id.clone(),
+                    port: s.port,
+                    owner: s.owner.clone(),
+                    path: s.path.clone(),
+                    state: s.state.as_ref().map(|st| st.expose().clone()),
+                    expires: s
+                        .expires_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                })
+                .collect(),
+        };
+        let body = serde_json::to_vec(&file).unwrap_or_default();
+        if let Err(e) = crate::util::write_private_atomic(&path, &body) {
+            tracing::warn!(error = %e, file = %path.display(), "cannot write the callback sessions");
+        }
+    }
+
+    /// Takes the sessions of `sessions.json` back after a restart: expired ones are
+    /// dropped, the rest registered again under their ids with the time they had left and
+    /// their ports bound again (one whose port is now taken is dropped, with a warning).
+    /// Returns how many came back.
+    pub fn restore(&self) -> usize {
+        let Some(persist) = &self.0.persist else {
+            return 0;
+        };
+        let path = persist.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let file: PersistedFile = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, file = %path.display(), "unreadable callback sessions: starting without them");
+                PersistedFile::default()
+            }),
+            Err(_) => PersistedFile::default(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut restored = 0;
+        for p in file.sessions {
+            if p.expires <= now || !api::is_session_id(&p.id) {
+                continue;
+            }
+            let reg = Registration {
+                port: p.port,
+                path: p.path,
+                ttl: Duration::from_secs(p.expires - now),
+                state: p.state.map(Secret::new),
+                owner: p.owner,
+                owner_cap: None,
+            };
+            match self.insert(p.id, reg) {
+                Ok(_) => restored += 1,
+                Err(e) => tracing::warn!(port = p.port, error = %e, "a callback session could not be restored"),
+            }
+        }
+        self.save();
+        restored
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -120,17 +236,20 @@ impl SessionStore {
     /// Removes a session; closes its port's listener when it was the last one there.
     /// Idempotent.
     pub fn remove(&self, id: &str) {
-        let mut t = self.lock();
-        let Some(s) = t.sessions.remove(id) else {
-            return;
-        };
-        s.cancel.cancel();
-        if let Some(entry) = t.ports.get(&s.port)
-            && entry.sessions.remove(&s)
         {
-            entry.close.cancel();
-            t.ports.remove(&s.port);
+            let mut t = self.lock();
+            let Some(s) = t.sessions.remove(id) else {
+                return;
+            };
+            s.cancel.cancel();
+            if let Some(entry) = t.ports.get(&s.port)
+                && entry.sessions.remove(&s)
+            {
+                entry.close.cancel();
+                t.ports.remove(&s.port);
+            }
         }
+        self.save();
     }
 
     /// Removes every session `owner` registered (its identity ended); how many.
@@ -155,6 +274,12 @@ impl SessionStore {
             &crate::util::random_bytes::<{ api::SESSION_ID_BYTES }>()
                 .map_err(|_| RegisterError::Random)?,
         );
+        let out = self.insert(id, reg)?;
+        self.save();
+        Ok(out)
+    }
+
+    fn insert(&self, id: String, reg: Registration) -> Result<(String, Arc<Session>), RegisterError> {
         let session;
         {
             // Caps, conflicts and the bind all under one lock, so concurrent registrations
@@ -230,4 +355,85 @@ fn spawn_listener(listeners: Vec<std::net::TcpListener>, entry: &PortEntry) {
         ..ServeLimits::default()
     };
     tokio::spawn(serve(listeners, app, limits, entry.close.clone()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::LoopbackBinder;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn reg(port: u16, state: &str, ttl: Duration) -> Registration {
+        Registration {
+            port,
+            path: "/cb".into(),
+            ttl,
+            state: Some(Secret::new(state.into())),
+            owner: "container:a".into(),
+            owner_cap: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_survive_a_restart_and_expired_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sessions.json");
+        let open = || {
+            SessionStore::persisted(
+                16,
+                18374,
+                Arc::new(LoopbackBinder),
+                CancellationToken::new(),
+                file.clone(),
+            )
+        };
+        let (live_port, short_port) = (free_port(), free_port());
+        let first = open();
+        let (live, _) = first.register(reg(live_port, "s1", Duration::from_secs(300))).unwrap();
+        let (short, _) = first.register(reg(short_port, "s2", Duration::from_secs(1))).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // The daemon dies without cleaning up: its listeners go with it.
+        first.0.shutdown.cancel();
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let second = open();
+        assert_eq!(second.restore(), 1);
+        let s = second.get_owned(&live, "container:a").unwrap();
+        assert!(s.waits_for("/cb", Some(&Secret::new("s1".into()))));
+        assert!(second.get(&short).is_none());
+        // Its port is listened on again.
+        assert!(std::net::TcpListener::bind(("127.0.0.1", live_port)).is_err());
+        // What is on disk follows: the expired one is gone from the file too.
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains(&live) && !text.contains(&short));
+        second.remove(&live);
+        assert!(!std::fs::read_to_string(&file).unwrap().contains(&live));
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_file_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sessions.json");
+        std::fs::write(&file, b"{not json").unwrap();
+        let s = SessionStore::persisted(
+            16,
+            18374,
+            Arc::new(LoopbackBinder),
+            CancellationToken::new(),
+            file,
+        );
+        assert_eq!(s.restore(), 0);
+        assert!(s.is_empty());
+    }
 }

@@ -113,7 +113,12 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
     let state = AppState::builder(settings.clone(), auth, backends, &bound, shutdown.clone())
         .audit(audit)
         .tokens(TokenStore::new(state_dir.tokens_file()))
+        .sessions_file(state_dir.sessions_file())
         .build();
+    let restored = state.sessions.restore();
+    if restored > 0 {
+        tracing::info!(restored, "callback sessions of the last run are waiting again");
+    }
     {
         let (tokens_file, stop) = (state_dir.tokens_file(), shutdown.clone());
         tokio::spawn(async move {

@@ -324,3 +324,59 @@ fn via_a_command_and_through_a_tcp_engine_address() {
     let _ = relay.kill();
     let _ = relay.wait();
 }
+
+#[test]
+fn a_login_in_flight_survives_kill_9_of_the_daemon() {
+    let mut d = DaemonProc::start(DaemonOpts::default());
+    let n = name("restart");
+    let c = Container::start(d.tunnel_run().args(["--name", &n, busybox_image(), "sleep", "300"]));
+    d.wait_serving(&n, Duration::from_secs(15));
+    // The CLI starts its login: host-open registers the callback, starts the forwarder and
+    // opens the URL (the recording launcher: the user has not logged in yet).
+    let cb_port = free_port();
+    let login = format!(
+        "http://127.0.0.1:9/authorize?response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A{cb_port}%2Fcgi-bin%2Fcallback&state=st-restart"
+    );
+    let script = login_script(cb_port, &login);
+    let st = Command::new("docker")
+        .args(["exec", "-d", &n, "sh", "-c"])
+        .arg(format!("({script}) > /tmp/result 2>&1"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !d.launch_log().contains("st-restart") {
+        assert!(Instant::now() < deadline, "the login was never opened:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The daemon dies hard and comes back.
+    d.kill9_and_restart();
+    d.wait_serving(&n, Duration::from_secs(15));
+
+    // The user finishes the login in the browser now: the provider redirects to the port,
+    // which the new daemon listens on again for the same session.
+    // (Restored before the daemon serves: the port is bound by the time it is healthy.)
+    let (status, _) = Req::new(
+        "GET",
+        format!("http://127.0.0.1:{cb_port}/cgi-bin/callback?code=after-restart&state=st-restart"),
+    )
+    .header("Host", format!("localhost:{cb_port}"))
+    .send();
+    assert_eq!(status, 200, "{}", d.log_text());
+    // And the capture reaches the CLI's server in the container.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, got, _) = c.exec(&[], "cat /tmp/got 2>/dev/null");
+        if got.trim() == "GET code=after-restart&state=st-restart" {
+            break;
+        }
+        let (_, result, _) = c.exec(&[], "cat /tmp/result");
+        assert!(
+            Instant::now() < deadline,
+            "the login did not complete: {got:?}\n{result}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
