@@ -238,7 +238,10 @@ impl Default for AttachSettings {
                 tunnel::ATTACH_LABEL.into(),
                 tunnel::ATTACH_LABEL_VALUE.into(),
             ),
-            scopes: tunnel::DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            scopes: tunnel::DEFAULT_SCOPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             tools_dir: None,
         }
     }

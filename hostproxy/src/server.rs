@@ -55,7 +55,8 @@ pub async fn serve_one<S>(io: S, app: Router, limits: &ServeLimits, shutdown: Ca
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = http1_builder(limits).serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    let conn =
+        http1_builder(limits).serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,

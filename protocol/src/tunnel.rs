@@ -240,7 +240,10 @@ mod tests {
             r#"[{"type":"http","listen":"x","path":"/a"}]"#,
             r#"[{"type":"nope","path":"/a"}]"#,
         ] {
-            assert!(serde_json::from_str::<Vec<RemoteSocket>>(bad).is_err(), "{bad}");
+            assert!(
+                serde_json::from_str::<Vec<RemoteSocket>>(bad).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -148,7 +148,9 @@ async fn accept_loop(
             continue;
         };
         let Some(end) = streams.insert_next(&next_id) else {
-            eprintln!("clawker-socket-server: {MAX_STREAMS} streams open; refusing a {kind} client");
+            eprintln!(
+                "clawker-socket-server: {MAX_STREAMS} streams open; refusing a {kind} client"
+            );
             continue;
         };
         // OPEN goes out before the pump can send any DATA for this stream.
@@ -162,9 +164,9 @@ async fn accept_loop(
 /// Binds one socket: unix ones private to this user, TCP ones on the loopback.
 async fn bind(spec: &SocketSpec) -> Result<Listener> {
     match spec {
-        SocketSpec::Unix { path, .. } => Ok(Listener::Unix(clawker_bridge::bind_private_socket(
-            path,
-        )?)),
+        SocketSpec::Unix { path, .. } => {
+            Ok(Listener::Unix(clawker_bridge::bind_private_socket(path)?))
+        }
         SocketSpec::Http { listen } => Ok(Listener::Tcp(
             TcpListener::bind(listen)
                 .await

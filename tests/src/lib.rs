@@ -418,7 +418,10 @@ impl DaemonProc {
     /// read-only (git, ssh, gpg), and the flags `hostproxy run-flags --gpg` prints, with this
     /// daemon's own attach label. Add the image and the command.
     pub fn tunnel_run(&self) -> Command {
-        let out = self.hostproxy(&["run-flags", "--gpg", "--lines"]).output().unwrap();
+        let out = self
+            .hostproxy(&["run-flags", "--gpg", "--lines"])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "run-flags failed");
         let mut c = Command::new("docker");
         c.args(["run", "-d", "--network", "none", "-v", "/usr:/usr:ro"]);
@@ -436,7 +439,10 @@ impl DaemonProc {
 
     /// `hostproxy attach --list --json` of this daemon.
     pub fn attachments(&self) -> Vec<serde_json::Value> {
-        let out = self.hostproxy(&["attach", "--list", "--json"]).output().unwrap();
+        let out = self
+            .hostproxy(&["attach", "--list", "--json"])
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "attach --list failed: {}",
@@ -886,7 +892,6 @@ pub fn authorization_server(code: &'static str) -> u16 {
     });
     port
 }
-
 
 /// A shell script for a busybox container: a CLI's stand-in login server (httpd on `port`,
 /// a CGI at `/cgi-bin/callback` that records `METHOD QUERY`), then `$BROWSER LOGIN_URL`

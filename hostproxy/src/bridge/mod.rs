@@ -451,7 +451,12 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
     let audit_path = state.audit_file();
     let audit = crate::audit::Audit::open(&audit_path)
         .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
-    let filter = audited_filter(policy, std::sync::Arc::new(audit), "bridge".into(), id.clone());
+    let filter = audited_filter(
+        policy,
+        std::sync::Arc::new(audit),
+        "bridge".into(),
+        id.clone(),
+    );
     let targets = Targets {
         ssh,
         gpg,

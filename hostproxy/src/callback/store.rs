@@ -201,7 +201,9 @@ impl SessionStore {
             };
             match self.insert(p.id, reg) {
                 Ok(_) => restored += 1,
-                Err(e) => tracing::warn!(port = p.port, error = %e, "a callback session could not be restored"),
+                Err(e) => {
+                    tracing::warn!(port = p.port, error = %e, "a callback session could not be restored")
+                }
             }
         }
         self.save();
@@ -279,7 +281,11 @@ impl SessionStore {
         Ok(out)
     }
 
-    fn insert(&self, id: String, reg: Registration) -> Result<(String, Arc<Session>), RegisterError> {
+    fn insert(
+        &self,
+        id: String,
+        reg: Registration,
+    ) -> Result<(String, Arc<Session>), RegisterError> {
         let session;
         {
             // Caps, conflicts and the bind all under one lock, so concurrent registrations
@@ -396,8 +402,12 @@ mod tests {
         };
         let (live_port, short_port) = (free_port(), free_port());
         let first = open();
-        let (live, _) = first.register(reg(live_port, "s1", Duration::from_secs(300))).unwrap();
-        let (short, _) = first.register(reg(short_port, "s2", Duration::from_secs(1))).unwrap();
+        let (live, _) = first
+            .register(reg(live_port, "s1", Duration::from_secs(300)))
+            .unwrap();
+        let (short, _) = first
+            .register(reg(short_port, "s2", Duration::from_secs(1)))
+            .unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,

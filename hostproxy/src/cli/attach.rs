@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use clawker_protocol::tunnel::{
-    self, AttachmentInfo, ControlRequest, ControlResponse, RUN_FLAGS_GNUPGHOME,
-    RUN_FLAGS_SSH_SOCK,
+    self, AttachmentInfo, ControlRequest, ControlResponse, RUN_FLAGS_GNUPGHOME, RUN_FLAGS_SSH_SOCK,
 };
 use hostproxy::state::StateDir;
 use hostproxy::tunnel::control;
@@ -99,7 +98,11 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
     let via = args
         .via
         .as_deref()
-        .map(|v| shlex::split(v).filter(|a| !a.is_empty()).context("--via is not a command line (unbalanced quotes?)"))
+        .map(|v| {
+            shlex::split(v)
+                .filter(|a| !a.is_empty())
+                .context("--via is not a command line (unbalanced quotes?)")
+        })
         .transpose()?;
     if args.container.is_none() && via.is_none() {
         bail!("name what to attach: --container ID, or --via 'CMD ARG…' --name NAME (or --list)");
@@ -126,8 +129,16 @@ pub fn detach(args: DetachArgs) -> Result<ExitCode> {
 pub fn run_flags_list(args: &RunFlagsArgs) -> Vec<String> {
     let bin = tunnel::CONTAINER_BIN_DIR;
     let mut flags = vec![
-        format!("--label {}={}", tunnel::ATTACH_LABEL, tunnel::ATTACH_LABEL_VALUE),
-        format!("-e {}=http://127.0.0.1:{}", clawker_protocol::env::HOST_PROXY, args.port),
+        format!(
+            "--label {}={}",
+            tunnel::ATTACH_LABEL,
+            tunnel::ATTACH_LABEL_VALUE
+        ),
+        format!(
+            "-e {}=http://127.0.0.1:{}",
+            clawker_protocol::env::HOST_PROXY,
+            args.port
+        ),
         format!("-e BROWSER={bin}/host-open"),
         format!("-e SSH_AUTH_SOCK={RUN_FLAGS_SSH_SOCK}"),
         "-e GIT_CONFIG_COUNT=1".to_string(),
@@ -138,7 +149,11 @@ pub fn run_flags_list(args: &RunFlagsArgs) -> Vec<String> {
         flags.push(format!("-e GNUPGHOME={RUN_FLAGS_GNUPGHOME}"));
         let mut scopes: Vec<&str> = tunnel::DEFAULT_SCOPES.to_vec();
         scopes.push("gpg");
-        flags.push(format!("--label {}={}", tunnel::SCOPES_LABEL, scopes.join(",")));
+        flags.push(format!(
+            "--label {}={}",
+            tunnel::SCOPES_LABEL,
+            scopes.join(",")
+        ));
     }
     flags
 }

@@ -117,7 +117,10 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         .build();
     let restored = state.sessions.restore();
     if restored > 0 {
-        tracing::info!(restored, "callback sessions of the last run are waiting again");
+        tracing::info!(
+            restored,
+            "callback sessions of the last run are waiting again"
+        );
     }
     {
         let (tokens_file, stop) = (state_dir.tokens_file(), shutdown.clone());
@@ -141,7 +144,9 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
     let control = tunnel::control::bind(&control_path)?;
     {
         let (tunnels, stop) = (tunnels.clone(), shutdown.clone());
-        tokio::spawn(async move { tunnel::control::serve(control, &control_path, tunnels, stop).await });
+        tokio::spawn(
+            async move { tunnel::control::serve(control, &control_path, tunnels, stop).await },
+        );
     }
     tokio::spawn(tunnels.discover());
     if banner {

@@ -29,7 +29,12 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 }
 
 /// Serves the control socket until `shutdown`; the socket file is removed then.
-pub async fn serve(listener: UnixListener, path: &Path, tunnels: Tunnels, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: UnixListener,
+    path: &Path,
+    tunnels: Tunnels,
+    shutdown: CancellationToken,
+) {
     loop {
         let conn = tokio::select! {
             () = shutdown.cancelled() => break,

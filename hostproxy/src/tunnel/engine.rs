@@ -150,9 +150,9 @@ impl DockerTarget {
         if let Some(p) = cached.as_ref() {
             return Ok(p.clone());
         }
-        let path = self
-            .env_var("PATH")
-            .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let path = self.env_var("PATH").unwrap_or_else(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
         let mut found = None;
         for dir in path.split(':').filter(|d| d.starts_with('/')) {
             let candidate = format!("{}/{}", dir.trim_end_matches('/'), tunnel::SOCKET_SERVER);
@@ -252,8 +252,7 @@ impl Engine for DockerTarget {
             match self.docker.inspect_container(&self.id, None).await {
                 Ok(i) => i.state.and_then(|s| s.running).unwrap_or(false),
                 Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404,
-                    ..
+                    status_code: 404, ..
                 }) => false,
                 // The engine's hiccup is not the container's end.
                 Err(_) => true,

@@ -192,8 +192,8 @@ impl Tunnels {
             _,
         ) = match target {
             Target::Container(c) => {
-                let t = DockerTarget::inspect(self.docker()?.clone(), &c, self.0.tools.clone())
-                    .await?;
+                let t =
+                    DockerTarget::inspect(self.docker()?.clone(), &c, self.0.tools.clone()).await?;
                 let env = |k: &str| t.env_var(k);
                 let listen = listen_of(sockets).or_else(|| listen_of(&default_sockets(env)));
                 let label_scopes = t
@@ -201,9 +201,7 @@ impl Tunnels {
                     .get(clawker_protocol::tunnel::SCOPES_LABEL)
                     .map(|l| parse_scopes(&l.split(',').map(str::to_string).collect::<Vec<_>>()))
                     .transpose()
-                    .with_context(|| {
-                        format!("label {}", clawker_protocol::tunnel::SCOPES_LABEL)
-                    })?;
+                    .with_context(|| format!("label {}", clawker_protocol::tunnel::SCOPES_LABEL))?;
                 let (name, id) = (t.name.clone(), t.id.clone());
                 check_name(&name)?;
                 (
@@ -333,7 +331,8 @@ impl Tunnels {
                 ("event".to_string(), vec!["start".to_string()]),
                 ("label".to_string(), vec![label.clone()]),
             ]);
-            let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
+            let mut events =
+                docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
             let listed = docker
                 .list_containers(Some(
                     ListContainersOptionsBuilder::new()
@@ -426,8 +425,12 @@ impl Attachment {
             };
             let served = ready.load(std::sync::atomic::Ordering::SeqCst);
             match &result {
-                Ok(()) => tracing::info!(identity = %self.identity.name, secs = started.elapsed().as_secs(), "the container end ended"),
-                Err(e) => tracing::warn!(identity = %self.identity.name, error = %format!("{e:#}"), "the tunnel failed"),
+                Ok(()) => {
+                    tracing::info!(identity = %self.identity.name, secs = started.elapsed().as_secs(), "the container end ended")
+                }
+                Err(e) => {
+                    tracing::warn!(identity = %self.identity.name, error = %format!("{e:#}"), "the tunnel failed")
+                }
             }
             if self.cancel.is_cancelled() || !self.engine.alive().await {
                 break;
@@ -498,13 +501,20 @@ impl Attachment {
         });
         let may_gpg = self.identity.may_gpg();
         let targets = Targets {
-            ssh: inner.agents.ssh.clone().filter(|_| self.identity.may_ssh_all()),
+            ssh: inner
+                .agents
+                .ssh
+                .clone()
+                .filter(|_| self.identity.may_ssh_all()),
             gpg: inner.agents.gpg.clone().filter(|_| may_gpg),
             filter: audited_filter(
                 inner.state.settings.agent_policy.clone(),
                 Arc::new(inner.state.audit.clone()),
                 self.identity.name.clone(),
-                self.identity.container.clone().unwrap_or_else(|| self.name.clone()),
+                self.identity
+                    .container
+                    .clone()
+                    .unwrap_or_else(|| self.name.clone()),
             ),
             connect: connect_unix(),
             http: Some(http),
@@ -516,7 +526,8 @@ impl Attachment {
         } else {
             Vec::new()
         };
-        let (tunnels, name, generation) = (self.tunnels.clone(), self.name.clone(), self.generation);
+        let (tunnels, name, generation) =
+            (self.tunnels.clone(), self.name.clone(), self.generation);
         let _guard = exec.guard;
         serve_bridge(exec.output, exec.input, Some(pubkey), targets, move || {
             ready.store(true, std::sync::atomic::Ordering::SeqCst);

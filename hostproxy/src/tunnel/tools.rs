@@ -90,7 +90,11 @@ impl Tools {
             h.set_uid(0);
             h.set_gid(0);
             h.set_mtime(0);
-            tar.append_data(&mut h, format!("tmp/.hostproxy/bin/{tool}"), bytes.as_slice())?;
+            tar.append_data(
+                &mut h,
+                format!("tmp/.hostproxy/bin/{tool}"),
+                bytes.as_slice(),
+            )?;
         }
         Ok(tar.into_inner()?)
     }
@@ -124,7 +128,10 @@ mod tests {
                 e.header().mode().unwrap(),
             ));
         }
-        assert!(names.contains(&("tmp/.hostproxy/".into(), 0o1777)), "{names:?}");
+        assert!(
+            names.contains(&("tmp/.hostproxy/".into(), 0o1777)),
+            "{names:?}"
+        );
         assert!(names.contains(&(format!("tmp/.hostproxy/bin/{SOCKET_SERVER}"), 0o755)));
         assert!(names.contains(&("tmp/.hostproxy/bin/host-open".into(), 0o755)));
         assert_eq!(names.len(), 5, "{names:?}");
@@ -137,6 +144,9 @@ mod tests {
             dir: Some(d.path().to_path_buf()),
         };
         let e = format!("{:#}", t.dir_for("riscv64").unwrap_err());
-        assert!(e.contains("cargo xtask dist") && e.contains("--tools-dir"), "{e}");
+        assert!(
+            e.contains("cargo xtask dist") && e.contains("--tools-dir"),
+            "{e}"
+        );
     }
 }

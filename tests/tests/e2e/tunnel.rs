@@ -21,7 +21,7 @@ const TUNNEL: &str = "http://127.0.0.1:18374";
 
 #[test]
 fn a_container_with_no_network_and_none_of_our_tools_gets_git_ssh_gpg_and_oauth_through_the_tunnel()
- {
+{
     let image = busybox_image();
     let agent = Agent::start();
     let gpg = Gpg::new();
@@ -53,7 +53,11 @@ fn a_container_with_no_network_and_none_of_our_tools_gets_git_ssh_gpg_and_oauth_
         &[],
         "printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill",
     );
-    assert!(ok && out.contains("password=s3cret-pass"), "{out}\n{err}\n{}", d.log_text());
+    assert!(
+        ok && out.contains("password=s3cret-pass"),
+        "{out}\n{err}\n{}",
+        d.log_text()
+    );
     assert!(d.helper_log().contains("get"));
 
     // ssh-add -l and ssh-keygen -Y sign with the host agent's key, verified on the host.
@@ -76,7 +80,10 @@ fn a_container_with_no_network_and_none_of_our_tools_gets_git_ssh_gpg_and_oauth_
         &[],
         "echo 'gpg through the tunnel' | gpg --batch --no-tty --local-user bridge@example.com --armor --sign",
     );
-    assert!(ok && signed.contains("BEGIN PGP MESSAGE"), "{signed}\n{err}");
+    assert!(
+        ok && signed.contains("BEGIN PGP MESSAGE"),
+        "{signed}\n{err}"
+    );
     let (ok, plain, err) = gpg.verify(&signed);
     assert!(ok && err.contains("Good signature"), "{err}");
     assert_eq!(plain, "gpg through the tunnel\n");
@@ -98,7 +105,12 @@ fn a_container_with_no_network_and_none_of_our_tools_gets_git_ssh_gpg_and_oauth_
     // Every decision names the container's identity.
     let audit = std::fs::read_to_string(d.dir.path().join("state/logs/audit.jsonl")).unwrap();
     let ident = format!("container:{n}");
-    for route in ["/git/credential", "/callback/register", "/open/url", "bridge:ssh-agent"] {
+    for route in [
+        "/git/credential",
+        "/callback/register",
+        "/open/url",
+        "bridge:ssh-agent",
+    ] {
         assert!(
             audit
                 .lines()
@@ -111,7 +123,10 @@ fn a_container_with_no_network_and_none_of_our_tools_gets_git_ssh_gpg_and_oauth_
     drop(c);
     let deadline = Instant::now() + Duration::from_secs(10);
     while d.attachments().iter().any(|a| a["name"] == n) {
-        assert!(Instant::now() < deadline, "still attached after the container stopped");
+        assert!(
+            Instant::now() < deadline,
+            "still attached after the container stopped"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -120,7 +135,10 @@ fn a_container_with_no_network_and_none_of_our_tools_gets_git_ssh_gpg_and_oauth_
 fn a_killed_container_end_is_attached_again_within_two_seconds() {
     let d = DaemonProc::start(DaemonOpts::default());
     let n = name("kill");
-    let c = Container::start(d.tunnel_run().args(["--name", &n, busybox_image(), "sleep", "300"]));
+    let c = Container::start(
+        d.tunnel_run()
+            .args(["--name", &n, busybox_image(), "sleep", "300"]),
+    );
     d.wait_serving(&n, Duration::from_secs(15));
     let started = Instant::now();
     let (ok, out, err) = c.exec(
@@ -131,7 +149,10 @@ fn a_killed_container_end_is_attached_again_within_two_seconds() {
     );
     let took = started.elapsed();
     assert!(ok && out.trim() == "back", "{out}{err}\n{}", d.log_text());
-    assert!(took < Duration::from_secs(2), "serving again after {took:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "serving again after {took:?}"
+    );
     let entry = d.wait_serving(&n, Duration::from_secs(2));
     assert_eq!(entry["restarts"], 1);
 }
@@ -150,9 +171,17 @@ fn the_tunnel_ignores_tokens_keeps_identities_apart_and_attaches_only_what_it_sh
     let cb = Container::start(d.tunnel_run().args(["--name", &b, image, "sleep", "300"]));
     // Not labelled: never attached.
     let plain = name("plain");
-    let cp = Container::start(
-        Command::new("docker").args(["run", "-d", "--network", "none", "--name", &plain, image, "sleep", "300"]),
-    );
+    let cp = Container::start(Command::new("docker").args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &plain,
+        image,
+        "sleep",
+        "300",
+    ]));
     d.wait_serving(&a, Duration::from_secs(15));
     d.wait_serving(&b, Duration::from_secs(15));
     assert_eq!(
@@ -170,7 +199,11 @@ fn the_tunnel_ignores_tokens_keeps_identities_apart_and_attaches_only_what_it_sh
         ),
     );
     assert!(!ok && err.contains("403"), "{out}{err}");
-    assert!(!d.helper_log().contains("get"), "git ran: {}", d.helper_log());
+    assert!(
+        !d.helper_log().contains("get"),
+        "git ran: {}",
+        d.helper_log()
+    );
 
     // a registers a callback; b cannot see it (the unknown-id answer), a can.
     let port = free_port();
@@ -190,7 +223,10 @@ fn the_tunnel_ignores_tokens_keeps_identities_apart_and_attaches_only_what_it_sh
     let (ok, out, _) = api(&ca, &format!("{TUNNEL}/callback/{session}/data"));
     assert!(ok && out.contains("\"received\":false"), "{out}");
     // A Host other than the container's own listener is refused.
-    let (ok, _, err) = api(&cb, &format!("--header 'Host: evil.example:18374' {TUNNEL}/health"));
+    let (ok, _, err) = api(
+        &cb,
+        &format!("--header 'Host: evil.example:18374' {TUNNEL}/health"),
+    );
     assert!(!ok && err.contains("403"), "{err}");
 
     // No verb of the control socket is reachable over TCP, with the token or without.
@@ -218,7 +254,10 @@ fn the_tunnel_ignores_tokens_keeps_identities_apart_and_attaches_only_what_it_sh
     std::thread::sleep(Duration::from_millis(500));
     assert!(!d.attachments().iter().any(|x| x["name"] == plain));
     let (ok, _, _) = cp.exec(&[], "test -e /tmp/.hostproxy");
-    assert!(!ok, "something was copied into a container that is not labelled");
+    assert!(
+        !ok,
+        "something was copied into a container that is not labelled"
+    );
 
     // a stops: its session goes with its identity.
     drop(ca);
@@ -236,7 +275,10 @@ fn the_tunnel_ignores_tokens_keeps_identities_apart_and_attaches_only_what_it_sh
     // Its listener closes with it (the accept loop stops at once; let it get there).
     let deadline = Instant::now() + Duration::from_secs(2);
     while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "a's callback listener is still bound");
+        assert!(
+            Instant::now() < deadline,
+            "a's callback listener is still bound"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -260,14 +302,19 @@ fn via_a_command_and_through_a_tcp_engine_address() {
     // The engine over TCP: a relay to the local engine's socket stands in for a remote one.
     let relay_port = free_port();
     let mut relay = Command::new("socat")
-        .arg(format!("TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr,fork"))
+        .arg(format!(
+            "TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr,fork"
+        ))
         .arg("UNIX-CONNECT:/var/run/docker.sock")
         .spawn()
         .unwrap();
     let agent = Agent::start();
     let d = DaemonProc::start(DaemonOpts {
         agent: Some(agent.socket.clone()),
-        env: vec![("DOCKER_HOST".into(), format!("tcp://127.0.0.1:{relay_port}"))],
+        env: vec![(
+            "DOCKER_HOST".into(),
+            format!("tcp://127.0.0.1:{relay_port}"),
+        )],
         ..DaemonOpts::default()
     });
     // Labelled, through the TCP engine: the image has the tools, so nothing is copied.
@@ -285,8 +332,19 @@ fn via_a_command_and_through_a_tcp_engine_address() {
     // --via: the docker CLI's own exec; the container end uses its defaults.
     let v = name("via");
     let cv = Container::start(Command::new("docker").args([
-        "run", "-d", "--network", "none", "-v", "/usr:/usr:ro", "-e",
-        "CLAWKER_HOST_PROXY=http://127.0.0.1:18374", "--name", &v, image, "sleep", "300",
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-v",
+        "/usr:/usr:ro",
+        "-e",
+        "CLAWKER_HOST_PROXY=http://127.0.0.1:18374",
+        "--name",
+        &v,
+        image,
+        "sleep",
+        "300",
     ]));
     let out = d
         .hostproxy(&[
@@ -302,21 +360,32 @@ fn via_a_command_and_through_a_tcp_engine_address() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let entry = d.wait_serving("via-box", Duration::from_secs(15));
     assert_eq!(entry["identity"], "via:via-box");
     let (ok, out, err) = cv.exec(
         &[],
         "printf 'protocol=https\\nhost=github.com\\n\\n' | git -c credential.helper=clawker credential fill",
     );
-    assert!(ok && out.contains("password=s3cret-pass"), "{out}{err}\n{}", d.log_text());
+    assert!(
+        ok && out.contains("password=s3cret-pass"),
+        "{out}{err}\n{}",
+        d.log_text()
+    );
     let (ok, out, err) = cv.exec(&["SSH_AUTH_SOCK=/root/.ssh/agent.sock"], "ssh-add -l");
     assert!(ok && out.contains("test@hostproxy"), "{out}{err}");
     // Detach: the via command ends, the tunnel is gone.
     let out = d.hostproxy(&["detach", "via-box"]).output().unwrap();
     assert!(out.status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while cv.exec(&[], &format!("wget -q -O /dev/null {TUNNEL}/health")).0 {
+    while cv
+        .exec(&[], &format!("wget -q -O /dev/null {TUNNEL}/health"))
+        .0
+    {
         assert!(Instant::now() < deadline, "the tunnel outlived detach");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -329,7 +398,10 @@ fn via_a_command_and_through_a_tcp_engine_address() {
 fn a_login_in_flight_survives_kill_9_of_the_daemon() {
     let mut d = DaemonProc::start(DaemonOpts::default());
     let n = name("restart");
-    let c = Container::start(d.tunnel_run().args(["--name", &n, busybox_image(), "sleep", "300"]));
+    let c = Container::start(
+        d.tunnel_run()
+            .args(["--name", &n, busybox_image(), "sleep", "300"]),
+    );
     d.wait_serving(&n, Duration::from_secs(15));
     // The CLI starts its login: host-open registers the callback, starts the forwarder and
     // opens the URL (the recording launcher: the user has not logged in yet).
@@ -346,7 +418,11 @@ fn a_login_in_flight_survives_kill_9_of_the_daemon() {
     assert!(st.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     while !d.launch_log().contains("st-restart") {
-        assert!(Instant::now() < deadline, "the login was never opened:\n{}", d.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "the login was never opened:\n{}",
+            d.log_text()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
