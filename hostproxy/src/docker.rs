@@ -39,6 +39,17 @@ fn connect_to(host: &str) -> Result<Docker> {
             bollard::API_DEFAULT_VERSION,
         )?);
     }
+    // bollard runs the system's ssh (ControlMaster) and `docker system dial-stdio` there,
+    // as the docker CLI does; the user's ~/.ssh/config, agent and keys apply.
+    #[cfg(unix)]
+    if host.starts_with("ssh://") {
+        return Ok(Docker::connect_with_ssh(
+            host,
+            TIMEOUT,
+            bollard::API_DEFAULT_VERSION,
+            None,
+        )?);
+    }
     #[cfg(windows)]
     if host.starts_with("npipe://") {
         return Ok(Docker::connect_with_named_pipe(
@@ -48,8 +59,12 @@ fn connect_to(host: &str) -> Result<Docker> {
         )?);
     }
     anyhow::bail!(
-        "{host}: this engine address is not supported (unix://, tcp://{}); for an engine over ssh, forward its socket (ssh -L) and use unix:// or tcp://",
-        if cfg!(windows) { ", npipe://" } else { "" }
+        "{host}: this engine address is not supported (unix://, tcp://, {})",
+        if cfg!(windows) {
+            "npipe://; for an engine over ssh, forward its socket (ssh -L) and use tcp://"
+        } else {
+            "ssh://"
+        }
     )
 }
 

@@ -939,6 +939,70 @@ pub fn docker_gateway() -> String {
     }
 }
 
+/// A throwaway sshd on loopback that accepts `agent`'s key for the current user.
+#[derive(Debug)]
+pub struct Sshd {
+    child: std::process::Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    pub fn start(pubkey: &str) -> Self {
+        let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| require("sshd", "openssh-server"));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        assert!(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(p.join("hostkey"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::fs::write(p.join("authorized_keys"), pubkey).unwrap();
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = free_port();
+        std::fs::write(
+            p.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/hostkey\nAuthorizedKeysFile {dir}/authorized_keys\nPidFile {dir}/sshd.pid\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n",
+                dir = p.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(p.join("sshd_config"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "sshd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The real `mock-proxy` binary on a free port; killed on drop.
 #[derive(Debug)]
 pub struct MockProc {

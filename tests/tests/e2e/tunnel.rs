@@ -456,3 +456,63 @@ fn a_login_in_flight_survives_kill_9_of_the_daemon() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn through_an_engine_reached_over_ssh() {
+    // DOCKER_HOST=ssh://build-box: bollard runs the system's ssh and `docker system
+    // dial-stdio` at the other end, as the docker CLI does. The other end is a throwaway
+    // sshd on this machine; `ssh` on the daemon's PATH is the real one with a config for it
+    // (ssh reads ~/.ssh/config from the password database, not $HOME).
+    let agent = Agent::start();
+    let sshd = Sshd::start(&agent.pubkey);
+    let dir = tempfile::tempdir().unwrap();
+    let real_ssh = require("ssh", "openssh-client");
+    std::fs::write(
+        dir.path().join("ssh_config"),
+        format!(
+            "Host build-box\n  HostName 127.0.0.1\n  Port {}\n  User root\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+            sshd.port
+        ),
+    )
+    .unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    write_script(
+        &bin.join("ssh"),
+        &format!(
+            "exec {} -F {} \"$@\"",
+            real_ssh.display(),
+            dir.path().join("ssh_config").display()
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let d = DaemonProc::start(DaemonOpts {
+        agent: Some(agent.socket.clone()),
+        env: vec![
+            ("DOCKER_HOST".into(), "ssh://build-box".into()),
+            ("PATH".into(), path),
+        ],
+        ..DaemonOpts::default()
+    });
+    let n = name("ssh");
+    let c = Container::start(
+        d.tunnel_run()
+            .args(["--name", &n, busybox_image(), "sleep", "300"]),
+    );
+    d.wait_serving(&n, Duration::from_secs(30));
+    let (ok, out, err) = c.exec(
+        &[],
+        "printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill",
+    );
+    assert!(
+        ok && out.contains("password=s3cret-pass"),
+        "{out}{err}\n{}",
+        d.log_text()
+    );
+    let (ok, out, err) = c.exec(&[], "ssh-add -l");
+    assert!(ok && out.contains("test@hostproxy"), "{out}{err}");
+}
