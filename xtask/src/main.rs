@@ -14,6 +14,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 
 mod bench;
+mod bench_tunnel;
 mod exec_stream;
 mod scratch;
 

@@ -41,6 +41,8 @@ pub struct ScratchDaemon {
     pub token: String,
     /// HOME of the scratch host git (its config is `<dir>/host-gitconfig`).
     pub host_home: PathBuf,
+    /// The label it attaches containers by (its own, so no other daemon's are touched).
+    pub attach_label: String,
 }
 
 impl ScratchDaemon {
@@ -70,11 +72,16 @@ impl ScratchDaemon {
             ("GIT_TERMINAL_PROMPT", "0".to_string()),
         ];
         let port = free_port()?;
+        let attach_label = format!("dev.clawker.hostproxy.scratch={port}");
         let mut cmd = Command::new(exe);
         cmd.args([
             "serve",
             "--port",
             &port.to_string(),
+            "--attach-label",
+            &attach_label,
+            "--tools-dir",
+            &crate::root().join("target/dist").display().to_string(),
             "--browser",
             "/bin/true",
             "--notifier",
@@ -104,6 +111,7 @@ impl ScratchDaemon {
             port,
             token,
             host_home,
+            attach_label,
         })
     }
 }

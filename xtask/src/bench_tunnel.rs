@@ -1,0 +1,331 @@
+//! Benchmarks v2: the tunnel's lanes (SPEC.md 6.1), each beside its floor and a peer-style
+//! baseline in the same run. The container's side is reached from the host without a
+//! network: its sockets through `/proc/<pid>/root`, its loopback by entering its network
+//! namespace (`nsenter --net`, or `setns` on a thread of this process).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::{
+    fmt_ms, fmt_rate, fmt_ratio, paired, rounds, sign_rate, stat, timed, timed_input, verdict,
+    wait_path,
+};
+use crate::scratch::Killer;
+
+/// What the tunnel lanes need from the rest of the bench.
+pub struct Ctx<'a> {
+    pub hostproxy: &'a Path,
+    pub dist: &'a Path,
+    pub dir: &'a Path,
+    pub image: &'a str,
+    pub agent_sock: &'a Path,
+    pub blob: &'a [u8],
+    /// The scratch daemon's state dir (its control socket) and attach label.
+    pub state: &'a Path,
+    pub label: &'a str,
+    pub daemon_pid: u32,
+    /// The daemon's TCP lane: base URL and token.
+    pub base: &'a str,
+    pub token: &'a str,
+    pub host_git: (&'a Path, &'a Path),
+}
+
+/// A container removed on drop.
+pub struct Container(pub String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+fn out(cmd: &mut Command) -> Result<String> {
+    let o = cmd.output()?;
+    if !o.status.success() {
+        bail!("{:?} failed: {}", cmd, String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(String::from_utf8(o.stdout)?.trim().to_string())
+}
+
+/// `docker run -d` of a labelled tunnel container; its id.
+fn run_labelled(ctx: &Ctx<'_>, extra: &[&str]) -> Result<Container> {
+    let mut c = Command::new("docker");
+    c.args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-v",
+        "/usr:/usr:ro",
+        "--label",
+        ctx.label,
+    ])
+    .args([
+        "-e",
+        "CLAWKER_HOST_PROXY=http://127.0.0.1:18374",
+        "-e",
+        "SSH_AUTH_SOCK=/tmp/t/agent.sock",
+    ])
+    .args(extra)
+    .args([ctx.image, "sleep", "900"]);
+    Ok(Container(out(&mut c)?))
+}
+
+fn pid_of(c: &Container) -> Result<u32> {
+    Ok(out(Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &c.0]))?.parse()?)
+}
+
+/// `/health` through the tunnel from inside `pid`'s network namespace, tried every
+/// millisecond until it answers 200; when it did.
+#[allow(unsafe_code)]
+fn health_in_netns(pid: u32, within: Duration) -> Result<Instant> {
+    std::thread::spawn(move || -> Result<Instant> {
+        use std::os::fd::AsRawFd;
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+        // SAFETY: setns on a descriptor we hold, for this thread only; no memory is shared.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns: {}", std::io::Error::last_os_error());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", 18374)) {
+                let _ = s.write_all(
+                    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:18374\r\nConnection: close\r\n\r\n",
+                );
+                let mut reply = Vec::new();
+                let _ = s.read_to_end(&mut reply);
+                if reply.starts_with(b"HTTP/1.1 200") {
+                    return Ok(Instant::now());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no /health through the tunnel within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the netns thread panicked"))?
+}
+
+/// Waits until `hostproxy attach --list` shows `n` attachments serving.
+fn wait_serving(ctx: &Ctx<'_>, n: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = out(Command::new(ctx.hostproxy)
+            .args(["attach", "--list", "--json"])
+            .env("CLAWKER_STATE_DIR", ctx.state))?;
+        let v: serde_json::Value = serde_json::from_str(&list)?;
+        let serving = v
+            .as_array()
+            .map(|a| a.iter().filter(|x| x["state"] == "serving").count())
+            .unwrap_or(0);
+        if serving >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {serving} of {n} containers attached");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CPU time (user + system, clock ticks) of a process.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+}
+
+pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>) -> Result<()> {
+    // Attach latency: the container starts → /health answered through its tunnel.
+    let (mut attach, mut exec_true) = (Vec::new(), Vec::new());
+    for _ in 0..rounds(10) {
+        let mut c = Command::new("docker");
+        c.args([
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--label",
+            ctx.label,
+            ctx.image,
+            "sleep",
+            "900",
+        ]);
+        let id = out(&mut c)?;
+        let t0 = Instant::now();
+        let guard = Container(id);
+        let pid = pid_of(&guard)?;
+        let t1 = health_in_netns(pid, Duration::from_secs(20))?;
+        attach.push((t1 - t0).as_secs_f64() * 1000.0);
+        exec_true.push(timed(
+            Command::new("docker").args(["exec", &guard.0, "true"]),
+        )?);
+    }
+    let (a, e) = (stat(attach), stat(exec_true));
+    rows.push([
+        "attach latency (container started → `/health` answered through its tunnel)".into(),
+        format!("labelled container, tools in the image: {}", fmt_ms(&a)),
+        format!("`docker exec C true` round trip: {}", fmt_ms(&e)),
+        format!(
+            "p50 ≤ 300 ms → **{:.0} ms** {}",
+            a.median,
+            verdict(a.median <= 300.0)
+        ),
+    ]);
+
+    // One attached container for the signing and credential lanes.
+    let c = run_labelled(ctx, &[])?;
+    let pid = pid_of(&c)?;
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let tunnel_ssh = root.join("tmp/t/agent.sock");
+    wait_path(&tunnel_ssh).context("the tunnel's ssh-agent socket")?;
+
+    // SSH signing: direct, the tunnel, and a peer-style relay (socat in the container over
+    // `docker exec -i`, to a host socat on the agent socket; one connection per exec).
+    let mut rates: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..rounds(12) {
+        rates[0].push(sign_rate(ctx.agent_sock, ctx.blob, rounds(150))?);
+        rates[1].push(
+            sign_rate(&tunnel_ssh, ctx.blob, rounds(150)).context("signing through the tunnel")?,
+        );
+        let peer = format!("/tmp/peer{round}.sock");
+        let _relay = Killer(
+            Command::new("socat")
+                .arg(format!(
+                    "EXEC:docker exec -i {} /usr/bin/socat STDIO UNIX-LISTEN\\:{peer}",
+                    c.0
+                ))
+                .arg(format!("UNIX-CONNECT:{}", ctx.agent_sock.display()))
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        let peer_host = root.join(peer.trim_start_matches('/'));
+        // Only looked at, not connected to: this relay serves one connection.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !peer_host.exists() {
+            if Instant::now() > deadline {
+                bail!("the socat-over-exec relay never listened");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        rates[2].push(
+            sign_rate(&peer_host, ctx.blob, rounds(150))
+                .context("signing through socat over exec")?,
+        );
+    }
+    let rtt = stat(crate::exec_stream::round_trip_ms(&c.0, 160, 12, 150)?);
+    let direct = stat(rates[0].clone());
+    let floor = 1.0 / (1.0 / direct.median + rtt.median / 1000.0);
+    let vs_peer = paired(&rates[1], &rates[2]);
+    let t = stat(rates[1].clone());
+    let p = stat(rates[2].clone());
+    let of_floor = t.median / floor;
+    rows.push([
+        "SSH signing through the tunnel (the attached container's agent socket)".into(),
+        format!("tunnel: {}", fmt_rate(&t, "sign/s")),
+        format!(
+            "direct: {}; bare exec echo {} a round trip, so the exec floor is {floor:.0} sign/s; socat over `docker exec -i`: {}",
+            fmt_rate(&direct, "sign/s"),
+            fmt_ms(&rtt),
+            fmt_rate(&p, "sign/s")
+        ),
+        format!(
+            "≥ 0.95× the exec floor, ≥ 1.2× socat over exec → **{of_floor:.2}× floor, {} socat** {}",
+            fmt_ratio(&vs_peer),
+            verdict(of_floor >= 0.95 && vs_peer.median >= 1.2)
+        ),
+    ]);
+
+    // git credential fill: the tunnel (no token, from the container's network namespace)
+    // beside the TCP lane (token, the host's namespace); both under nsenter, so both pay
+    // the same extra exec.
+    let (home, _) = ctx.host_git;
+    let helper_cfg = ctx.dir.join("t-gitconfig");
+    std::fs::write(
+        &helper_cfg,
+        format!(
+            "[credential]\n\thelper = {}\n",
+            ctx.dist.join("git-credential-clawker").display()
+        ),
+    )?;
+    let git = |netns: &str, env: &[(&str, &str)]| {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={netns}"))
+            .args(["--", "git", "credential", "fill"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("GIT_CONFIG_GLOBAL", &helper_cfg)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .envs(env.iter().copied());
+        cmd
+    };
+    let input = "protocol=https\nhost=github.com\n\n";
+    let netns = format!("/proc/{pid}/ns/net");
+    let ours = format!("/proc/{}/ns/net", std::process::id());
+    let (mut tun, mut tcp) = (Vec::new(), Vec::new());
+    for _ in 0..rounds(40) {
+        tun.push(timed_input(
+            &mut git(&netns, &[("CLAWKER_HOST_PROXY", "http://127.0.0.1:18374")]),
+            input,
+        )?);
+        tcp.push(timed_input(
+            &mut git(
+                &ours,
+                &[
+                    ("CLAWKER_HOST_PROXY", ctx.base),
+                    ("CLAWKER_HOST_PROXY_TOKEN", ctx.token),
+                ],
+            ),
+            input,
+        )?);
+    }
+    let r = paired(&tun, &tcp);
+    let (a, b) = (stat(tun), stat(tcp));
+    rows.push([
+        "git credential fill through the tunnel".into(),
+        format!("helper over the tunnel (no token): {}", fmt_ms(&a)),
+        format!("the same helper over the TCP lane (token): {}", fmt_ms(&b)),
+        format!(
+            "≤ 1.15× the TCP lane → **{}** {}",
+            fmt_ratio(&r),
+            verdict(r.median <= 1.15)
+        ),
+    ]);
+    drop(c);
+
+    // 16 attached containers, idle: the daemon's memory, and its CPU over the idle time.
+    let n = rounds(16);
+    let many: Vec<Container> = (0..n)
+        .map(|_| run_labelled(ctx, &[]))
+        .collect::<Result<_>>()?;
+    wait_serving(ctx, n)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = crate::bench::rss_kib(ctx.daemon_pid)? as f64 / 1024.0;
+    let idle = if crate::bench::smoke() { 1 } else { 10 };
+    let before = cpu_ticks(ctx.daemon_pid)?;
+    std::thread::sleep(Duration::from_secs(idle));
+    let ticks = cpu_ticks(ctx.daemon_pid)? - before;
+    drop(many);
+    rows.push([
+        format!("{n} containers attached, idle"),
+        format!(
+            "daemon RSS {rss:.1} MiB; CPU over {idle} s idle: {ticks} clock ticks ({:.2} %)",
+            ticks as f64 / (idle as f64 * 100.0) * 100.0
+        ),
+        "—".into(),
+        format!(
+            "RSS ≤ 40 MiB, 0 % CPU idle → **{rss:.1} MiB, {ticks} ticks** {}",
+            verdict(rss <= 40.0 && ticks == 0)
+        ),
+    ]);
+    Ok(())
+}
