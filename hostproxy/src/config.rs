@@ -57,6 +57,18 @@ pub struct FileConfig {
     pub watcher: WatcherFile,
     #[serde(default)]
     pub attach: AttachFile,
+    #[serde(default)]
+    pub docker: DockerFile,
+}
+
+/// `[docker]`: registry credentials (SPEC.md 10).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerFile {
+    /// Let containers store credentials in the host's store (default false: `get` only).
+    pub allow_store: Option<bool>,
+    /// Let containers erase credentials from the host's store (default false).
+    pub allow_erase: Option<bool>,
 }
 
 /// `[attach]`: the tunnel (SPEC.md 6.1).
@@ -271,6 +283,9 @@ pub struct Settings {
     pub open_allowed_hosts: Vec<String>,
     pub watcher: Option<WatcherSettings>,
     pub attach: AttachSettings,
+    /// `docker.allow_store`, `docker.allow_erase`.
+    pub docker_allow_store: bool,
+    pub docker_allow_erase: bool,
 }
 
 impl Default for Settings {
@@ -296,6 +311,8 @@ impl Default for Settings {
             open_allowed_hosts: Vec::new(),
             watcher: None,
             attach: AttachSettings::default(),
+            docker_allow_store: false,
+            docker_allow_erase: false,
         }
     }
 }
@@ -348,6 +365,8 @@ impl Settings {
         if let Some(m) = file.max_connections {
             s.max_connections = m.max(1);
         }
+        s.docker_allow_store = file.docker.allow_store.unwrap_or(false);
+        s.docker_allow_erase = file.docker.allow_erase.unwrap_or(false);
         let a = &file.attach;
         if let Some(e) = a.enabled {
             s.attach.enabled = e;

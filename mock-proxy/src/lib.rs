@@ -23,6 +23,7 @@ use axum::routing::{get, post, put};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clawker_protocol::agent::FAILURE_FRAME;
+use clawker_protocol::api::DockerCredentialAction;
 use clawker_protocol::api::{
     ErrorResponse, GitCredentialAction, GitCredentialExtra, SuccessResponse,
 };
@@ -33,8 +34,9 @@ use clawker_protocol::mock::{
 use futures_util::future::BoxFuture;
 use hostproxy::api::{AppState, Auth};
 use hostproxy::backends::{
-    AgentConnector, AgentError, Backends, BindError, CredentialHelper, GitError, LaunchError,
-    Launcher, LoopbackBinder, Notifier, NotifyError, PortBinder,
+    AgentConnector, AgentError, Backends, BindError, CredentialHelper, DockerCredentials,
+    DockerError, DockerReply, GitError, LaunchError, Launcher, LoopbackBinder, Notifier,
+    NotifyError, PortBinder,
 };
 use hostproxy::config::Settings;
 use tokio_util::sync::CancellationToken;
@@ -155,6 +157,53 @@ fn found(input: &CredentialFields, stored: &MockCredential) -> Option<Credential
     (f.password.is_some() || f.credential.is_some()).then_some(f)
 }
 
+/// Docker registry credentials from the same table as git's, keyed by registry
+/// (`127.0.0.1:5000`): `get` hands out its username and password, `list` names them;
+/// `store` and `erase` (when the config allows them) change nothing.
+struct FakeDocker(Arc<Mock>);
+
+impl DockerCredentials for FakeDocker {
+    fn run<'a>(
+        &'a self,
+        action: DockerCredentialAction,
+        registry: Option<&'a str>,
+        _username: Option<&'a str>,
+        _secret: Option<&'a clawker_protocol::Secret<String>>,
+    ) -> BoxFuture<'a, Result<DockerReply, DockerError>> {
+        let creds = lock(&self.0.credentials).clone();
+        Box::pin(async move {
+            Ok(match action {
+                DockerCredentialAction::List => DockerReply::List(
+                    creds
+                        .iter()
+                        .map(|(k, c)| {
+                            (
+                                k.clone(),
+                                c.username
+                                    .as_ref()
+                                    .map(|u| u.expose().clone())
+                                    .unwrap_or_default(),
+                            )
+                        })
+                        .collect(),
+                ),
+                DockerCredentialAction::Get => match registry.and_then(|r| creds.get(r)) {
+                    Some(MockCredential {
+                        username: Some(u),
+                        password: Some(p),
+                        ..
+                    }) => DockerReply::Found {
+                        username: u.expose().clone(),
+                        secret: p.clone(),
+                    },
+                    _ => DockerReply::NotFound,
+                },
+                DockerCredentialAction::Store | DockerCredentialAction::Erase => DockerReply::Done,
+            })
+        })
+    }
+}
+
 struct FakeAgent(Arc<Mock>);
 
 impl AgentConnector for FakeAgent {
@@ -217,6 +266,7 @@ pub fn router(mock: Arc<Mock>, cfg: &MockConfig, shutdown: CancellationToken) ->
             real: cfg.real_listeners,
         }),
         notifier: Arc::new(FakeNotifier),
+        docker: Arc::new(FakeDocker(mock.clone())),
     };
     let auth = match &cfg.token {
         Some(t) => Auth::Token(t.expose().clone().into()),

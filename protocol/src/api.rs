@@ -17,6 +17,7 @@ pub mod routes {
     pub const OPEN_URL: &str = "/open/url";
     pub const NOTIFY: &str = "/notify";
     pub const GIT_CREDENTIAL: &str = "/git/credential";
+    pub const DOCKER_CREDENTIAL: &str = "/docker/credential";
     pub const SSH_AGENT: &str = "/ssh/agent";
     pub const CALLBACK_REGISTER: &str = "/callback/register";
     /// Template of `GET /callback/{id}/data`.
@@ -112,6 +113,115 @@ pub struct OpenUrlResponse {
     pub success: bool,
     /// The canonical (re-serialised) URL that was handed to the launcher.
     pub url: String,
+}
+
+/// What a container asks of the host's Docker credential store (Docker's credential-helper
+/// verbs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum DockerCredentialAction {
+    Get,
+    Store,
+    Erase,
+    List,
+}
+
+impl DockerCredentialAction {
+    /// The helper's verb (`docker-credential-NAME VERB`).
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Store => "store",
+            Self::Erase => "erase",
+            Self::List => "list",
+        }
+    }
+}
+
+/// `POST /docker/credential` (SPEC.md 10): `server_url` is required except for `list`;
+/// `username` and `secret` only for `store`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DockerCredentialRequest {
+    pub action: DockerCredentialAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub secret: Option<Secret<String>>,
+}
+
+/// Reply of `POST /docker/credential`: `get` carries the credential, `list` the registries
+/// the caller may see (server URL → username).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DockerCredentialResponse {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub secret: Option<Secret<String>>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub servers: std::collections::BTreeMap<String, String>,
+}
+
+/// The registry a Docker server URL names, as the docker CLI keys its config:
+/// `https://index.docker.io/v1/` for Docker Hub, else the host (and port), lowercase,
+/// without scheme or path. `None` for what is not a registry address.
+pub fn docker_registry(server_url: &str) -> Option<String> {
+    let s = server_url.trim();
+    if s.is_empty() || s.len() > 512 || s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return None;
+    }
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    let host = rest.split('/').next()?.to_ascii_lowercase();
+    if !crate::credential::is_valid_credential_host(&host) {
+        return None;
+    }
+    Some(match host.as_str() {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
+        _ => host,
+    })
+}
+
+/// Docker Hub's key in `~/.docker/config.json`.
+pub const DOCKER_HUB: &str = "https://index.docker.io/v1/";
+
+#[cfg(test)]
+mod docker_registry_tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_name_registries_as_the_docker_cli_keys_them() {
+        for (url, want) in [
+            ("127.0.0.1:5000", Some("127.0.0.1:5000")),
+            (
+                "https://Registry.Example.com/v2/",
+                Some("registry.example.com"),
+            ),
+            ("http://localhost:5000", Some("localhost:5000")),
+            ("docker.io", Some(DOCKER_HUB)),
+            ("https://index.docker.io/v1/", Some(DOCKER_HUB)),
+            ("", None),
+            ("user@host", None),
+            ("a b", None),
+            ("host:99999", None),
+            ("ho\nst", None),
+        ] {
+            assert_eq!(docker_registry(url).as_deref(), want, "{url:?}");
+        }
+    }
 }
 
 /// What a container asks of the host's git credential helpers.

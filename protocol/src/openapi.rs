@@ -55,6 +55,18 @@ fn notify() {}
               (status = 504, description = "git did not answer in time", body = ErrorResponse)))]
 fn git_credential() {}
 
+#[utoipa::path(post, path = "/docker/credential", tag = "docker", request_body = DockerCredentialRequest,
+    responses((status = 200, description = "get: the credential; list: the registries the token may see; store/erase: done", body = DockerCredentialResponse),
+              (status = 400, description = "not a registry, or fields the action does not take", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "the token may not use this registry (scope docker:REGISTRY), or store/erase not allowed by the config", body = ErrorResponse),
+              (status = 404, description = "no credential found", body = ErrorResponse),
+              (status = 413, description = "body over 64 KiB", body = ErrorResponse),
+              (status = 415, description = "not application/json", body = ErrorResponse),
+              (status = 500, description = "the host's credential store failed", body = ErrorResponse),
+              (status = 504, description = "the credential helper did not answer in time", body = ErrorResponse)))]
+fn docker_credential() {}
+
 #[utoipa::path(post, path = "/ssh/agent", tag = "ssh", request_body = SshAgentRequest,
     responses((status = 200, description = "the agent's framed reply (or SSH_AGENT_FAILURE from the filter), base64", body = SshAgentResponse),
               (status = 400, description = "not exactly one frame, or over 256 KiB", body = ErrorResponse),
@@ -108,7 +120,7 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "hostproxy", description = "Host daemon for Docker containers: open URLs, OAuth callbacks, git credentials, SSH agent. Every API route needs `Authorization: Bearer <token>`; requests with `Origin` or `Sec-Fetch-*` are refused; the `Host` header must be an allowed name with the served port."),
-    paths(health, status, open_url, notify, git_credential, ssh_agent, callback_register, callback_data, callback_delete),
+    paths(health, status, open_url, notify, git_credential, docker_credential, ssh_agent, callback_register, callback_data, callback_delete),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

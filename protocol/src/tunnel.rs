@@ -22,8 +22,9 @@ pub const CONTAINER_BIN_DIR: &str = "/tmp/.hostproxy/bin";
 pub const SOCKET_SERVER: &str = "clawker-socket-server";
 /// The container tools the daemon copies into an image that lacks them (`cargo xtask dist`
 /// builds these, for x86_64 and aarch64).
-pub const CONTAINER_TOOLS: [&str; 6] = [
+pub const CONTAINER_TOOLS: [&str; 7] = [
     "host-open",
+    "docker-credential-clawker",
     "host-notify",
     "callback-forwarder",
     "git-credential-clawker",

@@ -47,8 +47,9 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// The static container tools `cargo xtask dist` builds.
-pub const TOOLS: [&str; 6] = [
+pub const TOOLS: [&str; 7] = [
     "host-open",
+    "docker-credential-clawker",
     "host-notify",
     "callback-forwarder",
     "git-credential-clawker",
@@ -418,13 +419,18 @@ impl DaemonProc {
     /// read-only (git, ssh, gpg), and the flags `hostproxy run-flags --gpg` prints, with this
     /// daemon's own attach label. Add the image and the command.
     pub fn tunnel_run(&self) -> Command {
+        self.tunnel_run_on("none")
+    }
+
+    /// [`DaemonProc::tunnel_run`] on the Docker network `network`.
+    pub fn tunnel_run_on(&self, network: &str) -> Command {
         let out = self
             .hostproxy(&["run-flags", "--gpg", "--lines"])
             .output()
             .unwrap();
         assert!(out.status.success(), "run-flags failed");
         let mut c = Command::new("docker");
-        c.args(["run", "-d", "--network", "none", "-v", "/usr:/usr:ro"]);
+        c.args(["run", "-d", "--network", network, "-v", "/usr:/usr:ro"]);
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let (flag, value) = line.split_once(' ').expect("a flag and its value");
             let value = if value == "dev.clawker.hostproxy=attach" {

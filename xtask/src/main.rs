@@ -19,8 +19,9 @@ mod exec_stream;
 mod scratch;
 
 /// The container tools: shipped static, into images we did not build.
-pub(crate) const TOOLS: [&str; 6] = [
+pub(crate) const TOOLS: [&str; 7] = [
     "host-open",
+    "docker-credential-clawker",
     "host-notify",
     "callback-forwarder",
     "git-credential-clawker",
@@ -33,7 +34,7 @@ pub(crate) const TOOLS: [&str; 6] = [
 pub(crate) const MOCK: &str = "mock-proxy";
 
 /// What the tests need on the machine: (program to look for, Debian package).
-const PEERS: [(&str, &str); 14] = [
+const PEERS: [(&str, &str); 17] = [
     ("sshd", "openssh-server"),
     ("git", "git"),
     ("ssh-agent", "openssh-client"),
@@ -48,6 +49,9 @@ const PEERS: [(&str, &str); 14] = [
     ("qemu-aarch64-static", "qemu-user-static"),
     ("wrk", "wrk"),
     ("docker", "docker.io"),
+    ("skopeo", "skopeo"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
 ];
 
 /// Debian's arm64 `busybox-static`, for the arm64 container image of the e2e suite: its

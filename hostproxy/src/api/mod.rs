@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route(routes::OPEN_URL, post(handlers::open_url))
         .route(routes::NOTIFY, post(handlers::notify))
         .route(routes::GIT_CREDENTIAL, post(handlers::git_credential))
+        .route(routes::DOCKER_CREDENTIAL, post(handlers::docker_credential))
         .route(
             routes::SSH_AGENT,
             post(handlers::ssh_agent).layer(DefaultBodyLimit::max(api::MAX_AGENT_BODY)),

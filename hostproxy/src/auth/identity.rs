@@ -21,6 +21,8 @@ pub enum Scope {
     SshKey(String),
     /// `gpg`: the tunnel's gpg-agent streams (to gpg-agent's restricted extra socket).
     Gpg,
+    /// `docker:REGISTRY` (`docker:*` for any): Docker registry credentials of the host.
+    Docker(String),
 }
 
 impl std::str::FromStr for Scope {
@@ -43,11 +45,15 @@ impl std::str::FromStr for Scope {
             _ => match s.split_once(':') {
                 Some(("git", h)) => host(h).map(Self::Git),
                 Some(("git-store", h)) => host(h).map(Self::GitStore),
+                Some(("docker", r)) if r == "*" => Ok(Self::Docker("*".into())),
+                Some(("docker", r)) => clawker_protocol::api::docker_registry(r)
+                    .map(Self::Docker)
+                    .ok_or_else(|| format!("{r:?} is not a registry")),
                 Some(("ssh", fp)) if fp.starts_with("SHA256:") && fp.len() > 7 => {
                     Ok(Self::SshKey(fp.to_string()))
                 }
                 _ => Err(format!(
-                    "unknown scope {s:?}: use open, callback, notify, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint> or gpg"
+                    "unknown scope {s:?}: use open, callback, notify, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint>, gpg, docker:REGISTRY or docker:*"
                 )),
             },
         }
@@ -65,6 +71,7 @@ impl std::fmt::Display for Scope {
             Self::Ssh => f.write_str("ssh"),
             Self::SshKey(k) => write!(f, "ssh:{k}"),
             Self::Gpg => f.write_str("gpg"),
+            Self::Docker(r) => write!(f, "docker:{r}"),
         }
     }
 }
@@ -126,6 +133,11 @@ impl Identity {
     /// agent's answers by key).
     pub fn may_ssh_all(&self) -> bool {
         self.has(|s| *s == Scope::Ssh)
+    }
+
+    /// Docker credentials for `registry` (the store's key).
+    pub fn may_docker(&self, registry: &str) -> bool {
+        self.has(|s| matches!(s, Scope::Docker(r) if r == "*" || r == registry))
     }
 
     pub fn may_gpg(&self) -> bool {

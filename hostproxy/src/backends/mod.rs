@@ -16,12 +16,14 @@ use thiserror::Error;
 use crate::config::GitPolicy;
 
 mod agent;
+mod docker_creds;
 mod git;
 mod launcher;
 mod notifier;
 mod ports;
 
 pub use agent::{UnixAgent, read_agent_frame};
+pub use docker_creds::HostDockerCredentials;
 pub use git::GitCommand;
 pub use launcher::{CommandLauncher, default_launcher};
 pub use notifier::{CommandNotifier, default_notifier};
@@ -88,6 +90,47 @@ pub trait CredentialHelper: Send + Sync + 'static {
 }
 
 #[derive(Debug, Error)]
+pub enum DockerError {
+    #[error("cannot run {0}")]
+    Spawn(String, #[source] std::io::Error),
+    #[error("the credential helper did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("talking to the credential helper failed")]
+    Io(#[source] std::io::Error),
+    #[error("the credential helper's reply was not in Docker's format")]
+    BadReply,
+    #[error("docker-credential-{0} failed")]
+    Failed(String),
+    #[error("no credential helper serves this registry on the host (store and erase need one)")]
+    NoHelper,
+}
+
+/// What the host's Docker credential store answered.
+#[derive(Debug)]
+pub enum DockerReply {
+    Found {
+        username: String,
+        secret: clawker_protocol::Secret<String>,
+    },
+    NotFound,
+    Done,
+    /// Registry → username.
+    List(std::collections::BTreeMap<String, String>),
+}
+
+/// The host's Docker credential store (credential helpers, or `auths`).
+pub trait DockerCredentials: Send + Sync + 'static {
+    /// `registry` is the store's key for the server (`None` only for `List`).
+    fn run<'a>(
+        &'a self,
+        action: clawker_protocol::api::DockerCredentialAction,
+        registry: Option<&'a str>,
+        username: Option<&'a str>,
+        secret: Option<&'a clawker_protocol::Secret<String>>,
+    ) -> BoxFuture<'a, Result<DockerReply, DockerError>>;
+}
+
+#[derive(Debug, Error)]
 pub enum AgentError {
     #[error("no SSH agent on the host: SSH_AUTH_SOCK is not set for the daemon")]
     NoSocket,
@@ -128,6 +171,7 @@ pub struct Backends {
     pub agent: Arc<dyn AgentConnector>,
     pub ports: Arc<dyn PortBinder>,
     pub notifier: Arc<dyn Notifier>,
+    pub docker: Arc<dyn DockerCredentials>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -150,6 +194,7 @@ impl Backends {
             agent: Arc::new(agent),
             ports: Arc::new(LoopbackBinder),
             notifier: Arc::new(CommandNotifier::new(notifier)),
+            docker: Arc::new(HostDockerCredentials::from_env()),
         }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod docker;
 mod tokens;
 
 use std::time::{Duration, Instant};

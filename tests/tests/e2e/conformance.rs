@@ -172,6 +172,30 @@ fn mock_and_daemon_answer_alike() {
             Some(json!({"action":"get","protocol":"http","host":"github.com"})),
         ),
         case(
+            "docker not found",
+            "POST",
+            "/docker/credential",
+            Some(json!({"action":"get","server_url":"unknown.example:5000"})),
+        ),
+        case(
+            "docker store refused",
+            "POST",
+            "/docker/credential",
+            Some(json!({"action":"store","server_url":"r.example","username":"u","secret":"s"})),
+        ),
+        case(
+            "docker not a registry",
+            "POST",
+            "/docker/credential",
+            Some(json!({"action":"get","server_url":"a b"})),
+        ),
+        case(
+            "docker list",
+            "POST",
+            "/docker/credential",
+            Some(json!({"action":"list"})),
+        ),
+        case(
             "agent malformed",
             "POST",
             "/ssh/agent",

@@ -7,6 +7,7 @@ mod browser;
 mod capture;
 mod ci_job;
 mod conformance;
+mod docker_creds;
 mod git_attrs;
 mod lifecycle;
 mod mock_tools;

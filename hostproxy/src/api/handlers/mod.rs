@@ -3,6 +3,7 @@
 //! is not contacted.
 
 mod callback;
+mod docker_credential;
 mod git_credential;
 mod health;
 mod notify;
@@ -12,6 +13,7 @@ mod ssh_agent;
 pub use callback::{
     callback_data, callback_delete, callback_register, cb_capture, cb_capture_root,
 };
+pub use docker_credential::docker_credential;
 pub use git_credential::{git_credential, validate_credential};
 pub use health::{health, status};
 pub use notify::notify;

@@ -10,7 +10,8 @@ use clawker_protocol::Secret;
 pub use e2e::{Agent, free_port, host_git_env, recording_script, write_script};
 use hostproxy::api::Auth;
 use hostproxy::backends::{
-    Backends, CommandLauncher, CommandNotifier, GitCommand, LoopbackBinder, UnixAgent,
+    Backends, CommandLauncher, CommandNotifier, GitCommand, HostDockerCredentials, LoopbackBinder,
+    UnixAgent,
 };
 use hostproxy::config::Settings;
 use hostproxy::{AppState, ServeLimits, router, serve};
@@ -107,6 +108,11 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
         agent: Arc::new(UnixAgent::new(opts.agent_socket)),
         ports: Arc::new(LoopbackBinder),
         notifier: Arc::new(CommandNotifier::new(settings.notifier.clone())),
+        // The scratch `<dir>/docker/config.json`, its helpers in `<dir>/helpers`.
+        docker: Arc::new(HostDockerCredentials::at(
+            dir.path().join("docker"),
+            Some(dir.path().join("helpers")),
+        )),
     };
     let shutdown = CancellationToken::new();
     let auth = if opts.no_auth {

@@ -1,0 +1,154 @@
+//! `POST /docker/credential` (SPEC.md 10): the host's Docker registry credentials, behind
+//! the scope `docker:REGISTRY`; `get` and `list` only, unless the config allows `store` or
+//! `erase`.
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use clawker_protocol::api::{
+    DockerCredentialAction, DockerCredentialRequest, DockerCredentialResponse, docker_registry,
+    routes,
+};
+
+use crate::api::error::ApiError;
+use crate::api::json::ApiJson;
+use crate::api::state::AppState;
+use crate::auth::Identity;
+use crate::backends::{DockerError, DockerReply};
+
+/// Longest username or secret accepted for `store`.
+const MAX_FIELD: usize = 16 * 1024;
+
+pub async fn docker_credential(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+    ApiJson(req): ApiJson<DockerCredentialRequest>,
+) -> Result<Json<DockerCredentialResponse>, ApiError> {
+    let registry = req.server_url.as_deref().and_then(docker_registry);
+    let decided = decide(&state, &id, &req, registry.as_deref()).await;
+    state.audit.record(
+        &id.name,
+        routes::DOCKER_CREDENTIAL,
+        req.action.verb(),
+        registry.clone(),
+        None,
+        decided.is_ok(),
+        decided.as_ref().err().map(|e| e.message.clone()),
+    );
+    decided.map(Json)
+}
+
+/// Validates, applies scope and policy, then asks the store: a refusal has run no helper.
+async fn decide(
+    state: &AppState,
+    id: &Identity,
+    req: &DockerCredentialRequest,
+    registry: Option<&str>,
+) -> Result<DockerCredentialResponse, ApiError> {
+    let empty = DockerCredentialResponse {
+        success: true,
+        server_url: None,
+        username: None,
+        secret: None,
+        servers: Default::default(),
+    };
+    if req.action == DockerCredentialAction::List {
+        if req.server_url.is_some() || req.username.is_some() || req.secret.is_some() {
+            return Err(ApiError::bad_request("list takes no other field"));
+        }
+        let reply = run(state, req, None).await?;
+        let DockerReply::List(all) = reply else {
+            return Err(store_failed(DockerError::BadReply));
+        };
+        // Only the registries this identity may see.
+        let servers = all.into_iter().filter(|(r, _)| id.may_docker(r)).collect();
+        return Ok(DockerCredentialResponse { servers, ..empty });
+    }
+    let registry = registry.ok_or_else(|| {
+        ApiError::bad_request(
+            "server_url must name a registry (host[:port], optionally with https://)",
+        )
+    })?;
+    let write = req.action != DockerCredentialAction::Get;
+    if !write && (req.username.is_some() || req.secret.is_some()) {
+        return Err(ApiError::bad_request(format!(
+            "{} takes only server_url",
+            req.action.verb()
+        )));
+    }
+    if req.action == DockerCredentialAction::Store {
+        let (Some(user), Some(secret)) = (&req.username, &req.secret) else {
+            return Err(ApiError::bad_request("store needs username and secret"));
+        };
+        for (what, v) in [
+            ("username", user.as_str()),
+            ("secret", secret.expose().as_str()),
+        ] {
+            if v.len() > MAX_FIELD || v.chars().any(char::is_control) {
+                return Err(ApiError::bad_request(format!(
+                    "the {what} is too long or contains control characters"
+                )));
+            }
+        }
+    }
+    if !id.may_docker(registry) {
+        return Err(ApiError::forbidden(format!(
+            "this token may not use the credentials of {registry} (scope docker:{registry})"
+        )));
+    }
+    let allowed = match req.action {
+        DockerCredentialAction::Store => state.settings.docker_allow_store,
+        DockerCredentialAction::Erase => state.settings.docker_allow_erase,
+        _ => true,
+    };
+    if !allowed {
+        return Err(ApiError::forbidden(format!(
+            "{} is not allowed by the daemon's config (docker.allow_{})",
+            req.action.verb(),
+            req.action.verb()
+        )));
+    }
+    match run(state, req, Some(registry)).await? {
+        DockerReply::Found { username, secret } => Ok(DockerCredentialResponse {
+            server_url: Some(registry.to_string()),
+            username: Some(username),
+            secret: Some(secret),
+            ..empty
+        }),
+        DockerReply::NotFound => Err(ApiError::not_found("no credential found")),
+        DockerReply::Done | DockerReply::List(_) => Ok(empty),
+    }
+}
+
+async fn run(
+    state: &AppState,
+    req: &DockerCredentialRequest,
+    registry: Option<&str>,
+) -> Result<DockerReply, ApiError> {
+    state
+        .backends
+        .docker
+        .run(
+            req.action,
+            registry,
+            req.username.as_deref(),
+            req.secret.as_ref(),
+        )
+        .await
+        .map_err(store_failed)
+}
+
+fn store_failed(e: DockerError) -> ApiError {
+    tracing::warn!(error = %e, "docker credential store failed");
+    match e {
+        DockerError::Timeout(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the host's credential helper did not answer in time",
+        ),
+        DockerError::NoHelper => ApiError::forbidden(e.to_string()),
+        _ => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the host's docker credential store failed",
+        ),
+    }
+}
