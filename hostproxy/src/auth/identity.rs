@@ -45,7 +45,7 @@ impl std::str::FromStr for Scope {
             _ => match s.split_once(':') {
                 Some(("git", h)) => host(h).map(Self::Git),
                 Some(("git-store", h)) => host(h).map(Self::GitStore),
-                Some(("docker", r)) if r == "*" => Ok(Self::Docker("*".into())),
+                Some(("docker", "*")) => Ok(Self::Docker("*".into())),
                 Some(("docker", r)) => clawker_protocol::api::docker_registry(r)
                     .map(Self::Docker)
                     .ok_or_else(|| format!("{r:?} is not a registry")),
