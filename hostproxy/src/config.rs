@@ -59,6 +59,21 @@ pub struct FileConfig {
     pub attach: AttachFile,
     #[serde(default)]
     pub docker: DockerFile,
+    /// `[[sockets]]`: host sockets a container may be given by name (SPEC.md 10).
+    #[serde(default)]
+    pub sockets: Vec<DeclaredSocket>,
+}
+
+/// One `[[sockets]]` entry: a host unix socket the user lets attached containers use,
+/// by `name`, with the scope `socket:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredSocket {
+    pub name: String,
+    pub path: PathBuf,
+    /// The Docker engine's socket is root on the host: refused unless this is true.
+    #[serde(default)]
+    pub allow_docker: bool,
 }
 
 /// `[docker]`: registry credentials (SPEC.md 10).
@@ -283,6 +298,8 @@ pub struct Settings {
     pub open_allowed_hosts: Vec<String>,
     pub watcher: Option<WatcherSettings>,
     pub attach: AttachSettings,
+    /// `[[sockets]]`, checked (names, absolute paths).
+    pub sockets: Vec<DeclaredSocket>,
     /// `docker.allow_store`, `docker.allow_erase`.
     pub docker_allow_store: bool,
     pub docker_allow_erase: bool,
@@ -313,6 +330,7 @@ impl Default for Settings {
             attach: AttachSettings::default(),
             docker_allow_store: false,
             docker_allow_erase: false,
+            sockets: Vec::new(),
         }
     }
 }
@@ -364,6 +382,30 @@ impl Settings {
         }
         if let Some(m) = file.max_connections {
             s.max_connections = m.max(1);
+        }
+        for d in &file.sockets {
+            if !clawker_protocol::tunnel::is_socket_name(&d.name) {
+                return Err(ConfigError::Value {
+                    key: "sockets.name",
+                    message: format!(
+                        "{:?} is not a name (letters, digits, '-', '_', '.')",
+                        d.name
+                    ),
+                });
+            }
+            if !d.path.is_absolute() {
+                return Err(ConfigError::Value {
+                    key: "sockets.path",
+                    message: format!("{} is not absolute", d.path.display()),
+                });
+            }
+            if s.sockets.iter().any(|o: &DeclaredSocket| o.name == d.name) {
+                return Err(ConfigError::Value {
+                    key: "sockets.name",
+                    message: format!("{:?} is declared twice", d.name),
+                });
+            }
+            s.sockets.push(d.clone());
         }
         s.docker_allow_store = file.docker.allow_store.unwrap_or(false);
         s.docker_allow_erase = file.docker.allow_erase.unwrap_or(false);

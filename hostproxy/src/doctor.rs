@@ -316,6 +316,40 @@ fn check_launcher(settings: &Settings) -> Check {
     }
 }
 
+/// The declared host sockets (`[[sockets]]`): there, a socket, whose.
+fn check_sockets(settings: &Settings) -> Vec<Check> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    settings
+        .sockets
+        .iter()
+        .map(|d| {
+            let shown = format!("{} → {}", d.name, d.path.display());
+            if crate::platform::docker_host::is_engine_socket(&d.path) && !d.allow_docker {
+                return fail(
+                    "declared socket",
+                    format!("{shown} is the Docker engine's socket (root on this host)"),
+                    "remove it from [[sockets]], or set allow_docker = true if you mean it",
+                );
+            }
+            match std::fs::symlink_metadata(&d.path) {
+                Ok(m) if m.file_type().is_socket() => {
+                    pass("declared socket", format!("{shown} (owner uid {})", m.uid()))
+                }
+                Ok(_) => fail(
+                    "declared socket",
+                    format!("{shown} is not a socket"),
+                    "point path at the agent's socket",
+                ),
+                Err(e) => warn(
+                    "declared socket",
+                    format!("{shown}: {e}"),
+                    "start the program that serves it (containers asking for it get nothing until then)",
+                ),
+            }
+        })
+        .collect()
+}
+
 /// Runs every check and prints them. `settings` is the resolved configuration, or why it
 /// could not be read (then reported as a failing check, and the defaults are used for the
 /// rest).
@@ -343,6 +377,7 @@ pub fn run(port: u16, json: bool, settings: Result<Settings, String>) -> Result<
     checks.push(check_port(port));
     checks.extend(check_state(&state));
     checks.push(check_launcher(&settings));
+    checks.extend(check_sockets(&settings));
     let ok = checks.iter().all(|c| c.ok);
     if json {
         println!("{}", serde_json::json!({ "ok": ok, "checks": checks }));

@@ -31,6 +31,26 @@ pub const CONTAINER_TOOLS: [&str; 7] = [
     "ssh-agent-proxy",
     SOCKET_SERVER,
 ];
+/// The OPEN payload of a declared socket's streams: this, then its name.
+pub const DECLARED_PREFIX: &str = "socket:";
+/// Container label: the declared host sockets an attached container asks for (comma list).
+pub const SOCKETS_LABEL: &str = "dev.clawker.hostproxy.sockets";
+
+/// Where a declared socket appears in the container.
+pub fn declared_socket_path(name: &str) -> String {
+    format!("{CONTAINER_DIR}/sockets/{name}.sock")
+}
+
+/// A declared socket's name: letters, digits, `-`, `_`, `.`, at most 64.
+pub fn is_socket_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// `hostproxy run-flags`' socket paths: absolute, the same for every user of the image.
 pub const RUN_FLAGS_SSH_SOCK: &str = "/tmp/.hostproxy/ssh/agent.sock";
 pub const RUN_FLAGS_GNUPGHOME: &str = "/tmp/.hostproxy/gnupg";
@@ -46,15 +66,27 @@ pub enum RemoteSocket {
     /// A TCP listener on the container's loopback carrying the HTTP API.
     #[serde(rename = "http")]
     Http { listen: String },
+    /// A host socket the user declared by name in the daemon's config (SPEC.md 10).
+    #[serde(rename = "socket")]
+    Socket { name: String, path: String },
 }
 
 impl RemoteSocket {
-    /// The OPEN payload of its streams.
+    /// The type name.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::SshAgent { .. } => SOCKET_SSH_AGENT,
             Self::GpgAgent { .. } => SOCKET_GPG_AGENT,
             Self::Http { .. } => SOCKET_HTTP,
+            Self::Socket { .. } => "socket",
+        }
+    }
+
+    /// The OPEN payload of its streams: the type, or `socket:NAME` for a declared socket.
+    pub fn open_payload(&self) -> String {
+        match self {
+            Self::Socket { name, .. } => format!("{DECLARED_PREFIX}{name}"),
+            other => other.kind().to_string(),
         }
     }
 }
@@ -126,6 +158,9 @@ pub enum ControlRequest {
         /// Only these socket types (`hostproxy bridge --ssh --gpg`); empty: the defaults.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         sockets: Vec<RemoteSocket>,
+        /// Declared host sockets to give it, by name (besides its `SOCKETS_LABEL`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        declared: Vec<String>,
     },
     Detach {
         name: String,
@@ -256,6 +291,7 @@ mod tests {
             name: None,
             allow: vec!["open".into()],
             sockets: vec![],
+            declared: vec![],
         };
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"verb":"attach","container":"c1","allow":["open"]}"#);

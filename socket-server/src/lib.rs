@@ -26,12 +26,19 @@ pub const PUBKEY_TIMEOUT_VAR: &str = "CLAWKER_SOCKET_SERVER_PUBKEY_TIMEOUT";
 /// One socket to serve, checked: an absolute path, or a loopback TCP address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketSpec {
-    Unix { path: PathBuf, kind: &'static str },
-    Http { listen: SocketAddr },
+    /// A unix socket; `kind` is its OPEN payload (`ssh-agent`, `gpg-agent`, `socket:NAME`).
+    Unix {
+        path: PathBuf,
+        kind: String,
+    },
+    Http {
+        listen: SocketAddr,
+    },
 }
 
 impl SocketSpec {
-    pub fn kind(&self) -> &'static str {
+    /// The OPEN payload of its streams.
+    pub fn kind(&self) -> &str {
         match self {
             Self::Unix { kind, .. } => kind,
             Self::Http { .. } => SOCKET_HTTP,
@@ -47,7 +54,7 @@ impl SocketSpec {
 pub fn parse_specs(json: &str, home: Option<&Path>) -> Result<Vec<SocketSpec>> {
     let specs: Vec<RemoteSocket> = serde_json::from_str(json).with_context(|| {
         format!(
-            "{} must be a JSON list like [{{\"path\":\"/tmp/agent.sock\",\"type\":\"ssh-agent\"}}, {{\"type\":\"http\",\"listen\":\"127.0.0.1:18374\"}}] (types: ssh-agent, gpg-agent, http)",
+            "{} must be a JSON list like [{{\"path\":\"/tmp/agent.sock\",\"type\":\"ssh-agent\"}}, {{\"type\":\"http\",\"listen\":\"127.0.0.1:18374\"}}] (types: ssh-agent, gpg-agent, http, socket)",
             env::REMOTE_SOCKETS
         )
     })?;
@@ -60,7 +67,7 @@ pub fn parse_specs(json: &str, home: Option<&Path>) -> Result<Vec<SocketSpec>> {
 /// One entry made usable: `~` expanded, the path absolute, the address a loopback one (the
 /// tunnel's API is for this container's processes, never its network).
 pub fn check_spec(spec: &RemoteSocket, home: Option<&Path>) -> Result<SocketSpec> {
-    let unix = |path: &str, kind: &'static str| -> Result<SocketSpec> {
+    let unix = |path: &str, kind: String| -> Result<SocketSpec> {
         let mut path = PathBuf::from(path);
         if let Ok(rest) = path.strip_prefix("~") {
             let home = home.context("a socket path starts with ~ but HOME is not set")?;
@@ -72,8 +79,14 @@ pub fn check_spec(spec: &RemoteSocket, home: Option<&Path>) -> Result<SocketSpec
         Ok(SocketSpec::Unix { path, kind })
     };
     match spec {
-        RemoteSocket::SshAgent { path } => unix(path, SOCKET_SSH_AGENT),
-        RemoteSocket::GpgAgent { path } => unix(path, SOCKET_GPG_AGENT),
+        RemoteSocket::SshAgent { path } => unix(path, SOCKET_SSH_AGENT.into()),
+        RemoteSocket::GpgAgent { path } => unix(path, SOCKET_GPG_AGENT.into()),
+        RemoteSocket::Socket { name, path } => {
+            if !clawker_protocol::tunnel::is_socket_name(name) {
+                bail!("{name:?} is not a socket name");
+            }
+            unix(path, spec.open_payload())
+        }
         RemoteSocket::Http { listen } => {
             let addr: SocketAddr = listen
                 .parse()
@@ -137,7 +150,7 @@ impl Listener {
 
 async fn accept_loop(
     listener: Listener,
-    kind: &'static str,
+    kind: String,
     next_id: Arc<AtomicU32>,
     streams: Streams,
     out: Out,
@@ -222,7 +235,7 @@ where
             Some(key) if !key.is_empty() => {
                 for s in &specs {
                     if let SocketSpec::Unix { path, kind } = s
-                        && *kind == SOCKET_GPG_AGENT
+                        && kind == SOCKET_GPG_AGENT
                     {
                         let home = path
                             .parent()
@@ -269,7 +282,7 @@ where
         };
         acceptors.spawn(accept_loop(
             listener,
-            s.kind(),
+            s.kind().to_string(),
             next_id.clone(),
             streams.clone(),
             out.clone(),
@@ -422,7 +435,7 @@ mod tests {
             s[0],
             SocketSpec::Unix {
                 path: PathBuf::from("/home/u/.ssh/agent.sock"),
-                kind: SOCKET_SSH_AGENT
+                kind: SOCKET_SSH_AGENT.into()
             }
         );
         assert!(s[1].is_gpg());

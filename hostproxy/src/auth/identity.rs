@@ -23,6 +23,8 @@ pub enum Scope {
     Gpg,
     /// `docker:REGISTRY` (`docker:*` for any): Docker registry credentials of the host.
     Docker(String),
+    /// `socket:NAME`: the host socket declared as NAME in the daemon's config.
+    Socket(String),
 }
 
 impl std::str::FromStr for Scope {
@@ -46,6 +48,9 @@ impl std::str::FromStr for Scope {
                 Some(("git", h)) => host(h).map(Self::Git),
                 Some(("git-store", h)) => host(h).map(Self::GitStore),
                 Some(("docker", "*")) => Ok(Self::Docker("*".into())),
+                Some(("socket", n)) if clawker_protocol::tunnel::is_socket_name(n) => {
+                    Ok(Self::Socket(n.to_string()))
+                }
                 Some(("docker", r)) => clawker_protocol::api::docker_registry(r)
                     .map(Self::Docker)
                     .ok_or_else(|| format!("{r:?} is not a registry")),
@@ -53,7 +58,7 @@ impl std::str::FromStr for Scope {
                     Ok(Self::SshKey(fp.to_string()))
                 }
                 _ => Err(format!(
-                    "unknown scope {s:?}: use open, callback, notify, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint>, gpg, docker:REGISTRY or docker:*"
+                    "unknown scope {s:?}: use open, callback, notify, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint>, gpg, docker:REGISTRY, docker:* or socket:NAME"
                 )),
             },
         }
@@ -72,6 +77,7 @@ impl std::fmt::Display for Scope {
             Self::SshKey(k) => write!(f, "ssh:{k}"),
             Self::Gpg => f.write_str("gpg"),
             Self::Docker(r) => write!(f, "docker:{r}"),
+            Self::Socket(n) => write!(f, "socket:{n}"),
         }
     }
 }
@@ -138,6 +144,11 @@ impl Identity {
     /// Docker credentials for `registry` (the store's key).
     pub fn may_docker(&self, registry: &str) -> bool {
         self.has(|s| matches!(s, Scope::Docker(r) if r == "*" || r == registry))
+    }
+
+    /// The declared host socket `name`.
+    pub fn may_socket(&self, name: &str) -> bool {
+        self.has(|s| matches!(s, Scope::Socket(n) if n == name))
     }
 
     pub fn may_gpg(&self) -> bool {

@@ -63,6 +63,51 @@ pub struct Targets {
     /// Serves the daemon's HTTP API on an `http` stream (the tunnel); `None`: such streams
     /// are closed.
     pub http: Option<HttpServer>,
+    /// Declared host sockets this bridge may reach, by name (`socket:NAME` streams).
+    pub declared: std::sync::Arc<HashMap<String, std::sync::Arc<Declared>>>,
+}
+
+/// A declared host socket, and the owner it had when first seen: a socket whose owner
+/// changed since (another user took the path) is refused.
+#[derive(Debug)]
+pub struct Declared {
+    pub path: PathBuf,
+    owner: std::sync::Mutex<Option<u32>>,
+}
+
+impl Declared {
+    pub fn new(path: PathBuf) -> Self {
+        let d = Self {
+            path,
+            owner: std::sync::Mutex::new(None),
+        };
+        // Recorded now when it is there; else at the first connection.
+        let _ = d.check();
+        d
+    }
+
+    /// The socket is a socket, owned by whoever owned it when first seen.
+    pub fn check(&self) -> Result<(), String> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::symlink_metadata(&self.path)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        if !meta.file_type().is_socket() {
+            return Err(format!("{} is not a socket", self.path.display()));
+        }
+        let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
+        match *owner {
+            Some(uid) if uid != meta.uid() => Err(format!(
+                "{} is now owned by uid {} (it was uid {uid}): refused",
+                self.path.display(),
+                meta.uid()
+            )),
+            Some(_) => Ok(()),
+            None => {
+                *owner = Some(meta.uid());
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Serves one `http` stream's host end (it spawns what it needs and returns).
@@ -150,7 +195,24 @@ fn open_stream(
     if kind == SOCKET_HTTP.as_bytes() {
         return open_http(id, targets, streams, out);
     }
+    let declared = kind
+        .strip_prefix(clawker_protocol::tunnel::DECLARED_PREFIX.as_bytes())
+        .map(|n| String::from_utf8_lossy(n).into_owned());
     let (path, filter) = match kind {
+        _ if declared.is_some() => {
+            let name = declared.unwrap_or_default();
+            match targets.declared.get(&name).map(|d| (d, d.check())) {
+                Some((d, Ok(()))) => (Some(d.path.clone()), None),
+                Some((_, Err(why))) => {
+                    tracing::warn!(socket = %escape_bytes(name.as_bytes()), "declared socket refused: {why}");
+                    (None, None)
+                }
+                None => {
+                    tracing::warn!(socket = %escape_bytes(name.as_bytes()), "the container opened a socket that is not declared for it");
+                    (None, None)
+                }
+            }
+        }
         p if p == SOCKET_SSH_AGENT.as_bytes() => {
             (targets.ssh.clone(), Some(targets.filter.clone()))
         }
@@ -463,6 +525,7 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
         filter,
         connect: connect_unix(),
         http: None,
+        declared: Default::default(),
     };
     let ended = container_end(|| {
         docker

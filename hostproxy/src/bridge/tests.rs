@@ -54,6 +54,7 @@ fn targets(ssh: Option<PathBuf>, gpg: Option<PathBuf>, connect: Connector) -> Ta
         },
         connect,
         http: None,
+        declared: Default::default(),
     }
 }
 
@@ -214,4 +215,64 @@ async fn a_docker_event_stream_that_drops_once_does_not_end_the_bridge() {
             .await
             .is_err()
     );
+}
+
+/// A unix socket that echoes what it reads, counting its connections.
+fn echo_socket(path: &std::path::Path) -> Arc<AtomicUsize> {
+    let l = UnixListener::bind(path).unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(k) = s.read(&mut buf).await {
+                    if k == 0 || s.write_all(&buf[..k]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    n
+}
+
+#[tokio::test]
+async fn a_declared_socket_carries_bytes_both_ways_and_nothing_else_is_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let (echo, other) = (dir.path().join("echo.sock"), dir.path().join("other.sock"));
+    let reached = echo_socket(&echo);
+    let other_reached = echo_socket(&other);
+    let mut t = targets(None, None, connect_unix());
+    let echo_decl = Arc::new(Declared::new(echo.clone()));
+    t.declared = Arc::new(HashMap::from([("echo".to_string(), echo_decl.clone())]));
+    let (tx, mut from_host, bridge) = start(t);
+    tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
+    tx.send(encode(FrameType::Open, 1, b"socket:echo")).unwrap();
+    tx.send(encode(FrameType::Data, 1, b"ping")).unwrap();
+    let f = next_frame(&mut from_host).await;
+    assert_eq!(
+        (f.kind, f.stream, f.payload.as_slice()),
+        (FrameType::Data, 1, &b"ping"[..])
+    );
+    // A name not declared for this bridge (the other socket exists on the host) is closed.
+    tx.send(encode(FrameType::Open, 2, b"socket:other"))
+        .unwrap();
+    let f = next_frame(&mut from_host).await;
+    assert_eq!((f.kind, f.stream), (FrameType::Close, 2));
+    assert_eq!(other_reached.load(Ordering::SeqCst), 0);
+    // The path changes hands: refused from then on.
+    std::os::unix::fs::lchown(&echo, Some(65534), None).unwrap();
+    tx.send(encode(FrameType::Open, 3, b"socket:echo")).unwrap();
+    let f = next_frame(&mut from_host).await;
+    assert_eq!((f.kind, f.stream), (FrameType::Close, 3));
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        1,
+        "the changed socket was connected to"
+    );
+    assert!(echo_decl.check().unwrap_err().contains("uid 65534"));
+    drop(tx);
+    bridge.await.unwrap().unwrap();
 }

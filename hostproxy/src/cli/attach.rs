@@ -29,6 +29,10 @@ pub struct AttachArgs {
     /// dev.clawker.hostproxy.scopes label, then attach.scopes, then open, callback, git:*, ssh.
     #[arg(long = "allow", value_name = "SCOPE")]
     pub allow: Vec<String>,
+    /// A host socket declared in the config ([[sockets]]) to give the container
+    /// (repeatable); it also needs the scope socket:NAME.
+    #[arg(long = "socket", value_name = "NAME")]
+    pub sockets: Vec<String>,
     /// List what is attached.
     #[arg(long)]
     pub list: bool,
@@ -113,6 +117,7 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         name: args.name,
         allow: args.allow,
         sockets: Vec::new(),
+        declared: args.sockets,
     })?;
     for a in &r.attachments {
         println!("{}", show(a));

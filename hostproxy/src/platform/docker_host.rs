@@ -106,6 +106,19 @@ fn default_socket(env: &Env) -> String {
     }
 }
 
+/// Whether `path` is a Docker engine's socket: the one this daemon's engine address names,
+/// or one at a well-known place or with the well-known name.
+pub fn is_engine_socket(path: &std::path::Path) -> bool {
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let me = canon(path);
+    let engine = find(&Env::from_process());
+    let mut known: Vec<PathBuf> = vec!["/var/run/docker.sock".into(), "/run/docker.sock".into()];
+    if let Some(p) = engine.host.strip_prefix("unix://") {
+        known.push(p.into());
+    }
+    path.file_name().is_some_and(|n| n == "docker.sock") || known.iter().any(|k| canon(k) == me)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

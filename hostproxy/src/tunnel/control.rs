@@ -128,6 +128,7 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
             name,
             allow,
             sockets,
+            declared,
         } => {
             let target = match (container, via, name) {
                 (Some(c), None, None) => Target::Container(c),
@@ -141,7 +142,7 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
                     ));
                 }
             };
-            match tunnels.attach(target, &allow, &sockets).await {
+            match tunnels.attach(target, &allow, &sockets, &declared).await {
                 Ok(info) => ControlResponse {
                     ok: true,
                     attachments: vec![info],

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
 use crate::auth::{Identity, Scope, TunnelPeer};
-use crate::bridge::{Targets, audited_filter, connect_unix, serve_bridge};
+use crate::bridge::{Declared, Targets, audited_filter, connect_unix, serve_bridge};
 use crate::config::AttachSettings;
 use crate::server::ServeLimits;
 
@@ -73,6 +73,8 @@ struct Entry {
 }
 
 struct Inner {
+    /// `[[sockets]]` of the config, by name.
+    declared: HashMap<String, Arc<Declared>>,
     state: AppState,
     api: axum::Router,
     agents: HostAgents,
@@ -126,8 +128,20 @@ impl Tunnels {
         shutdown: CancellationToken,
     ) -> Result<Self> {
         parse_scopes(&settings.scopes).context("attach.scopes")?;
+        let mut declared = HashMap::new();
+        for d in &state.settings.sockets {
+            if crate::platform::docker_host::is_engine_socket(&d.path) && !d.allow_docker {
+                bail!(
+                    "[[sockets]] {:?} is the Docker engine's socket ({}), which is root on this host: refused; set allow_docker = true for it if you really mean to hand it to containers",
+                    d.name,
+                    d.path.display()
+                );
+            }
+            declared.insert(d.name.clone(), Arc::new(Declared::new(d.path.clone())));
+        }
         let api = crate::api::router(state.clone());
         Ok(Self(Arc::new(Inner {
+            declared,
             state,
             api,
             agents,
@@ -179,8 +193,11 @@ impl Tunnels {
         target: Target,
         allow: &[String],
         sockets: &[RemoteSocket],
+        declared: &[String],
     ) -> Result<AttachmentInfo> {
         let allow = parse_scopes(allow)?;
+        let mut label_sockets: Vec<String> = Vec::new();
+        let mut base_sockets: Vec<RemoteSocket> = sockets.to_vec();
         let (engine, name, identity_name, container, listen, default_scopes, engine_name, shown): (
             Arc<dyn Engine>,
             _,
@@ -204,6 +221,21 @@ impl Tunnels {
                     .with_context(|| format!("label {}", clawker_protocol::tunnel::SCOPES_LABEL))?;
                 let (name, id) = (t.name.clone(), t.id.clone());
                 check_name(&name)?;
+                label_sockets = t
+                    .labels
+                    .get(clawker_protocol::tunnel::SOCKETS_LABEL)
+                    .map(|l| {
+                        l.split(',')
+                            .map(|s| s.trim().to_string())
+                            .filter(|s| !s.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                base_sockets = if sockets.is_empty() {
+                    default_sockets(env)
+                } else {
+                    sockets.to_vec()
+                };
                 (
                     Arc::new(t) as Arc<dyn Engine>,
                     name.clone(),
@@ -245,6 +277,28 @@ impl Tunnels {
             scopes: Some(scopes),
             container,
         };
+        // Declared host sockets: each named in the config, and in the identity's scopes.
+        let mut wanted: Vec<String> = declared.to_vec();
+        wanted.extend(label_sockets);
+        wanted.sort();
+        wanted.dedup();
+        let mut reachable = HashMap::new();
+        for n in &wanted {
+            let d = self.0.declared.get(n).with_context(|| {
+                format!("no socket {n:?} is declared in the daemon's config ([[sockets]] name = {n:?}, path = …)")
+            })?;
+            if !identity.may_socket(n) {
+                bail!(
+                    "{} may not use the socket {n:?}: give it the scope socket:{n}",
+                    identity.name
+                );
+            }
+            reachable.insert(n.clone(), d.clone());
+            base_sockets.push(RemoteSocket::Socket {
+                name: n.clone(),
+                path: clawker_protocol::tunnel::declared_socket_path(n),
+            });
+        }
         let cancel = self.0.shutdown.child_token();
         let generation = self
             .0
@@ -283,10 +337,11 @@ impl Tunnels {
             true,
             None,
         );
-        let sockets = (!sockets.is_empty())
-            .then(|| serde_json::to_string(sockets))
+        let sockets = (!base_sockets.is_empty())
+            .then(|| serde_json::to_string(&base_sockets))
             .transpose()?;
         let run = Attachment {
+            declared: Arc::new(reachable),
             tunnels: self.clone(),
             engine,
             identity,
@@ -379,7 +434,10 @@ impl Tunnels {
     fn attach_in_background(&self, id: String) {
         let me = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = me.attach(Target::Container(id.clone()), &[], &[]).await {
+            if let Err(e) = me
+                .attach(Target::Container(id.clone()), &[], &[], &[])
+                .await
+            {
                 tracing::warn!(container = %id, error = %format!("{e:#}"), "cannot attach the container");
             }
         });
@@ -396,6 +454,8 @@ fn listen_of(sockets: &[RemoteSocket]) -> Option<std::net::SocketAddr> {
 
 /// One attachment's life.
 struct Attachment {
+    /// The declared sockets this identity may reach.
+    declared: Arc<HashMap<String, Arc<Declared>>>,
     tunnels: Tunnels,
     engine: Arc<dyn Engine>,
     identity: Identity,
@@ -518,6 +578,7 @@ impl Attachment {
             ),
             connect: connect_unix(),
             http: Some(http),
+            declared: self.declared.clone(),
         };
         // PUBKEY always goes first: a container end that serves gpg-agent waits for it, and
         // one that does not ignores it (empty without the gpg scope or host keys).

@@ -516,3 +516,131 @@ fn through_an_engine_reached_over_ssh() {
     let (ok, out, err) = c.exec(&[], "ssh-add -l");
     assert!(ok && out.contains("test@hostproxy"), "{out}{err}");
 }
+
+#[test]
+fn a_declared_host_socket_reaches_the_container_and_nothing_else_does() {
+    require("socat", "socat");
+    let dir = tempfile::tempdir().unwrap();
+    let echo = dir.path().join("echo.sock");
+    let mut server = Command::new("socat")
+        .arg(format!("UNIX-LISTEN:{},fork", echo.display()))
+        .arg("EXEC:cat")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !echo.exists() {
+        assert!(Instant::now() < deadline, "socat did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let config = dir.path().join("hostproxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sockets]]\nname = \"echo\"\npath = \"{}\"\n",
+            echo.display()
+        ),
+    )
+    .unwrap();
+    let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--config".into(), config.display().to_string()],
+        ..DaemonOpts::default()
+    });
+    let n = name("sock");
+    let c = Container::start(
+        d.tunnel_run()
+            .args(["--label", "dev.clawker.hostproxy.sockets=echo"])
+            .args(["--label", "dev.clawker.hostproxy.scopes=open,socket:echo"])
+            .args(["--name", &n, busybox_image(), "sleep", "300"]),
+    );
+    d.wait_serving(&n, Duration::from_secs(15));
+    // Bytes both ways, through the tunnel, to the host's socket. (The bridge has no
+    // half-close: a stream ends when either end closes, so the client keeps its end open
+    // until the answer is in.)
+    let (ok, out, err) = c.exec(
+        &[],
+        "(echo 'through the tunnel'; sleep 1) | socat - UNIX-CONNECT:/tmp/.hostproxy/sockets/echo.sock",
+    );
+    assert!(
+        ok && out.trim() == "through the tunnel",
+        "{out}{err}\n{}",
+        d.log_text()
+    );
+
+    // A name the config does not declare: the attach is refused, saying why.
+    let other = name("nosock");
+    let _o = Container::start(Command::new("docker").args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &other,
+        busybox_image(),
+        "sleep",
+        "300",
+    ]));
+    let out = d
+        .hostproxy(&[
+            "attach",
+            "--container",
+            &other,
+            "--allow",
+            "socket:nope",
+            "--socket",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no socket \"nope\" is declared"),
+        "{err}"
+    );
+    assert!(!d.attachments().iter().any(|a| a["name"] == other));
+    // Declared, but not in the container's scopes: refused too.
+    let out = d
+        .hostproxy(&[
+            "attach",
+            "--container",
+            &other,
+            "--allow",
+            "open",
+            "--socket",
+            "echo",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("scope socket:echo"),
+        "{err}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn the_docker_socket_is_not_declared_without_allow_docker() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hostproxy.toml");
+    std::fs::write(
+        &config,
+        "[[sockets]]\nname = \"engine\"\npath = \"/var/run/docker.sock\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("hostproxy"))
+        .args(["serve", "--port", &free_port().to_string(), "--config"])
+        .arg(&config)
+        .env("CLAWKER_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the daemon started with the docker socket declared"
+    );
+    assert!(
+        err.contains("Docker engine's socket") && err.contains("allow_docker"),
+        "{err}"
+    );
+}
