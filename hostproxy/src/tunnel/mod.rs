@@ -43,24 +43,23 @@ pub enum Target {
     Via { argv: Vec<String>, name: String },
 }
 
-/// The host's agents, found once at start.
+/// The host's agents, found once at start. The public keys are read (`gpg --export`) at
+/// each attach of an identity with the `gpg` scope, so keys added later are handed on and
+/// gpg is never run for containers that do not use it.
 #[derive(Debug, Clone, Default)]
 pub struct HostAgents {
     pub ssh: Option<PathBuf>,
     pub gpg: Option<PathBuf>,
-    /// `gpg --export`; empty when the host has no keys.
-    pub pubkey: Vec<u8>,
 }
 
 impl HostAgents {
-    /// `SSH_AUTH_SOCK`, gpg-agent's extra socket and the public keys of this host.
+    /// `SSH_AUTH_SOCK` and gpg-agent's extra socket.
     pub async fn find() -> Self {
         Self {
             ssh: std::env::var_os(clawker_protocol::env::SSH_AUTH_SOCK)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
             gpg: crate::bridge::gpg_extra_socket().await,
-            pubkey: crate::bridge::gpg_export().await,
         }
     }
 }
@@ -350,7 +349,6 @@ impl Tunnels {
             cancel,
             name,
             generation,
-            via: engine_name == "via",
         };
         tokio::spawn(run.run());
         Ok(info)
@@ -466,11 +464,11 @@ struct Attachment {
     cancel: CancellationToken,
     name: String,
     generation: u64,
-    via: bool,
 }
 
-/// `--via` commands that fail this many times in a row without serving are given up.
-const VIA_GIVE_UP: u32 = 10;
+/// A container end that fails this many times in a row without ever serving (no tools for
+/// its architecture, a `--via` command that cannot reach its target) is given up.
+const GIVE_UP: u32 = 10;
 
 impl Attachment {
     async fn run(self) {
@@ -500,8 +498,11 @@ impl Attachment {
                 failures = 0;
             } else {
                 failures += 1;
-                if self.via && failures >= VIA_GIVE_UP {
-                    tracing::warn!(identity = %self.identity.name, "the --via command failed {VIA_GIVE_UP} times in a row: detached");
+                if failures >= GIVE_UP {
+                    tracing::warn!(
+                        identity = %self.identity.name,
+                        "the container end failed {GIVE_UP} times in a row without serving: detached (attach it again once fixed)"
+                    );
                     break;
                 }
             }
@@ -582,8 +583,8 @@ impl Attachment {
         };
         // PUBKEY always goes first: a container end that serves gpg-agent waits for it, and
         // one that does not ignores it (empty without the gpg scope or host keys).
-        let pubkey = if may_gpg {
-            inner.agents.pubkey.clone()
+        let pubkey = if may_gpg && inner.agents.gpg.is_some() {
+            crate::bridge::gpg_export().await
         } else {
             Vec::new()
         };
