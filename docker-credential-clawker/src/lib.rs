@@ -32,7 +32,7 @@ pub struct DockerCredential {
     #[serde(rename = "ServerURL")]
     pub server_url: String,
     #[serde(rename = "Username")]
-    pub username: String,
+    pub username: Secret<String>,
     #[serde(rename = "Secret")]
     pub secret: Secret<String>,
 }
@@ -133,7 +133,7 @@ pub fn run(verb: &str) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             DockerCredentialAction::List => {
-                let servers: BTreeMap<String, String> = reply.servers;
+                let servers: BTreeMap<String, Secret<String>> = reply.servers;
                 write_out(&serde_json::to_string(&servers)?)?;
                 Ok(ExitCode::SUCCESS)
             }
@@ -185,13 +185,14 @@ mod tests {
     fn the_credential_prints_as_docker_reads_it_and_debug_hides_the_secret() {
         let c = DockerCredential {
             server_url: "r".into(),
-            username: "u".into(),
+            username: Secret::new("u".into()),
             secret: Secret::new("s3".into()),
         };
         assert_eq!(
             serde_json::to_string(&c).unwrap(),
             r#"{"ServerURL":"r","Username":"u","Secret":"s3"}"#
         );
-        assert!(!format!("{c:?}").contains("s3"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3") && !shown.contains("\"u\""), "{shown}");
     }
 }

@@ -68,6 +68,61 @@ fn connect_to(host: &str) -> Result<Docker> {
     )
 }
 
+/// What an exec started with stdin and stdout attached writes, and where to write to it.
+pub type AttachedExec = (
+    std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+    std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+);
+
+/// Runs `cmd` in container `id` with `env` (and as `user`), stdin, stdout and stderr
+/// attached, no TTY: the container end of the bridge and the tunnel.
+pub async fn exec_attached(
+    docker: &Docker,
+    id: &str,
+    cmd: Vec<String>,
+    env: Vec<String>,
+    user: Option<String>,
+) -> Result<AttachedExec> {
+    use bollard::exec::{StartExecOptions, StartExecResults};
+    let exec = docker
+        .create_exec(
+            id,
+            bollard::models::ExecConfig {
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(false),
+                cmd: Some(cmd),
+                env: Some(env),
+                user,
+                ..Default::default()
+            },
+        )
+        .await
+        .context("cannot create the exec in the container")?;
+    let started = docker
+        .start_exec(
+            &exec.id,
+            Some(StartExecOptions {
+                detach: false,
+                tty: false,
+                output_capacity: None,
+            }),
+        )
+        .await
+        .context("cannot start clawker-socket-server in the container")?;
+    match started {
+        StartExecResults::Attached { output, input } => Ok((output, input)),
+        StartExecResults::Detached => anyhow::bail!("docker did not attach to the exec"),
+    }
+}
+
 /// Gateway addresses of Docker's bridge networks: what `host-gateway` resolves to inside a
 /// container on native Linux.
 pub async fn bridge_gateways() -> Result<Vec<IpAddr>> {

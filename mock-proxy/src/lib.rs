@@ -167,7 +167,7 @@ impl DockerCredentials for FakeDocker {
         &'a self,
         action: DockerCredentialAction,
         registry: Option<&'a str>,
-        _username: Option<&'a str>,
+        _username: Option<&'a clawker_protocol::Secret<String>>,
         _secret: Option<&'a clawker_protocol::Secret<String>>,
     ) -> BoxFuture<'a, Result<DockerReply, DockerError>> {
         let creds = lock(&self.0.credentials).clone();
@@ -176,15 +176,7 @@ impl DockerCredentials for FakeDocker {
                 DockerCredentialAction::List => DockerReply::List(
                     creds
                         .iter()
-                        .map(|(k, c)| {
-                            (
-                                k.clone(),
-                                c.username
-                                    .as_ref()
-                                    .map(|u| u.expose().clone())
-                                    .unwrap_or_default(),
-                            )
-                        })
+                        .map(|(k, c)| (k.clone(), c.username.clone().unwrap_or_default()))
                         .collect(),
                 ),
                 DockerCredentialAction::Get => match registry.and_then(|r| creds.get(r)) {
@@ -193,7 +185,7 @@ impl DockerCredentials for FakeDocker {
                         password: Some(p),
                         ..
                     }) => DockerReply::Found {
-                        username: u.expose().clone(),
+                        username: u.clone(),
                         secret: p.clone(),
                     },
                     _ => DockerReply::NotFound,

@@ -170,18 +170,18 @@ impl DockerCredentials for HostDockerCredentials {
         &'a self,
         action: DockerCredentialAction,
         registry: Option<&'a str>,
-        username: Option<&'a str>,
+        username: Option<&'a Secret<String>>,
         secret: Option<&'a Secret<String>>,
     ) -> BoxFuture<'a, Result<DockerReply, DockerError>> {
         Box::pin(async move {
             let cfg = self.config();
             match action {
                 DockerCredentialAction::List => {
-                    let mut servers: BTreeMap<String, String> = BTreeMap::new();
+                    let mut servers: BTreeMap<String, Secret<String>> = BTreeMap::new();
                     for k in cfg.auths.keys() {
                         if let Some(r) = docker_registry(k) {
                             let user = from_auths(&cfg, &r).map(|(u, _)| u).unwrap_or_default();
-                            servers.insert(r, user);
+                            servers.insert(r, Secret::new(user));
                         }
                     }
                     let mut helpers: Vec<String> = cfg.cred_helpers.values().cloned().collect();
@@ -198,7 +198,7 @@ impl DockerCredentials for HostDockerCredentials {
                         };
                         for (k, v) in listed {
                             if let Some(r) = docker_registry(&k) {
-                                servers.insert(r, v);
+                                servers.insert(r, Secret::new(v));
                             }
                         }
                     }
@@ -223,13 +223,13 @@ impl DockerCredentials for HostDockerCredentials {
                             let c: HelperCredential =
                                 serde_json::from_slice(&out).map_err(|_| DockerError::BadReply)?;
                             Ok(DockerReply::Found {
-                                username: c.username,
+                                username: Secret::new(c.username),
                                 secret: Secret::new(c.secret),
                             })
                         }
                         None => Ok(match from_auths(&cfg, registry) {
                             Some((username, secret)) => DockerReply::Found {
-                                username,
+                                username: Secret::new(username),
                                 secret: Secret::new(secret),
                             },
                             None => DockerReply::NotFound,
@@ -242,7 +242,7 @@ impl DockerCredentials for HostDockerCredentials {
                     let input = if action == DockerCredentialAction::Store {
                         serde_json::to_vec(&serde_json::json!({
                             "ServerURL": registry,
-                            "Username": username.unwrap_or_default(),
+                            "Username": username.map(|u| u.expose().as_str()).unwrap_or_default(),
                             "Secret": secret.map(|s| s.expose().as_str()).unwrap_or_default(),
                         }))
                         .map_err(|_| DockerError::BadReply)?

@@ -109,13 +109,13 @@ pub enum DockerError {
 #[derive(Debug)]
 pub enum DockerReply {
     Found {
-        username: String,
+        username: clawker_protocol::Secret<String>,
         secret: clawker_protocol::Secret<String>,
     },
     NotFound,
     Done,
     /// Registry → username.
-    List(std::collections::BTreeMap<String, String>),
+    List(std::collections::BTreeMap<String, clawker_protocol::Secret<String>>),
 }
 
 /// The host's Docker credential store (credential helpers, or `auths`).
@@ -125,7 +125,7 @@ pub trait DockerCredentials: Send + Sync + 'static {
         &'a self,
         action: clawker_protocol::api::DockerCredentialAction,
         registry: Option<&'a str>,
-        username: Option<&'a str>,
+        username: Option<&'a clawker_protocol::Secret<String>>,
         secret: Option<&'a clawker_protocol::Secret<String>>,
     ) -> BoxFuture<'a, Result<DockerReply, DockerError>>;
 }

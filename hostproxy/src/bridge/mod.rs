@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bollard::container::LogOutput;
-use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::ExecConfig;
 use bollard::query_parameters::EventsOptionsBuilder;
 use bytes::BytesMut;
 use clawker_bridge::{AgentFilter, InsertError, Out, Streams, pump, send, write_frames};
@@ -464,40 +462,18 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
         bail!("container {:?} is not running", args.container);
     }
     let id = info.id.unwrap_or_else(|| args.container.clone());
-    let exec = docker
-        .create_exec(
-            &id,
-            ExecConfig {
-                attach_stdin: Some(true),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                tty: Some(false),
-                cmd: Some(vec![args.server.clone()]),
-                env: Some(vec![format!(
-                    "{}={}",
-                    clawker_protocol::env::REMOTE_SOCKETS,
-                    sockets_json(&args)
-                )]),
-                user: args.user.clone(),
-                ..ExecConfig::default()
-            },
-        )
-        .await
-        .context("cannot create the exec in the container")?;
-    let started = docker
-        .start_exec(
-            &exec.id,
-            Some(StartExecOptions {
-                detach: false,
-                tty: false,
-                output_capacity: None,
-            }),
-        )
-        .await
-        .context("cannot start clawker-socket-server in the container")?;
-    let StartExecResults::Attached { output, input } = started else {
-        bail!("docker did not attach to the exec");
-    };
+    let (output, input) = crate::docker::exec_attached(
+        &docker,
+        &id,
+        vec![args.server.clone()],
+        vec![format!(
+            "{}={}",
+            clawker_protocol::env::REMOTE_SOCKETS,
+            sockets_json(&args)
+        )],
+        args.user.clone(),
+    )
+    .await?;
     eprintln!(
         "hostproxy bridge: bridging {} into container {}",
         [

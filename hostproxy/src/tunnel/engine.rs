@@ -11,8 +11,6 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
-use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::ExecConfig;
 use bollard::query_parameters::ContainerArchiveInfoOptionsBuilder;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -50,7 +48,7 @@ impl std::fmt::Debug for DockerTarget {
 /// One attachment's target.
 pub trait Engine: Send + Sync + 'static {
     /// Starts the container end; `sockets` is its `CLAWKER_REMOTE_SOCKETS` (`None`: the
-    /// tunnel's defaults).
+    /// container end's own defaults, for `--via`; a Docker attach always names them).
     fn start<'a>(&'a self, sockets: Option<&'a str>) -> BoxFuture<'a, Result<Exec>>;
     /// Whether there is still something to attach to (a stopped container is gone; a
     /// `--via` command is tried again until it is detached).
@@ -197,45 +195,21 @@ impl DockerTarget {
 impl Engine for DockerTarget {
     fn start<'a>(&'a self, sockets: Option<&'a str>) -> BoxFuture<'a, Result<Exec>> {
         Box::pin(async move {
+            // The tunnel names the sockets (its defaults from this container's
+            // environment, and any declared ones): one place decides them.
+            let sockets = sockets.context("no sockets named for the container end")?;
             let program = self.program().await?;
-            let sockets = match sockets {
-                Some(s) => s.to_string(),
-                None => serde_json::to_string(&tunnel::default_sockets(|k| self.env_var(k)))?,
-            };
-            let exec = self
-                .docker
-                .create_exec(
-                    &self.id,
-                    ExecConfig {
-                        attach_stdin: Some(true),
-                        attach_stdout: Some(true),
-                        attach_stderr: Some(true),
-                        tty: Some(false),
-                        cmd: Some(vec![program]),
-                        env: Some(vec![format!(
-                            "{}={sockets}",
-                            clawker_protocol::env::REMOTE_SOCKETS
-                        )]),
-                        ..ExecConfig::default()
-                    },
-                )
-                .await
-                .context("cannot create the exec in the container")?;
-            let started = self
-                .docker
-                .start_exec(
-                    &exec.id,
-                    Some(StartExecOptions {
-                        detach: false,
-                        tty: false,
-                        output_capacity: None,
-                    }),
-                )
-                .await
-                .context("cannot start clawker-socket-server in the container")?;
-            let StartExecResults::Attached { output, input } = started else {
-                bail!("docker did not attach to the exec");
-            };
+            let (output, input) = crate::docker::exec_attached(
+                &self.docker,
+                &self.id,
+                vec![program],
+                vec![format!(
+                    "{}={sockets}",
+                    clawker_protocol::env::REMOTE_SOCKETS
+                )],
+                None,
+            )
+            .await?;
             Ok(Exec {
                 output: output
                     .map_ok(ExecOutput::from)

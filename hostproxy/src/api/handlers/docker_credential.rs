@@ -81,7 +81,7 @@ async fn decide(
             return Err(ApiError::bad_request("store needs username and secret"));
         };
         for (what, v) in [
-            ("username", user.as_str()),
+            ("username", user.expose().as_str()),
             ("secret", secret.expose().as_str()),
         ] {
             if v.len() > MAX_FIELD || v.chars().any(char::is_control) {
@@ -131,7 +131,7 @@ async fn run(
         .run(
             req.action,
             registry,
-            req.username.as_deref(),
+            req.username.as_ref(),
             req.secret.as_ref(),
         )
         .await
