@@ -935,7 +935,8 @@ fn startup(cmd: &mut Command, path: &str) -> Result<f64> {
     Ok(elapsed)
 }
 
-struct ContainerGuard(String);
+/// A container removed on drop.
+pub(crate) struct ContainerGuard(pub(crate) String);
 
 impl Drop for ContainerGuard {
     fn drop(&mut self) {

@@ -34,14 +34,7 @@ pub struct Ctx<'a> {
     pub host_git: (&'a Path, &'a Path),
 }
 
-/// A container removed on drop.
-pub struct Container(pub String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-    }
-}
+use crate::bench::ContainerGuard as Container;
 
 fn out(cmd: &mut Command) -> Result<String> {
     let o = cmd.output()?;
