@@ -31,10 +31,26 @@ pub enum SocketError {
 /// Binds a unix socket only its owner can use: the parent directory is created 0700, the
 /// socket is 0600. A stale socket file is replaced; anything that is not a socket, or a
 /// socket something still answers on, is left alone and refused.
+///
+/// Unix only: the container end is Linux, and the host's control socket on Windows is a
+/// named pipe (`hostproxy::platform::local`).
+#[cfg(unix)]
 pub fn bind_private_socket(
     path: &std::path::Path,
 ) -> Result<tokio::net::UnixListener, SocketError> {
-    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    prepare_private_socket(path)?;
+    let shown = || path.display().to_string();
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| SocketError::Io(shown(), e))?;
+    restrict_socket(path)?;
+    Ok(listener)
+}
+
+/// What [`bind_private_socket`] does before it binds: the parent directory created 0700, a
+/// stale socket file removed, anything else at `path` refused. For a caller that binds
+/// the socket itself (the daemon's control socket, through `interprocess`).
+#[cfg(unix)]
+pub fn prepare_private_socket(path: &std::path::Path) -> Result<(), SocketError> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
     let shown = || path.display().to_string();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
@@ -52,10 +68,15 @@ pub fn bind_private_socket(
         }
         std::fs::remove_file(path).map_err(|e| SocketError::Io(shown(), e))?;
     }
-    let listener = tokio::net::UnixListener::bind(path).map_err(|e| SocketError::Io(shown(), e))?;
+    Ok(())
+}
+
+/// What [`bind_private_socket`] does after it binds: the socket made 0600.
+#[cfg(unix)]
+pub fn restrict_socket(path: &std::path::Path) -> Result<(), SocketError> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| SocketError::Io(shown(), e))?;
-    Ok(listener)
+        .map_err(|e| SocketError::Io(path.display().to_string(), e))
 }
 
 /// Streams one bridge carries at once.

@@ -25,6 +25,7 @@ pub fn connect() -> Result<Docker> {
 
 fn connect_to(host: &str) -> Result<Docker> {
     const TIMEOUT: u64 = 120;
+    #[cfg(unix)]
     if let Some(path) = host.strip_prefix("unix://") {
         return Ok(Docker::connect_with_unix(
             path,

@@ -1,7 +1,5 @@
 //! `hostproxy doctor`: one line per check, with the fix when it fails.
 
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -145,44 +143,45 @@ fn check_git() -> Vec<Check> {
     ]
 }
 
-fn check_ssh_agent() -> Check {
-    let Some(sock) = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) else {
+async fn check_ssh_agent() -> Check {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(sock) = crate::platform::local::ssh_agent_socket() else {
         return fail(
             "ssh agent",
             "SSH_AUTH_SOCK is not set",
             "start an agent (eval \"$(ssh-agent)\" && ssh-add) before the daemon",
         );
     };
-    let count = (|| -> std::io::Result<u32> {
-        let mut s = std::os::unix::net::UnixStream::connect(&sock)?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        s.write_all(&[0, 0, 0, 1, 11])?;
+    let ask = async {
+        let mut s = crate::platform::local::connect(&sock).await?;
+        s.write_all(&[0, 0, 0, 1, 11]).await?;
         let mut head = [0u8; 9];
-        s.read_exact(&mut head)?;
+        s.read_exact(&mut head).await?;
         if head[4] != 12 {
             return Err(std::io::ErrorKind::InvalidData.into());
         }
-        Ok(u32::from_be_bytes([head[5], head[6], head[7], head[8]]))
-    })();
+        Ok::<u32, std::io::Error>(u32::from_be_bytes([head[5], head[6], head[7], head[8]]))
+    };
+    let count = tokio::time::timeout(Duration::from_secs(3), ask)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+    let sock = sock.display();
     match count {
         Ok(0) => fail(
             "ssh agent",
-            format!("{} answers but holds no keys", sock.to_string_lossy()),
+            format!("{sock} answers but holds no keys"),
             "add a key with ssh-add",
         ),
-        Ok(n) => pass(
-            "ssh agent",
-            format!("{} answers with {n} key(s)", sock.to_string_lossy()),
-        ),
+        Ok(n) => pass("ssh agent", format!("{sock} answers with {n} key(s)")),
         Err(e) => fail(
             "ssh agent",
-            format!("{} does not answer: {e}", sock.to_string_lossy()),
+            format!("{sock} does not answer: {e}"),
             "restart the agent and export its SSH_AUTH_SOCK",
         ),
     }
 }
 
-fn check_gpg() -> Check {
+async fn check_gpg() -> Check {
     let Some(path) = output("gpgconf", &["--list-dirs", "agent-extra-socket"]) else {
         return fail(
             "gpg-agent",
@@ -190,7 +189,10 @@ fn check_gpg() -> Check {
             "install gnupg to sign commits with GPG from containers",
         );
     };
-    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+    if crate::platform::local::connect(std::path::Path::new(&path))
+        .await
+        .is_ok()
+    {
         pass("gpg-agent", format!("extra socket {path} answers"))
     } else {
         fail(
@@ -276,17 +278,18 @@ fn check_state(state: &StateDir) -> Vec<Check> {
             "fix its permissions or set CLAWKER_STATE_DIR",
         )
     };
-    let token = match std::fs::metadata(state.token_file()) {
-        Ok(m) if m.permissions().mode() & 0o077 == 0 => pass(
+    let token = match std::fs::metadata(state.token_file()).map(|m| crate::platform::fs::mode(&m)) {
+        Ok(None) => pass("token", state.token_file().display().to_string()),
+        Ok(Some(mode)) if mode & 0o077 == 0 => pass(
             "token",
             format!("{} (mode 0600)", state.token_file().display()),
         ),
-        Ok(m) => fail(
+        Ok(Some(mode)) => fail(
             "token",
             format!(
                 "{} has mode {:o}",
                 state.token_file().display(),
-                m.permissions().mode() & 0o777
+                mode & 0o777
             ),
             format!("chmod 600 {}", state.token_file().display()),
         ),
@@ -304,7 +307,7 @@ fn check_launcher(settings: &Settings) -> Check {
         .browser
         .as_ref()
         .and_then(|b| b.first().cloned())
-        .unwrap_or_else(|| crate::backends::default_launcher().to_string());
+        .unwrap_or_else(|| crate::backends::default_launcher()[0].to_string());
     if on_path(&program) {
         pass("browser launcher", program)
     } else {
@@ -318,7 +321,6 @@ fn check_launcher(settings: &Settings) -> Check {
 
 /// The declared host sockets (`[[sockets]]`): there, a socket, whose.
 fn check_sockets(settings: &Settings) -> Vec<Check> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     settings
         .sockets
         .iter()
@@ -332,9 +334,13 @@ fn check_sockets(settings: &Settings) -> Vec<Check> {
                 );
             }
             match std::fs::symlink_metadata(&d.path) {
-                Ok(m) if m.file_type().is_socket() => {
-                    pass("declared socket", format!("{shown} (owner uid {})", m.uid()))
-                }
+                Ok(m) if crate::platform::fs::is_socket(&m) => pass(
+                    "declared socket",
+                    match crate::platform::fs::owner(&m) {
+                        Some(uid) => format!("{shown} (owner uid {uid})"),
+                        None => shown,
+                    },
+                ),
                 Ok(_) => fail(
                     "declared socket",
                     format!("{shown} is not a socket"),
@@ -368,11 +374,11 @@ pub fn run(port: u16, json: bool, settings: Result<Settings, String>) -> Result<
     let state = StateDir::from_env()?;
     let mut checks = vec![config];
     checks.extend(check_git());
-    checks.push(check_ssh_agent());
-    checks.push(check_gpg());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    checks.push(rt.block_on(check_ssh_agent()));
+    checks.push(rt.block_on(check_gpg()));
     checks.extend(rt.block_on(check_docker(&state.token_file())));
     checks.push(check_port(port));
     checks.extend(check_state(&state));

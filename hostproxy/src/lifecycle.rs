@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -104,7 +103,7 @@ pub fn start(port: u16, serve_args: &[String]) -> Result<ExitCode> {
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
-    detach(&mut cmd);
+    crate::platform::process::daemonize(&mut cmd);
     let mut child = cmd.spawn().context("cannot start the daemon")?;
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
@@ -158,20 +157,6 @@ fn wait_for_health(port: u16, within: Duration) -> bool {
     false
 }
 
-/// A session of its own: the daemon outlives the terminal that started it.
-#[allow(unsafe_code)]
-fn detach(cmd: &mut Command) {
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Asks the daemon holding the PID file to stop; with `wait`, waits that many seconds for it
 /// to be gone. With `port` (given by the user), only when that daemon serves that port.
 pub fn stop(port: Option<u16>, wait: Option<u64>) -> Result<ExitCode> {
@@ -187,16 +172,8 @@ pub fn stop(port: Option<u16>, wait: Option<u64>) -> Result<ExitCode> {
             "the daemon of this state directory (pid {pid}) serves port {served}, not {asked}: pass --port {served}, or set CLAWKER_STATE_DIR to the other daemon's"
         );
     }
-    let pid_i = i32::try_from(pid).context("invalid pid in the pid file")?;
-    #[allow(unsafe_code)]
-    // SAFETY: kill(2) with a PID read from the locked PID file; no memory involved.
-    let rc = unsafe { libc::kill(pid_i, libc::SIGTERM) };
-    if rc != 0 {
-        bail!(
-            "cannot signal the daemon (pid {pid}): {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    crate::platform::process::terminate(pid)
+        .with_context(|| format!("cannot signal the daemon (pid {pid})"))?;
     if let Some(secs) = wait {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while running_pid(&state).is_some() || crate::platform::process::alive(pid) {

@@ -2,7 +2,6 @@
 //! bounded (SPEC.md 7: 10 MiB, three old files kept as `NAME.1` … `NAME.3`).
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,15 +20,11 @@ pub struct RotatingFile {
 
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        crate::platform::fs::create_private_dir(dir)?;
     }
-    std::fs::OpenOptions::new()
+    crate::platform::fs::private_file()
         .create(true)
         .append(true)
-        .mode(0o600)
         .open(path)
 }
 
@@ -126,8 +121,10 @@ mod tests {
         }
         // The newest line is in the current file, whole lines only in each.
         assert!(std::fs::read_to_string(&path).unwrap().contains("line 39"));
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        #[cfg(unix)]
+        assert_eq!(
+            crate::platform::fs::mode(&std::fs::metadata(&path).unwrap()),
+            Some(0o600)
+        );
     }
 }

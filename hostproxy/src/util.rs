@@ -29,16 +29,14 @@ pub fn now_rfc3339() -> String {
 /// beside it (0600, synced), then a rename.
 pub fn write_private_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = crate::platform::fs::private_file()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
         .open(&tmp)?;
     f.write_all(bytes).and_then(|()| f.sync_all())?;
     std::fs::rename(&tmp, path)

@@ -418,7 +418,11 @@ fn sums(out: &Path) -> Result<()> {
 
 /// The host daemon's other platforms (SPEC.md 9): checked and linted here, run there. A
 /// target rustup cannot add fails the run.
-const CROSS_TARGETS: [&str; 2] = ["aarch64-apple-darwin", "x86_64-apple-darwin"];
+const CROSS_TARGETS: [&str; 3] = [
+    "aarch64-apple-darwin",
+    "x86_64-apple-darwin",
+    "x86_64-pc-windows-msvc",
+];
 
 fn cross_lint() -> Result<()> {
     for target in CROSS_TARGETS {

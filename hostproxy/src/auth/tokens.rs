@@ -5,7 +5,6 @@
 //! daemon re-reads the file whenever it changes, so `revoke` takes effect on the next
 //! request. The user's own `hostproxy.token` is not in this file and has every scope.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -86,7 +85,7 @@ pub fn sha256_hex(token: &str) -> String {
 /// What identifies one version of the token file: it is replaced by rename on every write,
 /// so the inode changes even where timestamps have a second's granularity (HFS+, some
 /// network filesystems), and an issue and a revoke within one second are both seen.
-type Version = (u64, u64, Option<SystemTime>);
+type Version = ((u64, u64), u64, Option<SystemTime>);
 
 /// The token file, cached by its version.
 #[derive(Debug)]
@@ -142,11 +141,10 @@ impl TokenStore {
         if let Some(dir) = lock_path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let lock = std::fs::OpenOptions::new()
+        let lock = crate::platform::fs::private_file()
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
             .open(&lock_path)
             .map_err(|source| TokenError::Io {
                 path: lock_path.clone(),
@@ -164,10 +162,13 @@ impl TokenStore {
 
     /// The current entries, re-read when the file changed.
     fn entries(&self) -> Vec<TokenEntry> {
-        use std::os::unix::fs::MetadataExt;
-        let version = std::fs::metadata(&self.path)
-            .ok()
-            .map(|m| (m.ino(), m.len(), m.modified().ok()));
+        let version = std::fs::metadata(&self.path).ok().map(|m| {
+            (
+                crate::platform::fs::identity(&m),
+                m.len(),
+                m.modified().ok(),
+            )
+        });
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.0 != version || version.is_none() {
             match self.read() {
@@ -379,14 +380,10 @@ mod tests {
             !std::fs::read_to_string(store.path()).unwrap().contains(&t),
             "the token itself is never stored"
         );
-        use std::os::unix::fs::PermissionsExt;
+        #[cfg(unix)]
         assert_eq!(
-            std::fs::metadata(store.path())
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o600
+            crate::platform::fs::mode(&std::fs::metadata(store.path()).unwrap()),
+            Some(0o600)
         );
         assert_eq!(store.authenticate(&t).unwrap().name, "ci");
         assert!(store.authenticate("nope").is_none());

@@ -1,4 +1,5 @@
-//! The host's SSH agent at `SSH_AUTH_SOCK`, with a small pool of idle connections.
+//! The host's SSH agent (`SSH_AUTH_SOCK`, or Windows' OpenSSH agent pipe), with a small
+//! pool of idle connections.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use futures_util::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{AgentConnector, AgentError};
+use crate::platform::local::Stream;
 
 /// Talks to the host agent at `SSH_AUTH_SOCK`, reusing idle connections.
 ///
@@ -14,15 +16,15 @@ use super::{AgentConnector, AgentError};
 /// to one SSH session) is never reused, so per-connection agent state cannot leak from
 /// one container client to another; list and sign carry no such state.
 #[derive(Debug)]
-pub struct UnixAgent {
+pub struct HostAgent {
     socket: Option<PathBuf>,
-    idle: std::sync::Mutex<Vec<tokio::net::UnixStream>>,
+    idle: std::sync::Mutex<Vec<Stream>>,
 }
 
 /// Idle agent connections kept for reuse.
 const AGENT_POOL: usize = 8;
 
-impl UnixAgent {
+impl HostAgent {
     pub fn new(socket: Option<PathBuf>) -> Self {
         Self {
             socket,
@@ -30,28 +32,24 @@ impl UnixAgent {
         }
     }
 
-    fn take_idle(&self) -> Option<tokio::net::UnixStream> {
+    fn take_idle(&self) -> Option<Stream> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
-    fn put_idle(&self, s: tokio::net::UnixStream) {
+    fn put_idle(&self, s: Stream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < AGENT_POOL {
             idle.push(s);
         }
     }
 
-    async fn exchange(s: &mut tokio::net::UnixStream, frame: &[u8]) -> std::io::Result<Vec<u8>> {
+    async fn exchange(s: &mut Stream, frame: &[u8]) -> std::io::Result<Vec<u8>> {
         s.write_all(frame).await?;
         read_agent_frame(s).await
     }
 
     pub fn from_env() -> Self {
-        Self::new(
-            std::env::var_os(clawker_protocol::env::SSH_AUTH_SOCK)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
-        )
+        Self::new(crate::platform::local::ssh_agent_socket())
     }
 }
 
@@ -71,7 +69,7 @@ pub async fn read_agent_frame<R: tokio::io::AsyncRead + Unpin>(
     Ok(frame)
 }
 
-impl AgentConnector for UnixAgent {
+impl AgentConnector for HostAgent {
     fn request(&self, frame: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, AgentError>> {
         Box::pin(async move {
             let path = self.socket.as_ref().ok_or(AgentError::NoSocket)?;
@@ -88,7 +86,7 @@ impl AgentConnector for UnixAgent {
                 }
                 return Ok(reply);
             }
-            let mut s = tokio::net::UnixStream::connect(path)
+            let mut s = crate::platform::local::connect(path)
                 .await
                 .map_err(AgentError::Unreachable)?;
             // Hardware keys may wait for a touch; anything slower is a stuck agent.

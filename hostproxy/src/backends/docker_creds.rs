@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{DockerCredentials, DockerError, DockerReply};
+use crate::platform::process::{Detach, detach_child};
 
 /// `~/.docker/config.json`, the parts that say where credentials are.
 #[derive(Debug, Default, Deserialize)]
@@ -137,15 +138,14 @@ async fn run_helper(
     timeout: Duration,
 ) -> Result<(bool, Vec<u8>), DockerError> {
     let shown = program.display().to_string();
-    let mut child = tokio::process::Command::new(&program)
-        .arg(verb)
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.arg(verb)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| DockerError::Spawn(shown, e))?;
+        .kill_on_drop(true);
+    detach_child(&mut cmd, Detach::Group);
+    let mut child = cmd.spawn().map_err(|e| DockerError::Spawn(shown, e))?;
     let mut stdin = child.stdin.take().ok_or(DockerError::BadReply)?;
     let mut stdout = child.stdout.take().ok_or(DockerError::BadReply)?;
     let work = async {

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{CredentialHelper, GitError};
 use crate::config::GitPolicy;
+use crate::platform::process::{Detach, detach_child, kill_group};
 
 /// Runs the host's real `git credential`.
 #[derive(Debug, Clone)]
@@ -25,69 +26,6 @@ impl GitCommand {
 
     fn with_detach(policy: GitPolicy, detach: Detach) -> Self {
         Self { policy, detach }
-    }
-}
-
-/// How git is kept off the daemon's terminal (see [`detach_from_terminal`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Detach {
-    /// A session of its own (`setsid` before exec): needed when the daemon has a terminal.
-    Session,
-    /// A process group of its own: enough when the daemon has no terminal.
-    Group,
-}
-
-impl Detach {
-    fn for_this_process() -> Self {
-        if has_controlling_terminal() {
-            Self::Session
-        } else {
-            Self::Group
-        }
-    }
-}
-
-/// Whether this process has a controlling terminal (`/dev/tty` opens only then). Asked once:
-/// the daemon never opens a terminal, so the answer cannot change while it runs.
-fn has_controlling_terminal() -> bool {
-    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ANSWER.get_or_init(|| std::fs::File::open("/dev/tty").is_ok())
-}
-
-/// Keeps the child off the terminal the daemon was started from, so neither git nor a helper
-/// can prompt there, and makes it lead its own process group (for [`kill_group`]).
-///
-/// With a controlling terminal (`hostproxy serve` in a shell) the child gets a session of its
-/// own (`setsid` before exec, which forces `fork`). Without one (`hostproxy start` runs the
-/// daemon in its own session) the child cannot reach a terminal anyway, and a new process
-/// group is enough, which lets the standard library use `posix_spawn` (≈ 0.2 ms less per
-/// credential request).
-#[allow(unsafe_code)]
-fn detach_from_terminal(cmd: &mut tokio::process::Command, how: Detach) {
-    if how == Detach::Group {
-        cmd.process_group(0);
-        return;
-    }
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // The child leads its own process group (see `detach_from_terminal`), so this reaches
-        // the helpers git started too.
-        #[allow(unsafe_code)]
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
     }
 }
 
@@ -116,7 +54,9 @@ impl CredentialHelper for GitCommand {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .kill_on_drop(true);
-            detach_from_terminal(&mut cmd, self.detach);
+            // Off the daemon's terminal, so neither git nor a helper can prompt there, and
+            // leading its own group, so a timeout kills the helpers git started too.
+            detach_child(&mut cmd, self.detach);
             let mut child = cmd.spawn().map_err(GitError::Spawn)?;
             let pid = child.id();
             let mut stdin = child.stdin.take().ok_or(GitError::BadReply)?;
@@ -140,7 +80,9 @@ impl CredentialHelper for GitCommand {
             let (status, out) = match tokio::time::timeout(self.policy.timeout, work).await {
                 Ok(r) => r?,
                 Err(_) => {
-                    kill_group(pid);
+                    if let Some(pid) = pid {
+                        kill_group(pid);
+                    }
                     return Err(GitError::Timeout(self.policy.timeout));
                 }
             };
@@ -169,6 +111,7 @@ impl CredentialHelper for GitCommand {
 }
 
 #[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

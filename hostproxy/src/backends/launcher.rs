@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::{LaunchError, Launcher};
+use crate::platform::process::{Detach, detach_child};
 
 /// Launches `argv... URL` directly (never through a shell).
 #[derive(Debug, Clone)]
@@ -13,12 +14,16 @@ pub struct CommandLauncher {
     argv: Vec<String>,
 }
 
-/// The platform's URL launcher when none is configured.
-pub fn default_launcher() -> &'static str {
+/// The platform's URL launcher when none is configured (SPEC.md 9); the URL is its last
+/// argument.
+pub fn default_launcher() -> &'static [&'static str] {
     if cfg!(target_os = "macos") {
-        "open"
+        &["open"]
+    } else if cfg!(windows) {
+        // Not `cmd /c start`: cmd would parse the URL's `&` and `^`.
+        &["rundll32", "url.dll,FileProtocolHandler"]
     } else {
-        "xdg-open"
+        &["xdg-open"]
     }
 }
 
@@ -27,7 +32,7 @@ impl CommandLauncher {
         Self {
             argv: argv
                 .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| vec![default_launcher().to_string()]),
+                .unwrap_or_else(|| default_launcher().iter().map(|a| a.to_string()).collect()),
         }
     }
 }
@@ -45,8 +50,8 @@ impl Launcher for CommandLauncher {
                 .arg(url)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0);
+                .stderr(Stdio::null());
+            detach_child(&mut cmd, Detach::Group);
             let mut child = cmd.spawn().map_err(|source| LaunchError::Spawn {
                 program: program.clone(),
                 source,

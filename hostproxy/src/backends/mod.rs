@@ -22,7 +22,7 @@ mod launcher;
 mod notifier;
 mod ports;
 
-pub use agent::{UnixAgent, read_agent_frame};
+pub use agent::{HostAgent, read_agent_frame};
 pub use docker_creds::HostDockerCredentials;
 pub use git::GitCommand;
 pub use launcher::{CommandLauncher, default_launcher};
@@ -186,7 +186,7 @@ impl Backends {
         browser: Option<Vec<String>>,
         notifier: Option<Vec<String>>,
         git: GitPolicy,
-        agent: UnixAgent,
+        agent: HostAgent,
     ) -> Self {
         Self {
             launcher: Arc::new(CommandLauncher::new(browser)),

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::platform::local::Stream;
 use anyhow::{Context, Result, bail};
 use bollard::container::LogOutput;
 use bollard::query_parameters::EventsOptionsBuilder;
@@ -24,7 +25,6 @@ use clawker_protocol::text::escape_bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tokio::io::AsyncWrite;
-use tokio::net::UnixStream;
 
 use crate::state::StateDir;
 
@@ -56,7 +56,7 @@ pub struct Targets {
     pub ssh: Option<PathBuf>,
     pub gpg: Option<PathBuf>,
     pub filter: AgentFilter,
-    /// How a host socket is connected (a seam for tests; [`connect_unix`] otherwise).
+    /// How a host socket is connected (a seam for tests; [`connect_local`] otherwise).
     pub connect: Connector,
     /// Serves the daemon's HTTP API on an `http` stream (the tunnel); `None`: such streams
     /// are closed.
@@ -84,24 +84,30 @@ impl Declared {
         d
     }
 
-    /// The socket is a socket, owned by whoever owned it when first seen.
+    /// The socket is a socket, owned by whoever owned it when first seen. (Windows: a
+    /// named pipe, not a file; its own ACL decides who serves and who connects.)
     pub fn check(&self) -> Result<(), String> {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        use crate::platform::fs;
+        if cfg!(windows) {
+            return Ok(());
+        }
         let meta = std::fs::symlink_metadata(&self.path)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        if !meta.file_type().is_socket() {
+        if !fs::is_socket(&meta) {
             return Err(format!("{} is not a socket", self.path.display()));
         }
+        let Some(now) = fs::owner(&meta) else {
+            return Ok(());
+        };
         let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
         match *owner {
-            Some(uid) if uid != meta.uid() => Err(format!(
-                "{} is now owned by uid {} (it was uid {uid}): refused",
+            Some(uid) if uid != now => Err(format!(
+                "{} is now owned by uid {now} (it was uid {uid}): refused",
                 self.path.display(),
-                meta.uid()
             )),
             Some(_) => Ok(()),
             None => {
-                *owner = Some(meta.uid());
+                *owner = Some(now);
                 Ok(())
             }
         }
@@ -139,13 +145,14 @@ impl std::fmt::Debug for Targets {
 }
 
 /// Connects to a host agent's socket.
-pub type Connector = std::sync::Arc<
-    dyn Fn(PathBuf) -> BoxFuture<'static, std::io::Result<UnixStream>> + Send + Sync,
->;
+pub type Connector =
+    std::sync::Arc<dyn Fn(PathBuf) -> BoxFuture<'static, std::io::Result<Stream>> + Send + Sync>;
 
-/// The real connector: `UnixStream::connect`.
-pub fn connect_unix() -> Connector {
-    std::sync::Arc::new(|path| Box::pin(async move { UnixStream::connect(path).await }))
+/// The real connector: a local socket (`platform::local::connect`).
+pub fn connect_local() -> Connector {
+    std::sync::Arc::new(|path| {
+        Box::pin(async move { crate::platform::local::connect(&path).await })
+    })
 }
 
 /// The agent filter of `policy`, writing each decision to `audit` for `who` (an identity's
@@ -429,9 +436,7 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
         .collect();
     let _pid = crate::state::PidFile::acquire_at(&state.bridges_dir().join(format!("{safe}.pid")))?;
     let ssh = if args.ssh {
-        let sock = std::env::var_os(clawker_protocol::env::SSH_AUTH_SOCK)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
+        let sock = crate::platform::local::ssh_agent_socket();
         if sock.is_none() {
             tracing::warn!("SSH_AUTH_SOCK is not set: ssh-agent streams will be closed");
         }
@@ -499,7 +504,7 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
         ssh,
         gpg,
         filter,
-        connect: connect_unix(),
+        connect: connect_local(),
         http: None,
         declared: Default::default(),
     };
@@ -526,5 +531,7 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+// Fake agents on unix sockets.
 #[cfg(test)]
+#[cfg(unix)]
 mod tests;

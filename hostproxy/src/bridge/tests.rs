@@ -108,7 +108,7 @@ async fn a_stalled_agent_connect_stalls_only_its_own_stream() {
             if !ok {
                 std::future::pending::<()>().await;
             }
-            UnixStream::connect(path).await
+            crate::platform::local::connect(&path).await
         })
     });
     let (tx, mut from_host, bridge) = start(targets(Some(agent), Some(stuck), connect));
@@ -138,7 +138,7 @@ async fn a_stalled_agent_connect_stalls_only_its_own_stream() {
 async fn a_refused_request_is_answered_after_the_replies_owed_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let agent = slow_agent(dir.path(), Duration::from_millis(300));
-    let (tx, mut from_host, bridge) = start(targets(Some(agent), None, connect_unix()));
+    let (tx, mut from_host, bridge) = start(targets(Some(agent), None, connect_local()));
     tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
     tx.send(encode(FrameType::Open, 1, SOCKET_SSH_AGENT.as_bytes()))
         .unwrap();
@@ -165,7 +165,7 @@ async fn a_refused_request_is_answered_after_the_replies_owed_before_it() {
 async fn a_duplicate_open_or_an_error_frame_ends_the_bridge_and_is_shown_escaped() {
     let dir = tempfile::tempdir().unwrap();
     let agent = slow_agent(dir.path(), Duration::ZERO);
-    let (tx, _from_host, bridge) = start(targets(Some(agent.clone()), None, connect_unix()));
+    let (tx, _from_host, bridge) = start(targets(Some(agent.clone()), None, connect_local()));
     tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
     tx.send(encode(FrameType::Open, 7, SOCKET_SSH_AGENT.as_bytes()))
         .unwrap();
@@ -174,7 +174,7 @@ async fn a_duplicate_open_or_an_error_frame_ends_the_bridge_and_is_shown_escaped
     let e = bridge.await.unwrap().unwrap_err();
     assert!(format!("{e:#}").contains("opened stream 7 twice"), "{e:#}");
 
-    let (tx, _from_host, bridge) = start(targets(Some(agent), None, connect_unix()));
+    let (tx, _from_host, bridge) = start(targets(Some(agent), None, connect_local()));
     tx.send(encode(
         FrameType::Error,
         0,
@@ -244,7 +244,7 @@ async fn a_declared_socket_carries_bytes_both_ways_and_nothing_else_is_reached()
     let (echo, other) = (dir.path().join("echo.sock"), dir.path().join("other.sock"));
     let reached = echo_socket(&echo);
     let other_reached = echo_socket(&other);
-    let mut t = targets(None, None, connect_unix());
+    let mut t = targets(None, None, connect_local());
     let echo_decl = Arc::new(Declared::new(echo.clone()));
     t.declared = Arc::new(HashMap::from([("echo".to_string(), echo_decl.clone())]));
     let (tx, mut from_host, bridge) = start(t);

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AppState, Auth, router};
 use crate::audit::Audit;
 use crate::auth::TokenStore;
-use crate::backends::{Backends, UnixAgent};
+use crate::backends::{Backends, HostAgent};
 use crate::config::Settings;
 use crate::server::{ServeLimits, serve};
 use crate::state::{PidFile, StateDir};
@@ -99,7 +99,7 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         settings.browser.clone(),
         settings.notifier.clone(),
         settings.git.clone(),
-        UnixAgent::from_env(),
+        HostAgent::from_env(),
     );
     let auth = if settings.no_auth {
         Auth::Disabled

@@ -2,4 +2,6 @@
 //! path first (the one Linux tests run wherever the OS allows it).
 
 pub mod docker_host;
+pub mod fs;
+pub mod local;
 pub mod process;

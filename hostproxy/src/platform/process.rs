@@ -26,15 +26,179 @@ pub fn alive(pid: u32) -> bool {
 }
 
 #[cfg(windows)]
+#[allow(unsafe_code)]
 pub fn alive(pid: u32) -> bool {
-    // Windows: no signals; `tasklist` is the portable answer without more dependencies.
-    std::process::Command::new("tasklist")
-        .args(["/FI", &format!("PID eq {pid}"), "/NH"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&pid.to_string()))
+    use windows_sys::Win32::Foundation::{CloseHandle, STILL_ACTIVE};
+    use windows_sys::Win32::System::Threading::{
+        GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+    };
+    // SAFETY: OpenProcess returns a handle we own (or null); it is closed below.
+    let handle = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if handle.is_null() {
+        // No such process, or one we may not query: it exists only in the second case,
+        // which `running()` then still checks against the locked PID file.
+        return std::io::Error::last_os_error().raw_os_error() == Some(5); // ERROR_ACCESS_DENIED
+    }
+    let mut code = 0u32;
+    // SAFETY: `handle` is a valid process handle and `code` a valid out pointer.
+    let ok = unsafe { GetExitCodeProcess(handle, &mut code) } != 0;
+    // SAFETY: `handle` was opened above and is closed once.
+    unsafe { CloseHandle(handle) };
+    ok && code == STILL_ACTIVE as u32
 }
 
-#[cfg(all(test, unix))]
+/// Asks `pid` to stop: SIGTERM on unix (the daemon drains and removes its PID file).
+/// Windows has no signal to send another console process, so it is ended (`taskkill /F`);
+/// the next start finds the PID file unlocked and replaces it.
+pub fn terminate(pid: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let pid = libc::pid_t::try_from(pid)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) with a PID; no memory involved.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(windows)]
+    {
+        taskkill(pid, false)
+    }
+}
+
+#[cfg(windows)]
+fn taskkill(pid: u32, tree: bool) -> std::io::Result<()> {
+    let mut cmd = std::process::Command::new("taskkill");
+    cmd.args(["/F", "/PID", &pid.to_string()]);
+    if tree {
+        cmd.arg("/T");
+    }
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("taskkill failed: {status}")))
+    }
+}
+
+/// How a child is kept off the daemon's terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detach {
+    /// A session of its own (unix `setsid`): for a daemon that has a controlling terminal.
+    Session,
+    /// A process group of its own: enough when the daemon has no terminal, and cheaper
+    /// (lets the standard library `posix_spawn`).
+    Group,
+}
+
+impl Detach {
+    /// A session when this process has a controlling terminal (`hostproxy serve` in a
+    /// shell), else a group (`hostproxy start` already runs the daemon in its own session).
+    pub fn for_this_process() -> Self {
+        if has_controlling_terminal() {
+            Self::Session
+        } else {
+            Self::Group
+        }
+    }
+}
+
+/// Whether this process has a controlling terminal (`/dev/tty` opens only then; never on
+/// Windows). Asked once: the daemon never opens a terminal, so the answer cannot change.
+fn has_controlling_terminal() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| cfg!(unix) && std::fs::File::open("/dev/tty").is_ok())
+}
+
+/// Makes `cmd`'s child lead its own process group (so [`kill_group`] reaches whatever it
+/// starts) and, with [`Detach::Session`], its own session, off any terminal. Windows: a new
+/// process group without a console window.
+#[allow(unsafe_code)]
+pub fn detach_child(cmd: &mut tokio::process::Command, how: Detach) {
+    #[cfg(unix)]
+    {
+        if how == Detach::Group {
+            cmd.process_group(0);
+            return;
+        }
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(windows)]
+    {
+        let _ = how;
+        cmd.creation_flags(windows::CREATE_NEW_PROCESS_GROUP | windows::CREATE_NO_WINDOW);
+    }
+}
+
+/// Starts `cmd` outside this terminal's session for good (`hostproxy start`): unix `setsid`;
+/// Windows a detached process in its own group.
+#[allow(unsafe_code)]
+pub fn daemonize(cmd: &mut std::process::Command) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        cmd.creation_flags(
+            windows::DETACHED_PROCESS
+                | windows::CREATE_NEW_PROCESS_GROUP
+                | windows::CREATE_NO_WINDOW,
+        );
+    }
+}
+
+/// Kills the process group `pid` leads (see [`detach_child`]): the child and whatever it
+/// started. Windows: the process tree.
+pub fn kill_group(pid: u32) {
+    #[cfg(unix)]
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    #[cfg(windows)]
+    {
+        let _ = taskkill(pid, true);
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    pub const DETACHED_PROCESS: u32 = 0x0000_0008;
+    pub const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+    pub const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+}
+
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
 

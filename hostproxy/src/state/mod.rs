@@ -1,7 +1,6 @@
 //! The host state directory: its paths, the user's token file and the PID files.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use clawker_protocol::Secret;
@@ -95,7 +94,7 @@ impl StateDir {
 
     /// The control socket (`attach`, `detach`; SPEC.md 6.1).
     pub fn control_socket(&self) -> PathBuf {
-        self.root.join("hostproxy.sock")
+        crate::platform::local::control_path(&self.root)
     }
 
     /// Callback sessions kept across a restart.
@@ -109,11 +108,7 @@ impl StateDir {
 
     /// Creates `dir` (and parents) with mode 0700.
     pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err(dir))
+        crate::platform::fs::create_private_dir(dir).map_err(io_err(dir))
     }
 
     /// Reads the token, creating it (0600, 32 random bytes as hex) on first use.
@@ -135,10 +130,9 @@ impl StateDir {
                 &crate::util::random_bytes::<4>().map_err(|_| StateError::Random)?
             )
         ));
-        let written = std::fs::OpenOptions::new()
+        let written = crate::platform::fs::private_file()
             .write(true)
             .create_new(true)
-            .mode(0o600)
             .open(&tmp)
             .and_then(|mut f| {
                 f.write_all(token.expose().as_bytes())?;
@@ -157,18 +151,17 @@ impl StateDir {
     /// Refuses a state directory that is not the user's or that others may write (as ssh
     /// refuses a loose `~/.ssh`): whoever can write it can replace the token or the PID file.
     pub fn check_private(&self) -> Result<(), StateError> {
-        use std::os::unix::fs::MetadataExt;
+        use crate::platform::fs;
         let meta = std::fs::metadata(&self.root).map_err(io_err(&self.root))?;
-        #[allow(unsafe_code)]
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me {
+        if let (Some(owner), Some(me)) = (fs::owner(&meta), fs::current_user())
+            && owner != me
+        {
             return Err(StateError::NotOurs {
                 path: self.root.clone(),
-                owner: meta.uid(),
+                owner,
             });
         }
-        if meta.mode() & 0o022 != 0 {
+        if fs::mode(&meta).is_some_and(|m| m & 0o022 != 0) {
             return Err(StateError::Loose(self.root.clone()));
         }
         Ok(())
@@ -180,16 +173,13 @@ impl StateDir {
         let path = self.token_file();
         // One open, not following a symlink; its mode checked and fixed on that descriptor,
         // so what is checked is what is read.
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
+        let mut file = crate::platform::fs::no_follow(std::fs::OpenOptions::new().read(true))
             .open(&path)
             .map_err(io_err(&path))?;
         let meta = file.metadata().map_err(io_err(&path))?;
-        if meta.permissions().mode() & 0o077 != 0 {
+        if crate::platform::fs::mode(&meta).is_some_and(|m| m & 0o077 != 0) {
             tracing::warn!(path = %path.display(), "the token file was readable by others: set to 0600; it may have leaked, so rotate it (delete it and restart the daemon)");
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(io_err(&path))?;
+            crate::platform::fs::set_mode(&file, 0o600).map_err(io_err(&path))?;
         }
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(io_err(&path))?;
@@ -209,8 +199,10 @@ pub fn new_token() -> Result<Secret<String>, StateError> {
 }
 
 #[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_reader_never_sees_the_token_half_written() {

@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ const LOCK_RETRY: Duration = Duration::from_millis(500);
 /// Whether `file` is still the file at `path` (same device and inode).
 fn same_file(file: &File, path: &Path) -> bool {
     match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        (Ok(a), Ok(b)) => crate::platform::fs::identity(&a) == crate::platform::fs::identity(&b),
         _ => false,
     }
 }

@@ -1,6 +1,6 @@
-//! The daemon's control socket `<state>/hostproxy.sock`: `attach`, `detach` and `list`,
-//! for processes of this user only (0600 in the 0700 state dir, and each peer's uid checked
-//! with `SO_PEERCRED`). Never reachable over TCP: a container that holds the user's token
+//! The daemon's control socket `<state>/hostproxy.sock` (a named pipe on Windows,
+//! `platform::local`): `attach`, `detach` and `list`, for processes of this user only (0600
+//! in the 0700 state dir, and each peer's uid checked with `SO_PEERCRED`). Never reachable over TCP: a container that holds the user's token
 //! must not be able to make the daemon run a command.
 //!
 //! One JSON line in, one JSON line out, per connection.
@@ -8,10 +8,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::platform::local::{self, Listener, Stream};
 use anyhow::{Context, Result};
 use clawker_protocol::tunnel::{ControlRequest, ControlResponse};
+use interprocess::local_socket::tokio::prelude::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
 use super::{Target, Tunnels};
@@ -23,23 +24,18 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the control socket (a stale one is replaced; a live one, another daemon's, is
 /// refused).
-pub fn bind(path: &Path) -> Result<UnixListener> {
-    clawker_bridge::bind_private_socket(path)
+pub fn bind(path: &Path) -> Result<Listener> {
+    local::listen_private(path)
         .with_context(|| format!("cannot create the control socket {}", path.display()))
 }
 
 /// Serves the control socket until `shutdown`; the socket file is removed then.
-pub async fn serve(
-    listener: UnixListener,
-    path: &Path,
-    tunnels: Tunnels,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: Listener, path: &Path, tunnels: Tunnels, shutdown: CancellationToken) {
     loop {
         let conn = tokio::select! {
             () = shutdown.cancelled() => break,
             r = listener.accept() => match r {
-                Ok((c, _)) => c,
+                Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "control socket accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -54,19 +50,14 @@ pub async fn serve(
             }
         });
     }
-    let _ = std::fs::remove_file(path);
+    drop(listener);
+    if cfg!(unix) {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
-/// Whether the peer runs as this process's user.
-fn same_user(conn: &UnixStream) -> bool {
-    #[allow(unsafe_code)]
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    let me = unsafe { libc::geteuid() };
-    conn.peer_cred().is_ok_and(|c| c.uid() == me)
-}
-
-async fn handle(conn: UnixStream, tunnels: &Tunnels) -> Result<()> {
-    if !same_user(&conn) {
+async fn handle(conn: Stream, tunnels: &Tunnels) -> Result<()> {
+    if !local::peer_is_me(&conn) {
         tunnels.0.state.audit.record(
             "control",
             "control",
@@ -78,7 +69,7 @@ async fn handle(conn: UnixStream, tunnels: &Tunnels) -> Result<()> {
         );
         return Ok(());
     }
-    let (rd, mut wr) = conn.into_split();
+    let (rd, mut wr) = tokio::io::split(conn);
     let mut line = String::new();
     let mut rd = BufReader::new(tokio::io::AsyncReadExt::take(rd, MAX_LINE));
     tokio::time::timeout(READ_TIMEOUT, rd.read_line(&mut line))
@@ -154,22 +145,34 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
     }
 }
 
+/// How long the client waits for the daemon's answer (an attach copies tools and starts
+/// the container end).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The client end: sends `req` to the daemon whose control socket is `path`.
 pub fn request(path: &Path, req: &ControlRequest) -> Result<ControlResponse> {
-    use std::io::{BufRead, Write};
-    let mut conn = std::os::unix::net::UnixStream::connect(path).with_context(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(request_async(path, req))
+}
+
+async fn request_async(path: &Path, req: &ControlRequest) -> Result<ControlResponse> {
+    let conn = local::connect(path).await.with_context(|| {
         format!(
             "cannot reach the daemon's control socket {}: is `hostproxy serve` (or start) running for this state directory?",
             path.display()
         )
     })?;
-    conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let (rd, mut wr) = tokio::io::split(conn);
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
-    conn.write_all(&line)?;
+    wr.write_all(&line).await?;
     let mut answer = String::new();
-    std::io::BufReader::new(conn)
-        .read_line(&mut answer)
+    let mut rd = BufReader::new(tokio::io::AsyncReadExt::take(rd, MAX_LINE * 16));
+    tokio::time::timeout(ANSWER_TIMEOUT, rd.read_line(&mut answer))
+        .await
+        .context("the daemon did not answer on its control socket in time")?
         .context("the daemon did not answer on its control socket")?;
     serde_json::from_str(answer.trim_end()).context("the daemon's answer is not a control response")
 }

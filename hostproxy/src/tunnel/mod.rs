@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
 use crate::auth::{Identity, Scope, TunnelPeer};
-use crate::bridge::{Declared, Targets, audited_filter, connect_unix, serve_bridge};
+use crate::bridge::{Declared, Targets, audited_filter, connect_local, serve_bridge};
 use crate::config::AttachSettings;
 use crate::server::ServeLimits;
 
@@ -56,9 +56,7 @@ impl HostAgents {
     /// `SSH_AUTH_SOCK` and gpg-agent's extra socket.
     pub async fn find() -> Self {
         Self {
-            ssh: std::env::var_os(clawker_protocol::env::SSH_AUTH_SOCK)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            ssh: crate::platform::local::ssh_agent_socket(),
             gpg: crate::bridge::gpg_extra_socket().await,
         }
     }
@@ -577,7 +575,7 @@ impl Attachment {
                     .clone()
                     .unwrap_or_else(|| self.name.clone()),
             ),
-            connect: connect_unix(),
+            connect: connect_local(),
             http: Some(http),
             declared: self.declared.clone(),
         };

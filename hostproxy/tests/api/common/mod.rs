@@ -10,8 +10,8 @@ use clawker_protocol::Secret;
 pub use e2e::{Agent, free_port, host_git_env, recording_script, write_script};
 use hostproxy::api::Auth;
 use hostproxy::backends::{
-    Backends, CommandLauncher, CommandNotifier, GitCommand, HostDockerCredentials, LoopbackBinder,
-    UnixAgent,
+    Backends, CommandLauncher, CommandNotifier, GitCommand, HostAgent, HostDockerCredentials,
+    LoopbackBinder,
 };
 use hostproxy::config::Settings;
 use hostproxy::{AppState, ServeLimits, router, serve};
@@ -105,7 +105,7 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
     let backends = Backends {
         launcher: Arc::new(CommandLauncher::new(settings.browser.clone())),
         git: Arc::new(GitCommand::new(settings.git.clone())),
-        agent: Arc::new(UnixAgent::new(opts.agent_socket)),
+        agent: Arc::new(HostAgent::new(opts.agent_socket)),
         ports: Arc::new(LoopbackBinder),
         notifier: Arc::new(CommandNotifier::new(settings.notifier.clone())),
         // The scratch `<dir>/docker/config.json`, its helpers in `<dir>/helpers`.
