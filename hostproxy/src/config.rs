@@ -181,14 +181,14 @@ impl FileConfig {
     }
 }
 
-/// The default config path: `$XDG_CONFIG_HOME/clawker/hostproxy.toml`, else
-/// `~/.config/clawker/hostproxy.toml`.
+/// The default config path: `$XDG_CONFIG_HOME/clawker/hostproxy.toml`, else (Windows)
+/// `%APPDATA%\clawker\hostproxy.toml`, else `~/.config/clawker/hostproxy.toml`.
 pub fn default_config_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("clawker").join("hostproxy.toml"))
+    Some(
+        crate::platform::dirs::config_base()?
+            .join("clawker")
+            .join("hostproxy.toml"),
+    )
 }
 
 /// Parses `30s`, `2m`, `1h30m` (humantime) or a bare number of seconds.

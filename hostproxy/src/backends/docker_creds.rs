@@ -57,10 +57,7 @@ pub struct HostDockerCredentials {
 
 impl HostDockerCredentials {
     pub fn from_env() -> Self {
-        let dir = std::env::var_os("DOCKER_CONFIG")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+        let dir = crate::platform::dirs::docker_config();
         Self {
             dir,
             helpers: None,

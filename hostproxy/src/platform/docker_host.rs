@@ -24,9 +24,7 @@ impl Env {
             docker_host: var("DOCKER_HOST"),
             docker_context: var("DOCKER_CONTEXT"),
             docker_config: var("DOCKER_CONFIG").map(PathBuf::from),
-            home: var("HOME")
-                .or_else(|| var("USERPROFILE"))
-                .map(PathBuf::from),
+            home: super::dirs::home(),
         }
     }
 

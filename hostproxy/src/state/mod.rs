@@ -48,18 +48,14 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// `CLAWKER_STATE_DIR`, then `$XDG_STATE_HOME/clawker`, then `~/.local/state/clawker`.
+    /// `CLAWKER_STATE_DIR`, then `$XDG_STATE_HOME/clawker`, then (Windows)
+    /// `%LOCALAPPDATA%\clawker`, then `~/.local/state/clawker`.
     pub fn from_env() -> Result<Self, StateError> {
-        let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-        let root = if let Some(d) = non_empty(clawker_protocol::env::STATE_DIR) {
-            PathBuf::from(d)
-        } else if let Some(x) = non_empty("XDG_STATE_HOME") {
-            PathBuf::from(x).join("clawker")
-        } else if let Some(h) = non_empty("HOME") {
-            PathBuf::from(h).join(".local/state/clawker")
-        } else {
-            return Err(StateError::NoStateDir);
-        };
+        let root = std::env::var_os(clawker_protocol::env::STATE_DIR)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| crate::platform::dirs::state_base().map(|b| b.join("clawker")))
+            .ok_or(StateError::NoStateDir)?;
         Ok(Self { root })
     }
 
