@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::chart::Lane;
 use crate::scratch::{Killer, ScratchDaemon, free_port, wait_port};
 use crate::{cargo, root, run};
 
@@ -68,7 +69,7 @@ pub(crate) fn wait_path(p: &Path) -> Result<()> {
 }
 
 /// One blocking HTTP/1.1 request; returns (status, body).
-fn http(
+pub(crate) fn http(
     port: u16,
     method: &str,
     path: &str,
@@ -205,7 +206,7 @@ fn daemon_sign_rate(
 }
 
 /// A sink: reads `total` bytes from each connection, then answers one byte.
-fn sink(path: &Path, total: usize) -> Result<()> {
+pub(crate) fn sink(path: &Path, total: usize) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let l = std::os::unix::net::UnixListener::bind(path)?;
     std::thread::spawn(move || {
@@ -228,7 +229,7 @@ fn sink(path: &Path, total: usize) -> Result<()> {
 }
 
 /// MiB/s pushing `total` bytes through `path` until the sink acknowledges.
-fn push_rate(path: &Path, total: usize) -> Result<f64> {
+pub(crate) fn push_rate(path: &Path, total: usize) -> Result<f64> {
     let mut s = UnixStream::connect(path)?;
     let chunk = vec![0xa5u8; 256 * 1024];
     let t = Instant::now();
@@ -367,6 +368,7 @@ pub fn bench() -> Result<()> {
     let tmp = tempfile_dir()?;
     let dir = tmp.as_path();
     let mut rows: Vec<[String; 4]> = Vec::new();
+    let mut chart: Vec<Lane> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
 
     // Host side: an ssh-agent with a key, then the daemon with a scratch git.
@@ -394,7 +396,10 @@ pub fn bench() -> Result<()> {
         &hostproxy,
         dir,
         Some(&agent_sock),
-        "[callback]\nmax_sessions = 64\n",
+        &format!(
+            "[callback]\nmax_sessions = 64\n\n# The tunnel's bulk lane.\n[[sockets]]\nname = \"sink\"\npath = \"{}\"\n",
+            dir.join("sink.sock").display()
+        ),
     )?;
     let (port, token) = (daemon.port, daemon.token.clone());
     let host_home = daemon.host_home.clone();
@@ -626,6 +631,15 @@ pub fn bench() -> Result<()> {
         crate::exec_stream::round_trip_ms(&cid, 160, 12, 150).context("the bare exec stream")?,
     );
     let ceiling = 1.0 / (1.0 / st[0].median + rtt.median / 1000.0);
+    chart.push(
+        Lane::new("SSH agent signing (ed25519, sequential)", "sign/s", true)
+            .ours("ssh-agent-proxy → daemon → agent", st[1].median)
+            .ours("bridge", st[3].median)
+            .beside("direct to ssh-agent", st[0].median)
+            .beside("the daemon alone (kept-alive HTTP)", st[4].median)
+            .beside("socat unix↔tcp relay", st[2].median)
+            .beside("exec floor (direct + bare exec echo)", ceiling),
+    );
     rows.push([
         "SSH agent signing (ed25519, sequential)".into(),
         format!(
@@ -680,6 +694,13 @@ pub fn bench() -> Result<()> {
     }
     let (rd, rs, re) = (paired(&b, &d), paired(&b, &s), paired(&b, &e));
     let (b, d, s, e) = (stat(b), stat(d), stat(s), stat(e));
+    chart.push(
+        Lane::new("bulk through the bridge", "MiB/s", true)
+            .ours("bridge", b.median)
+            .beside("direct unix socket", d.median)
+            .beside("socat relay", s.median)
+            .beside("bare docker exec stdout", e.median),
+    );
     rows.push([
         "bulk through the bridge and the tunnel's streams (256 MiB; one code path, `serve_bridge`)".into(),
         format!("through the bridge: {}", fmt_rate(&b, "MiB/s")),
@@ -753,6 +774,12 @@ pub fn bench() -> Result<()> {
         hop.push(ms(t1 - t0));
     }
     let (o, h) = (stat(ours), stat(hop));
+    chart.push(
+        Lane::new("OAuth delivery, TCP lane (p50)", "ms", false)
+            .ours("capture → long-poll → replay", o.median)
+            .beside("one direct HTTP hop", h.median)
+            .beside("upstream's 2 s poll (mean, computed)", 1000.0),
+    );
     rows.push([
         "OAuth delivery (redirect → container's local server)".into(),
         format!("capture → long-poll → replay: {}", fmt_ms(&o)),
@@ -782,8 +809,10 @@ pub fn bench() -> Result<()> {
             base: &base,
             token: &token,
             host_git: (&host_home, &dir.join("host-gitconfig")),
+            sink_total: total,
         },
         &mut rows,
+        &mut chart,
     )
     .context("the tunnel lanes")?;
 
@@ -901,7 +930,7 @@ pub fn bench() -> Result<()> {
     ));
     drop(agent);
 
-    write_report(&rows, &notes)?;
+    write_report(&rows, &notes, &chart)?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
@@ -979,7 +1008,7 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(d)
 }
 
-fn write_report(rows: &[[String; 4]], notes: &[String]) -> Result<()> {
+fn write_report(rows: &[[String; 4]], notes: &[String], chart: &[Lane]) -> Result<()> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -1013,6 +1042,21 @@ fn write_report(rows: &[[String; 4]], notes: &[String]) -> Result<()> {
     for n in notes {
         md.push_str(&format!("- {n}\n"));
     }
+    let (svg_path, svg_name) = if smoke() {
+        (root().join("target/bench-smoke.svg"), "bench-smoke.svg")
+    } else {
+        (root().join("BENCHMARKS.svg"), "BENCHMARKS.svg")
+    };
+    std::fs::write(
+        &svg_path,
+        crate::chart::svg(
+            chart,
+            &format!("cargo xtask bench, {}: medians, same run", date.trim()),
+        ),
+    )?;
+    md.push_str(&format!(
+        "\n![Each lane: ours (blue) beside its floor and baselines (grey), medians of the same run]({svg_name})\n"
+    ));
     let analysis = root().join("BENCHMARKS.analysis.md");
     if let Ok(text) = std::fs::read_to_string(&analysis) {
         md.push('\n');

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::bench::{
-    fmt_ms, fmt_rate, fmt_ratio, paired, rounds, sign_rate, stat, timed, timed_input, verdict,
-    wait_path,
+    fmt_ms, fmt_rate, fmt_ratio, http, paired, push_rate, rounds, sign_rate, stat, timed,
+    timed_input, verdict, wait_path,
 };
+use crate::chart::Lane;
 use crate::scratch::Killer;
 
 /// What the tunnel lanes need from the rest of the bench.
@@ -32,6 +33,8 @@ pub struct Ctx<'a> {
     pub base: &'a str,
     pub token: &'a str,
     pub host_git: (&'a Path, &'a Path),
+    /// Bytes per bulk push into the declared socket `sink` (the bench's sink).
+    pub sink_total: usize,
 }
 
 use crate::bench::ContainerGuard as Container;
@@ -72,17 +75,31 @@ fn pid_of(c: &Container) -> Result<u32> {
     Ok(out(Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &c.0]))?.parse()?)
 }
 
-/// `/health` through the tunnel from inside `pid`'s network namespace, tried every
-/// millisecond until it answers 200; when it did.
+/// Runs `f` on a thread of its own that has entered `pid`'s network namespace (`setns`):
+/// what it connects to or binds is the container's loopback. A socket bound there stays
+/// there when handed back to another thread.
 #[allow(unsafe_code)]
-fn health_in_netns(pid: u32, within: Duration) -> Result<Instant> {
-    std::thread::spawn(move || -> Result<Instant> {
+fn in_netns<T: Send + 'static>(
+    pid: u32,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    std::thread::spawn(move || -> Result<T> {
         use std::os::fd::AsRawFd;
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
         // SAFETY: setns on a descriptor we hold, for this thread only; no memory is shared.
         if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             bail!("setns: {}", std::io::Error::last_os_error());
         }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the netns thread panicked"))?
+}
+
+/// `/health` through the tunnel from inside `pid`'s network namespace, tried every
+/// millisecond until it answers 200; when it did.
+fn health_in_netns(pid: u32, within: Duration) -> Result<Instant> {
+    in_netns(pid, move || {
         let deadline = Instant::now() + within;
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", 18374)) {
@@ -101,8 +118,6 @@ fn health_in_netns(pid: u32, within: Duration) -> Result<Instant> {
             std::thread::sleep(Duration::from_millis(1));
         }
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the netns thread panicked"))?
 }
 
 /// Waits until `hostproxy attach --list` shows `n` attachments serving.
@@ -135,7 +150,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
 }
 
-pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>) -> Result<()> {
+pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) -> Result<()> {
     // Attach latency: the container starts → /health answered through its tunnel.
     let (mut attach, mut exec_true) = (Vec::new(), Vec::new());
     for _ in 0..rounds(10) {
@@ -162,6 +177,12 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>) -> Result<()> {
         )?);
     }
     let (a, e) = (stat(attach), stat(exec_true));
+    chart.push(
+        Lane::new("attach latency (p50)", "ms", false)
+            .ours("container start → /health through the tunnel", a.median)
+            .beside("docker exec C true", e.median)
+            .beside("target", 300.0),
+    );
     rows.push([
         "attach latency (container started → `/health` answered through its tunnel)".into(),
         format!("labelled container, tools in the image: {}", fmt_ms(&a)),
@@ -220,6 +241,13 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>) -> Result<()> {
     let t = stat(rates[1].clone());
     let p = stat(rates[2].clone());
     let of_floor = t.median / floor;
+    chart.push(
+        Lane::new("SSH signing through the tunnel", "sign/s", true)
+            .ours("tunnel", t.median)
+            .beside("direct to ssh-agent", direct.median)
+            .beside("exec floor", floor)
+            .beside("socat over docker exec -i", p.median),
+    );
     rows.push([
         "SSH signing through the tunnel (the attached container's agent socket)".into(),
         format!("tunnel: {}", fmt_rate(&t, "sign/s")),
@@ -283,6 +311,11 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>) -> Result<()> {
     }
     let r = paired(&tun, &tcp);
     let (a, b) = (stat(tun), stat(tcp));
+    chart.push(
+        Lane::new("git credential fill (p50)", "ms", false)
+            .ours("through the tunnel", a.median)
+            .beside("the TCP lane", b.median),
+    );
     rows.push([
         "git credential fill through the tunnel".into(),
         format!("helper over the tunnel (no token): {}", fmt_ms(&a)),
@@ -293,7 +326,9 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>) -> Result<()> {
             verdict(r.median <= 1.15)
         ),
     ]);
+    oauth_lane(ctx, pid, rows, chart)?;
     drop(c);
+    bulk_lane(ctx, rows, chart)?;
 
     // 16 attached containers, idle: the daemon's memory, and its CPU over the idle time.
     let n = rounds(16);
@@ -318,6 +353,169 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>) -> Result<()> {
         format!(
             "RSS ≤ 40 MiB, 0 % CPU idle → **{rss:.1} MiB, {ticks} ticks** {}",
             verdict(rss <= 40.0 && ticks == 0)
+        ),
+    ]);
+    Ok(())
+}
+
+/// OAuth delivery through the tunnel: the container registers its session and runs
+/// `callback-forwarder` over the tunnel (no token); the browser's hit lands on the host's
+/// listener; the time until the container's own local server sees the replayed request.
+/// Beside it, one direct HTTP hop to that same local server, from inside the container.
+fn oauth_lane(
+    ctx: &Ctx<'_>,
+    pid: u32,
+    rows: &mut Vec<[String; 4]>,
+    chart: &mut Vec<Lane>,
+) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let local = in_netns(pid, || Ok(std::net::TcpListener::bind("127.0.0.1:0")?))?;
+    let local_port = local.local_addr()?.port();
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    std::thread::spawn(move || {
+        for conn in local.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut line = String::new();
+            let _ = BufReader::new(&c).read_line(&mut line);
+            let _ = tx.send(Instant::now());
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    let netns = format!("/proc/{pid}/ns/net");
+    let (mut ours, mut hop) = (Vec::new(), Vec::new());
+    for _ in 0..rounds(25) {
+        let cb_port = crate::scratch::free_port()?;
+        let body = format!("{{\"port\":{cb_port},\"state\":\"bench\"}}");
+        let (status, reg) = in_netns(pid, move || {
+            http(18374, "POST", "/callback/register", "", Some(&body))
+        })?;
+        if status != 201 && status != 200 {
+            bail!("registering through the tunnel: {status} {reg}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&reg)?;
+        let id = v["session_id"].as_str().context("session id")?.to_string();
+        let mut fwd = Killer(
+            Command::new("nsenter")
+                .arg(format!("--net={netns}"))
+                .arg("--")
+                .arg(ctx.dist.join("callback-forwarder"))
+                .env_clear()
+                .env("CLAWKER_HOST_PROXY", "http://127.0.0.1:18374")
+                .env("CALLBACK_SESSION", &id)
+                .env("CALLBACK_PORT", local_port.to_string())
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        std::thread::sleep(Duration::from_millis(150)); // the forwarder is now long-polling
+        let t0 = Instant::now();
+        let mut b = std::net::TcpStream::connect(("127.0.0.1", cb_port))?;
+        write!(
+            b,
+            "GET /callback?code=x&state=bench HTTP/1.1\r\nHost: localhost:{cb_port}\r\nConnection: close\r\n\r\n"
+        )?;
+        let t1 = rx
+            .recv_timeout(Duration::from_secs(10))
+            .context("the replay never reached the container's local server")?;
+        ours.push((t1 - t0).as_secs_f64() * 1000.0);
+        let _ = fwd.0.wait();
+        let t0 = in_netns(pid, move || {
+            let t0 = Instant::now();
+            let mut h = std::net::TcpStream::connect(("127.0.0.1", local_port))?;
+            write!(
+                h,
+                "GET /callback?code=x&state=bench HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )?;
+            Ok(t0)
+        })?;
+        let t1 = rx.recv_timeout(Duration::from_secs(10))?;
+        hop.push((t1 - t0).as_secs_f64() * 1000.0);
+    }
+    let (o, h) = (stat(ours), stat(hop));
+    chart.push(
+        Lane::new("OAuth delivery through the tunnel (p50)", "ms", false)
+            .ours("browser hit → the container's local server", o.median)
+            .beside("one direct HTTP hop", h.median)
+            .beside("target", 3.0),
+    );
+    rows.push([
+        "OAuth delivery through the tunnel (browser hit on the host → the container's local server)".into(),
+        format!("capture → long-poll over the tunnel → replay in the container: {}", fmt_ms(&o)),
+        format!("one direct HTTP hop to the same local server: {}", fmt_ms(&h)),
+        format!(
+            "p50 ≤ 3 ms → **{:.2} ms** {}",
+            o.median,
+            verdict(o.median <= 3.0)
+        ),
+    ]);
+    Ok(())
+}
+
+/// Bulk through the tunnel: 256 MiB into the declared socket `sink` of an attached
+/// container (its `/tmp/.hostproxy/sockets/sink.sock`, reached through `/proc/PID/root`), to
+/// the host's sink. Beside it, the bare exec stream (`dd` to stdout) and a peer-style relay
+/// (socat in the container over `docker exec -i`, to a host socat on the sink).
+fn bulk_lane(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) -> Result<()> {
+    use clawker_protocol::tunnel::{DEFAULT_SCOPES, SCOPES_LABEL, SOCKETS_LABEL};
+    let scopes = format!("{SCOPES_LABEL}={},socket:sink", DEFAULT_SCOPES.join(","));
+    let sockets = format!("{SOCKETS_LABEL}=sink");
+    let c = run_labelled(ctx, &["--label", &scopes, "--label", &sockets])?;
+    let pid = pid_of(&c)?;
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let tunnel_sink =
+        root.join(clawker_protocol::tunnel::declared_socket_path("sink").trim_start_matches('/'));
+    wait_path(&tunnel_sink).context("the tunnel's declared socket `sink`")?;
+    let sink = ctx.dir.join("sink.sock");
+    let total = ctx.sink_total;
+    let (mut t, mut e, mut s) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds(5) {
+        t.push(push_rate(&tunnel_sink, total).context("bulk through the tunnel")?);
+        e.push(crate::exec_stream::out_rate(&c.0, total).context("bulk out of a bare exec")?);
+        let peer = format!("/tmp/bulk{round}.sock");
+        let _relay = Killer(
+            Command::new("socat")
+                .arg(format!(
+                    "EXEC:docker exec -i {} /usr/bin/socat STDIO UNIX-LISTEN\\:{peer}",
+                    c.0
+                ))
+                .arg(format!("UNIX-CONNECT:{}", sink.display()))
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        let peer_host = root.join(peer.trim_start_matches('/'));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !peer_host.exists() {
+            if Instant::now() > deadline {
+                bail!("the socat-over-exec relay never listened");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        s.push(push_rate(&peer_host, total).context("bulk through socat over exec")?);
+    }
+    let (re, rs) = (paired(&t, &e), paired(&t, &s));
+    let (t, e, s) = (stat(t), stat(e), stat(s));
+    chart.push(
+        Lane::new("bulk through the tunnel", "MiB/s", true)
+            .ours("tunnel (declared socket)", t.median)
+            .beside("bare docker exec stdout", e.median)
+            .beside("socat over docker exec -i", s.median),
+    );
+    rows.push([
+        format!(
+            "bulk through the tunnel ({} MiB into an attached container's declared socket)",
+            total / (1024 * 1024)
+        ),
+        format!("tunnel: {}", fmt_rate(&t, "MiB/s")),
+        format!(
+            "bare `docker exec` stdout (`dd`): {}; socat over `docker exec -i`: {}",
+            fmt_rate(&e, "MiB/s"),
+            fmt_rate(&s, "MiB/s")
+        ),
+        format!(
+            "≥ 0.9× the bare exec stream → **{} exec stream, {} socat** {}",
+            fmt_ratio(&re),
+            fmt_ratio(&rs),
+            verdict(re.median >= 0.9)
         ),
     ]);
     Ok(())

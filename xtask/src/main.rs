@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 
 mod bench;
 mod bench_tunnel;
+mod chart;
 mod exec_stream;
 mod scratch;
 

@@ -12,14 +12,26 @@ fn var(key: &str) -> Option<PathBuf> {
 
 /// `HOME`, else (Windows) `USERPROFILE`.
 pub fn home() -> Option<PathBuf> {
-    var("HOME").or_else(|| if cfg!(windows) { var("USERPROFILE") } else { None })
+    var("HOME").or_else(|| {
+        if cfg!(windows) {
+            var("USERPROFILE")
+        } else {
+            None
+        }
+    })
 }
 
 /// The base the state directory `clawker` goes in: `$XDG_STATE_HOME`, else `%LOCALAPPDATA%`
 /// on Windows, else `~/.local/state`.
 pub fn state_base() -> Option<PathBuf> {
     var("XDG_STATE_HOME")
-        .or_else(|| if cfg!(windows) { var("LOCALAPPDATA") } else { None })
+        .or_else(|| {
+            if cfg!(windows) {
+                var("LOCALAPPDATA")
+            } else {
+                None
+            }
+        })
         .or_else(|| home().map(|h| h.join(".local").join("state")))
 }
 
