@@ -777,8 +777,7 @@ pub fn bench() -> Result<()> {
     chart.push(
         Lane::new("OAuth delivery, TCP lane (p50)", "ms", false)
             .ours("capture → long-poll → replay", o.median)
-            .beside("one direct HTTP hop", h.median)
-            .beside("upstream's 2 s poll (mean, computed)", 1000.0),
+            .beside("one direct HTTP hop", h.median),
     );
     rows.push([
         "OAuth delivery (redirect → container's local server)".into(),
