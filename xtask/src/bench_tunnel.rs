@@ -326,8 +326,8 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
             verdict(r.median <= 1.15)
         ),
     ]);
-    oauth_lane(ctx, pid, rows, chart)?;
     drop(c);
+    oauth_lane(ctx, rows, chart)?;
     bulk_lane(ctx, rows, chart)?;
 
     // 16 attached containers, idle: the daemon's memory, and its CPU over the idle time.
@@ -362,11 +362,50 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
 /// `callback-forwarder` over the tunnel (no token); the browser's hit lands on the host's
 /// listener; the time until the container's own local server sees the replayed request.
 /// Beside it, one direct HTTP hop to that same local server, from inside the container.
-fn oauth_lane(
+///
+/// A container may register 10 sessions a minute (`SCOPED_REGISTER_PER_MINUTE`), so the
+/// rounds are spread over three attached containers.
+fn oauth_lane(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) -> Result<()> {
+    let (mut ours, mut hop) = (Vec::new(), Vec::new());
+    for _ in 0..rounds(3) {
+        let c = run_labelled(ctx, &[])?;
+        let pid = pid_of(&c)?;
+        health_in_netns(pid, Duration::from_secs(30))?;
+        oauth_rounds(ctx, pid, rounds(8), &mut ours, &mut hop)?;
+    }
+    let (o, h) = (stat(ours), stat(hop));
+    chart.push(
+        Lane::new("OAuth delivery through the tunnel (p50)", "ms", false)
+            .ours("browser hit → the container's local server", o.median)
+            .beside("one direct HTTP hop", h.median)
+            .beside("target", 3.0),
+    );
+    rows.push([
+        "OAuth delivery through the tunnel (browser hit on the host → the container's local server)".into(),
+        format!(
+            "capture → long-poll over the tunnel → replay in the container: {}",
+            fmt_ms(&o)
+        ),
+        format!(
+            "one direct HTTP hop to the same local server: {}",
+            fmt_ms(&h)
+        ),
+        format!(
+            "p50 ≤ 3 ms → **{:.2} ms** {}",
+            o.median,
+            verdict(o.median <= 3.0)
+        ),
+    ]);
+    Ok(())
+}
+
+/// `n` logins in the container `pid`: (delivery, direct hop) times pushed onto `ours`, `hop`.
+fn oauth_rounds(
     ctx: &Ctx<'_>,
     pid: u32,
-    rows: &mut Vec<[String; 4]>,
-    chart: &mut Vec<Lane>,
+    n: usize,
+    ours: &mut Vec<f64>,
+    hop: &mut Vec<f64>,
 ) -> Result<()> {
     use std::io::{BufRead, BufReader};
     let local = in_netns(pid, || Ok(std::net::TcpListener::bind("127.0.0.1:0")?))?;
@@ -383,8 +422,7 @@ fn oauth_lane(
         }
     });
     let netns = format!("/proc/{pid}/ns/net");
-    let (mut ours, mut hop) = (Vec::new(), Vec::new());
-    for _ in 0..rounds(25) {
+    for _ in 0..n {
         let cb_port = crate::scratch::free_port()?;
         let body = format!("{{\"port\":{cb_port},\"state\":\"bench\"}}");
         let (status, reg) = in_netns(pid, move || {
@@ -431,23 +469,6 @@ fn oauth_lane(
         let t1 = rx.recv_timeout(Duration::from_secs(10))?;
         hop.push((t1 - t0).as_secs_f64() * 1000.0);
     }
-    let (o, h) = (stat(ours), stat(hop));
-    chart.push(
-        Lane::new("OAuth delivery through the tunnel (p50)", "ms", false)
-            .ours("browser hit → the container's local server", o.median)
-            .beside("one direct HTTP hop", h.median)
-            .beside("target", 3.0),
-    );
-    rows.push([
-        "OAuth delivery through the tunnel (browser hit on the host → the container's local server)".into(),
-        format!("capture → long-poll over the tunnel → replay in the container: {}", fmt_ms(&o)),
-        format!("one direct HTTP hop to the same local server: {}", fmt_ms(&h)),
-        format!(
-            "p50 ≤ 3 ms → **{:.2} ms** {}",
-            o.median,
-            verdict(o.median <= 3.0)
-        ),
-    ]);
     Ok(())
 }
 

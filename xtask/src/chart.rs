@@ -104,7 +104,11 @@ pub fn svg(lanes: &[Lane], caption: &str) -> String {
             escape(&lane.title),
             y + 30.0,
             lane.unit,
-            if lane.higher_is_better { "higher" } else { "lower" }
+            if lane.higher_is_better {
+                "higher"
+            } else {
+                "lower"
+            }
         );
         y += TITLE_H;
         for bar in &lane.bars {

@@ -1,20 +1,109 @@
 //! Local sockets through `interprocess` (SPEC.md 9): a unix socket's path on unix, a named
 //! pipe (`\\.\pipe\NAME`) on Windows, one code path for both. What the daemon connects to
 //! (ssh-agent, gpg-agent, declared sockets) and what it listens on (its control socket)
-//! goes through here.
+//! goes through here. On Windows, gpg-agent's sockets are libassuan's emulation (a file
+//! naming a loopback TCP port and a nonce), which [`connect`] follows as well.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-pub use interprocess::local_socket::tokio::{Listener, Stream};
+/// What the control socket accepts.
+pub use interprocess::local_socket::tokio::{Listener, Stream as Accepted};
+
+/// A connection made by [`connect`].
+#[derive(Debug)]
+pub enum Stream {
+    /// A unix socket or a named pipe.
+    Local(interprocess::local_socket::tokio::Stream),
+    /// libassuan's socket emulation: loopback TCP, the nonce already sent.
+    Assuan(tokio::net::TcpStream),
+}
 
 /// Connects to the local socket at `path`: a unix socket, or on Windows a named pipe such as
-/// `\\.\pipe\openssh-ssh-agent`.
+/// `\\.\pipe\openssh-ssh-agent` or gpg-agent's emulated socket file.
 pub async fn connect(path: &Path) -> io::Result<Stream> {
-    Stream::connect(path.to_fs_name::<GenericFilePath>()?).await
+    if cfg!(windows) && !is_pipe(path) && path.is_file() {
+        return connect_assuan(path).await.map(Stream::Assuan);
+    }
+    let name = path.to_fs_name::<GenericFilePath>()?;
+    Ok(Stream::Local(
+        interprocess::local_socket::tokio::Stream::connect(name).await?,
+    ))
+}
+
+fn is_pipe(path: &Path) -> bool {
+    let p = path.as_os_str().to_string_lossy();
+    p.starts_with(r"\\.\pipe\") || p.starts_with("//./pipe/")
+}
+
+/// The port and nonce in a libassuan socket file: the port in decimal, a newline, 16 bytes.
+fn assuan_redirect(file: &[u8]) -> Option<(u16, [u8; 16])> {
+    let nl = file.iter().position(|&b| b == b'\n')?;
+    let port = std::str::from_utf8(&file[..nl]).ok()?.trim().parse().ok()?;
+    let nonce = file.get(nl + 1..nl + 17)?.try_into().ok()?;
+    Some((port, nonce))
+}
+
+/// Connects as libassuan's `assuan_sock_connect` does on Windows: read the port and nonce
+/// from the socket file, connect to that port on the loopback, send the nonce.
+async fn connect_assuan(path: &Path) -> io::Result<tokio::net::TcpStream> {
+    let file = tokio::fs::read(path).await?;
+    let (port, nonce) = assuan_redirect(&file).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a libassuan socket file", path.display()),
+        )
+    })?;
+    let mut tcp = tokio::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).await?;
+    tcp.set_nodelay(true)?;
+    tcp.write_all(&nonce).await?;
+    Ok(tcp)
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Local(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Assuan(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Local(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Assuan(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Local(s) => Pin::new(s).poll_flush(cx),
+            Self::Assuan(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Local(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Assuan(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }
 
 /// The host's ssh-agent: `SSH_AUTH_SOCK`, else on Windows the OpenSSH agent's pipe
@@ -75,7 +164,7 @@ pub fn listen_private(path: &Path) -> Result<Listener, BindError> {
 }
 
 /// Whether the peer of `conn` runs as this process's user (unix: its uid, from the kernel).
-pub fn peer_is_me(conn: &Stream) -> bool {
+pub fn peer_is_me(conn: &Accepted) -> bool {
     #[cfg(unix)]
     {
         conn.peer_creds().ok().and_then(|c| c.euid()) == super::fs::current_user()
@@ -88,10 +177,57 @@ pub fn peer_is_me(conn: &Stream) -> bool {
 }
 
 #[cfg(test)]
+mod assuan_tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn a_socket_file_names_a_port_and_a_nonce() {
+        let mut file = b"51234\n".to_vec();
+        file.extend_from_slice(&[7u8; 16]);
+        assert_eq!(assuan_redirect(&file), Some((51234, [7u8; 16])));
+        assert_eq!(assuan_redirect(b"51234\nshort"), None, "a short nonce");
+        assert_eq!(assuan_redirect(b"no port here"), None);
+        assert_eq!(
+            assuan_redirect(b"99999\n0123456789abcdef"),
+            None,
+            "not a port"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_nonce_goes_first_then_the_bytes_both_ways() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("S.gpg-agent.extra");
+        let mut file = format!("{port}\n").into_bytes();
+        file.extend_from_slice(b"0123456789abcdef");
+        std::fs::write(&path, &file).unwrap();
+        let agent = tokio::spawn(async move {
+            let (mut c, _) = listener.accept().await.unwrap();
+            let mut nonce = [0u8; 16];
+            c.read_exact(&mut nonce).await.unwrap();
+            c.write_all(b"OK Pleased to meet you\n").await.unwrap();
+            nonce
+        });
+        let mut s = Stream::Assuan(connect_assuan(&path).await.unwrap());
+        let mut greeting = [0u8; 23];
+        s.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting, b"OK Pleased to meet you\n");
+        assert_eq!(&agent.await.unwrap(), b"0123456789abcdef");
+        // Not a socket file: refused before any connection.
+        std::fs::write(&path, b"garbage").unwrap();
+        let err = connect_assuan(&path).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}
+
+#[cfg(test)]
 #[cfg(unix)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn a_private_listener_a_client_and_its_peer() {

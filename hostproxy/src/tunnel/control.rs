@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::platform::local::{self, Listener, Stream};
+use crate::platform::local::{self, Accepted, Listener};
 use anyhow::{Context, Result};
 use clawker_protocol::tunnel::{ControlRequest, ControlResponse};
 use interprocess::local_socket::tokio::prelude::*;
@@ -56,7 +56,7 @@ pub async fn serve(listener: Listener, path: &Path, tunnels: Tunnels, shutdown: 
     }
 }
 
-async fn handle(conn: Stream, tunnels: &Tunnels) -> Result<()> {
+async fn handle(conn: Accepted, tunnels: &Tunnels) -> Result<()> {
     if !local::peer_is_me(&conn) {
         tunnels.0.state.audit.record(
             "control",
