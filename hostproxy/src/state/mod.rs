@@ -12,7 +12,9 @@ pub use pidfile::{PidFile, running, running_pid};
 
 #[derive(Debug, Error)]
 pub enum StateError {
-    #[error("cannot find a state directory: set CLAWKER_STATE_DIR, XDG_STATE_HOME or HOME")]
+    #[error(
+        "cannot find a state directory: set CLAWKER_STATE_DIR, XDG_STATE_HOME or HOME (LOCALAPPDATA on Windows)"
+    )]
     NoStateDir,
     #[error("cannot use {path}")]
     Io {
