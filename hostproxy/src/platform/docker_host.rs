@@ -104,8 +104,18 @@ fn default_socket(env: &Env) -> String {
     }
 }
 
+/// Names a Docker engine's local socket goes by: the unix socket, and Docker Desktop's
+/// named pipes on Windows.
+const ENGINE_NAMES: [&str; 4] = [
+    "docker.sock",
+    "docker_engine",
+    "dockerDesktopLinuxEngine",
+    "dockerDesktopWindowsEngine",
+];
+
 /// Whether `path` is a Docker engine's socket: the one this daemon's engine address names,
-/// or one at a well-known place or with the well-known name.
+/// or one at a well-known place or with a well-known name (a unix socket, or a Windows
+/// named pipe such as `\\.\pipe\docker_engine`).
 pub fn is_engine_socket(path: &std::path::Path) -> bool {
     let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let me = canon(path);
@@ -114,7 +124,19 @@ pub fn is_engine_socket(path: &std::path::Path) -> bool {
     if let Some(p) = engine.host.strip_prefix("unix://") {
         known.push(p.into());
     }
-    path.file_name().is_some_and(|n| n == "docker.sock") || known.iter().any(|k| canon(k) == me)
+    if let Some(p) = engine.host.strip_prefix("npipe://") {
+        known.push(p.into());
+    }
+    // A pipe name's last part, whichever separator it was written with.
+    let last = path
+        .as_os_str()
+        .to_string_lossy()
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    ENGINE_NAMES.iter().any(|n| n.to_ascii_lowercase() == last)
+        || known.iter().any(|k| canon(k) == me)
 }
 
 #[cfg(test)]
@@ -177,5 +199,22 @@ mod tests {
             ..env
         };
         assert!(find(&elsewhere).host.starts_with("unix://"));
+    }
+
+    #[test]
+    fn the_engine_socket_is_known_by_path_and_by_name_on_every_os() {
+        for p in [
+            "/var/run/docker.sock",
+            "/home/u/.docker/run/docker.sock",
+            r"\\.\pipe\docker_engine",
+            "//./pipe/docker_engine",
+            r"\\.\pipe\dockerDesktopLinuxEngine",
+            r"\\.\PIPE\Docker_Engine",
+        ] {
+            assert!(is_engine_socket(Path::new(p)), "{p}");
+        }
+        for p in ["/tmp/op-agent.sock", r"\\.\pipe\openssh-ssh-agent"] {
+            assert!(!is_engine_socket(Path::new(p)), "{p}");
+        }
     }
 }
