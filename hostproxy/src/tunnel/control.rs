@@ -1,14 +1,14 @@
 //! The daemon's control socket `<state>/hostproxy.sock` (a named pipe on Windows,
 //! `platform::local`): `attach`, `detach` and `list`, for processes of this user only (0600
-//! in the 0700 state dir, and each peer's uid checked with `SO_PEERCRED`). Never reachable over TCP: a container that holds the user's token
-//! must not be able to make the daemon run a command.
+//! in the 0700 state dir, and each peer's uid checked with `SO_PEERCRED`). Never reachable
+//! over TCP: a container that holds the user's token must not be able to make the daemon
+//! run a command.
 //!
 //! One JSON line in, one JSON line out, per connection.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::platform::local::{self, Accepted, Listener};
 use anyhow::{Context, Result};
 use clawker_protocol::tunnel::{ControlRequest, ControlResponse};
 use interprocess::local_socket::tokio::prelude::*;
@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::{Target, Tunnels};
+use crate::platform::local::{self, Accepted, Listener};
 
 /// Longest request line.
 const MAX_LINE: u64 = 64 * 1024;
