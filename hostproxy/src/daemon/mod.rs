@@ -140,14 +140,12 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
             .ok(),
         shutdown.clone(),
     )?;
-    let control_path = state_dir.control_socket();
-    let control = tunnel::control::bind(&control_path)?;
-    {
-        let (tunnels, stop) = (tunnels.clone(), shutdown.clone());
-        tokio::spawn(
-            async move { tunnel::control::serve(control, &control_path, tunnels, stop).await },
-        );
-    }
+    let control = tunnel::control::bind(&state_dir.control_socket())?;
+    tokio::spawn(tunnel::control::serve(
+        control,
+        tunnels.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(tunnels.discover());
     if banner {
         banner::print_banner(&settings, &bound, &state_dir);

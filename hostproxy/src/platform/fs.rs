@@ -68,19 +68,6 @@ pub fn set_mode(file: &std::fs::File, mode: u32) -> io::Result<()> {
     }
 }
 
-/// Sets the permission bits of `path` (nothing on Windows).
-pub fn set_path_mode(path: &Path, mode: u32) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (path, mode);
-        Ok(())
-    }
-}
-
 /// The owner's uid (`None` on Windows).
 pub fn owner(meta: &Metadata) -> Option<u32> {
     #[cfg(unix)]

@@ -216,10 +216,15 @@ mod assuan_tests {
         s.read_exact(&mut greeting).await.unwrap();
         assert_eq!(&greeting, b"OK Pleased to meet you\n");
         assert_eq!(&agent.await.unwrap(), b"0123456789abcdef");
-        // Not a socket file: refused before any connection.
-        std::fs::write(&path, b"garbage").unwrap();
+        // A file naming a live port but with a short nonce: refused, and nothing connects.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::fs::write(&path, format!("{port}\nshort")).unwrap();
         let err = connect_assuan(&path).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "no connection was made");
     }
 }
 
@@ -256,5 +261,9 @@ mod tests {
         // A second listener on a live socket is refused, and the live one is left alone.
         assert!(listen_private(&path).is_err());
         assert!(connect(&path).await.is_ok());
+        // Dropped, the listener takes its socket file with it (the control socket's
+        // shutdown relies on this).
+        drop(listener);
+        assert!(!path.exists());
     }
 }

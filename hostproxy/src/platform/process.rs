@@ -120,10 +120,24 @@ fn has_controlling_terminal() -> bool {
 /// Makes `cmd`'s child lead its own process group (so [`kill_group`] reaches whatever it
 /// starts) and, with [`Detach::Session`], its own session, off any terminal. Windows: a new
 /// process group without a console window.
-#[allow(unsafe_code)]
 pub fn detach_child(cmd: &mut tokio::process::Command, how: Detach) {
+    detach(cmd.as_std_mut(), how, false);
+}
+
+/// Starts `cmd` outside this terminal's session for good (`hostproxy start`): unix `setsid`;
+/// Windows a detached process in its own group.
+pub fn daemonize(cmd: &mut std::process::Command) {
+    detach(cmd, Detach::Session, true);
+}
+
+/// What [`detach_child`] and [`daemonize`] do; `for_good` also leaves the console on
+/// Windows (unix needs nothing more than the session for that).
+#[allow(unsafe_code)]
+fn detach(cmd: &mut std::process::Command, how: Detach, for_good: bool) {
     #[cfg(unix)]
     {
+        use std::os::unix::process::CommandExt;
+        let _ = for_good;
         if how == Detach::Group {
             cmd.process_group(0);
             return;
@@ -140,36 +154,13 @@ pub fn detach_child(cmd: &mut tokio::process::Command, how: Detach) {
     }
     #[cfg(windows)]
     {
-        let _ = how;
-        cmd.creation_flags(windows::CREATE_NEW_PROCESS_GROUP | windows::CREATE_NO_WINDOW);
-    }
-}
-
-/// Starts `cmd` outside this terminal's session for good (`hostproxy start`): unix `setsid`;
-/// Windows a detached process in its own group.
-#[allow(unsafe_code)]
-pub fn daemonize(cmd: &mut std::process::Command) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(windows)]
-    {
         use std::os::windows::process::CommandExt;
-        cmd.creation_flags(
-            windows::DETACHED_PROCESS
-                | windows::CREATE_NEW_PROCESS_GROUP
-                | windows::CREATE_NO_WINDOW,
-        );
+        let _ = how;
+        let mut flags = windows::CREATE_NEW_PROCESS_GROUP | windows::CREATE_NO_WINDOW;
+        if for_good {
+            flags |= windows::DETACHED_PROCESS;
+        }
+        cmd.creation_flags(flags);
     }
 }
 

@@ -31,7 +31,7 @@ pub fn bind(path: &Path) -> Result<Listener> {
 }
 
 /// Serves the control socket until `shutdown`; the socket file is removed then.
-pub async fn serve(listener: Listener, path: &Path, tunnels: Tunnels, shutdown: CancellationToken) {
+pub async fn serve(listener: Listener, tunnels: Tunnels, shutdown: CancellationToken) {
     loop {
         let conn = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -51,10 +51,8 @@ pub async fn serve(listener: Listener, path: &Path, tunnels: Tunnels, shutdown: 
             }
         });
     }
+    // The listener unlinks its socket file when dropped (interprocess' `reclaim_name`).
     drop(listener);
-    if cfg!(unix) {
-        let _ = std::fs::remove_file(path);
-    }
 }
 
 async fn handle(conn: Accepted, tunnels: &Tunnels) -> Result<()> {
