@@ -243,6 +243,57 @@ pub(crate) fn push_rate(path: &Path, total: usize) -> Result<f64> {
     Ok(total as f64 / 1048576.0 / t.elapsed().as_secs_f64())
 }
 
+/// The local server an OAuth replay lands on: when each request's first line arrived.
+pub(crate) fn local_server(listener: std::net::TcpListener) -> std::sync::mpsc::Receiver<Instant> {
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut line = String::new();
+            let _ = BufReader::new(&c).read_line(&mut line);
+            let _ = tx.send(Instant::now());
+            let _ =
+                c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    rx
+}
+
+/// One login delivered: `forwarder` started (and given time to long-poll), then the
+/// browser's hit on the daemon's listener at `cb_port`; ms until the local server behind
+/// `rx` saw the replay.
+pub(crate) fn deliver(
+    forwarder: &mut Command,
+    cb_port: u16,
+    rx: &std::sync::mpsc::Receiver<Instant>,
+) -> Result<f64> {
+    let mut fwd = Killer(forwarder.stderr(Stdio::null()).spawn()?);
+    std::thread::sleep(Duration::from_millis(150)); // the forwarder is now long-polling
+    let t0 = Instant::now();
+    let mut b = std::net::TcpStream::connect(("127.0.0.1", cb_port))?;
+    write!(
+        b,
+        "GET /callback?code=x&state=bench HTTP/1.1\r\nHost: localhost:{cb_port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let t1 = rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("the replay never reached the local server")?;
+    let _ = fwd.0.wait();
+    Ok(ms(t1 - t0))
+}
+
+/// The direct hop beside [`deliver`]: the same request sent straight to the local server on
+/// `port` from this thread's network namespace; when it was sent.
+pub(crate) fn hop_request(port: u16) -> Result<Instant> {
+    let t0 = Instant::now();
+    let mut h = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        h,
+        "GET /callback?code=x&state=bench HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    Ok(t0)
+}
+
 pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -722,17 +773,7 @@ pub fn bench() -> Result<()> {
     // 5. OAuth delivery: capture on the daemon's listener → local server receives the replay.
     let local = std::net::TcpListener::bind("127.0.0.1:0")?;
     let local_port = local.local_addr()?.port();
-    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
-    std::thread::spawn(move || {
-        for conn in local.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let mut line = String::new();
-            let _ = BufReader::new(&c).read_line(&mut line);
-            let _ = tx.send(Instant::now());
-            let _ =
-                c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
+    let rx = local_server(local);
     let (mut ours, mut hop) = (Vec::new(), Vec::new());
     for _ in 0..rounds(25) {
         let cb_port = free_port()?;
@@ -745,33 +786,14 @@ pub fn bench() -> Result<()> {
         )?;
         let v: serde_json::Value = serde_json::from_str(&reg)?;
         let id = v["session_id"].as_str().context("session id")?.to_string();
-        let mut fwd = Killer(
-            Command::new(dist.join("callback-forwarder"))
-                .env_clear()
-                .envs(tool_env.iter().map(|(k, v)| (*k, v.as_str())))
-                .env("CALLBACK_SESSION", &id)
-                .env("CALLBACK_PORT", local_port.to_string())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        std::thread::sleep(Duration::from_millis(150)); // the forwarder is now long-polling
-        let t0 = Instant::now();
-        let mut b = std::net::TcpStream::connect(("127.0.0.1", cb_port))?;
-        write!(
-            b,
-            "GET /callback?code=x&state=bench HTTP/1.1\r\nHost: localhost:{cb_port}\r\nConnection: close\r\n\r\n"
-        )?;
-        let t1 = rx.recv_timeout(Duration::from_secs(10))?;
-        ours.push(ms(t1 - t0));
-        let _ = fwd.0.wait();
-        let t0 = Instant::now();
-        let mut h = std::net::TcpStream::connect(("127.0.0.1", local_port))?;
-        write!(
-            h,
-            "GET /callback?code=x&state=bench HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )?;
-        let t1 = rx.recv_timeout(Duration::from_secs(10))?;
-        hop.push(ms(t1 - t0));
+        let mut fwd = Command::new(dist.join("callback-forwarder"));
+        fwd.env_clear()
+            .envs(tool_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("CALLBACK_SESSION", &id)
+            .env("CALLBACK_PORT", local_port.to_string());
+        ours.push(deliver(&mut fwd, cb_port, &rx)?);
+        let t0 = hop_request(local_port)?;
+        hop.push(ms(rx.recv_timeout(Duration::from_secs(10))? - t0));
     }
     let (o, h) = (stat(ours), stat(hop));
     chart.push(

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::bench::{
-    fmt_ms, fmt_rate, fmt_ratio, http, paired, push_rate, rounds, sign_rate, stat, timed,
-    timed_input, verdict, wait_path,
+    deliver, fmt_ms, fmt_rate, fmt_ratio, hop_request, http, local_server, paired, push_rate,
+    rounds, sign_rate, stat, timed, timed_input, verdict, wait_path,
 };
 use crate::chart::Lane;
 use crate::scratch::Killer;
@@ -120,6 +120,39 @@ fn health_in_netns(pid: u32, within: Duration) -> Result<Instant> {
     })
 }
 
+/// A peer-style relay: socat in the container `c` (the host's, from the bind-mounted
+/// `/usr`) listening on `/tmp/NAME.sock`, over `docker exec -i`, to a host socat on
+/// `target`. It serves one connection. Returns the relay and the socket's path as seen from
+/// the host (through `root`, the container's `/proc/PID/root`).
+fn socat_over_exec(
+    c: &Container,
+    root: &Path,
+    name: &str,
+    target: &Path,
+) -> Result<(Killer, PathBuf)> {
+    let peer = format!("/tmp/{name}.sock");
+    let relay = Killer(
+        Command::new("socat")
+            .arg(format!(
+                "EXEC:docker exec -i {} /usr/bin/socat STDIO UNIX-LISTEN\\:{peer}",
+                c.0
+            ))
+            .arg(format!("UNIX-CONNECT:{}", target.display()))
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let on_host = root.join(peer.trim_start_matches('/'));
+    // Only looked at, not connected to: the relay serves one connection.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !on_host.exists() {
+        if Instant::now() > deadline {
+            bail!("the socat-over-exec relay never listened");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok((relay, on_host))
+}
+
 /// Waits until `hostproxy attach --list` shows `n` attachments serving.
 fn wait_serving(ctx: &Ctx<'_>, n: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -209,26 +242,8 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
         rates[1].push(
             sign_rate(&tunnel_ssh, ctx.blob, rounds(150)).context("signing through the tunnel")?,
         );
-        let peer = format!("/tmp/peer{round}.sock");
-        let _relay = Killer(
-            Command::new("socat")
-                .arg(format!(
-                    "EXEC:docker exec -i {} /usr/bin/socat STDIO UNIX-LISTEN\\:{peer}",
-                    c.0
-                ))
-                .arg(format!("UNIX-CONNECT:{}", ctx.agent_sock.display()))
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        let peer_host = root.join(peer.trim_start_matches('/'));
-        // Only looked at, not connected to: this relay serves one connection.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !peer_host.exists() {
-            if Instant::now() > deadline {
-                bail!("the socat-over-exec relay never listened");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (_relay, peer_host) =
+            socat_over_exec(&c, &root, &format!("peer{round}"), ctx.agent_sock)?;
         rates[2].push(
             sign_rate(&peer_host, ctx.blob, rounds(150))
                 .context("signing through socat over exec")?,
@@ -407,20 +422,9 @@ fn oauth_rounds(
     ours: &mut Vec<f64>,
     hop: &mut Vec<f64>,
 ) -> Result<()> {
-    use std::io::{BufRead, BufReader};
     let local = in_netns(pid, || Ok(std::net::TcpListener::bind("127.0.0.1:0")?))?;
     let local_port = local.local_addr()?.port();
-    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
-    std::thread::spawn(move || {
-        for conn in local.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let mut line = String::new();
-            let _ = BufReader::new(&c).read_line(&mut line);
-            let _ = tx.send(Instant::now());
-            let _ =
-                c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
+    let rx = local_server(local);
     let netns = format!("/proc/{pid}/ns/net");
     for _ in 0..n {
         let cb_port = crate::scratch::free_port()?;
@@ -433,41 +437,17 @@ fn oauth_rounds(
         }
         let v: serde_json::Value = serde_json::from_str(&reg)?;
         let id = v["session_id"].as_str().context("session id")?.to_string();
-        let mut fwd = Killer(
-            Command::new("nsenter")
-                .arg(format!("--net={netns}"))
-                .arg("--")
-                .arg(ctx.dist.join("callback-forwarder"))
-                .env_clear()
-                .env("CLAWKER_HOST_PROXY", "http://127.0.0.1:18374")
-                .env("CALLBACK_SESSION", &id)
-                .env("CALLBACK_PORT", local_port.to_string())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        std::thread::sleep(Duration::from_millis(150)); // the forwarder is now long-polling
-        let t0 = Instant::now();
-        let mut b = std::net::TcpStream::connect(("127.0.0.1", cb_port))?;
-        write!(
-            b,
-            "GET /callback?code=x&state=bench HTTP/1.1\r\nHost: localhost:{cb_port}\r\nConnection: close\r\n\r\n"
-        )?;
-        let t1 = rx
-            .recv_timeout(Duration::from_secs(10))
-            .context("the replay never reached the container's local server")?;
-        ours.push((t1 - t0).as_secs_f64() * 1000.0);
-        let _ = fwd.0.wait();
-        let t0 = in_netns(pid, move || {
-            let t0 = Instant::now();
-            let mut h = std::net::TcpStream::connect(("127.0.0.1", local_port))?;
-            write!(
-                h,
-                "GET /callback?code=x&state=bench HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-            )?;
-            Ok(t0)
-        })?;
-        let t1 = rx.recv_timeout(Duration::from_secs(10))?;
-        hop.push((t1 - t0).as_secs_f64() * 1000.0);
+        let mut fwd = Command::new("nsenter");
+        fwd.arg(format!("--net={netns}"))
+            .arg("--")
+            .arg(ctx.dist.join("callback-forwarder"))
+            .env_clear()
+            .env("CLAWKER_HOST_PROXY", "http://127.0.0.1:18374")
+            .env("CALLBACK_SESSION", &id)
+            .env("CALLBACK_PORT", local_port.to_string());
+        ours.push(deliver(&mut fwd, cb_port, &rx)?);
+        let t0 = in_netns(pid, move || hop_request(local_port))?;
+        hop.push((rx.recv_timeout(Duration::from_secs(10))? - t0).as_secs_f64() * 1000.0);
     }
     Ok(())
 }
@@ -492,25 +472,7 @@ fn bulk_lane(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
     for round in 0..rounds(5) {
         t.push(push_rate(&tunnel_sink, total).context("bulk through the tunnel")?);
         e.push(crate::exec_stream::out_rate(&c.0, total).context("bulk out of a bare exec")?);
-        let peer = format!("/tmp/bulk{round}.sock");
-        let _relay = Killer(
-            Command::new("socat")
-                .arg(format!(
-                    "EXEC:docker exec -i {} /usr/bin/socat STDIO UNIX-LISTEN\\:{peer}",
-                    c.0
-                ))
-                .arg(format!("UNIX-CONNECT:{}", sink.display()))
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
-        let peer_host = root.join(peer.trim_start_matches('/'));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !peer_host.exists() {
-            if Instant::now() > deadline {
-                bail!("the socat-over-exec relay never listened");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let (_relay, peer_host) = socat_over_exec(&c, &root, &format!("bulk{round}"), &sink)?;
         s.push(push_rate(&peer_host, total).context("bulk through socat over exec")?);
     }
     let (re, rs) = (paired(&t, &e), paired(&t, &s));
