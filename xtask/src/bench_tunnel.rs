@@ -39,6 +39,9 @@ pub struct Ctx<'a> {
 
 use crate::bench::ContainerGuard as Container;
 
+/// Where the tunnel listens inside a container (its defaults: nothing configured).
+const TUNNEL: &str = clawker_protocol::tunnel::DEFAULT_HTTP_LISTEN;
+
 fn out(cmd: &mut Command) -> Result<String> {
     let o = cmd.output()?;
     if !o.status.success() {
@@ -62,7 +65,7 @@ fn run_labelled(ctx: &Ctx<'_>, extra: &[&str]) -> Result<Container> {
     ])
     .args([
         "-e",
-        "CLAWKER_HOST_PROXY=http://127.0.0.1:18374",
+        &format!("CLAWKER_HOST_PROXY=http://{TUNNEL}"),
         "-e",
         "SSH_AUTH_SOCK=/tmp/t/agent.sock",
     ])
@@ -102,9 +105,10 @@ fn health_in_netns(pid: u32, within: Duration) -> Result<Instant> {
     in_netns(pid, move || {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", 18374)) {
-                let _ = s.write_all(
-                    b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:18374\r\nConnection: close\r\n\r\n",
+            if let Ok(mut s) = std::net::TcpStream::connect(TUNNEL) {
+                let _ = write!(
+                    s,
+                    "GET /health HTTP/1.1\r\nHost: {TUNNEL}\r\nConnection: close\r\n\r\n"
                 );
                 let mut reply = Vec::new();
                 let _ = s.read_to_end(&mut reply);
@@ -310,7 +314,10 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
     let (mut tun, mut tcp) = (Vec::new(), Vec::new());
     for _ in 0..rounds(40) {
         tun.push(timed_input(
-            &mut git(&netns, &[("CLAWKER_HOST_PROXY", "http://127.0.0.1:18374")]),
+            &mut git(
+                &netns,
+                &[("CLAWKER_HOST_PROXY", &format!("http://{TUNNEL}"))],
+            ),
             input,
         )?);
         tcp.push(timed_input(
@@ -430,7 +437,13 @@ fn oauth_rounds(
         let cb_port = crate::scratch::free_port()?;
         let body = format!("{{\"port\":{cb_port},\"state\":\"bench\"}}");
         let (status, reg) = in_netns(pid, move || {
-            http(18374, "POST", "/callback/register", "", Some(&body))
+            http(
+                clawker_protocol::DEFAULT_PORT,
+                "POST",
+                "/callback/register",
+                "",
+                Some(&body),
+            )
         })?;
         if status != 201 && status != 200 {
             bail!("registering through the tunnel: {status} {reg}");
@@ -442,7 +455,7 @@ fn oauth_rounds(
             .arg("--")
             .arg(ctx.dist.join("callback-forwarder"))
             .env_clear()
-            .env("CLAWKER_HOST_PROXY", "http://127.0.0.1:18374")
+            .env("CLAWKER_HOST_PROXY", format!("http://{TUNNEL}"))
             .env("CALLBACK_SESSION", &id)
             .env("CALLBACK_PORT", local_port.to_string());
         ours.push(deliver(&mut fwd, cb_port, &rx)?);
