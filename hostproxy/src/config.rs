@@ -59,21 +59,34 @@ pub struct FileConfig {
     pub attach: AttachFile,
     #[serde(default)]
     pub docker: DockerFile,
-    /// `[[sockets]]`: host sockets a container may be given by name (SPEC.md 10).
+    /// `[bridge]`: `[[bridge.sockets]]`, the host sockets a container may be given by name
+    /// (SPEC.md 10).
+    #[serde(default)]
+    pub bridge: BridgeFile,
+    /// `[[sockets]]`: the same as `[[bridge.sockets]]` (the name this shipped with first).
     #[serde(default)]
     pub sockets: Vec<DeclaredSocket>,
 }
 
-/// One `[[sockets]]` entry: a host unix socket the user lets attached containers use,
-/// by `name`, with the scope `socket:NAME`.
+/// `[bridge]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeFile {
+    #[serde(default)]
+    pub sockets: Vec<DeclaredSocket>,
+}
+
+/// One `[[bridge.sockets]]` entry: a host unix socket the user lets attached containers
+/// use, by `name`, with the scope `socket:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeclaredSocket {
     pub name: String,
+    /// Absolute, or `~/…` (the user's home).
     pub path: PathBuf,
     /// The Docker engine's socket is root on the host: refused unless this is true.
-    #[serde(default)]
-    pub allow_docker: bool,
+    #[serde(default, alias = "allow_docker")]
+    pub allow_docker_socket: bool,
 }
 
 /// `[docker]`: registry credentials (SPEC.md 10).
@@ -298,7 +311,7 @@ pub struct Settings {
     pub open_allowed_hosts: Vec<String>,
     pub watcher: Option<WatcherSettings>,
     pub attach: AttachSettings,
-    /// `[[sockets]]`, checked (names, absolute paths).
+    /// `[[bridge.sockets]]` and `[[sockets]]`, checked (names, absolute paths, `~` expanded).
     pub sockets: Vec<DeclaredSocket>,
     /// `docker.allow_store`, `docker.allow_erase`.
     pub docker_allow_store: bool,
@@ -383,10 +396,20 @@ impl Settings {
         if let Some(m) = file.max_connections {
             s.max_connections = m.max(1);
         }
-        for d in &file.sockets {
+        for d in file.bridge.sockets.iter().chain(&file.sockets) {
+            let mut d = d.clone();
+            if let Ok(rest) = d.path.strip_prefix("~") {
+                let Some(home) = crate::platform::dirs::home() else {
+                    return Err(ConfigError::Value {
+                        key: "bridge.sockets.path",
+                        message: format!("{}: HOME is not set", d.path.display()),
+                    });
+                };
+                d.path = home.join(rest);
+            }
             if !clawker_protocol::tunnel::is_socket_name(&d.name) {
                 return Err(ConfigError::Value {
-                    key: "sockets.name",
+                    key: "bridge.sockets.name",
                     message: format!(
                         "{:?} is not a name (letters, digits, '-', '_', '.')",
                         d.name
@@ -395,17 +418,17 @@ impl Settings {
             }
             if !d.path.is_absolute() {
                 return Err(ConfigError::Value {
-                    key: "sockets.path",
-                    message: format!("{} is not absolute", d.path.display()),
+                    key: "bridge.sockets.path",
+                    message: format!("{} is not absolute (nor ~/…)", d.path.display()),
                 });
             }
             if s.sockets.iter().any(|o: &DeclaredSocket| o.name == d.name) {
                 return Err(ConfigError::Value {
-                    key: "sockets.name",
+                    key: "bridge.sockets.name",
                     message: format!("{:?} is declared twice", d.name),
                 });
             }
-            s.sockets.push(d.clone());
+            s.sockets.push(d);
         }
         s.docker_allow_store = file.docker.allow_store.unwrap_or(false);
         s.docker_allow_erase = file.docker.allow_erase.unwrap_or(false);
@@ -551,5 +574,43 @@ mod tests {
         assert_eq!(s.git.timeout, Duration::from_secs(5));
         assert_eq!(s.extra_hosts, vec![HostName::Name("devbox.local".into())]);
         assert!(toml::from_str::<FileConfig>("prot = 1").is_err());
+    }
+
+    #[test]
+    fn declared_sockets_by_spec_names_with_home_and_the_first_names_too() {
+        let f: FileConfig = toml::from_str(
+            r#"
+            [[bridge.sockets]]
+            name = "op-agent"
+            path = "~/.1password/agent.sock"
+            [[bridge.sockets]]
+            name = "engine"
+            path = "/var/run/docker.sock"
+            allow_docker_socket = true
+            [[sockets]]
+            name = "old"
+            path = "/run/old.sock"
+            allow_docker = true
+            "#,
+        )
+        .unwrap();
+        let s = Settings::from_file(&f).unwrap();
+        let home = crate::platform::dirs::home().unwrap();
+        assert_eq!(s.sockets[0].path, home.join(".1password/agent.sock"));
+        assert!(!s.sockets[0].allow_docker_socket);
+        assert!(s.sockets[1].allow_docker_socket);
+        assert_eq!(
+            (s.sockets[2].name.as_str(), s.sockets[2].allow_docker_socket),
+            ("old", true)
+        );
+        // The same name in both tables is a clash, and a relative path is refused.
+        let twice: FileConfig = toml::from_str(
+            "[[bridge.sockets]]\nname = \"a\"\npath = \"/a\"\n[[sockets]]\nname = \"a\"\npath = \"/b\"\n",
+        )
+        .unwrap();
+        assert!(Settings::from_file(&twice).is_err());
+        let relative: FileConfig =
+            toml::from_str("[[bridge.sockets]]\nname = \"a\"\npath = \"a.sock\"\n").unwrap();
+        assert!(Settings::from_file(&relative).is_err());
     }
 }

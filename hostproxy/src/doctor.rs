@@ -319,18 +319,18 @@ fn check_launcher(settings: &Settings) -> Check {
     }
 }
 
-/// The declared host sockets (`[[sockets]]`): there, a socket, whose.
+/// The declared host sockets (`[[bridge.sockets]]`): there, a socket, whose.
 fn check_sockets(settings: &Settings) -> Vec<Check> {
     settings
         .sockets
         .iter()
         .map(|d| {
             let shown = format!("{} → {}", d.name, d.path.display());
-            if crate::platform::docker_host::is_engine_socket(&d.path) && !d.allow_docker {
+            if crate::platform::docker_host::is_engine_socket(&d.path) && !d.allow_docker_socket {
                 return fail(
                     "declared socket",
                     format!("{shown} is the Docker engine's socket (root on this host)"),
-                    "remove it from [[sockets]], or set allow_docker = true if you mean it",
+                    "remove it from [[bridge.sockets]], or set allow_docker_socket = true if you mean it",
                 );
             }
             match std::fs::symlink_metadata(&d.path) {

@@ -448,7 +448,7 @@ pub fn bench() -> Result<()> {
         dir,
         Some(&agent_sock),
         &format!(
-            "[callback]\nmax_sessions = 64\n\n# The tunnel's bulk lane.\n[[sockets]]\nname = \"sink\"\npath = \"{}\"\n",
+            "[callback]\nmax_sessions = 64\n\n# The tunnel's bulk lane.\n[[bridge.sockets]]\nname = \"sink\"\npath = \"{}\"\n",
             dir.join("sink.sock").display()
         ),
     )?;

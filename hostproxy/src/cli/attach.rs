@@ -29,7 +29,7 @@ pub struct AttachArgs {
     /// dev.clawker.hostproxy.scopes label, then attach.scopes, then open, callback, git:*, ssh.
     #[arg(long = "allow", value_name = "SCOPE")]
     pub allow: Vec<String>,
-    /// A host socket declared in the config ([[sockets]]) to give the container
+    /// A host socket declared in the config ([[bridge.sockets]]) to give the container
     /// (repeatable); it also needs the scope socket:NAME.
     #[arg(long = "socket", value_name = "NAME")]
     pub sockets: Vec<String>,

@@ -70,7 +70,7 @@ struct Entry {
 }
 
 struct Inner {
-    /// `[[sockets]]` of the config, by name.
+    /// `[[bridge.sockets]]` of the config, by name.
     declared: HashMap<String, Arc<Declared>>,
     state: AppState,
     api: axum::Router,
@@ -127,9 +127,9 @@ impl Tunnels {
         parse_scopes(&settings.scopes).context("attach.scopes")?;
         let mut declared = HashMap::new();
         for d in &state.settings.sockets {
-            if crate::platform::docker_host::is_engine_socket(&d.path) && !d.allow_docker {
+            if crate::platform::docker_host::is_engine_socket(&d.path) && !d.allow_docker_socket {
                 bail!(
-                    "[[sockets]] {:?} is the Docker engine's socket ({}), which is root on this host: refused; set allow_docker = true for it if you really mean to hand it to containers",
+                    "[[bridge.sockets]] {:?} is the Docker engine's socket ({}), which is root on this host: refused; set allow_docker_socket = true for it if you really mean to hand it to containers",
                     d.name,
                     d.path.display()
                 );
@@ -282,7 +282,7 @@ impl Tunnels {
         let mut reachable = HashMap::new();
         for n in &wanted {
             let d = self.0.declared.get(n).with_context(|| {
-                format!("no socket {n:?} is declared in the daemon's config ([[sockets]] name = {n:?}, path = …)")
+                format!("no socket {n:?} is declared in the daemon's config ([[bridge.sockets]] name = {n:?}, path = …)")
             })?;
             if !identity.may_socket(n) {
                 bail!(

@@ -536,7 +536,7 @@ fn a_declared_host_socket_reaches_the_container_and_nothing_else_does() {
     std::fs::write(
         &config,
         format!(
-            "[[sockets]]\nname = \"echo\"\npath = \"{}\"\n",
+            "[[bridge.sockets]]\nname = \"echo\"\npath = \"{}\"\n",
             echo.display()
         ),
     )
@@ -625,7 +625,7 @@ fn the_docker_socket_is_not_declared_without_allow_docker() {
     let config = dir.path().join("hostproxy.toml");
     std::fs::write(
         &config,
-        "[[sockets]]\nname = \"engine\"\npath = \"/var/run/docker.sock\"\n",
+        "[[bridge.sockets]]\nname = \"engine\"\npath = \"/var/run/docker.sock\"\n",
     )
     .unwrap();
     let out = Command::new(bin("hostproxy"))
@@ -640,7 +640,7 @@ fn the_docker_socket_is_not_declared_without_allow_docker() {
         "the daemon started with the docker socket declared"
     );
     assert!(
-        err.contains("Docker engine's socket") && err.contains("allow_docker"),
+        err.contains("Docker engine's socket") && err.contains("allow_docker_socket = true"),
         "{err}"
     );
 }
