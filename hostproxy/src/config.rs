@@ -361,6 +361,31 @@ pub fn split_command(cmd: &str) -> Option<Vec<String>> {
 }
 
 impl Settings {
+    /// Makes every relative path of the settings absolute from `base` (the directory the
+    /// daemon was started in), before the daemon leaves it for its state directory
+    /// (SPEC.md 11): the tools directory, and a program named by a relative path with a
+    /// separator (`./my-browser`; a bare `xdg-open` is still looked up on `PATH`).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        fn program(p: &mut PathBuf, base: &Path) {
+            if p.is_relative() && p.components().count() > 1 {
+                *p = base.join(&*p);
+            }
+        }
+        fn argv(a: &mut Option<Vec<String>>, base: &Path) {
+            if let Some(first) = a.as_mut().and_then(|a| a.first_mut()) {
+                let mut p = PathBuf::from(&*first);
+                program(&mut p, base);
+                *first = p.display().to_string();
+            }
+        }
+        if let Some(d) = self.attach.tools_dir.as_mut().filter(|d| d.is_relative()) {
+            *d = base.join(&*d);
+        }
+        program(&mut self.git.program, base);
+        argv(&mut self.browser, base);
+        argv(&mut self.notifier, base);
+    }
+
     /// Applies a config file on top of the defaults.
     pub fn from_file(file: &FileConfig) -> Result<Self, ConfigError> {
         let mut s = Self::default();

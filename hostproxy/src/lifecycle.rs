@@ -93,6 +93,8 @@ pub fn start(port: u16, serve_args: &[String]) -> Result<ExitCode> {
         .with_context(|| format!("cannot open {}", log.display()))?;
     let exe = std::env::current_exe().context("cannot find the hostproxy executable")?;
     let mut cmd = Command::new(exe);
+    // From the caller's directory, so relative paths in `serve_args` mean what the user
+    // meant: `serve` resolves them and then leaves it for the state directory (SPEC.md 11).
     cmd.arg("serve")
         .arg("--idle-exit")
         .arg("--port")

@@ -285,6 +285,8 @@ pub struct DaemonOpts {
     pub browser: Option<PathBuf>,
     pub env: Vec<(String, String)>,
     pub agent: Option<PathBuf>,
+    /// The directory the daemon is started in (default: the test's).
+    pub cwd: Option<PathBuf>,
 }
 
 impl DaemonProc {
@@ -343,6 +345,9 @@ impl DaemonProc {
             );
         if let Some(a) = &opts.agent {
             cmd.env("SSH_AUTH_SOCK", a);
+        }
+        if let Some(dir) = &opts.cwd {
+            cmd.current_dir(dir);
         }
         cmd.spawn().expect("cannot start hostproxy")
     }

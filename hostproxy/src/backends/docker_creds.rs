@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{DockerCredentials, DockerError, DockerReply};
-use crate::platform::process::{Detach, detach_child};
+use crate::platform::process::{Detach, detach_child, host_command, kill_group};
 
 /// `~/.docker/config.json`, the parts that say where credentials are.
 #[derive(Debug, Default, Deserialize)]
@@ -135,7 +135,7 @@ async fn run_helper(
     timeout: Duration,
 ) -> Result<(bool, Vec<u8>), DockerError> {
     let shown = program.display().to_string();
-    let mut cmd = tokio::process::Command::new(&program);
+    let mut cmd = host_command(&program);
     cmd.arg(verb)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -143,6 +143,7 @@ async fn run_helper(
         .kill_on_drop(true);
     detach_child(&mut cmd, Detach::Group);
     let mut child = cmd.spawn().map_err(|e| DockerError::Spawn(shown, e))?;
+    let pid = child.id();
     let mut stdin = child.stdin.take().ok_or(DockerError::BadReply)?;
     let mut stdout = child.stdout.take().ok_or(DockerError::BadReply)?;
     let work = async {
@@ -157,9 +158,16 @@ async fn run_helper(
         let status = child.wait().await.map_err(DockerError::Io)?;
         Ok((status.success(), out))
     };
-    tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| DockerError::Timeout(timeout))?
+    match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => {
+            // The helper and whatever it started (a keychain prompt, a `pass` gpg): like git's.
+            if let Some(pid) = pid {
+                kill_group(pid);
+            }
+            Err(DockerError::Timeout(timeout))
+        }
+    }
 }
 
 impl DockerCredentials for HostDockerCredentials {

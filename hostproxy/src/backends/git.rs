@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{CredentialHelper, GitError};
 use crate::config::GitPolicy;
-use crate::platform::process::{Detach, detach_child, kill_group};
+use crate::platform::process::{Detach, detach_child, host_command, kill_group};
 
 /// Runs the host's real `git credential`.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ impl CredentialHelper for GitCommand {
     ) -> BoxFuture<'_, Result<Option<CredentialFields>, GitError>> {
         Box::pin(async move {
             let stdin_text = input.encode().map_err(|_| GitError::BadReply)?;
-            let mut cmd = tokio::process::Command::new(&self.policy.program);
+            let mut cmd = host_command(&self.policy.program);
             cmd.args(["-c", "core.askPass="]);
             if input.path.is_some() {
                 // The container's git sends `path` only when its credential.useHttpPath asks

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::{LaunchError, Launcher};
-use crate::platform::process::{Detach, detach_child};
+use crate::platform::process::{Detach, detach_child, host_command};
 
 /// Launches `argv... URL` directly (never through a shell).
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ impl Launcher for CommandLauncher {
     fn open<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(), LaunchError>> {
         Box::pin(async move {
             let program = self.argv[0].clone();
-            let mut cmd = tokio::process::Command::new(&program);
+            let mut cmd = host_command(&program);
             cmd.args(&self.argv[1..])
                 .arg(url)
                 .stdin(Stdio::null())

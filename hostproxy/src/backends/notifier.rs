@@ -55,7 +55,7 @@ impl Notifier for CommandNotifier {
     ) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
             let program = self.argv[0].clone();
-            let mut child = tokio::process::Command::new(&program)
+            let mut child = crate::platform::process::host_command(&program)
                 .args(&self.argv[1..])
                 .arg(title)
                 .arg(body)

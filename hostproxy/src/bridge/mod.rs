@@ -385,7 +385,7 @@ fn stderr_lines(message: &[u8]) -> Vec<String> {
 
 /// `gpg --export` on the host: the public keys (empty when there are none or gpg is absent).
 pub async fn gpg_export() -> Vec<u8> {
-    match tokio::process::Command::new("gpg")
+    match crate::platform::process::host_command("gpg")
         .args(["--batch", "--export"])
         .stderr(std::process::Stdio::null())
         .output()
@@ -398,7 +398,7 @@ pub async fn gpg_export() -> Vec<u8> {
 
 /// gpg-agent's restricted socket for remote use.
 pub async fn gpg_extra_socket() -> Option<PathBuf> {
-    let o = tokio::process::Command::new("gpgconf")
+    let o = crate::platform::process::host_command("gpgconf")
         .args(["--list-dirs", "agent-extra-socket"])
         .output()
         .await

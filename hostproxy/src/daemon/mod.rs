@@ -63,6 +63,21 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
     } = opts;
     StateDir::ensure_dir(state_dir.root())?;
     state_dir.check_private()?;
+    // The directory the user started the daemon in is often the project a container has
+    // mounted: leave it (SPEC.md 11), once every relative path is resolved from it.
+    let state_dir = match std::env::current_dir() {
+        Ok(here) => {
+            settings.resolve_paths(&here);
+            StateDir::at(here.join(state_dir.root()))
+        }
+        Err(_) => state_dir,
+    };
+    std::env::set_current_dir(state_dir.root()).with_context(|| {
+        format!(
+            "cannot change to the state directory {}",
+            state_dir.root().display()
+        )
+    })?;
     let token = state_dir.load_or_create_token()?;
     let mut pid = PidFile::acquire(&state_dir)?;
 

@@ -88,6 +88,52 @@ fn taskkill(pid: u32, tree: bool) -> std::io::Result<()> {
     }
 }
 
+/// The working directory of every host program the daemon runs (SPEC.md 11): the root of
+/// the file system, which is no repository and which no container, image or other local
+/// user can write (Windows: the system root). Never the daemon's own, which began as
+/// wherever the user started it, often the very project a container has mounted.
+pub fn child_dir() -> std::path::PathBuf {
+    #[cfg(windows)]
+    {
+        std::env::var_os("SystemRoot")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(r"C:\"))
+    }
+    #[cfg(not(windows))]
+    {
+        std::path::PathBuf::from("/")
+    }
+}
+
+/// The `GIT_*` variables of the daemon's environment a host program keeps: the ones that
+/// choose the user's own global and system config, which still apply (SPEC.md 11). Every
+/// other (`GIT_DIR`, `GIT_WORK_TREE`, `GIT_CONFIG_PARAMETERS`, `GIT_CONFIG_COUNT`, …) would
+/// point git at a repository or config the daemon's caller happened to have.
+const GIT_ENV_KEPT: [&str; 3] = [
+    "GIT_CONFIG_GLOBAL",
+    "GIT_CONFIG_SYSTEM",
+    "GIT_CONFIG_NOSYSTEM",
+];
+
+/// A host program as the daemon runs every one (git, Docker credential helpers, the
+/// launcher, the notifier, gpg): argv only, working directory [`child_dir`], no inherited
+/// `GIT_*` but [`GIT_ENV_KEPT`], and git's repository discovery stopped at that directory
+/// (`GIT_CEILING_DIRECTORIES`), so no repository config a container could have written is
+/// ever read.
+pub fn host_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let dir = child_dir();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.current_dir(&dir);
+    for (key, _) in std::env::vars_os() {
+        let Some(k) = key.to_str() else { continue };
+        if k.to_ascii_uppercase().starts_with("GIT_") && !GIT_ENV_KEPT.contains(&k) {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("GIT_CEILING_DIRECTORIES", &dir);
+    cmd
+}
+
 /// How a child is kept off the daemon's terminal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detach {

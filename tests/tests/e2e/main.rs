@@ -13,4 +13,5 @@ mod lifecycle;
 mod mock_tools;
 mod oauth_libs;
 mod tools;
+mod trust;
 mod tunnel;
