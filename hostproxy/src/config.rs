@@ -112,6 +112,13 @@ pub struct AttachFile {
     pub scopes: Option<Vec<String>>,
     /// Where the container tools are found for images that lack them.
     pub tools_dir: Option<PathBuf>,
+    /// Which engines labelled containers are attached from by themselves: `local` (the
+    /// default: a local socket the user or root owns), `all`, `none` (SPEC.md 11).
+    pub discover: Option<String>,
+    /// Attach containers whose network namespace is shared (`--network host`,
+    /// `container:…`, pods): then with their unix sockets only, never the tokenless HTTP
+    /// listener (default false: refused).
+    pub allow_shared_network: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -267,6 +274,32 @@ pub struct AttachSettings {
     pub label: (String, String),
     pub scopes: Vec<String>,
     pub tools_dir: Option<PathBuf>,
+    pub discover: Discover,
+    pub allow_shared_network: bool,
+}
+
+/// `attach.discover`: which engines labelled containers are attached from by themselves.
+/// Anyone who can start a container on an engine can label it: only an engine the user
+/// owns is trusted with that (SPEC.md 11). `hostproxy attach --container` always works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Discover {
+    /// A local socket (unix socket or named pipe) owned by the user or root.
+    #[default]
+    Local,
+    All,
+    None,
+}
+
+impl std::str::FromStr for Discover {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Self::Local),
+            "all" => Ok(Self::All),
+            "none" => Ok(Self::None),
+            _ => Err(format!("{s:?} is not local, all or none")),
+        }
+    }
 }
 
 impl Default for AttachSettings {
@@ -283,6 +316,8 @@ impl Default for AttachSettings {
                 .map(|s| s.to_string())
                 .collect(),
             tools_dir: None,
+            discover: Discover::Local,
+            allow_shared_network: false,
         }
     }
 }
@@ -472,6 +507,15 @@ impl Settings {
         }
         if let Some(d) = &a.tools_dir {
             s.attach.tools_dir = Some(d.clone());
+        }
+        if let Some(d) = &a.discover {
+            s.attach.discover = d.parse().map_err(|message| ConfigError::Value {
+                key: "attach.discover",
+                message,
+            })?;
+        }
+        if let Some(b) = a.allow_shared_network {
+            s.attach.allow_shared_network = b;
         }
         let g = &file.git;
         if let Some(p) = &g.program {

@@ -198,6 +198,10 @@ pub struct AttachmentInfo {
     pub restarts: u32,
     /// RFC 3339, when it was attached.
     pub since: String,
+    /// What the user should know: scopes a label asked for and did not get, why the
+    /// attachment was given up (state `failed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[cfg(test)]

@@ -65,6 +65,34 @@ impl std::str::FromStr for Scope {
     }
 }
 
+impl Scope {
+    /// Whether holding `self` already grants everything `other` grants: equal, or a
+    /// wildcard of the same kind (`git:*` covers `git:github.com`), or every key of the
+    /// agent (`ssh` covers `ssh:SHA256:…`).
+    pub fn covers(&self, other: &Scope) -> bool {
+        match (self, other) {
+            (Self::Git(a), Self::Git(b))
+            | (Self::GitStore(a), Self::GitStore(b))
+            | (Self::Docker(a), Self::Docker(b)) => a == "*" || a == b,
+            (Self::Ssh, Self::SshKey(_)) => true,
+            _ => self == other,
+        }
+    }
+}
+
+/// The scopes of `wanted` that `granted` already covers, and the ones it does not: a
+/// container's scopes label narrows what the user granted, never widens it (SPEC.md 6.2).
+pub fn narrow(
+    granted: &BTreeSet<Scope>,
+    wanted: &BTreeSet<Scope>,
+) -> (BTreeSet<Scope>, Vec<Scope>) {
+    let (kept, dropped): (BTreeSet<Scope>, BTreeSet<Scope>) = wanted
+        .iter()
+        .cloned()
+        .partition(|w| granted.iter().any(|g| g.covers(w)));
+    (kept, dropped.into_iter().collect())
+}
+
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -189,4 +217,41 @@ pub struct TunnelPeer {
     pub identity: Identity,
     /// `None`: not known here (`--via`): any port, on the loopback names.
     pub listen: Option<std::net::SocketAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> BTreeSet<Scope> {
+        names.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_label_narrows_what_was_granted_and_never_widens_it() {
+        let granted = set(&["open", "callback", "git:*", "ssh"]);
+        let (kept, dropped) = narrow(
+            &granted,
+            &set(&[
+                "open",
+                "git:github.com",
+                "ssh:SHA256:abc",
+                "docker:*",
+                "socket:op",
+                "git-store:github.com",
+                "gpg",
+            ]),
+        );
+        assert_eq!(kept, set(&["open", "git:github.com", "ssh:SHA256:abc"]));
+        assert_eq!(
+            dropped.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["git-store:github.com", "gpg", "docker:*", "socket:op"]
+        );
+        // A narrower grant does not cover a wider ask.
+        let (kept, _) = narrow(
+            &set(&["git:github.com", "ssh:SHA256:abc"]),
+            &set(&["git:*", "ssh"]),
+        );
+        assert!(kept.is_empty());
+    }
 }

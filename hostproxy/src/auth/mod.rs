@@ -5,7 +5,7 @@ mod identity;
 mod ratelimit;
 mod tokens;
 
-pub use identity::{Identity, Scope, TunnelPeer};
+pub use identity::{Identity, Scope, TunnelPeer, narrow};
 pub use ratelimit::{PerKey, RateLimiter};
 pub use tokens::{TokenEntry, TokenError, TokenStore, sha256_hex};
 

@@ -49,7 +49,8 @@ pub struct DetachArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunFlagsArgs {
-    /// Also wire gpg (GNUPGHOME, and the gpg scope in the scopes label).
+    /// Also wire gpg (GNUPGHOME). The container gets gpg only when the host grants the
+    /// scope (`attach.scopes` or `attach --allow`): a label cannot widen what it gets.
     #[arg(long)]
     pub gpg: bool,
     /// The port the tools use inside the container.
@@ -75,7 +76,7 @@ fn send(req: &ControlRequest) -> Result<ControlResponse> {
 }
 
 fn show(a: &AttachmentInfo) -> String {
-    format!(
+    let mut line = format!(
         "{}\t{}\t{}\t{}\trestarts={}\tscopes={}\t{}",
         a.name,
         a.identity,
@@ -84,7 +85,13 @@ fn show(a: &AttachmentInfo) -> String {
         a.restarts,
         a.scopes.join(","),
         a.target
-    )
+    );
+    for n in &a.notes {
+        // The daemon's words, but about a container's labels: shown escaped.
+        line.push_str("\n\t");
+        line.push_str(&n.escape_debug().to_string());
+    }
+    line
 }
 
 pub fn attach(args: AttachArgs) -> Result<ExitCode> {
@@ -152,19 +159,17 @@ pub fn run_flags_list(args: &RunFlagsArgs) -> Vec<String> {
     ];
     if args.gpg {
         flags.push(format!("-e GNUPGHOME={RUN_FLAGS_GNUPGHOME}"));
-        let mut scopes: Vec<&str> = tunnel::DEFAULT_SCOPES.to_vec();
-        scopes.push("gpg");
-        flags.push(format!(
-            "--label {}={}",
-            tunnel::SCOPES_LABEL,
-            scopes.join(",")
-        ));
     }
     flags
 }
 
 pub fn run_flags(args: RunFlagsArgs) -> Result<ExitCode> {
     let flags = run_flags_list(&args);
+    if args.gpg {
+        eprintln!(
+            "hostproxy: the container signs with gpg only when the daemon grants it the gpg scope (attach.scopes in the config, or attach --allow)"
+        );
+    }
     if args.lines {
         for f in flags {
             println!("{f}");

@@ -104,6 +104,26 @@ fn default_socket(env: &Env) -> String {
     }
 }
 
+/// Whether the engine at `host` is the user's own: a local unix socket owned by the user
+/// or root (not a shared engine another user runs), or a named pipe; never `tcp://` or
+/// `ssh://`, where anyone who can reach the engine can start containers (SPEC.md 11).
+pub fn is_local_owned(host: &str) -> bool {
+    if host.starts_with("npipe://") {
+        return true;
+    }
+    let Some(path) = host.strip_prefix("unix://") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    match (super::fs::owner(&meta), super::fs::current_user()) {
+        (Some(owner), Some(me)) => owner == me || owner == 0,
+        // No owners on this platform: a local socket is the user's.
+        _ => true,
+    }
+}
+
 /// Names a Docker engine's local socket goes by: the unix socket, and Docker Desktop's
 /// named pipes on Windows.
 const ENGINE_NAMES: [&str; 4] = [

@@ -60,7 +60,12 @@ pub struct DockerTarget {
     docker: Docker,
     pub id: String,
     pub name: String,
+    /// The labels given to this container itself (`docker run --label`); the ones it got
+    /// from its image are not here (SPEC.md 11: images choose nothing).
     pub labels: std::collections::HashMap<String, String>,
+    /// Its network namespace as Docker names it: `none`, `bridge`, `host`,
+    /// `container:ID`, a network's name.
+    pub network_mode: String,
     /// The container's environment (`KEY=value`), for the default sockets.
     pub env: Vec<String>,
     /// `x86_64` or `aarch64`.
@@ -68,6 +73,27 @@ pub struct DockerTarget {
     tools: Tools,
     /// The program found or copied at the first start.
     program: tokio::sync::Mutex<Option<String>>,
+}
+
+/// The container's labels less the ones its image carries with the same value: a `LABEL`
+/// in an image (or in any image it was built `FROM`) reaches every container of it, so it
+/// is the image author's word, not the user's.
+pub fn own_labels(
+    mut container: std::collections::HashMap<String, String>,
+    image: &std::collections::HashMap<String, String>,
+) -> std::collections::HashMap<String, String> {
+    container.retain(|k, v| image.get(k) != Some(v));
+    container
+}
+
+/// Whether a container shares a network namespace others can be in: the host's
+/// (`host`), another container's (`container:…`), or a pod's (podman names it `ns:…` or
+/// `pod:…`). Its loopback is then not its own.
+pub fn shares_network(mode: &str) -> bool {
+    mode == "host"
+        || ["container:", "ns:", "pod:"]
+            .iter()
+            .any(|p| mode.starts_with(p))
 }
 
 /// The architecture names of `dist`, from Docker's.
@@ -97,14 +123,21 @@ impl DockerTarget {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| id.chars().take(12).collect());
         let config = info.config.unwrap_or_default();
-        let image_arch = match &info.image {
-            Some(img) => docker
-                .inspect_image(img)
-                .await
-                .ok()
-                .and_then(|i| i.architecture),
+        let image = match &info.image {
+            Some(img) => docker.inspect_image(img).await.ok(),
             None => None,
         };
+        let image_labels = image
+            .as_ref()
+            .and_then(|i| i.config.as_ref())
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let image_arch = image.and_then(|i| i.architecture);
+        let network_mode = info
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.clone())
+            .unwrap_or_default();
         let arch = image_arch
             .as_deref()
             .and_then(arch_of)
@@ -114,7 +147,8 @@ impl DockerTarget {
             docker,
             id,
             name,
-            labels: config.labels.unwrap_or_default(),
+            labels: own_labels(config.labels.unwrap_or_default(), &image_labels),
+            network_mode,
             env: config.env.unwrap_or_default(),
             arch,
             tools,
@@ -278,5 +312,36 @@ impl Engine for ViaTarget {
 
     fn alive(&self) -> BoxFuture<'_, bool> {
         Box::pin(async { true })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_the_image_carries_are_not_the_containers_own() {
+        let map = |p: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let image = map(&[("attach", "yes"), ("scopes", "ssh")]);
+        let container = map(&[("attach", "yes"), ("scopes", "open"), ("other", "x")]);
+        // Same key and value: the image's; a value given at run time: the container's.
+        assert_eq!(
+            own_labels(container, &image),
+            map(&[("scopes", "open"), ("other", "x")])
+        );
+    }
+
+    #[test]
+    fn shared_network_namespaces() {
+        for m in ["host", "container:abc", "ns:/proc/1/ns/net", "pod:x"] {
+            assert!(shares_network(m), "{m}");
+        }
+        for m in ["none", "bridge", "default", "my-net", ""] {
+            assert!(!shares_network(m), "{m}");
+        }
     }
 }

@@ -40,7 +40,13 @@ pub use tools::Tools;
 #[derive(Debug, Clone)]
 pub enum Target {
     Container(String),
-    Via { argv: Vec<String>, name: String },
+    /// Found by its attach label (discovery): attached only when the label is the
+    /// container's own, not its image's.
+    Labelled(String),
+    Via {
+        argv: Vec<String>,
+        name: String,
+    },
 }
 
 /// The host's agents, found once at start. The public keys are read (`gpg --export`) at
@@ -193,6 +199,7 @@ impl Tunnels {
         declared: &[String],
     ) -> Result<AttachmentInfo> {
         let allow = parse_scopes(allow)?;
+        let mut notes: Vec<String> = Vec::new();
         let mut label_sockets: Vec<String> = Vec::new();
         let mut base_sockets: Vec<RemoteSocket> = sockets.to_vec();
         let (engine, name, identity_name, container, listen, default_scopes, engine_name, shown): (
@@ -205,11 +212,26 @@ impl Tunnels {
             _,
             _,
         ) = match target {
-            Target::Container(c) => {
+            Target::Container(ref c) | Target::Labelled(ref c) => {
                 let t =
-                    DockerTarget::inspect(self.docker()?.clone(), &c, self.0.tools.clone()).await?;
+                    DockerTarget::inspect(self.docker()?.clone(), c, self.0.tools.clone()).await?;
+                let (k, v) = &self.0.settings.label;
+                if matches!(target, Target::Labelled(_)) && t.labels.get(k) != Some(v) {
+                    tracing::info!(
+                        container = %t.name,
+                        "not attached: its attach label {k}={v} comes from its image, and images choose nothing (hostproxy attach --container attaches it)"
+                    );
+                    bail!("the attach label of {} comes from its image", t.name);
+                }
                 let env = |k: &str| t.env_var(k);
-                let listen = listen_of(sockets).or_else(|| listen_of(&default_sockets(env)));
+                let shared = engine::shares_network(&t.network_mode);
+                if shared && !self.0.settings.allow_shared_network {
+                    bail!(
+                        "container {} shares a network namespace ({}): its loopback is not its own, so the tunnel's tokenless listener would serve whoever else is in it (every local user, with --network host); refused: set attach.allow_shared_network = true in the config to attach it with its unix sockets only",
+                        t.name,
+                        t.network_mode
+                    );
+                }
                 let label_scopes = t
                     .labels
                     .get(clawker_protocol::tunnel::SCOPES_LABEL)
@@ -233,6 +255,15 @@ impl Tunnels {
                 } else {
                     sockets.to_vec()
                 };
+                if shared {
+                    // No tokenless listener where others share the loopback (SPEC.md 11).
+                    base_sockets.retain(|s| !matches!(s, RemoteSocket::Http { .. }));
+                    notes.push(format!(
+                        "no HTTP listener: the container shares a network namespace ({})",
+                        t.network_mode
+                    ));
+                }
+                let listen = listen_of(&base_sockets);
                 (
                     Arc::new(t) as Arc<dyn Engine>,
                     name.clone(),
@@ -262,12 +293,29 @@ impl Tunnels {
                 )
             }
         };
-        let scopes = if !allow.is_empty() {
+        // What the user granted (at the control socket, else in the config); a scopes
+        // label narrows it and never widens it (SPEC.md 6.2).
+        let granted = if !allow.is_empty() {
             allow
-        } else if let Some(s) = default_scopes {
-            s
         } else {
             parse_scopes(&self.0.settings.scopes)?
+        };
+        let scopes = match default_scopes {
+            Some(wanted) => {
+                let (kept, dropped) = crate::auth::narrow(&granted, &wanted);
+                if !dropped.is_empty() {
+                    let names: Vec<String> = dropped.iter().map(ToString::to_string).collect();
+                    let note = format!(
+                        "label {} asked for {} which the host does not grant (--allow or attach.scopes): left out",
+                        clawker_protocol::tunnel::SCOPES_LABEL,
+                        names.join(",")
+                    );
+                    tracing::warn!(container = %name, "{note}");
+                    notes.push(note);
+                }
+                kept
+            }
+            None => granted,
         };
         let identity = Identity {
             name: identity_name,
@@ -310,6 +358,7 @@ impl Tunnels {
             scopes: identity.scope_names(),
             restarts: 0,
             since: crate::util::now_rfc3339(),
+            notes,
         };
         {
             let mut entries = self.entries();
@@ -373,6 +422,20 @@ impl Tunnels {
         let Some(docker) = self.0.docker.clone() else {
             return;
         };
+        use crate::config::Discover;
+        use crate::platform::docker_host;
+        let engine = docker_host::find(&docker_host::Env::from_process()).host;
+        match self.0.settings.discover {
+            Discover::None => return,
+            Discover::Local if !docker_host::is_local_owned(&engine) => {
+                tracing::info!(
+                    engine = %engine,
+                    "not attaching labelled containers by themselves: the engine is not a local socket of yours or root's, and anyone who can start a container there can label it (attach.discover = \"all\" to do it anyway; hostproxy attach --container always works)"
+                );
+                return;
+            }
+            Discover::Local | Discover::All => {}
+        }
         let (k, v) = &self.0.settings.label;
         let label = format!("{k}={v}");
         let mut backoff = Duration::from_millis(200);
@@ -430,10 +493,7 @@ impl Tunnels {
     fn attach_in_background(&self, id: String) {
         let me = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = me
-                .attach(Target::Container(id.clone()), &[], &[], &[])
-                .await
-            {
+            if let Err(e) = me.attach(Target::Labelled(id.clone()), &[], &[], &[]).await {
                 tracing::warn!(container = %id, error = %format!("{e:#}"), "cannot attach the container");
             }
         });

@@ -159,7 +159,266 @@ fn no_repository_where_the_daemon_was_started_is_ever_read() {
     );
 }
 
-#[allow(dead_code)]
+/// `docker commit` of a fresh container of `base` with `changes` (`LABEL k=v`, …) as a new
+/// image: how an image author ships labels, with no registry and no build context.
+fn image_with(base: &str, tag: &str, changes: &[&str]) -> String {
+    let id = Container::start(Command::new("docker").args(["create", base, "true"]));
+    let mut c = Command::new("docker");
+    c.arg("commit");
+    for ch in changes {
+        c.args(["--change", ch]);
+    }
+    let out = c.args([&id.0, tag]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tag.to_string()
+}
+
+fn remove_image(tag: &str) {
+    let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+}
+
+/// A unix socket on the host that nobody should ever reach: the test checks no one did.
+struct Untouched {
+    listener: std::os::unix::net::UnixListener,
+    path: std::path::PathBuf,
+}
+
+impl Untouched {
+    fn new(dir: &Path) -> Self {
+        let path = dir.join("fake.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Self { listener, path }
+    }
+
+    fn assert_untouched(&self) {
+        match self.listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the host socket was connected to: {other:?}"),
+        }
+    }
+}
+
+/// Finding 2 (high): labels an image carries decide nothing. An image labelled to be
+/// attached is not attached by itself; its scopes and sockets labels are ignored when the
+/// user attaches it; a scopes label given at `docker run` narrows what the host grants and
+/// never widens it, and a socket asked for by label needs the host's grant too.
+#[test]
+fn images_choose_nothing_and_labels_only_narrow() {
+    require_docker();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Untouched::new(dir.path());
+    let config = dir.path().join("hostproxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[bridge.sockets]]\nname = \"fake\"\npath = \"{}\"\n",
+            fake.path.display()
+        ),
+    )
+    .unwrap();
+    let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--config".into(), config.display().to_string()],
+        ..DaemonOpts::default()
+    });
+    let tag = format!("hostproxy-e2e-evil:{}", d.port);
+    let evil = image_with(
+        busybox_image(),
+        &tag,
+        &[
+            &format!("LABEL {}", d.attach_label),
+            "LABEL dev.clawker.hostproxy.scopes=open,callback,git:*,ssh,notify,docker:*,socket:fake",
+            "LABEL dev.clawker.hostproxy.sockets=fake",
+        ],
+    );
+    // Started with no label of its own: never attached, nothing copied in. (The user
+    // labelling such a container with the same value cannot be told from the image's
+    // label: `hostproxy attach --container` is the way to attach it.)
+    let n1 = name("img");
+    let c1 = Container::start(Command::new("docker").args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &n1,
+        &evil,
+        "sleep",
+        "300",
+    ]));
+    assert!(
+        wait_until(Duration::from_secs(15), || d.log_text().contains(&format!(
+            "the attach label of {n1} comes from its image"
+        ))),
+        "{}",
+        d.log_text()
+    );
+    let n2 = name("user");
+    let c2 = Container::start(Command::new("docker").args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-v",
+        "/usr:/usr:ro",
+        "--name",
+        &n2,
+        &evil,
+        "sleep",
+        "300",
+    ]));
+    let out = d
+        .hostproxy(&["attach", "--container", &n2])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entry = d.wait_serving(&n2, Duration::from_secs(15));
+    // The image's scopes label is ignored: the host's defaults, no docker, no socket.
+    assert_eq!(
+        entry["scopes"],
+        serde_json::json!(["open", "callback", "git:*", "ssh"]),
+        "{entry}"
+    );
+    assert!(
+        !d.attachments().iter().any(|a| a["name"] == n1),
+        "an image attached itself: {:?}",
+        d.attachments()
+    );
+    let (copied, _, _) = c1.exec(&[], "test -e /tmp/.hostproxy");
+    assert!(
+        !copied,
+        "tools were copied into a container the user never labelled"
+    );
+    // The user's container has no declared socket, and its docker request is refused.
+    let (has_socket, _, _) = c2.exec(&[], "test -e /tmp/.hostproxy/sockets/fake.sock");
+    assert!(!has_socket);
+    let (ok, _, err) = c2.exec(
+        &[],
+        &format!("wget -q -O - --header 'Content-Type: application/json' --post-data '{{\"action\":\"get\",\"server_url\":\"ghcr.io\"}}' {TUNNEL}/docker/credential"),
+    );
+    assert!(!ok && err.contains("403"), "{err}");
+
+    // A scopes label given at `docker run` narrows: asking for more than the host grants
+    // leaves the rest out, and says so in `attach --list`.
+    let n3 = name("narrow");
+    let _c3 = Container::start(
+        d.tunnel_run()
+            .args([
+                "--label",
+                "dev.clawker.hostproxy.scopes=open,docker:*,notify",
+            ])
+            .args(["--name", &n3, busybox_image(), "sleep", "300"]),
+    );
+    let entry = d.wait_serving(&n3, Duration::from_secs(15));
+    assert_eq!(entry["scopes"], serde_json::json!(["open"]), "{entry}");
+    let notes = entry["notes"].to_string();
+    assert!(
+        notes.contains("docker:*") && notes.contains("notify"),
+        "{entry}"
+    );
+
+    // A socket asked for by a run-time label, with the scope in the same label, is not
+    // granted: the host's scopes do not name it. The attach is refused, saying why.
+    let n4 = name("sock");
+    let _c4 = Container::start(
+        d.tunnel_run()
+            .args(["--label", "dev.clawker.hostproxy.scopes=open,socket:fake"])
+            .args(["--label", "dev.clawker.hostproxy.sockets=fake"])
+            .args(["--name", &n4, busybox_image(), "sleep", "300"]),
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || d
+            .log_text()
+            .contains("may not use the socket \"fake\"")),
+        "{}",
+        d.log_text()
+    );
+    assert!(!d.attachments().iter().any(|a| a["name"] == n4));
+    fake.assert_untouched();
+    drop((c1, c2));
+    remove_image(&tag);
+}
+
+/// Finding 3 (high): a container in the host's network namespace is not given the
+/// tokenless listener, which would be on the host's loopback for every local user: the
+/// attach is refused naming `attach.allow_shared_network`, and with it the container gets
+/// its unix sockets only, while another local user finds nothing listening.
+#[test]
+fn a_shared_network_namespace_never_gets_the_tokenless_listener() {
+    require_docker();
+    let agent = Agent::start();
+    agent.add_key("k");
+    let image = busybox_image();
+    let listen_port = free_port();
+    let d = DaemonProc::start(DaemonOpts {
+        agent: Some(agent.socket.clone()),
+        ..DaemonOpts::default()
+    });
+    let run_host = |d: &DaemonProc, n: &str| {
+        Container::start(
+            d.tunnel_run_on("host")
+                .args([
+                    "-e",
+                    &format!("CLAWKER_HOST_PROXY=http://127.0.0.1:{listen_port}"),
+                ])
+                .args(["--name", n, image, "sleep", "300"]),
+        )
+    };
+    let n = name("hostnet");
+    let _c = run_host(&d, &n);
+    assert!(
+        wait_until(Duration::from_secs(15), || d
+            .log_text()
+            .contains("attach.allow_shared_network")),
+        "{}",
+        d.log_text()
+    );
+    let out = d
+        .hostproxy(&["attach", "--container", &n])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("attach.allow_shared_network"),
+        "{err}"
+    );
+    assert!(!d.attachments().iter().any(|a| a["name"] == n));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err());
+    drop(d);
+
+    // Allowed by the user: attached with its unix sockets, no listener on the host.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hostproxy.toml");
+    std::fs::write(&config, "[attach]\nallow_shared_network = true\n").unwrap();
+    let d = DaemonProc::start(DaemonOpts {
+        agent: Some(agent.socket.clone()),
+        args: vec!["--config".into(), config.display().to_string()],
+        ..DaemonOpts::default()
+    });
+    let n = name("hostnet-ok");
+    let c = run_host(&d, &n);
+    let entry = d.wait_serving(&n, Duration::from_secs(15));
+    assert!(
+        entry["notes"].to_string().contains("no HTTP listener"),
+        "{entry}"
+    );
+    let (ok, keys, err) = c.exec(&[], "ssh-add -l");
+    assert!(ok && keys.contains("ED25519"), "{keys}{err}");
+    // Nobody on the host (another local user, the user) finds a tokenless API there.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err(),
+        "something listens on the host's loopback for the container"
+    );
+}
+
 fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -170,6 +429,3 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
-
-#[allow(dead_code)]
-const _: &str = TUNNEL;

@@ -26,10 +26,18 @@ fn a_container_with_no_network_and_none_of_our_tools_gets_git_ssh_gpg_and_oauth_
     let agent = Agent::start();
     let gpg = Gpg::new();
     let dir = tempfile::tempdir().unwrap();
+    // gpg is granted by the host, never by a label (SPEC.md 11).
+    let config = dir.path().join("hostproxy.toml");
+    std::fs::write(
+        &config,
+        "[attach]\nscopes = [\"open\", \"callback\", \"git:*\", \"ssh\", \"gpg\"]\n",
+    )
+    .unwrap();
     let d = DaemonProc::start(DaemonOpts {
         agent: Some(agent.socket.clone()),
         browser: Some(crate::browser::chromium_launcher(dir.path())),
         env: vec![("GNUPGHOME".into(), gpg.home.path().display().to_string())],
+        args: vec!["--config".into(), config.display().to_string()],
         ..DaemonOpts::default()
     });
     let n = name("all");
@@ -536,7 +544,7 @@ fn a_declared_host_socket_reaches_the_container_and_nothing_else_does() {
     std::fs::write(
         &config,
         format!(
-            "[[bridge.sockets]]\nname = \"echo\"\npath = \"{}\"\n",
+            "[attach]\nscopes = [\"open\", \"socket:echo\"]\n[[bridge.sockets]]\nname = \"echo\"\npath = \"{}\"\n",
             echo.display()
         ),
     )
