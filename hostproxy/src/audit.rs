@@ -1,10 +1,14 @@
 //! Appends [`AuditRecord`]s to `<state>/logs/audit.jsonl`, rotated at 10 MiB with three old
 //! files kept (`logfile`).
 //!
-//! Denials that need no token to cause (a wrong token, a foreign `Host`, a browser header, a
-//! bad content type or size) are folded: at most one line a second per route and reason,
-//! carrying how many more were folded into it, so no container or local process can fill
-//! the disk or flush the real decisions out of the log.
+//! Records are folded (SPEC.md 7, 11): of the records one identity causes on one route
+//! with one outcome — the same action, allowed or not, and reason; for allowed ones the
+//! same host and key too — at most one line a second is written, and the ones in between
+//! are counted into the next line (or into one of their own when the second is over). So
+//! neither a process without a token nor a scoped identity can fill the disk or rotate
+//! another identity's records out of the log, while a count keeps what was folded.
+//! A denial's host and key (what the caller asked for) are not part of its kind: the
+//! caller chooses them freely.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -27,12 +31,38 @@ struct Fold {
     last_line: Option<Instant>,
     folded: u64,
     flush_armed: bool,
+    /// The latest record folded, written (with the count) when the window closes.
+    latest: Option<AuditRecord>,
 }
+
+/// What records fold together: identity, route, action, outcome, reason, and for an
+/// allowed record its host and key.
+type FoldKey = [String; 6];
 
 #[derive(Debug)]
 struct Sink {
     file: RotatingFile,
-    folds: HashMap<(String, String), Fold>,
+    folds: HashMap<FoldKey, Fold>,
+}
+
+/// How many kinds of record are remembered for folding before the oldest are forgotten
+/// (each is one identity's route and outcome, so this is only reached by many identities).
+const MAX_FOLDS: usize = 4096;
+
+fn fold_key(rec: &AuditRecord) -> FoldKey {
+    let (host, key) = if rec.allowed {
+        (rec.host.clone(), rec.key.clone())
+    } else {
+        (None, None)
+    };
+    [
+        rec.token.clone(),
+        rec.route.clone(),
+        format!("{}:{}", rec.allowed, rec.action),
+        rec.reason.clone().unwrap_or_default(),
+        host.unwrap_or_default(),
+        key.unwrap_or_default(),
+    ]
 }
 
 /// The audit sink; `disabled()` (tests, mock-proxy) writes nothing.
@@ -64,11 +94,39 @@ impl Audit {
         sink.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes a whole record (the bridge sets `container`). A write failure is logged,
-    /// never fatal to the request.
+    /// Writes a whole record (the bridge sets `container`), folded with the records of its
+    /// kind (module doc). A write failure is logged, never fatal to the request.
     pub fn write(&self, rec: &AuditRecord) {
         let Some(sink) = &self.sink else { return };
-        append(&mut Self::lock(sink), rec);
+        let now = Instant::now();
+        let key = fold_key(rec);
+        let mut s = Self::lock(sink);
+        if s.folds.len() >= MAX_FOLDS && !s.folds.contains_key(&key) {
+            // Forget the kinds whose window is over (nothing is pending for them).
+            s.folds.retain(|_, f| {
+                f.flush_armed
+                    || f.last_line
+                        .is_some_and(|l| now.duration_since(l) < FOLD_WINDOW)
+            });
+        }
+        let fold = s.folds.entry(key.clone()).or_default();
+        if let Some(last) = fold.last_line
+            && now.duration_since(last) < FOLD_WINDOW
+        {
+            fold.folded += 1;
+            fold.latest = Some(rec.clone());
+            if !fold.flush_armed {
+                fold.flush_armed = true;
+                self.arm_flush(key, last + FOLD_WINDOW);
+            }
+            return;
+        }
+        let folded = std::mem::take(&mut fold.folded);
+        fold.latest = None;
+        fold.last_line = Some(now);
+        let mut rec = rec.clone();
+        rec.folded = (folded > 0).then_some(folded);
+        append(&mut s, &rec);
     }
 
     /// Writes one decision.
@@ -100,34 +158,18 @@ impl Audit {
         });
     }
 
-    /// A denial anyone can cause without a token: written at most once per second per
-    /// `route` and `reason`; the ones in between are counted into the next line (or into a
-    /// line of their own when the window closes).
+    /// A denial anyone can cause without a token (identity `none`).
     pub fn deny_unauthenticated(&self, route: &str, reason: &str) {
-        let Some(sink) = &self.sink else { return };
-        let now = Instant::now();
-        let key = (route.to_string(), reason.to_string());
-        let mut s = Self::lock(sink);
-        let fold = s.folds.entry(key.clone()).or_default();
-        if let Some(last) = fold.last_line
-            && now.duration_since(last) < FOLD_WINDOW
-        {
-            fold.folded += 1;
-            if !fold.flush_armed {
-                fold.flush_armed = true;
-                self.arm_flush(key, last + FOLD_WINDOW);
-            }
+        if self.sink.is_none() {
             return;
         }
-        let folded = std::mem::take(&mut fold.folded);
-        fold.last_line = Some(now);
-        append(&mut s, &denial(route, reason, folded));
+        self.write(&denial(route, reason, 0));
     }
 
     /// Writes the count folded in a window once it closes (at `at`), so a burst's tail is
     /// not lost. If a line was written for this key since (the window moved on), it waits
     /// for the new window's end instead, so there is never more than a line a second.
-    fn arm_flush(&self, key: (String, String), at: Instant) {
+    fn arm_flush(&self, key: FoldKey, at: Instant) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -153,10 +195,13 @@ impl Audit {
                 if fold.folded == 0 {
                     return;
                 }
-                // This line stands for one of them; `folded` counts the rest.
+                // This line stands for the latest of them; `folded` counts the rest.
                 let folded = std::mem::take(&mut fold.folded) - 1;
                 fold.last_line = Some(Instant::now());
-                let rec = denial(&key.0, &key.1, folded);
+                let Some(mut rec) = fold.latest.take() else {
+                    return;
+                };
+                rec.folded = (folded > 0).then_some(folded);
                 append(&mut s, &rec);
                 return;
             }
@@ -222,5 +267,54 @@ mod tests {
         assert!(got[2].allowed, "the real decision is there");
         // The burst's tail, written when its window closed: this line and 998 more.
         assert_eq!(got[3].folded, Some(998));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scoped_identity_cannot_flush_the_others_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&path).unwrap();
+        audit.record(
+            "via:other",
+            "/git/credential",
+            "get",
+            Some("github.com".into()),
+            None,
+            true,
+            None,
+        );
+        // 20,000 policy denials, each for another URL host, and 5,000 allowed signatures.
+        for i in 0..20_000 {
+            audit.record(
+                "scoped",
+                "/open/url",
+                "open",
+                Some(format!("10.0.{}.{}", i / 256, i % 256)),
+                None,
+                false,
+                Some("internal address".into()),
+            );
+        }
+        for _ in 0..5_000 {
+            audit.record(
+                "container:c",
+                "ssh-agent",
+                "sign",
+                None,
+                Some("SHA256:k".into()),
+                true,
+                None,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let got = lines(&path);
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got[0].token, "via:other");
+        let denied: Vec<_> = got.iter().filter(|r| r.token == "scoped").collect();
+        assert_eq!(denied.len(), 2);
+        assert_eq!(denied[1].folded, Some(19_998));
+        let signed: Vec<_> = got.iter().filter(|r| r.token == "container:c").collect();
+        assert_eq!(signed[1].folded, Some(4_998));
+        assert_eq!(signed[1].key.as_deref(), Some("SHA256:k"));
     }
 }

@@ -175,54 +175,108 @@ impl DockerTarget {
             .is_ok()
     }
 
-    /// `clawker-socket-server` on the image's `PATH`, else our copy in
-    /// `/tmp/.hostproxy/bin` (copied now when it is not there yet).
+    /// The container end to run: our own copy of the tools, uploaded into
+    /// `/tmp/.hostproxy/bin` at the first start of this attachment and checked by hash
+    /// before it is run (SPEC.md 11: whatever was at that path before is replaced, never
+    /// run); an image's own `clawker-socket-server` on its `PATH` only when the daemon has
+    /// no tools for the container's architecture.
     async fn program(&self) -> Result<String> {
         let mut cached = self.program.lock().await;
         if let Some(p) = cached.as_ref() {
             return Ok(p.clone());
         }
-        let path = self.env_var("PATH").unwrap_or_else(|| {
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
-        });
-        let mut found = None;
-        for dir in path.split(':').filter(|d| d.starts_with('/')) {
-            let candidate = format!("{}/{}", dir.trim_end_matches('/'), tunnel::SOCKET_SERVER);
-            if self.exists(&candidate).await {
-                found = Some(candidate);
-                break;
-            }
-        }
-        let copied = format!("{}/{}", tunnel::CONTAINER_BIN_DIR, tunnel::SOCKET_SERVER);
-        let program = match found {
-            Some(p) => p,
-            None if self.exists(&copied).await => copied,
-            None => {
-                let archive = self.tools.archive(&self.arch)?;
-                self.docker
-                    .upload_to_container(
-                        &self.id,
-                        Some(
-                            bollard::query_parameters::UploadToContainerOptionsBuilder::new()
-                                .path("/")
-                                .build(),
-                        ),
-                        bollard::body_full(archive.into()),
-                    )
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot copy the container tools into {} ({})",
-                            tunnel::CONTAINER_BIN_DIR,
-                            self.name
-                        )
-                    })?;
-                tracing::info!(container = %self.name, arch = %self.arch, "copied the container tools into {}", tunnel::CONTAINER_BIN_DIR);
-                copied
-            }
+        let program = match self.upload().await {
+            Ok(p) => p,
+            Err(no_tools) => match self.on_image_path().await {
+                Some(p) => p,
+                None => return Err(no_tools),
+            },
         };
         *cached = Some(program.clone());
         Ok(program)
+    }
+
+    /// `clawker-socket-server` baked into the image, on its `PATH`.
+    async fn on_image_path(&self) -> Option<String> {
+        let path = self.env_var("PATH").unwrap_or_else(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        for dir in path.split(':').filter(|d| d.starts_with('/')) {
+            let candidate = format!("{}/{}", dir.trim_end_matches('/'), tunnel::SOCKET_SERVER);
+            if self.exists(&candidate).await {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    /// Uploads our tools into `/tmp` (or `/` with a fresh `/tmp` where there is none) and
+    /// checks what landed: `clawker-socket-server` root's, written by nobody else, with our
+    /// hash.
+    async fn upload(&self) -> Result<String> {
+        let has_tmp = self.exists("/tmp").await;
+        let (archive, hash) = self.tools.archive(&self.arch, !has_tmp)?;
+        self.docker
+            .upload_to_container(
+                &self.id,
+                Some(
+                    bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+                        .path(if has_tmp { "/tmp" } else { "/" })
+                        .build(),
+                ),
+                bollard::body_full(archive.into()),
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot copy the container tools into {} ({})",
+                    tunnel::CONTAINER_BIN_DIR,
+                    self.name
+                )
+            })?;
+        let program = format!("{}/{}", tunnel::CONTAINER_BIN_DIR, tunnel::SOCKET_SERVER);
+        self.check_landed(&program, &hash).await?;
+        tracing::info!(container = %self.name, arch = %self.arch, "copied the container tools into {}", tunnel::CONTAINER_BIN_DIR);
+        Ok(program)
+    }
+
+    /// Reads `program` back out of the container: it must be root's, not writable by
+    /// group or others, and hash to `hash`.
+    async fn check_landed(&self, program: &str, hash: &[u8; 32]) -> Result<()> {
+        use sha2::Digest;
+        let tar_bytes: Vec<u8> = self
+            .docker
+            .download_from_container(
+                &self.id,
+                Some(
+                    bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+                        .path(program)
+                        .build(),
+                ),
+            )
+            .map_ok(|b| b.to_vec())
+            .try_concat()
+            .await
+            .with_context(|| format!("cannot read {program} back from {}", self.name))?;
+        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let mut entry = archive
+            .entries()?
+            .next()
+            .context("the engine sent back an empty archive")??;
+        let (uid, mode) = (entry.header().uid()?, entry.header().mode()?);
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes)?;
+        let ok = uid == 0
+            && mode & 0o022 == 0
+            && entry.header().entry_type() == tar::EntryType::Regular
+            && sha2::Sha256::digest(&bytes).as_slice() == hash;
+        if !ok {
+            bail!(
+                "{program} in {} is not the copy the daemon put there (owner {uid}, mode {mode:o}): not run",
+                self.name
+            );
+        }
+        Ok(())
     }
 }
 

@@ -55,11 +55,21 @@ impl Tools {
         )
     }
 
-    /// A tar archive, to be unpacked at `/`, of `tmp/.hostproxy/bin/` with every tool
-    /// found for `arch` (mode 0755; `/tmp/.hostproxy` is sticky and world-writable like
-    /// `/tmp`, so a container user that is not root can make its sockets there).
-    pub fn archive(&self, arch: &str) -> Result<Vec<u8>> {
+    /// A tar archive of `.hostproxy/bin/` with every tool found for `arch`, to be unpacked
+    /// in the container's `/tmp` (SPEC.md 11): no entry for `/tmp` itself, so neither its
+    /// mode, owner nor times change (nor those of a host directory mounted there) — unless
+    /// `with_tmp`, for a container that has no `/tmp`, when the archive is unpacked at `/`
+    /// and makes one (1777). `.hostproxy` is sticky and world-writable like `/tmp`, so a
+    /// container user that is not root can make its sockets there, but cannot rename or
+    /// replace `bin`, which is root's and 0755, nor its files, root's and 0555. Unpacking
+    /// over what is there replaces files and symlinks and takes over directories (owner and
+    /// mode from the archive), so nothing planted before survives. Also returns the SHA-256
+    /// of `clawker-socket-server`, checked in the container before it is run.
+    pub fn archive(&self, arch: &str, with_tmp: bool) -> Result<(Vec<u8>, [u8; 32])> {
+        use sha2::Digest;
         let dir = self.dir_for(arch)?;
+        let prefix = if with_tmp { "tmp/" } else { "" };
+        let mut server_hash = None;
         let mut tar = tar::Builder::new(Vec::new());
         let mut add_dir = |path: &str, mode: u32| -> std::io::Result<()> {
             let mut h = tar::Header::new_gnu();
@@ -71,9 +81,11 @@ impl Tools {
             h.set_mtime(0);
             tar.append_data(&mut h, path, std::io::empty())
         };
-        add_dir("tmp/", 0o1777)?;
-        add_dir("tmp/.hostproxy/", 0o1777)?;
-        add_dir("tmp/.hostproxy/bin/", 0o755)?;
+        if with_tmp {
+            add_dir("tmp/", 0o1777)?;
+        }
+        add_dir(&format!("{prefix}.hostproxy/"), 0o1777)?;
+        add_dir(&format!("{prefix}.hostproxy/bin/"), 0o755)?;
         for tool in CONTAINER_TOOLS {
             let path = dir.join(tool);
             let bytes = match std::fs::read(&path) {
@@ -83,20 +95,24 @@ impl Tools {
                 }
                 Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
             };
+            if tool == SOCKET_SERVER {
+                server_hash = Some(sha2::Sha256::digest(&bytes).into());
+            }
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(0o755);
+            h.set_mode(0o555);
             h.set_size(bytes.len() as u64);
             h.set_uid(0);
             h.set_gid(0);
             h.set_mtime(0);
             tar.append_data(
                 &mut h,
-                format!("tmp/.hostproxy/bin/{tool}"),
+                format!("{prefix}.hostproxy/bin/{tool}"),
                 bytes.as_slice(),
             )?;
         }
-        Ok(tar.into_inner()?)
+        let hash = server_hash.context("no clawker-socket-server among the tools")?;
+        Ok((tar.into_inner()?, hash))
     }
 }
 
@@ -119,7 +135,9 @@ mod tests {
         if std::env::consts::ARCH == "x86_64" {
             assert_eq!(t.dir_for("x86_64").unwrap(), d.path());
         }
-        let archive = t.archive("aarch64").unwrap();
+        let (archive, hash) = t.archive("aarch64", false).unwrap();
+        use sha2::Digest;
+        assert_eq!(hash, <[u8; 32]>::from(sha2::Sha256::digest(b"arm")));
         let mut names = Vec::new();
         for e in tar::Archive::new(archive.as_slice()).entries().unwrap() {
             let e = e.unwrap();
@@ -128,13 +146,28 @@ mod tests {
                 e.header().mode().unwrap(),
             ));
         }
-        assert!(
-            names.contains(&("tmp/.hostproxy/".into(), 0o1777)),
-            "{names:?}"
+        // Nothing for /tmp itself: its mode, owner and times stay the container's.
+        assert_eq!(
+            names,
+            [
+                (".hostproxy/".into(), 0o1777),
+                (".hostproxy/bin/".into(), 0o755),
+                ("host-open", 0o555),
+                (SOCKET_SERVER, 0o555),
+            ]
+            .map(|(n, m): (&str, u32)| if n.starts_with('.') {
+                (n.to_string(), m)
+            } else {
+                (format!(".hostproxy/bin/{n}"), m)
+            })
+            .into_iter()
+            .collect::<Vec<_>>(),
         );
-        assert!(names.contains(&(format!("tmp/.hostproxy/bin/{SOCKET_SERVER}"), 0o755)));
-        assert!(names.contains(&("tmp/.hostproxy/bin/host-open".into(), 0o755)));
-        assert_eq!(names.len(), 5, "{names:?}");
+        // A container without /tmp gets one, from `/`.
+        let (archive, _) = t.archive("aarch64", true).unwrap();
+        let mut a = tar::Archive::new(archive.as_slice());
+        let first = a.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(first.path().unwrap().display().to_string(), "tmp/");
     }
 
     #[test]

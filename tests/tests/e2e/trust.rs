@@ -419,6 +419,120 @@ fn a_shared_network_namespace_never_gets_the_tokenless_listener() {
     );
 }
 
+/// (owner uid, mode, mtime) of `path`.
+fn stat(path: &Path) -> (u32, u32, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.uid(), m.mode() & 0o7777, m.mtime())
+}
+
+/// Findings 4 and 5 (medium): copying the tools touches nothing of `/tmp` but
+/// `.hostproxy` (a host directory mounted there keeps its owner, mode and times), and a
+/// `clawker-socket-server` planted in `/tmp/.hostproxy/bin` by a user who is not root is
+/// replaced, never run as the container's root.
+#[test]
+fn the_tools_upload_touches_nothing_else_and_runs_nothing_planted() {
+    require_docker();
+    let d = DaemonProc::start(DaemonOpts::default());
+    let host_tmp = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(host_tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(host_tmp.path(), Some(1234), Some(1234)).unwrap();
+    let before = stat(host_tmp.path());
+    let n = name("mounted-tmp");
+    let c = Container::start(
+        d.tunnel_run()
+            .arg("-v")
+            .arg(format!("{}:/tmp", host_tmp.path().display()))
+            .args(["--name", &n, busybox_image(), "sleep", "300"]),
+    );
+    d.wait_serving(&n, Duration::from_secs(15));
+    let after = stat(host_tmp.path());
+    assert_eq!(
+        (after.0, after.1),
+        (before.0, before.1),
+        "/tmp's owner or mode changed"
+    );
+    assert!(
+        after.2 >= before.2,
+        "/tmp's mtime was reset: {before:?} -> {after:?}"
+    );
+    let bin = host_tmp.path().join(".hostproxy/bin");
+    assert_eq!(stat(&bin).0, 0);
+    assert_eq!(stat(&bin).1, 0o755);
+    assert_eq!(stat(&bin.join("clawker-socket-server")).1, 0o555);
+    drop(c);
+
+    // A user who is not root plants a container end before the attach.
+    let n = name("planted");
+    let c = Container::start(Command::new("docker").args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &n,
+        busybox_image(),
+        "sleep",
+        "300",
+    ]));
+    let plant = Command::new("docker")
+        .args(["exec", "-u", "65534", &n, "sh", "-c"])
+        .arg(
+            "mkdir -p /tmp/.hostproxy/bin && cd /tmp/.hostproxy/bin && \
+             printf '#!/bin/sh\nid > /tmp/planted_ran\n' > clawker-socket-server && \
+             chmod 755 clawker-socket-server . .. && ls -ln",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        plant.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plant.stderr)
+    );
+    let out = d
+        .hostproxy(&["attach", "--container", &n, "--allow", "open"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d.wait_serving(&n, Duration::from_secs(15));
+    let (ran, _, _) = c.exec(&[], "test -e /tmp/planted_ran");
+    assert!(!ran, "the planted program ran");
+    let (_, listing, _) = c.exec(
+        &[],
+        "ls -lnd /tmp/.hostproxy/bin /tmp/.hostproxy/bin/clawker-socket-server",
+    );
+    for line in listing.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[2], "0", "not root's: {line}");
+    }
+    assert!(
+        listing.starts_with("drwxr-xr-x") || listing.contains("dr-x"),
+        "{listing}"
+    );
+    // nobody cannot write it any more.
+    let replant = Command::new("docker")
+        .args([
+            "exec",
+            "-u",
+            "65534",
+            &n,
+            "sh",
+            "-c",
+            "echo x > /tmp/.hostproxy/bin/clawker-socket-server",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !replant.status.success(),
+        "nobody can still write the container end"
+    );
+}
+
 fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {

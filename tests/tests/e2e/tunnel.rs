@@ -291,6 +291,30 @@ fn the_tunnel_ignores_tokens_keeps_identities_apart_and_attaches_only_what_it_sh
     }
 }
 
+/// The daemon on a remote engine did not attach `name` by its label (SPEC.md 11), said so,
+/// and attaches it when the user asks.
+fn attach_by_name_only(d: &DaemonProc, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d
+        .log_text()
+        .contains("not attaching labelled containers by themselves")
+    {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!d.attachments().iter().any(|a| a["name"] == name));
+    let out = d
+        .hostproxy(&["attach", "--container", name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Runs a command as `nobody` (uid 65534) through `setpriv`.
 trait AsNobody {
     fn as_nobody(&mut self) -> &mut Command;
@@ -328,6 +352,9 @@ fn via_a_command_and_through_a_tcp_engine_address() {
     // Labelled, through the TCP engine: the image has the tools, so nothing is copied.
     let t = name("tcp");
     let ct = Container::start(d.tunnel_run().args(["--name", &t, image, "sleep", "300"]));
+    // A remote engine is not the user's alone: its labelled containers are not attached by
+    // themselves (attach.discover = "local"); the user attaches them by name.
+    attach_by_name_only(&d, &t);
     d.wait_serving(&t, Duration::from_secs(15));
     let (ok, out, err) = ct.exec(
         &[],
@@ -511,6 +538,7 @@ fn through_an_engine_reached_over_ssh() {
         d.tunnel_run()
             .args(["--name", &n, busybox_image(), "sleep", "300"]),
     );
+    attach_by_name_only(&d, &n);
     d.wait_serving(&n, Duration::from_secs(30));
     let (ok, out, err) = c.exec(
         &[],
