@@ -33,6 +33,8 @@ pub struct Shared {
     pub backends: Backends,
     pub sessions: SessionStore,
     pub git_slots: Semaphore,
+    /// Docker credential helpers running at once.
+    pub docker_slots: Semaphore,
     pub open_limiter: RateLimiter,
     /// Host names the `Host` header may carry (port checked separately).
     pub allowed_hosts: Vec<HostName>,
@@ -157,6 +159,7 @@ impl Builder {
         };
         AppState(Arc::new(Shared {
             git_slots: Semaphore::new(settings.git.max_concurrent),
+            docker_slots: Semaphore::new(crate::auth::MAX_DOCKER_HELPERS),
             open_limiter: RateLimiter::per_minute(settings.open_rate_per_minute),
             settings,
             auth,

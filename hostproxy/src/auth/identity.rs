@@ -174,6 +174,11 @@ impl Identity {
         self.has(|s| matches!(s, Scope::Docker(r) if r == "*" || r == registry))
     }
 
+    /// Some registry's Docker credentials (`list` needs this much).
+    pub fn may_docker_any(&self) -> bool {
+        self.has(|s| matches!(s, Scope::Docker(_)))
+    }
+
     /// The declared host socket `name`.
     pub fn may_socket(&self, name: &str) -> bool {
         self.has(|s| matches!(s, Scope::Socket(n) if n == name))

@@ -12,5 +12,10 @@ pub use tokens::{TokenEntry, TokenError, TokenStore, sha256_hex};
 /// Requests per minute a scoped token may make on `/git/credential` and `/callback/register`.
 pub const SCOPED_GIT_PER_MINUTE: u32 = 60;
 pub const SCOPED_REGISTER_PER_MINUTE: u32 = 10;
+/// Requests per minute a scoped identity may make on `/docker/credential` (each runs a
+/// host credential helper).
+pub const SCOPED_DOCKER_PER_MINUTE: u32 = 60;
+/// Docker credential helpers running at once, for every identity together.
+pub const MAX_DOCKER_HELPERS: usize = 4;
 /// Live callback sessions per scoped token (the global cap still applies).
 pub const SCOPED_MAX_SESSIONS: usize = 4;

@@ -29,8 +29,9 @@ fn docker_config(dir: &Path) {
     e2e::write_script(
         &helpers.join("docker-credential-rec"),
         &format!(
-            "in=$(cat); echo \"$1 $in\" >> {log}\ncase \"$1\" in\n get) [ \"$in\" = reg.example:5000 ] && echo '{{\"ServerURL\":\"reg.example:5000\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}' && exit 0; echo 'credentials not found in native keychain'; exit 1;;\n list) echo '{{\"reg.example:5000\":\"alice\",\"hidden.example\":\"eve\"}}';;\n store|erase) exit 0;;\nesac",
-            log = dir.join("docker-helper.log").display()
+            "in=$(cat); echo \"$1 $in\" >> {log}\n[ -e {slow} ] && sleep 1\ncase \"$1\" in\n get) [ \"$in\" = reg.example:5000 ] && echo '{{\"ServerURL\":\"reg.example:5000\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}}' && exit 0; echo 'credentials not found in native keychain'; exit 1;;\n list) echo '{{\"reg.example:5000\":\"alice\",\"hidden.example\":\"eve\"}}';;\n store|erase) exit 0;;\nesac",
+            log = dir.join("docker-helper.log").display(),
+            slow = dir.join("slow").display()
         ),
     );
 }
@@ -172,4 +173,41 @@ async fn list_names_only_what_the_token_may_see_and_store_runs_when_allowed() {
         serde_json::from_str::<serde_json::Value>(stored).unwrap(),
         json!({"ServerURL":"reg.example:5000","Username":"a","Secret":"b"})
     );
+}
+
+#[tokio::test]
+async fn list_needs_a_docker_scope_and_helpers_are_capped() {
+    let d = spawn_with(
+        Options {
+            tokens: true,
+            ..Options::default()
+        },
+        |_, dir| docker_config(dir),
+    )
+    .await;
+    // An identity with no docker scope lists nothing, and no helper runs.
+    let open_only = d.tokens().issue("ci", None, &[Scope::Open], None).unwrap();
+    let (s, v) = d
+        .call_as(
+            &open_only,
+            reqwest::Method::POST,
+            "/docker/credential",
+            Some(json!({"action":"list"})),
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("docker:"), "{v}");
+    assert_eq!(helper_log(d.path()), "", "a helper ran for a refused list");
+    // Forty lists at once against a slow helper: at most four helpers run, the rest 429.
+    std::fs::write(d.path().join("slow"), "").unwrap();
+    let mut calls = Vec::new();
+    for _ in 0..40 {
+        calls.push(d.post("/docker/credential", json!({"action":"list"})));
+    }
+    let results = futures_util::future::join_all(calls).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    let busy = results.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!(ok + busy, 40, "{results:?}");
+    assert!((1..=4).contains(&ok), "{ok} ran");
+    assert_eq!(helper_log(d.path()).lines().count(), ok);
 }

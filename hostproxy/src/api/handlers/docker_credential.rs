@@ -56,7 +56,12 @@ async fn decide(
         if req.server_url.is_some() || req.username.is_some() || req.secret.is_some() {
             return Err(ApiError::bad_request("list takes no other field"));
         }
-        let reply = run(state, req, None).await?;
+        if !id.may_docker_any() {
+            return Err(ApiError::forbidden(
+                "this token may not list docker credentials (scope docker:REGISTRY)",
+            ));
+        }
+        let reply = run(state, id, req, None).await?;
         let DockerReply::List(all) = reply else {
             return Err(store_failed(DockerError::BadReply));
         };
@@ -108,7 +113,7 @@ async fn decide(
             req.action.verb()
         )));
     }
-    match run(state, req, Some(registry)).await? {
+    match run(state, id, req, Some(registry)).await? {
         DockerReply::Found { username, secret } => Ok(DockerCredentialResponse {
             server_url: Some(registry.to_string()),
             username: Some(username),
@@ -120,11 +125,32 @@ async fn decide(
     }
 }
 
+/// Runs the host's store, within the identity's rate budget and the cap of helpers
+/// running at once (SPEC.md 11).
 async fn run(
     state: &AppState,
+    id: &Identity,
     req: &DockerCredentialRequest,
     registry: Option<&str>,
 ) -> Result<DockerReply, ApiError> {
+    if id.is_scoped()
+        && let Err(wait) = state.token_limits.try_acquire(
+            &id.name,
+            routes::DOCKER_CREDENTIAL,
+            crate::auth::SCOPED_DOCKER_PER_MINUTE,
+        )
+    {
+        return Err(ApiError::too_many(
+            "too many docker credential requests: try again later",
+            wait,
+        ));
+    }
+    let Ok(_slot) = state.docker_slots.try_acquire() else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many docker credential requests at once: retry shortly",
+        ));
+    };
     state
         .backends
         .docker
