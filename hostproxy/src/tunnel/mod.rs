@@ -172,7 +172,12 @@ impl Tunnels {
 
     /// Ends an attachment; `false` when there is none of that name.
     pub fn detach(&self, name: &str) -> bool {
-        match self.entries().get(name) {
+        let mut entries = self.entries();
+        match entries.get(name) {
+            Some(e) if e.info.state == "failed" => {
+                entries.remove(name);
+                true
+            }
             Some(e) => {
                 e.cancel.cancel();
                 true
@@ -362,7 +367,9 @@ impl Tunnels {
         };
         {
             let mut entries = self.entries();
-            if let Some(e) = entries.get(&name) {
+            if let Some(e) = entries.get(&name)
+                && e.info.state != "failed"
+            {
                 return Ok(e.info.clone());
             }
             entries.insert(
@@ -524,14 +531,20 @@ struct Attachment {
     generation: u64,
 }
 
-/// A container end that fails this many times in a row without ever serving (no tools for
-/// its architecture, a `--via` command that cannot reach its target) is given up.
-const GIVE_UP: u32 = 10;
+/// A container end that ends this many times within [`GIVE_UP_WINDOW`] is given up,
+/// whether or not it said READY first (SPEC.md 11): no tools for its architecture, a
+/// `--via` command that cannot reach its target, or a container end that misbehaves on
+/// purpose.
+const GIVE_UP: usize = 10;
+const GIVE_UP_WINDOW: Duration = Duration::from_secs(60);
+/// A run at least this long was a real one: the next restart is quick again.
+const SERVED_LONG: Duration = Duration::from_secs(10);
 
 impl Attachment {
     async fn run(self) {
         let mut backoff = Duration::from_millis(200);
-        let mut failures = 0u32;
+        let mut ends: std::collections::VecDeque<Instant> = Default::default();
+        let mut given_up = None;
         loop {
             let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let started = Instant::now();
@@ -551,18 +564,29 @@ impl Attachment {
             if self.cancel.is_cancelled() || !self.engine.alive().await {
                 break;
             }
-            if served {
+            let now = Instant::now();
+            if served && started.elapsed() >= SERVED_LONG {
                 backoff = Duration::from_millis(200);
-                failures = 0;
-            } else {
-                failures += 1;
-                if failures >= GIVE_UP {
-                    tracing::warn!(
-                        identity = %self.identity.name,
-                        "the container end failed {GIVE_UP} times in a row without serving: detached (attach it again once fixed)"
-                    );
-                    break;
-                }
+            }
+            ends.push_back(now);
+            while ends
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > GIVE_UP_WINDOW)
+            {
+                ends.pop_front();
+            }
+            if ends.len() >= GIVE_UP {
+                let last = match &result {
+                    Ok(()) => "it exited".to_string(),
+                    Err(e) => clawker_protocol::text::escape_bytes(format!("{e:#}").as_bytes()),
+                };
+                let reason = format!(
+                    "given up: the container end ended {GIVE_UP} times within {}s (last: {last}); attach it again once fixed",
+                    GIVE_UP_WINDOW.as_secs()
+                );
+                tracing::warn!(identity = %self.identity.name, "{reason}");
+                given_up = Some(reason);
+                break;
             }
             self.tunnels
                 .set_state(&self.name, self.generation, "retrying", true);
@@ -572,11 +596,13 @@ impl Attachment {
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        self.end();
+        self.end(given_up);
     }
 
-    /// Its identity ends: sessions deleted, listeners closed, the entry gone.
-    fn end(&self) {
+    /// Its identity ends: sessions deleted, listeners closed, the entry gone — or, when it
+    /// was given up, kept as `failed` with the reason, for `attach --list` (until it is
+    /// detached or attached again).
+    fn end(&self, given_up: Option<String>) {
         self.cancel.cancel();
         let removed = self
             .tunnels
@@ -586,11 +612,15 @@ impl Attachment {
             .remove_owned_by(&self.identity.name);
         {
             let mut entries = self.tunnels.entries();
-            if entries
-                .get(&self.name)
-                .is_some_and(|e| e.generation == self.generation)
-            {
-                entries.remove(&self.name);
+            match (entries.get_mut(&self.name), &given_up) {
+                (Some(e), Some(reason)) if e.generation == self.generation => {
+                    e.info.state = "failed".into();
+                    e.info.notes.push(reason.clone());
+                }
+                (Some(e), None) if e.generation == self.generation => {
+                    entries.remove(&self.name);
+                }
+                _ => {}
             }
         }
         self.tunnels.0.state.audit.record(
@@ -600,7 +630,9 @@ impl Attachment {
             None,
             None,
             true,
-            (removed > 0).then(|| format!("{removed} callback session(s) deleted")),
+            given_up.or_else(|| {
+                (removed > 0).then(|| format!("{removed} callback session(s) deleted"))
+            }),
         );
         tracing::info!(identity = %self.identity.name, "detached");
     }

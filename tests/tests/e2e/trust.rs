@@ -533,6 +533,60 @@ fn the_tools_upload_touches_nothing_else_and_runs_nothing_planted() {
     );
 }
 
+/// Finding 9 (low): a container end that says READY and then ends at once is restarted
+/// with a growing backoff, not every half second forever, and ten ends within a minute give
+/// it up, with the reason in `attach --list`.
+#[test]
+fn a_container_end_that_keeps_failing_after_ready_is_given_up() {
+    let d = DaemonProc::start(DaemonOpts::default());
+    let starts = d.dir.path().join("starts.log");
+    // READY (length 5, type 5, stream 0), then exit.
+    let end = format!(
+        "sh -c \"echo start >> {}; printf '\\000\\000\\000\\005\\005\\000\\000\\000\\000'\"",
+        starts.display()
+    );
+    let out = d
+        .hostproxy(&[
+            "attach", "--via", &end, "--name", "flapper", "--allow", "open",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let count = || {
+        std::fs::read_to_string(&starts)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let failed = || {
+        d.attachments()
+            .into_iter()
+            .find(|a| a["name"] == "flapper" && a["state"] == "failed")
+    };
+    // 0.2 + 0.4 + … capped at 5 s: ten ends take about 26 s, not 5.
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(count() <= 6, "restarted {} times in 8 s", count());
+    assert!(
+        wait_until(Duration::from_secs(40), || failed().is_some()),
+        "{:?}",
+        d.attachments()
+    );
+    let entry = failed().unwrap();
+    assert!(entry["notes"].to_string().contains("given up"), "{entry}");
+    let after = count();
+    assert_eq!(after, 10, "{entry}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count(), after, "a given-up end was started again");
+    // Detach clears it; attaching again starts afresh.
+    let out = d.hostproxy(&["detach", "flapper"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(!d.attachments().iter().any(|a| a["name"] == "flapper"));
+}
+
 fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
