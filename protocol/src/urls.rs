@@ -77,12 +77,30 @@ pub fn is_internal_ip(ip: IpAddr) -> bool {
                 return is_internal_ip(IpAddr::V4(v4));
             }
             let seg = a.segments();
+            let o = a.octets();
+            let v4 =
+                |i: usize| IpAddr::V4(std::net::Ipv4Addr::new(o[i], o[i + 1], o[i + 2], o[i + 3]));
+            // NAT64 (64:ff9b::/96, and the local-use 64:ff9b:1::/48) and 6to4 (2002::/16)
+            // carry an IPv4 address that a gateway reaches: judge that one. Teredo
+            // (2001::/32) is a tunnel out of the host: refused.
+            let nat64 = seg[0] == 0x64 && seg[1] == 0xff9b && (seg[2..6] == [0; 4] || seg[2] == 1);
             a.is_unspecified()
                 || a.is_multicast()
                 || (seg[0] & 0xfe00) == 0xfc00
                 || (seg[0] & 0xffc0) == 0xfe80
+                || (nat64 && (is_internal_ip(v4(12)) || v4(12).is_loopback()))
+                || (seg[0] == 0x2002 && (is_internal_ip(v4(2)) || v4(2).is_loopback()))
+                || (seg[0] == 0x2001 && seg[1] == 0)
         }
     }
+}
+
+/// True for an address a host *name* must not resolve to (SPEC.md 11): every internal one,
+/// and loopback too — the literal `localhost` and `127.0.0.1` stay allowed for published
+/// dev-server ports, but a name that lands there (`127.0.0.1.nip.io`, a rebinding name) is
+/// refused like an internal address.
+pub fn is_refused_for_a_name(ip: IpAddr) -> bool {
+    is_internal_ip(ip) || ip.is_loopback()
 }
 
 /// The URL policy: refuse internal IP literals and single-label names unless `allowed`
@@ -95,7 +113,10 @@ pub fn check_url_policy(url: &url::Url, allowed: &[String]) -> Result<(), UrlErr
     let refused = match url.host() {
         Some(url::Host::Ipv4(a)) => is_internal_ip(a.into()),
         Some(url::Host::Ipv6(a)) => is_internal_ip(a.into()),
-        Some(url::Host::Domain(d)) => !d.contains('.') && !d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            (!d.contains('.') && d != "localhost") || d.ends_with(".localhost")
+        }
         None => true,
     };
     if refused {

@@ -287,6 +287,9 @@ pub struct DaemonOpts {
     pub agent: Option<PathBuf>,
     /// The directory the daemon is started in (default: the test's).
     pub cwd: Option<PathBuf>,
+    /// A command that execs the daemon (its path and arguments follow as `$0 "$@"`), such
+    /// as `unshare -m … sh -c '…; exec "$0" "$@"'` for a private `/etc/hosts`.
+    pub wrapper: Vec<String>,
 }
 
 impl DaemonProc {
@@ -318,7 +321,14 @@ impl DaemonProc {
     fn spawn(&self) -> Child {
         let opts = &self.opts;
         let launcher = self.dir.path().join("launcher");
-        let mut cmd = Command::new(bin("hostproxy"));
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("hostproxy"));
+                c
+            }
+            None => Command::new(bin("hostproxy")),
+        };
         cmd.arg("serve")
             .arg("--port")
             .arg(self.port.to_string())

@@ -32,16 +32,36 @@ pub fn default_notifier() -> Vec<String> {
 #[derive(Debug, Clone)]
 pub struct CommandNotifier {
     argv: Vec<String>,
+    /// `notify-send`: notification servers render a subset of HTML in the body (links
+    /// among it), so the body is escaped to stay the text it was (SPEC.md 11).
+    escape_body: bool,
 }
 
 impl CommandNotifier {
     pub fn new(argv: Option<Vec<String>>) -> Self {
-        Self {
-            argv: argv
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(default_notifier),
+        let argv = argv
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(default_notifier);
+        let escape_body = std::path::Path::new(&argv[0])
+            .file_name()
+            .is_some_and(|n| n == "notify-send");
+        Self { argv, escape_body }
+    }
+}
+
+/// The body as markup that shows exactly the text: `&`, `<`, `>` escaped (what the
+/// Desktop Notifications spec's body markup understands), so `<a href>` is no link.
+pub fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            _ => out.push(c),
         }
     }
+    out
 }
 
 /// A notifier has this long to show the notification and exit.
@@ -55,6 +75,11 @@ impl Notifier for CommandNotifier {
     ) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
             let program = self.argv[0].clone();
+            let body = if self.escape_body {
+                escape_markup(body)
+            } else {
+                body.to_string()
+            };
             let mut child = crate::platform::process::host_command(&program)
                 .args(&self.argv[1..])
                 .arg(title)

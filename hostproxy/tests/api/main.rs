@@ -1312,3 +1312,25 @@ async fn notify_shows_the_exact_text_refuses_control_characters_and_the_seventh_
     assert!(r.headers().contains_key("retry-after"));
     assert!(!notify_log(d.path()).contains("seventh"));
 }
+
+#[tokio::test]
+async fn a_notification_body_is_text_not_markup() {
+    // A notifier named notify-send (a recording stand-in): its body markup is escaped.
+    let d = spawn(|s, dir| {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let n = bin.join("notify-send");
+        e2e::recording_script(&n, &dir.join("notify.log"));
+        s.notifier = Some(vec![n.display().to_string(), "--".into()]);
+    })
+    .await;
+    let body = r#"Security update <a href="http://10.0.0.1/">click</a> & <b>now</b>"#;
+    let (s, b) = d
+        .post("/notify", json!({"title": "Update", "body": body}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        notify_log(d.path()),
+        "BEGIN\n--\nUpdate\nSecurity update &lt;a href=\"http://10.0.0.1/\"&gt;click&lt;/a&gt; &amp; &lt;b&gt;now&lt;/b&gt;\nEND\n"
+    );
+}

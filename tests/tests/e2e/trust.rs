@@ -587,6 +587,70 @@ fn a_container_end_that_keeps_failing_after_ready_is_given_up() {
     assert!(!d.attachments().iter().any(|a| a["name"] == "flapper"));
 }
 
+/// Finding 13 (low): the URL policy knows names. Resolved on the host at the time of the
+/// request (here through a private `/etc/hosts` of the daemon's own mount namespace), a
+/// name for the metadata address, a private address or loopback is refused like the
+/// literal; NAT64 and `*.localhost` too; and the launcher is never called for them.
+#[test]
+fn names_that_land_inside_are_refused_like_the_literals() {
+    require("unshare", "util-linux");
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n169.254.169.254 metadata.hostproxy.test\n10.1.2.3 intranet.hostproxy.test\n127.0.0.1 rebind.hostproxy.test\nfd00::1 ula.hostproxy.test\n93.184.215.14 public.hostproxy.test\n",
+    )
+    .unwrap();
+    let d = DaemonProc::start(DaemonOpts {
+        wrapper: vec![
+            "unshare".into(),
+            "-m".into(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "mount --bind {} /etc/hosts && exec \"$0\" \"$@\"",
+                hosts.display()
+            ),
+        ],
+        ..DaemonOpts::default()
+    });
+    let open = |url: &str| {
+        Req::new("POST", format!("{}/open/url", d.url()))
+            .token(Some(&d.token))
+            .json(Some(serde_json::json!({ "url": url })))
+            .send()
+    };
+    for url in [
+        "http://metadata.hostproxy.test/latest/meta-data/",
+        "http://intranet.hostproxy.test/",
+        "https://rebind.hostproxy.test:8443/",
+        "http://ula.hostproxy.test/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://[2002:a9fe:a9fe::1]/",
+        "http://app.localhost:3000/",
+    ] {
+        let (status, body) = open(url);
+        assert_eq!(status, 403, "{url}: {body}");
+    }
+    assert_eq!(
+        d.launch_log(),
+        "",
+        "the launcher was called for a refused url"
+    );
+    // A public name, the literal localhost and a loopback literal still open.
+    for url in [
+        "https://public.hostproxy.test/login",
+        "http://localhost:3000/",
+        "http://127.0.0.1:8080/",
+    ] {
+        let (status, body) = open(url);
+        assert_eq!(status, 200, "{url}: {body}");
+    }
+    assert_eq!(d.launch_log().matches("BEGIN").count(), 3);
+}
+
 fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {

@@ -43,6 +43,24 @@ pub async fn open_url(
     Ok(Json(OpenUrlResponse { success: true, url }))
 }
 
+/// Whether `name` resolves, on the host and now, to an address no name may land on
+/// (`is_refused_for_a_name`): `169.254.169.254.nip.io`, a name for a private or loopback
+/// address. A name that does not resolve (within 2 s) reaches nothing and is let through;
+/// a name that changes its answer between this look-up and the browser's (DNS rebinding)
+/// is out of reach here (SECURITY.md).
+async fn resolves_inside(name: &str, port: u16) -> bool {
+    if name.eq_ignore_ascii_case("localhost") {
+        return false;
+    }
+    let lookup = tokio::net::lookup_host((name.trim_end_matches('.'), port));
+    match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+        Ok(Ok(addrs)) => addrs
+            .map(|a| a.ip())
+            .any(clawker_protocol::urls::is_refused_for_a_name),
+        _ => false,
+    }
+}
+
 /// Validates, applies the policy and launches; errors carry the URL's host for the audit log.
 async fn open_url_decide(
     state: &AppState,
@@ -60,6 +78,12 @@ async fn open_url_decide(
     let host = parsed.host_str().unwrap_or("").to_string();
     check_url_policy(&parsed, &state.settings.open_allowed_hosts)
         .map_err(|e| (Some(host.clone()), url_error(e)))?;
+    if let Some(url::Host::Domain(name)) = parsed.host()
+        && !state.settings.open_allowed_hosts.iter().any(|h| h == &host)
+        && resolves_inside(name, parsed.port_or_known_default().unwrap_or(80)).await
+    {
+        return Err((Some(host), url_error(UrlError::InternalHost)));
+    }
     let limited = if id.is_scoped() {
         state.token_limits.try_acquire(
             &id.name,
