@@ -84,9 +84,23 @@ pub struct DeclaredSocket {
     pub name: String,
     /// Absolute, or `~/…` (the user's home).
     pub path: PathBuf,
-    /// The Docker engine's socket is root on the host: refused unless this is true.
-    #[serde(default, alias = "allow_docker")]
+    /// An engine's socket (Docker's, Podman's, containerd's, BuildKit's) is root on the
+    /// host: refused unless this is true (`allow_engine_socket` is the same key).
+    #[serde(default, alias = "allow_docker", alias = "allow_engine_socket")]
     pub allow_docker_socket: bool,
+    /// Who must own the socket: `user` (the daemon's user, the default) or `root` (a
+    /// system socket). Anyone else's is refused (SPEC.md 11).
+    #[serde(default)]
+    pub owner: SocketOwner,
+}
+
+/// `owner` of a declared socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketOwner {
+    #[default]
+    User,
+    Root,
 }
 
 /// `[docker]`: registry credentials (SPEC.md 10).

@@ -65,27 +65,30 @@ pub struct Targets {
     pub declared: std::sync::Arc<HashMap<String, std::sync::Arc<Declared>>>,
 }
 
-/// A declared host socket, and the owner it had when first seen: a socket whose owner
-/// changed since (another user took the path) is refused.
+/// A declared host socket and who must own it: the daemon's user, or root for a system
+/// socket (`owner = "root"`). A socket someone else owns — another user who made the
+/// path first in a shared directory — is refused, at start and at every connection
+/// (SPEC.md 11).
 #[derive(Debug)]
 pub struct Declared {
     pub path: PathBuf,
-    owner: std::sync::Mutex<Option<u32>>,
+    /// The uid that must own it (`None`: no owners on this platform).
+    owner: Option<u32>,
 }
 
 impl Declared {
-    pub fn new(path: PathBuf) -> Self {
-        let d = Self {
-            path,
-            owner: std::sync::Mutex::new(None),
+    /// `root`: the socket must be root's rather than the daemon user's.
+    pub fn new(path: PathBuf, root: bool) -> Self {
+        let owner = if root {
+            Some(0)
+        } else {
+            crate::platform::fs::current_user()
         };
-        // Recorded now when it is there; else at the first connection.
-        let _ = d.check();
-        d
+        Self { path, owner }
     }
 
-    /// The socket is a socket, owned by whoever owned it when first seen. (Windows: a
-    /// named pipe, not a file; its own ACL decides who serves and who connects.)
+    /// The socket is a socket and its owner the expected one. (Windows: a named pipe, not
+    /// a file; its own ACL decides who serves and who connects.)
     pub fn check(&self) -> Result<(), String> {
         use crate::platform::fs;
         if cfg!(windows) {
@@ -96,20 +99,17 @@ impl Declared {
         if !fs::is_socket(&meta) {
             return Err(format!("{} is not a socket", self.path.display()));
         }
-        let Some(now) = fs::owner(&meta) else {
-            return Ok(());
-        };
-        let mut owner = self.owner.lock().unwrap_or_else(|p| p.into_inner());
-        match *owner {
-            Some(uid) if uid != now => Err(format!(
-                "{} is now owned by uid {now} (it was uid {uid}): refused",
+        match (fs::owner(&meta), self.owner) {
+            (Some(now), Some(want)) if now != want => Err(format!(
+                "{} is owned by uid {now}, not {}: refused (owner = \"root\" in its [[bridge.sockets]] entry for a system socket)",
                 self.path.display(),
+                if want == 0 {
+                    "root".to_string()
+                } else {
+                    format!("the daemon's user (uid {want})")
+                },
             )),
-            Some(_) => Ok(()),
-            None => {
-                *owner = Some(now);
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
 }

@@ -245,7 +245,7 @@ async fn a_declared_socket_carries_bytes_both_ways_and_nothing_else_is_reached()
     let reached = echo_socket(&echo);
     let other_reached = echo_socket(&other);
     let mut t = targets(None, None, connect_local());
-    let echo_decl = Arc::new(Declared::new(echo.clone()));
+    let echo_decl = Arc::new(Declared::new(echo.clone(), false));
     t.declared = Arc::new(HashMap::from([("echo".to_string(), echo_decl.clone())]));
     let (tx, mut from_host, bridge) = start(t);
     tx.send(encode(FrameType::Ready, 0, &[])).unwrap();

@@ -124,23 +124,36 @@ pub fn is_local_owned(host: &str) -> bool {
     }
 }
 
-/// Names a Docker engine's local socket goes by: the unix socket, and Docker Desktop's
-/// named pipes on Windows.
-const ENGINE_NAMES: [&str; 4] = [
+/// Names a container engine's local socket goes by (each is root on its host): Docker's
+/// unix socket and Docker Desktop's named pipes on Windows, Podman's, containerd's (k3s's
+/// too), BuildKit's, CRI-O's and cri-dockerd's (SPEC.md 11).
+const ENGINE_NAMES: [&str; 10] = [
     "docker.sock",
     "docker_engine",
     "dockerDesktopLinuxEngine",
     "dockerDesktopWindowsEngine",
+    "podman.sock",
+    "podman-machine-default-api.sock",
+    "containerd.sock",
+    "buildkitd.sock",
+    "crio.sock",
+    "cri-dockerd.sock",
 ];
 
-/// Whether `path` is a Docker engine's socket: the one this daemon's engine address names,
+/// Whether `path` is a container engine's socket (Docker, Podman, containerd, BuildKit): the one this daemon's engine address names,
 /// or one at a well-known place or with a well-known name (a unix socket, or a Windows
 /// named pipe such as `\\.\pipe\docker_engine`).
 pub fn is_engine_socket(path: &std::path::Path) -> bool {
     let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let me = canon(path);
     let engine = find(&Env::from_process());
-    let mut known: Vec<PathBuf> = vec!["/var/run/docker.sock".into(), "/run/docker.sock".into()];
+    let mut known: Vec<PathBuf> = vec![
+        "/var/run/docker.sock".into(),
+        "/run/docker.sock".into(),
+        "/run/podman/podman.sock".into(),
+        "/run/containerd/containerd.sock".into(),
+        "/run/buildkit/buildkitd.sock".into(),
+    ];
     if let Some(p) = engine.host.strip_prefix("unix://") {
         known.push(p.into());
     }

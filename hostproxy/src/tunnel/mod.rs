@@ -135,12 +135,19 @@ impl Tunnels {
         for d in &state.settings.sockets {
             if crate::platform::docker_host::is_engine_socket(&d.path) && !d.allow_docker_socket {
                 bail!(
-                    "[[bridge.sockets]] {:?} is the Docker engine's socket ({}), which is root on this host: refused; set allow_docker_socket = true for it if you really mean to hand it to containers",
+                    "[[bridge.sockets]] {:?} is a container engine's socket ({}: Docker Engine's, Podman's, containerd's or BuildKit's), which is root on this host: refused; set allow_docker_socket = true (or allow_engine_socket = true) for it if you really mean to hand it to containers",
                     d.name,
                     d.path.display()
                 );
             }
-            declared.insert(d.name.clone(), Arc::new(Declared::new(d.path.clone())));
+            let socket = Declared::new(d.path.clone(), d.owner == crate::config::SocketOwner::Root);
+            // Checked now when it is there (a missing one is checked at each connection).
+            if d.path.exists()
+                && let Err(e) = socket.check()
+            {
+                bail!("[[bridge.sockets]] {:?}: {e}", d.name);
+            }
+            declared.insert(d.name.clone(), Arc::new(socket));
         }
         let api = crate::api::router(state.clone());
         Ok(Self(Arc::new(Inner {

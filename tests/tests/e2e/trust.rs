@@ -651,6 +651,98 @@ fn names_that_land_inside_are_refused_like_the_literals() {
     assert_eq!(d.launch_log().matches("BEGIN").count(), 3);
 }
 
+/// `hostproxy serve --config CONFIG` that must fail at start: its stderr.
+fn refused_at_start(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hostproxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(bin("hostproxy"))
+        .args(["serve", "--port", &free_port().to_string(), "--config"])
+        .arg(&path)
+        .env("CLAWKER_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the daemon started with {config}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Findings 10 and 14 (low): a declared socket must be the user's (or root's, when the
+/// config says `owner = "root"`): another user's is refused at start, and one another
+/// user makes after the start is never connected to. Podman's, containerd's and BuildKit's
+/// sockets are engine sockets like Docker's.
+#[test]
+fn declared_sockets_are_the_users_and_engine_sockets_are_refused() {
+    require_docker();
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Another user's socket, there at start.
+    let theirs = dir.path().join("theirs.sock");
+    let _l = std::os::unix::net::UnixListener::bind(&theirs).unwrap();
+    std::os::unix::fs::lchown(&theirs, Some(65534), Some(65534)).unwrap();
+    let err = refused_at_start(&format!(
+        "[[bridge.sockets]]\nname = \"theirs\"\npath = \"{}\"\n",
+        theirs.display()
+    ));
+    assert!(
+        err.contains("owned by uid 65534") && err.contains("owner = \"root\""),
+        "{err}"
+    );
+    for engine in [
+        "/run/podman/podman.sock",
+        "/run/user/1000/podman/podman.sock",
+        "/run/containerd/containerd.sock",
+        "/run/buildkit/buildkitd.sock",
+    ] {
+        let err = refused_at_start(&format!(
+            "[[bridge.sockets]]\nname = \"engine\"\npath = \"{engine}\"\n"
+        ));
+        assert!(
+            err.contains("allow_engine_socket = true"),
+            "{engine}: {err}"
+        );
+    }
+
+    // A socket path in a shared directory, absent at start: another user makes it first.
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let path = shared.path().join("agent.sock");
+    let config = dir.path().join("hostproxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[attach]\nscopes = [\"open\", \"socket:late\"]\n[[bridge.sockets]]\nname = \"late\"\npath = \"{}\"\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--config".into(), config.display().to_string()],
+        ..DaemonOpts::default()
+    });
+    let squatter = Untouched::new(shared.path());
+    std::fs::rename(&squatter.path, &path).unwrap();
+    std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).unwrap();
+    let n = name("late");
+    let c = Container::start(
+        d.tunnel_run()
+            .args(["--label", "dev.clawker.hostproxy.sockets=late"])
+            .args(["--name", &n, busybox_image(), "sleep", "300"]),
+    );
+    d.wait_serving(&n, Duration::from_secs(15));
+    let (ok, out, err) = c.exec(
+        &[],
+        "echo secret | socat -t1 - UNIX-CONNECT:/tmp/.hostproxy/sockets/late.sock",
+    );
+    assert!(out.is_empty(), "{ok} {out} {err}");
+    squatter.assert_untouched();
+    assert!(
+        d.log_text().contains("owned by uid 65534"),
+        "{}",
+        d.log_text()
+    );
+}
+
 fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
