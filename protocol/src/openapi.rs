@@ -17,7 +17,8 @@ fn health() {}
 
 #[utoipa::path(get, path = "/status", tag = "daemon",
     responses((status = 200, description = "pid, port, listen addresses, uptime, live sessions", body = StatusResponse),
-              (status = 401, description = "missing or invalid token", body = ErrorResponse)))]
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "a scoped token or a container: only the user may read it", body = ErrorResponse)))]
 fn status() {}
 
 #[utoipa::path(post, path = "/open/url", tag = "browser", request_body = OpenUrlRequest,
@@ -59,10 +60,11 @@ fn git_credential() {}
     responses((status = 200, description = "get: the credential; list: the registries the token may see; store/erase: done", body = DockerCredentialResponse),
               (status = 400, description = "not a registry, or fields the action does not take", body = ErrorResponse),
               (status = 401, description = "missing or invalid token", body = ErrorResponse),
-              (status = 403, description = "the token may not use this registry (scope docker:REGISTRY), or store/erase not allowed by the config", body = ErrorResponse),
+              (status = 403, description = "the token may not use this registry (scope docker:REGISTRY), list without any docker: scope, or store/erase not allowed by the config", body = ErrorResponse),
               (status = 404, description = "no credential found", body = ErrorResponse),
               (status = 413, description = "body over 64 KiB", body = ErrorResponse),
               (status = 415, description = "not application/json", body = ErrorResponse),
+              (status = 429, description = "too many requests (per minute for a scoped token, or helpers running at once)", body = ErrorResponse),
               (status = 500, description = "the host's credential store failed", body = ErrorResponse),
               (status = 504, description = "the credential helper did not answer in time", body = ErrorResponse)))]
 fn docker_credential() {}

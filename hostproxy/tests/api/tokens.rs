@@ -366,3 +366,26 @@ async fn a_token_without_scope_notify_cannot_notify() {
     assert_eq!(s, 200);
     assert_eq!(notify_log(d.path()).matches("BEGIN").count(), 1);
 }
+
+#[tokio::test]
+async fn status_answers_only_the_user() {
+    let d = spawn_with(
+        Options {
+            tokens: true,
+            ..Options::default()
+        },
+        |_, _| {},
+    )
+    .await;
+    let scoped = d
+        .tokens()
+        .issue("ci", None, &[Scope::Open, Scope::Callback], None)
+        .unwrap();
+    let (s, v) = d
+        .call_as(&scoped, reqwest::Method::GET, "/status", None)
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v.get("pid").is_none() && v.get("sessions").is_none(), "{v}");
+    let (s, v) = d.get("/status").await;
+    assert_eq!((s, v["success"].clone()), (200, json!(true)), "{v}");
+}

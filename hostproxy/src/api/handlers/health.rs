@@ -1,10 +1,12 @@
 //! `GET /health` and `GET /status`.
 
 use axum::Json;
-use axum::extract::State;
-use clawker_protocol::api::{HealthResponse, StatusResponse};
+use axum::extract::{Extension, State};
+use clawker_protocol::api::{HealthResponse, StatusResponse, routes};
 
+use crate::api::error::ApiError;
 use crate::api::state::AppState;
+use crate::auth::Identity;
 
 pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     Json(HealthResponse {
@@ -14,8 +16,27 @@ pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
     })
 }
 
-pub async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
-    Json(StatusResponse {
+/// The daemon's pid, addresses and every identity's session count: the user's alone
+/// (their token; `hostproxy status`), never a scoped token's or a container's (SPEC.md 11).
+pub async fn status(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+) -> Result<Json<StatusResponse>, ApiError> {
+    if id.is_scoped() {
+        state.audit.record(
+            &id.name,
+            routes::STATUS,
+            "status",
+            None,
+            None,
+            false,
+            Some("only the user".into()),
+        );
+        return Err(ApiError::forbidden(
+            "only the user's own token may read the daemon's status",
+        ));
+    }
+    Ok(Json(StatusResponse {
         success: true,
         service: clawker_protocol::SERVICE_NAME.into(),
         version: state.version.into(),
@@ -24,5 +45,5 @@ pub async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
         listen: state.listen.iter().map(ToString::to_string).collect(),
         uptime_secs: state.started.elapsed().as_secs(),
         sessions: state.sessions.len(),
-    })
+    }))
 }
