@@ -157,3 +157,38 @@ mod tests {
         assert_eq!(identity(&std::fs::metadata(dir.join("g")).unwrap()), before);
     }
 }
+
+/// Why `path` is not the user's alone, if it is not (SPEC.md 11): owned by someone other
+/// than the user or root, or writable by others, or by its group unless that is the
+/// user's own group (a user-private group, as ssh's StrictModes allows). `None` on
+/// platforms without owners and modes.
+pub fn not_the_users(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("{}: {e}", path.display())),
+        };
+        let me = current_user()?;
+        #[allow(unsafe_code)]
+        // SAFETY: getegid has no preconditions and cannot fail.
+        let my_group = unsafe { libc::getegid() };
+        let mode = meta.mode() & 0o7777;
+        if meta.uid() != me && meta.uid() != 0 {
+            return Some(format!("{} is owned by uid {}", path.display(), meta.uid()));
+        }
+        if mode & 0o002 != 0 || (mode & 0o020 != 0 && meta.gid() != my_group) {
+            return Some(format!(
+                "{} is writable by others (mode {mode:o})",
+                path.display()
+            ));
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}

@@ -19,6 +19,30 @@ fn checkout_dist() -> Option<PathBuf> {
     dist.is_dir().then_some(dist)
 }
 
+/// The tools folder `found` (under `root`), its parents up to `root`, and every tool in it
+/// are the user's (or root's) and nobody else can write them: whatever is there is copied
+/// into containers and run there (SPEC.md 11).
+fn check_users(root: &Path, found: &Path) -> Result<()> {
+    use crate::platform::fs::not_the_users;
+    let mut paths = vec![root.to_path_buf()];
+    if found != root {
+        paths.push(found.to_path_buf());
+    }
+    paths.extend(
+        CONTAINER_TOOLS
+            .iter()
+            .map(|t| found.join(t))
+            .filter(|p| p.exists()),
+    );
+    if let Some(why) = paths.iter().find_map(|p| not_the_users(p)) {
+        bail!(
+            "the container tools in {} are refused: {why}; whatever is there would be run in containers (make them yours and not writable by others: chmod go-w)",
+            found.display()
+        );
+    }
+    Ok(())
+}
+
 impl Tools {
     /// The folder holding the tools for `arch` (`x86_64`, `aarch64`): `DIR/<arch>/`, or
     /// `DIR` itself for the host's own architecture; first the configured folder, then the
@@ -34,6 +58,7 @@ impl Tools {
                 .into_iter()
                 .find(|c| c.join(SOCKET_SERVER).is_file())
             {
+                check_users(root, &found)?;
                 return Ok(found);
             }
         }
@@ -181,5 +206,33 @@ mod tests {
             e.contains("cargo xtask dist") && e.contains("--tools-dir"),
             "{e}"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_tools_folder_others_can_write_or_own_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let x = d.path().join("x86_64");
+        std::fs::create_dir(&x).unwrap();
+        std::fs::write(x.join(SOCKET_SERVER), b"x").unwrap();
+        std::fs::write(x.join("host-open"), b"o").unwrap();
+        let t = Tools {
+            dir: Some(d.path().to_path_buf()),
+        };
+        assert!(t.dir_for("x86_64").is_ok());
+        // Writable by others: anyone could swap what is copied into containers.
+        std::fs::set_permissions(&x, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = format!("{:#}", t.dir_for("x86_64").unwrap_err());
+        assert!(
+            e.contains("writable by others") && e.contains("chmod go-w"),
+            "{e}"
+        );
+        std::fs::set_permissions(&x, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A tool another user owns (the suite runs as root, which may give it away).
+        std::os::unix::fs::chown(x.join("host-open"), Some(65534), None)
+            .expect("chown needs root: the suite runs as root");
+        let e = format!("{:#}", t.dir_for("x86_64").unwrap_err());
+        assert!(e.contains("owned by uid 65534"), "{e}");
     }
 }
