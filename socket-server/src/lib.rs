@@ -99,28 +99,66 @@ pub fn check_spec(spec: &RemoteSocket, home: Option<&Path>) -> Result<SocketSpec
     }
 }
 
-/// Writes the host's public keyring and a `gpg.conf` that never starts a local agent.
+/// Writes the host's public keyring and a `gpg.conf` that never starts a local agent
+/// (SPEC.md 11): into a directory this user made (0700) or already owns with no access for
+/// others — never one another user made first below the world-writable `/tmp` — and never
+/// over a keyring of the container's own (`pubring.kbx`, private keys). Each file is
+/// unlinked and created afresh with `O_NOFOLLOW|O_EXCL`, so a symlink planted in its place
+/// is never followed.
 pub fn install_gpg_home(dir: &Path, pubkey: &[u8]) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)?;
+            }
+            std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    #[allow(unsafe_code)]
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        bail!(
+            "{} is not a private directory of this user (owner {}, mode {:o}): the host's keys are not written there",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
+    for theirs in ["pubring.kbx", "private-keys-v1.d"] {
+        if std::fs::symlink_metadata(dir.join(theirs)).is_ok() {
+            bail!(
+                "{} holds a keyring of its own ({theirs}): left alone; point GNUPGHOME elsewhere for the host's gpg",
+                dir.display()
+            );
+        }
+    }
     let write = |name: &str, bytes: &[u8]| -> Result<()> {
         let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot replace {}", path.display())),
+        }
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
         std::io::Write::write_all(&mut f, bytes)?;
         Ok(())
     };
     write("pubring.gpg", pubkey)?;
-    // A pubring.kbx would shadow pubring.gpg.
-    let _ = std::fs::remove_file(dir.join("pubring.kbx"));
     write("gpg.conf", b"no-autostart\n")?;
     Ok(())
 }
@@ -231,6 +269,7 @@ where
             }
             Err(_) => None,
         };
+        let mut gpg_refused = false;
         match key {
             Some(key) if !key.is_empty() => {
                 for s in &specs {
@@ -240,7 +279,12 @@ where
                         let home = path
                             .parent()
                             .context("gpg-agent socket has no parent directory")?;
-                        install_gpg_home(home, &key)?;
+                        if let Err(e) = install_gpg_home(home, &key) {
+                            eprintln!(
+                                "clawker-socket-server: {e:#}; gpg-agent socket not created, the rest is served"
+                            );
+                            gpg_refused = true;
+                        }
                     }
                 }
             }
@@ -255,6 +299,9 @@ where
                 );
                 specs.retain(|s| !s.is_gpg());
             }
+        }
+        if gpg_refused {
+            specs.retain(|s| !s.is_gpg());
         }
     }
     let streams = Streams::default();

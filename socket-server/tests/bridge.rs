@@ -326,3 +326,68 @@ async fn at_most_64_streams() {
         Frame::new(FrameType::Open, 65, b"ssh-agent".to_vec())
     );
 }
+
+/// Finding 8 of the trust review: the gpg home is written only into a private directory of
+/// this user, never over a keyring of the container's own, never through a symlink.
+#[test]
+fn the_gpg_home_is_private_and_follows_no_symlink() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "original-root-file").unwrap();
+    // Planted by another user (uid 65534) below a world-writable /tmp, with a symlink.
+    let planted = tmp.path().join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    std::os::unix::fs::symlink(&victim, planted.join("gpg.conf")).unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), Some(65534))
+        .expect("chown needs root: the suite runs as root");
+    let e = clawker_socket_server::install_gpg_home(&planted, b"KEY").unwrap_err();
+    assert!(
+        format!("{e:#}").contains("not a private directory"),
+        "{e:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "original-root-file"
+    );
+    // Ours but open to others: refused too.
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(clawker_socket_server::install_gpg_home(&open, b"KEY").is_err());
+    // Ours and private, with a symlink in place of gpg.conf: replaced, not followed.
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&victim, mine.join("gpg.conf")).unwrap();
+    clawker_socket_server::install_gpg_home(&mine, b"KEY").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "original-root-file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("gpg.conf")).unwrap(),
+        "no-autostart\n"
+    );
+    assert_eq!(std::fs::read(mine.join("pubring.gpg")).unwrap(), b"KEY");
+    assert_eq!(
+        std::fs::metadata(mine.join("pubring.gpg")).unwrap().mode() & 0o777,
+        0o600
+    );
+    // A keyring of the container's own is left alone.
+    let own = tmp.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(own.join("pubring.kbx"), "theirs").unwrap();
+    let e = clawker_socket_server::install_gpg_home(&own, b"KEY").unwrap_err();
+    assert!(format!("{e:#}").contains("keyring of its own"), "{e:#}");
+    assert_eq!(
+        std::fs::read_to_string(own.join("pubring.kbx")).unwrap(),
+        "theirs"
+    );
+    assert!(!own.join("pubring.gpg").exists());
+    // Missing: made, 0700.
+    let fresh = tmp.path().join("a/b/gnupg");
+    clawker_socket_server::install_gpg_home(&fresh, b"KEY").unwrap();
+    assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
+}
