@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use clawker_protocol::agent::{self, AgentPolicy, FAILURE_FRAME, Verdict};
+use clawker_protocol::agent::{self, AgentGrant, AgentPolicy, FAILURE_FRAME, Verdict};
 use clawker_protocol::bridge::{self, BridgeFrameError, Frame, FrameType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -365,13 +365,17 @@ impl Streams {
     }
 }
 
-/// Told of every agent request the filter decided on (the body, and the verdict).
-pub type OnDecision = Arc<dyn Fn(&[u8], Verdict) + Send + Sync>;
+/// Told of every agent request the filter decided on (the body, the verdict, and why it
+/// was refused).
+pub type OnDecision = Arc<dyn Fn(&[u8], Verdict, Option<&str>) + Send + Sync>;
 
-/// The SSH agent filter of a stream, and who to tell of its decisions (the audit log).
+/// The SSH agent filter of a stream — the policy and what the stream's identity holds
+/// (`AgentPolicy::decide_for`, the same filter as the HTTP route's) — and who to tell of
+/// its decisions (the audit log).
 #[derive(Clone)]
 pub struct AgentFilter {
     pub policy: AgentPolicy,
+    pub grant: AgentGrant,
     pub on_decision: Option<OnDecision>,
 }
 
@@ -379,6 +383,7 @@ impl std::fmt::Debug for AgentFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentFilter")
             .field("policy", &self.policy)
+            .field("grant", &self.grant)
             .finish_non_exhaustive()
     }
 }
@@ -403,11 +408,16 @@ pub async fn pump<S>(
     // FAILURE made here waits for the replies still owed before it.
     let forwarded = AtomicUsize::new(0);
     let (replied_tx, mut replied_rx) = tokio::sync::watch::channel(0usize);
+    // With a key-scoped grant, the kinds of the requests forwarded, in order: the agent's
+    // reply to a REQUEST_IDENTITIES is cut down to the granted keys on its way back.
+    let keys = filter.as_ref().and_then(|f| f.grant.keys.clone());
+    let asked: std::sync::Mutex<std::collections::VecDeque<u8>> = Default::default();
     let to_local = async {
         let mut pending: Vec<u8> = Vec::new();
         while let Some(buf) = rx.recv().await {
             let Some(AgentFilter {
                 policy,
+                grant,
                 on_decision,
             }) = &filter
             else {
@@ -424,12 +434,18 @@ pub async fn pump<S>(
                     Err(_) => return,
                 };
                 let frame: Vec<u8> = pending.drain(..4 + n).collect();
-                let verdict = policy.decide(&frame[4..]);
+                let (verdict, why) = policy.decide_for(&frame[4..], grant);
                 if let Some(tell) = on_decision {
-                    tell(&frame[4..], verdict);
+                    tell(&frame[4..], verdict, why);
                 }
                 let ok = match verdict {
                     Verdict::Forward => {
+                        if keys.is_some() {
+                            asked
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push_back(frame[4]);
+                        }
                         forwarded.fetch_add(1, Ordering::SeqCst);
                         wr.write_all(&frame).await.is_ok()
                     }
@@ -446,6 +462,37 @@ pub async fn pump<S>(
         }
     };
     let from_local = async {
+        if let Some(keys) = &keys {
+            // Key-scoped: whole replies, each matched with its request; an identities answer
+            // lists the granted keys only (the HTTP route's `filter_identities`).
+            let mut pending: Vec<u8> = Vec::new();
+            let mut chunk = vec![0u8; CHUNK];
+            loop {
+                let n = match rd.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                pending.extend_from_slice(&chunk[..n]);
+                loop {
+                    let len = match agent::frame_len(&pending) {
+                        Ok(Some(len)) => len,
+                        Ok(None) => break,
+                        Err(_) => return,
+                    };
+                    let reply: Vec<u8> = pending.drain(..4 + len).collect();
+                    let kind = asked.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                    let reply = if kind == Some(agent::msg::REQUEST_IDENTITIES) {
+                        agent::filter_identities(&reply, keys)
+                    } else {
+                        reply
+                    };
+                    if !send(&out, FrameType::Data, id, &reply).await {
+                        return;
+                    }
+                    replied_tx.send_modify(|r| *r += 1);
+                }
+            }
+        }
         // Each DATA frame is read in place behind room for its header and handed to the
         // writer as is; once the writer has dropped it, `reserve` takes the same allocation
         // back, so a bulk transfer neither copies nor allocates per chunk.

@@ -241,6 +241,39 @@ impl Default for AgentPolicy {
     }
 }
 
+/// Messages that change the agent itself — add or remove keys, lock, unlock, smartcards —
+/// are never forwarded, whatever the config says (SPEC.md 11): the agent is the user's,
+/// and a container can neither re-key it nor lock it (nor unlock a locked one).
+pub const NEVER: [u8; 9] = [
+    msg::ADD_IDENTITY,
+    msg::REMOVE_IDENTITY,
+    msg::REMOVE_ALL_IDENTITIES,
+    msg::ADD_SMARTCARD_KEY,
+    msg::REMOVE_SMARTCARD_KEY,
+    msg::LOCK,
+    msg::UNLOCK,
+    msg::ADD_ID_CONSTRAINED,
+    msg::ADD_SMARTCARD_KEY_CONSTRAINED,
+];
+
+/// What one identity holds beyond the policy: which keys (`None`: every key) and whether
+/// it may sign SSH logins (scope `ssh-login`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentGrant {
+    pub keys: Option<BTreeSet<String>>,
+    pub login: bool,
+}
+
+impl AgentGrant {
+    /// Every key, logins too: as far as the policy lets anyone.
+    pub fn all() -> Self {
+        Self {
+            keys: None,
+            login: true,
+        }
+    }
+}
+
 /// What to do with one agent request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -250,14 +283,42 @@ pub enum Verdict {
 }
 
 impl AgentPolicy {
+    /// [`AgentPolicy::decide_for`] an identity holding every key and logins.
     pub fn decide(&self, body: &[u8]) -> Verdict {
+        self.decide_for(body, &AgentGrant::all()).0
+    }
+
+    /// The one agent filter (SPEC.md 6.2, 11), for the HTTP route and the streams alike:
+    /// the verdict on one request body, and why it was refused.
+    pub fn decide_for(&self, body: &[u8], grant: &AgentGrant) -> (Verdict, Option<&'static str>) {
         let Some(&kind) = body.first() else {
-            return Verdict::Refuse;
+            return (Verdict::Refuse, Some("an empty agent message"));
         };
+        if NEVER.contains(&kind) {
+            return (
+                Verdict::Refuse,
+                Some(
+                    "adding, removing, locking or unlocking keys is never allowed from a container",
+                ),
+            );
+        }
         let allowed = if kind == msg::EXTENSION {
             extension_name(body).is_some_and(|n| self.allowed_extensions.contains(n))
         } else if kind == msg::SIGN_REQUEST && self.allowed_messages.contains(&kind) {
-            match (&self.sign, sign_purpose(body)) {
+            if let Some(keys) = &grant.keys {
+                let key = read_string(&body[1..]).map(|(k, _)| fingerprint(k));
+                if !key.is_some_and(|k| keys.contains(&k)) {
+                    return (Verdict::Refuse, Some("this identity may not use this key"));
+                }
+            }
+            let purpose = sign_purpose(body);
+            if purpose == SignPurpose::UserAuth && !grant.login {
+                return (
+                    Verdict::Refuse,
+                    Some("ssh login signatures need the scope ssh-login"),
+                );
+            }
+            match (&self.sign, purpose) {
                 (None, _) => true,
                 (Some(p), SignPurpose::UserAuth) => p.userauth,
                 (Some(p), SignPurpose::SshSig(ns)) => p.namespaces.contains(&ns),
@@ -267,9 +328,9 @@ impl AgentPolicy {
             self.allowed_messages.contains(&kind)
         };
         if allowed {
-            Verdict::Forward
+            (Verdict::Forward, None)
         } else {
-            Verdict::Refuse
+            (Verdict::Refuse, Some("not allowed by the agent policy"))
         }
     }
 }
@@ -475,6 +536,56 @@ mod tests {
             any.decide(&sign_request(key, &[0x42; 64])),
             Verdict::Forward
         );
+    }
+
+    #[test]
+    fn the_grant_decides_keys_and_logins_and_nothing_re_keys_the_agent() {
+        let key = b"key-blob";
+        let fp = fingerprint(key);
+        let p = AgentPolicy::default();
+        let no_login = AgentGrant {
+            keys: None,
+            login: false,
+        };
+        let (v, why) = p.decide_for(&sign_request(key, &userauth(key)), &no_login);
+        assert_eq!(
+            (v, why),
+            (
+                Verdict::Refuse,
+                Some("ssh login signatures need the scope ssh-login")
+            )
+        );
+        assert_eq!(
+            p.decide_for(&sign_request(key, &sshsig("git")), &no_login)
+                .0,
+            Verdict::Forward
+        );
+        let one_key = AgentGrant {
+            keys: Some([fp].into()),
+            login: true,
+        };
+        assert_eq!(
+            p.decide_for(&sign_request(key, &sshsig("git")), &one_key).0,
+            Verdict::Forward
+        );
+        assert_eq!(
+            p.decide_for(&sign_request(b"other", &sshsig("git")), &one_key),
+            (Verdict::Refuse, Some("this identity may not use this key"))
+        );
+        // A config that widens the messages still never lets these through.
+        let wide = AgentPolicy {
+            allowed_messages: (0u8..=255).collect(),
+            sign: None,
+            ..AgentPolicy::default()
+        };
+        for kind in NEVER {
+            assert_eq!(
+                wide.decide(&[kind, 0, 0, 0, 0]),
+                Verdict::Refuse,
+                "message {kind}"
+            );
+        }
+        assert_eq!(wide.decide(&[msg::REQUEST_IDENTITIES]), Verdict::Forward);
     }
 
     proptest::proptest! {

@@ -19,6 +19,9 @@ pub enum Scope {
     Ssh,
     /// `ssh:SHA256:…`: only that key is listed and may sign.
     SshKey(String),
+    /// `ssh-login`: SSH user-authentication signatures (logging in to servers) with the
+    /// keys `ssh`/`ssh:…` give; without it only signatures such as git's (SSHSIG).
+    SshLogin,
     /// `gpg`: the tunnel's gpg-agent streams (to gpg-agent's restricted extra socket).
     Gpg,
     /// `docker:REGISTRY` (`docker:*` for any): Docker registry credentials of the host.
@@ -43,6 +46,7 @@ impl std::str::FromStr for Scope {
             "callback" => Ok(Self::Callback),
             "notify" => Ok(Self::Notify),
             "ssh" => Ok(Self::Ssh),
+            "ssh-login" => Ok(Self::SshLogin),
             "gpg" => Ok(Self::Gpg),
             _ => match s.split_once(':') {
                 Some(("git", h)) => host(h).map(Self::Git),
@@ -58,7 +62,7 @@ impl std::str::FromStr for Scope {
                     Ok(Self::SshKey(fp.to_string()))
                 }
                 _ => Err(format!(
-                    "unknown scope {s:?}: use open, callback, notify, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint>, gpg, docker:REGISTRY, docker:* or socket:NAME"
+                    "unknown scope {s:?}: use open, callback, notify, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint>, ssh-login, gpg, docker:REGISTRY, docker:* or socket:NAME"
                 )),
             },
         }
@@ -103,6 +107,7 @@ impl std::fmt::Display for Scope {
             Self::GitStore(h) => write!(f, "git-store:{h}"),
             Self::Ssh => f.write_str("ssh"),
             Self::SshKey(k) => write!(f, "ssh:{k}"),
+            Self::SshLogin => f.write_str("ssh-login"),
             Self::Gpg => f.write_str("gpg"),
             Self::Docker(r) => write!(f, "docker:{r}"),
             Self::Socket(n) => write!(f, "socket:{n}"),
@@ -163,10 +168,12 @@ impl Identity {
         self.has(|s| matches!(s, Scope::Ssh | Scope::SshKey(_)))
     }
 
-    /// Every key of the host agent (the tunnel's ssh-agent streams, which cannot filter the
-    /// agent's answers by key).
-    pub fn may_ssh_all(&self) -> bool {
-        self.has(|s| *s == Scope::Ssh)
+    /// What this identity holds of the agent: its keys and whether it may sign logins.
+    pub fn agent_grant(&self) -> clawker_protocol::agent::AgentGrant {
+        clawker_protocol::agent::AgentGrant {
+            keys: self.ssh_keys(),
+            login: self.has(|s| *s == Scope::SshLogin),
+        }
     }
 
     /// Docker credentials for `registry` (the store's key).

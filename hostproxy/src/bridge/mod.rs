@@ -159,28 +159,33 @@ pub fn connect_local() -> Connector {
 /// name) in `container`.
 pub fn audited_filter(
     policy: AgentPolicy,
+    grant: clawker_protocol::agent::AgentGrant,
     audit: std::sync::Arc<crate::audit::Audit>,
     who: String,
     container: String,
 ) -> AgentFilter {
     AgentFilter {
         policy,
-        on_decision: Some(std::sync::Arc::new(move |body: &[u8], verdict: Verdict| {
-            let (action, key) = clawker_protocol::agent::describe_request(body);
-            let allowed = verdict == Verdict::Forward;
-            audit.write(&AuditRecord {
-                time: crate::util::now_rfc3339(),
-                token: who.clone(),
-                container: Some(container.clone()),
-                route: "bridge:ssh-agent".into(),
-                action,
-                host: None,
-                key,
-                allowed,
-                reason: (!allowed).then(|| "not allowed by the agent policy".to_string()),
-                folded: None,
-            });
-        })),
+        grant,
+        on_decision: Some(std::sync::Arc::new(
+            move |body: &[u8], verdict: Verdict, why: Option<&str>| {
+                let (action, key) = clawker_protocol::agent::describe_request(body);
+                let allowed = verdict == Verdict::Forward;
+                audit.write(&AuditRecord {
+                    time: crate::util::now_rfc3339(),
+                    token: who.clone(),
+                    container: Some(container.clone()),
+                    route: "bridge:ssh-agent".into(),
+                    action,
+                    host: None,
+                    key,
+                    allowed,
+                    reason: (!allowed)
+                        .then(|| why.unwrap_or("not allowed by the agent policy").to_string()),
+                    folded: None,
+                });
+            },
+        )),
     }
 }
 
@@ -494,8 +499,11 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
     let audit_path = state.audit_file();
     let audit = crate::audit::Audit::open(&audit_path)
         .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
+    // `hostproxy bridge` is the user's own command for one container: every key, logins
+    // too, as far as the policy goes (the tunnel's attachments get their scopes' grant).
     let filter = audited_filter(
         policy,
+        clawker_protocol::agent::AgentGrant::all(),
         std::sync::Arc::new(audit),
         "bridge".into(),
         id.clone(),

@@ -50,6 +50,7 @@ fn targets(ssh: Option<PathBuf>, gpg: Option<PathBuf>, connect: Connector) -> Ta
         gpg,
         filter: AgentFilter {
             policy: AgentPolicy::default(),
+            grant: clawker_protocol::agent::AgentGrant::all(),
             on_decision: None,
         },
         connect,

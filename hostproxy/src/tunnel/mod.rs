@@ -659,14 +659,11 @@ impl Attachment {
         });
         let may_gpg = self.identity.may_gpg();
         let targets = Targets {
-            ssh: inner
-                .agents
-                .ssh
-                .clone()
-                .filter(|_| self.identity.may_ssh_all()),
+            ssh: inner.agents.ssh.clone().filter(|_| self.identity.may_ssh()),
             gpg: inner.agents.gpg.clone().filter(|_| may_gpg),
             filter: audited_filter(
                 inner.state.settings.agent_policy.clone(),
+                self.identity.agent_grant(),
                 Arc::new(inner.state.audit.clone()),
                 self.identity.name.clone(),
                 self.identity

@@ -25,20 +25,11 @@ async fn relay_agent_frame(
     frame: Vec<u8>,
 ) -> Result<Vec<u8>, AgentError> {
     let body = &frame[4..];
-    let mut verdict = state.settings.agent_policy.decide(body);
+    let grant = id.agent_grant();
+    let (verdict, refusal) = state.settings.agent_policy.decide_for(body, &grant);
     let (action, key) = describe_request(body);
-    let allowed_keys = id.ssh_keys();
-    let mut refusal =
-        (verdict == Verdict::Refuse).then(|| "not allowed by the agent policy".to_string());
-    // A token limited to some keys may only sign with those.
-    if verdict == Verdict::Forward
-        && body.first() == Some(&agent::msg::SIGN_REQUEST)
-        && let Some(keys) = &allowed_keys
-        && !key.as_ref().is_some_and(|k| keys.contains(k))
-    {
-        verdict = Verdict::Refuse;
-        refusal = Some("this token may not use this key".to_string());
-    }
+    let refusal = refusal.map(str::to_string);
+    let allowed_keys = grant.keys;
     state.audit.record(
         &id.name,
         routes::SSH_AGENT,
