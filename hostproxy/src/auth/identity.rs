@@ -122,6 +122,11 @@ pub struct Identity {
     /// `None`: every scope (the user's own token, `--no-auth`).
     pub scopes: Option<BTreeSet<Scope>>,
     pub container: Option<String>,
+    /// What tells this holder of the name from an earlier or later one: a token's hash
+    /// prefix, an attached container's id. Callback sessions belong to it, so a token
+    /// issued again under a revoked one's name, or a new container under a removed one's,
+    /// inherits nothing.
+    pub instance: Option<String>,
 }
 
 impl Identity {
@@ -131,6 +136,16 @@ impl Identity {
             name: "user".into(),
             scopes: None,
             container: None,
+            instance: None,
+        }
+    }
+
+    /// Who owns what this identity registers (callback sessions): its name, and its
+    /// instance when it has one.
+    pub fn owner_key(&self) -> String {
+        match &self.instance {
+            Some(i) => format!("{}#{i}", self.name),
+            None => self.name.clone(),
         }
     }
 

@@ -194,6 +194,7 @@ impl TokenStore {
         }
         let e = found?;
         Some(Identity {
+            instance: Some(e.sha256.chars().take(16).collect()),
             name: e.name,
             scopes: Some(e.scopes.iter().filter_map(|s| s.parse().ok()).collect()),
             container: e.container,
@@ -352,6 +353,7 @@ mod tests {
                     .collect(),
             ),
             container: None,
+            instance: None,
         };
         assert!(id.may_git("GitHub.com", false));
         assert!(!id.may_git("github.com", true));

@@ -100,18 +100,16 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
             attachments: tunnels.list(),
             ..ControlResponse::default()
         },
-        ControlRequest::Detach { name } => {
-            if tunnels.detach(&name) {
-                ControlResponse {
-                    ok: true,
-                    ..ControlResponse::default()
-                }
-            } else {
-                failed(anyhow::anyhow!(
-                    "nothing named {name:?} is attached (see hostproxy attach --list)"
-                ))
-            }
-        }
+        ControlRequest::Detach { name } => match tunnels.detach(&name) {
+            Ok(true) => ControlResponse {
+                ok: true,
+                ..ControlResponse::default()
+            },
+            Ok(false) => failed(anyhow::anyhow!(
+                "nothing named {name:?} is attached (see hostproxy attach --list)"
+            )),
+            Err(e) => failed(anyhow::anyhow!(e)),
+        },
         ControlRequest::Attach {
             container,
             via,

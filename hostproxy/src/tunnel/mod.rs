@@ -177,10 +177,33 @@ impl Tunnels {
         v
     }
 
-    /// Ends an attachment; `false` when there is none of that name.
-    pub fn detach(&self, name: &str) -> bool {
+    /// Ends an attachment, named by its identity (`container:web`) or, when only one has
+    /// it, by its name (`web`); `Ok(false)` when there is none.
+    pub fn detach(&self, name: &str) -> Result<bool, String> {
         let mut entries = self.entries();
-        match entries.get(name) {
+        let key = if entries.contains_key(name) {
+            name.to_string()
+        } else {
+            let matching: Vec<&String> = entries
+                .iter()
+                .filter(|(_, e)| e.info.name == name)
+                .map(|(k, _)| k)
+                .collect();
+            match matching.as_slice() {
+                [] => return Ok(false),
+                [one] => (*one).clone(),
+                many => {
+                    let mut names: Vec<&str> = many.iter().map(|k| k.as_str()).collect();
+                    names.sort();
+                    return Err(format!(
+                        "{name:?} names {}: detach one by its identity",
+                        names.join(" and ")
+                    ));
+                }
+            }
+        };
+        let name = key.as_str();
+        Ok(match entries.get(name) {
             Some(e) if e.info.state == "failed" => {
                 entries.remove(name);
                 true
@@ -190,7 +213,7 @@ impl Tunnels {
                 true
             }
             None => false,
-        }
+        })
     }
 
     fn docker(&self) -> Result<&Docker> {
@@ -332,6 +355,7 @@ impl Tunnels {
         let identity = Identity {
             name: identity_name,
             scopes: Some(scopes),
+            instance: container.as_ref().map(|c| c.chars().take(12).collect()),
             container,
         };
         // Declared host sockets: each named in the config, and in the identity's scopes.
@@ -372,15 +396,17 @@ impl Tunnels {
             since: crate::util::now_rfc3339(),
             notes,
         };
+        // Attachments are keyed by identity: `container:web` and `via:web` are two.
+        let key = identity.name.clone();
         {
             let mut entries = self.entries();
-            if let Some(e) = entries.get(&name)
+            if let Some(e) = entries.get(&key)
                 && e.info.state != "failed"
             {
                 return Ok(e.info.clone());
             }
             entries.insert(
-                name.clone(),
+                key.clone(),
                 Entry {
                     info: info.clone(),
                     cancel: cancel.clone(),
@@ -408,7 +434,7 @@ impl Tunnels {
             listen,
             sockets,
             cancel,
-            name,
+            name: key,
             generation,
         };
         tokio::spawn(run.run());
@@ -616,7 +642,7 @@ impl Attachment {
             .0
             .state
             .sessions
-            .remove_owned_by(&self.identity.name);
+            .remove_owned_by(&self.identity.owner_key());
         {
             let mut entries = self.tunnels.entries();
             match (entries.get_mut(&self.name), &given_up) {

@@ -389,3 +389,52 @@ async fn status_answers_only_the_user() {
     let (s, v) = d.get("/status").await;
     assert_eq!((s, v["success"].clone()), (200, json!(true)), "{v}");
 }
+
+#[tokio::test]
+async fn a_token_issued_again_under_a_revoked_name_inherits_no_session() {
+    let d = scoped(|_, _| {}).await;
+    let first = d
+        .tokens()
+        .issue("agent", None, &scopes(&["callback"]), None)
+        .unwrap();
+    let port = free_port_for_test();
+    let (s, reg) = d
+        .call_as(
+            &first,
+            Method::POST,
+            "/callback/register",
+            Some(json!({"port": port, "path": "/cb", "state": "s1"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{reg}");
+    let session = reg["session_id"].as_str().unwrap().to_string();
+    let data = format!("/callback/{session}/data");
+    assert_eq!(d.call_as(&first, Method::GET, &data, None).await.0, 200);
+    d.tokens().revoke("agent").unwrap();
+    let again = d
+        .tokens()
+        .issue("agent", None, &scopes(&["callback"]), None)
+        .unwrap();
+    // The same name, another token: the unknown-id answers, and delete touches nothing.
+    assert_eq!(d.call_as(&again, Method::GET, &data, None).await.0, 404);
+    d.call_as(
+        &again,
+        Method::DELETE,
+        &format!("/callback/{session}"),
+        None,
+    )
+    .await;
+    // The session lives on (its listener still holds the port) until it expires.
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+        "the new token deleted the old token's session"
+    );
+}
+
+fn free_port_for_test() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -922,6 +922,72 @@ fn c_askpass(dir: &Path) -> std::path::PathBuf {
     p
 }
 
+/// `container:web` and `via:web` are two attachments, never one answered for the other;
+/// `detach web` asks which, `detach via:web` ends that one only.
+#[test]
+fn a_container_and_a_via_of_the_same_name_are_two_attachments() {
+    require_docker();
+    let d = DaemonProc::start(DaemonOpts::default());
+    let n = name("web");
+    let _c = Container::start(
+        d.tunnel_run()
+            .args(["--name", &n, busybox_image(), "sleep", "300"]),
+    );
+    d.wait_serving(&n, Duration::from_secs(15));
+    // The via end runs in another container (an image with the tools), under the same name.
+    let other = name("web-via");
+    let _o = Container::start(Command::new("docker").args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &other,
+        test_image(),
+        "sleep",
+        "300",
+    ]));
+    let via = format!("docker exec -i {other} clawker-socket-server");
+    let out = d
+        .hostproxy(&["attach", "--via", &via, "--name", &n, "--allow", "open"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(Duration::from_secs(15), || d
+        .attachments()
+        .iter()
+        .filter(|a| a["name"] == n.as_str() && a["state"] == "serving")
+        .count()
+        == 2));
+    let identities: Vec<String> = d
+        .attachments()
+        .iter()
+        .map(|a| a["identity"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        identities.contains(&format!("container:{n}")) && identities.contains(&format!("via:{n}"))
+    );
+    let out = d.hostproxy(&["detach", &n]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("detach one by its identity"),
+        "{err}"
+    );
+    let out = d
+        .hostproxy(&["detach", &format!("via:{n}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(wait_until(Duration::from_secs(5), || {
+        let a = d.attachments();
+        a.len() == 1 && a[0]["identity"] == format!("container:{n}")
+    }));
+}
+
 fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {

@@ -90,7 +90,7 @@ pub async fn callback_register(
         path,
         ttl: Duration::from_secs(ttl),
         state: req.state,
-        owner: id.name.clone(),
+        owner: id.owner_key(),
         owner_cap: id.is_scoped().then_some(SCOPED_MAX_SESSIONS),
     });
     state.audit.record(
@@ -133,7 +133,7 @@ pub async fn callback_data(
     // Another token's session is indistinguishable from an unknown one.
     let session = state
         .sessions
-        .get_owned(&id, &who.name)
+        .get_owned(&id, &who.owner_key())
         .ok_or_else(unknown)?;
     let data = match session.data() {
         Some(d) => Some(d),
@@ -158,7 +158,7 @@ pub async fn callback_delete(
     Path(id): Path<String>,
 ) -> Json<SuccessResponse> {
     // Another token's session: answered like an unknown id (200, idempotent), left alone.
-    if state.sessions.get_owned(&id, &who.name).is_some() {
+    if state.sessions.get_owned(&id, &who.owner_key()).is_some() {
         state.sessions.remove(&id);
     }
     Json(SuccessResponse::OK)
