@@ -128,36 +128,6 @@ pub fn is_socket(meta: &Metadata) -> bool {
     }
 }
 
-#[cfg(test)]
-#[cfg(unix)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn private_dirs_and_files_are_the_owners_alone() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a/b");
-        create_private_dir(&dir).unwrap();
-        let meta = std::fs::metadata(&dir).unwrap();
-        assert_eq!(mode(&meta), Some(0o700));
-        assert_eq!(owner(&meta), current_user());
-        let file = dir.join("f");
-        private_file().write(true).create(true).open(&file).unwrap();
-        assert_eq!(mode(&std::fs::metadata(&file).unwrap()), Some(0o600));
-        // A symlink is refused, not followed.
-        let link = dir.join("l");
-        std::os::unix::fs::symlink(&file, &link).unwrap();
-        let err = no_follow(OpenOptions::new().read(true))
-            .open(&link)
-            .unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
-        // Identity follows the file, not the name.
-        let before = identity(&std::fs::metadata(&file).unwrap());
-        std::fs::rename(&file, dir.join("g")).unwrap();
-        assert_eq!(identity(&std::fs::metadata(dir.join("g")).unwrap()), before);
-    }
-}
-
 /// Why `path` is not the user's alone, if it is not (SPEC.md 11): owned by someone other
 /// than the user or root, or writable by others, or by its group unless that is the
 /// user's own group (a user-private group, as ssh's StrictModes allows). `None` on
@@ -190,5 +160,35 @@ pub fn not_the_users(path: &Path) -> Option<String> {
     {
         let _ = path;
         None
+    }
+}
+
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_dirs_and_files_are_the_owners_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        create_private_dir(&dir).unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!(mode(&meta), Some(0o700));
+        assert_eq!(owner(&meta), current_user());
+        let file = dir.join("f");
+        private_file().write(true).create(true).open(&file).unwrap();
+        assert_eq!(mode(&std::fs::metadata(&file).unwrap()), Some(0o600));
+        // A symlink is refused, not followed.
+        let link = dir.join("l");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let err = no_follow(OpenOptions::new().read(true))
+            .open(&link)
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+        // Identity follows the file, not the name.
+        let before = identity(&std::fs::metadata(&file).unwrap());
+        std::fs::rename(&file, dir.join("g")).unwrap();
+        assert_eq!(identity(&std::fs::metadata(dir.join("g")).unwrap()), before);
     }
 }

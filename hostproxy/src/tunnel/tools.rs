@@ -175,8 +175,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                (".hostproxy/".into(), 0o1777),
-                (".hostproxy/bin/".into(), 0o755),
+                (".hostproxy/", 0o1777),
+                (".hostproxy/bin/", 0o755),
                 ("host-open", 0o555),
                 (SOCKET_SERVER, 0o555),
             ]
