@@ -208,6 +208,35 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
 
 /// The gates as axum middleware, plus a log line per request that names the route
 /// template, never the concrete path (it may hold a session id).
+/// The most of a refused request's declared body read and thrown away before the answer
+/// (a little over a megabyte: what a confused client sends; beyond it, no waiting).
+const DISCARD_LIMIT: u64 = 1024 * 1024 + 64 * 1024;
+/// How long that may take.
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A refused request's body is never looked at, but a body of moderate declared size is
+/// read and dropped (chunk by chunk, nothing kept) before the answer goes out, bounded in
+/// bytes and time: a connection closed with unread bytes in it is reset, and a client still
+/// writing its body would then see the reset instead of the 4xx. Larger bodies, or ones
+/// without a declared length, are not read at all (hyper closes those connections).
+async fn discard_refused_body(req: Request, declared: Option<u64>) {
+    if !declared.is_some_and(|n| n > 0 && n <= DISCARD_LIMIT) {
+        return;
+    }
+    let mut stream = req.into_body().into_data_stream();
+    let _ = tokio::time::timeout(DISCARD_TIME, async {
+        use futures_util::StreamExt;
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len() as u64;
+            if seen > DISCARD_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
@@ -229,6 +258,8 @@ pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) 
             if classify(req.uri().path()) == RouteClass::Api && route != "unmatched" {
                 state.audit.deny_unauthenticated(&route, &e.message);
             }
+            let declared = declared_length(req.headers());
+            discard_refused_body(req, declared).await;
             e.into_response()
         }
     };

@@ -24,8 +24,8 @@ impl Drop for Registry {
 }
 
 impl Registry {
-    /// A registry on 127.0.0.1 that wants `user`/`pass`.
-    fn start(user: &str, pass: &str) -> Self {
+    /// A registry on `ip` (this host's own address) that wants `user`/`pass`.
+    fn start(ip: &str, user: &str, pass: &str) -> Self {
         let registry = require("docker-registry", "docker-registry");
         let htpasswd = require("htpasswd", "apache2-utils");
         let dir = tempfile::tempdir().unwrap();
@@ -41,7 +41,7 @@ impl Registry {
         std::fs::write(
             dir.path().join("config.yml"),
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: {ip}:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {d}/htpasswd\n",
                 d = dir.path().display()
             ),
         )
@@ -54,7 +54,7 @@ impl Registry {
             .spawn()
             .unwrap();
         let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while std::net::TcpStream::connect((ip, port)).is_err() {
             assert!(
                 t.elapsed() < Duration::from_secs(15),
                 "the registry did not start"
@@ -73,8 +73,11 @@ impl Registry {
 fn skopeo_in_a_container_reads_a_private_manifest_with_the_hosts_docker_credential() {
     let skopeo = require("skopeo", "skopeo");
     let image = busybox_image();
-    let reg = Registry::start("alice", "s3cret-reg");
-    let registry = format!("127.0.0.1:{}", reg.port);
+    // On the Docker bridge's gateway (this host), where containers on the default bridge
+    // reach it: a container in the host's network namespace is not attached (SPEC.md 11).
+    let gateway = docker_gateway();
+    let reg = Registry::start(&gateway, "alice", "s3cret-reg");
+    let registry = format!("{gateway}:{}", reg.port);
     // An image in it, pushed with the credential.
     let out = Command::new(&skopeo)
         .args([
@@ -113,7 +116,15 @@ fn skopeo_in_a_container_reads_a_private_manifest_with_the_hosts_docker_credenti
             log = log.display()
         ),
     );
+    // The host grants the registry's scope; each container's label narrows what it gets.
+    let config = dir.path().join("hostproxy.toml");
+    std::fs::write(
+        &config,
+        format!("[attach]\nscopes = [\"open\", \"docker:{registry}\"]\n"),
+    )
+    .unwrap();
     let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--config".into(), config.display().to_string()],
         env: vec![
             ("DOCKER_CONFIG".into(), docker_config.display().to_string()),
             (
@@ -128,17 +139,14 @@ fn skopeo_in_a_container_reads_a_private_manifest_with_the_hosts_docker_credenti
         ..DaemonOpts::default()
     });
 
-    // Two containers on the host's network (the registry is on its loopback), each with its
-    // tunnel on a port of its own; only the first may use this registry's credentials.
+    // Two containers on the default bridge (the registry listens on its gateway); only the
+    // second may use this registry's credentials.
     let run = |scopes: &str| {
         let n = format!("hp-docker-{}", free_port());
-        let tunnel_port = free_port();
         let c = Container::start(
-            d.tunnel_run_on("host")
+            d.tunnel_run_on("bridge")
                 .args(["--label"])
                 .arg(format!("dev.clawker.hostproxy.scopes={scopes}"))
-                .args(["-e"])
-                .arg(format!("CLAWKER_HOST_PROXY=http://127.0.0.1:{tunnel_port}"))
                 .args(["--name", &n, image, "sleep", "300"]),
         );
         d.wait_serving(&n, Duration::from_secs(15));

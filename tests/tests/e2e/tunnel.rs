@@ -678,7 +678,7 @@ fn the_docker_socket_is_not_declared_without_allow_docker() {
         "the daemon started with the docker socket declared"
     );
     assert!(
-        err.contains("Docker engine's socket") && err.contains("allow_docker_socket = true"),
+        err.contains("container engine's socket") && err.contains("allow_docker_socket = true"),
         "{err}"
     );
 }
