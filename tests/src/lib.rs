@@ -264,6 +264,13 @@ pub fn host_git_env(dir: &Path) -> Vec<(String, String)> {
     ]
 }
 
+/// `--config FILE` for a daemon, FILE written in `dir` with `toml`.
+pub fn config_args(dir: &Path, toml: &str) -> Vec<String> {
+    let path = dir.join("hostproxy.toml");
+    std::fs::write(&path, toml).unwrap();
+    vec!["--config".into(), path.display().to_string()]
+}
+
 /// The real `hostproxy serve` in a scratch state dir; SIGTERM on drop.
 #[derive(Debug)]
 pub struct DaemonProc {
@@ -608,6 +615,17 @@ impl Container {
             String::from_utf8_lossy(&out.stderr)
         );
         Self(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// `docker run -d --network none [EXTRA…] --name NAME IMAGE sleep 300`: a container
+    /// with no label and no network, that nothing attaches by itself.
+    pub fn plain(name: &str, image: &str, extra: &[&str]) -> Self {
+        Self::start(
+            Command::new("docker")
+                .args(["run", "-d", "--network", "none"])
+                .args(extra)
+                .args(["--name", name, image, "sleep", "300"]),
+        )
     }
 
     /// `sh -c SCRIPT` in the container with `env` (`KEY=value`): success, stdout, stderr.
@@ -958,6 +976,33 @@ pub fn docker_gateway() -> String {
         }
         _ => panic!("cannot find the docker bridge gateway: {text:?}"),
     }
+}
+
+/// A real `ssh` login as the current user to the test sshd on `port`, signing through the
+/// agent at `sock`, running `echo logged-in-through-hostproxy`: (logged in, ssh's stderr).
+pub fn ssh_login(sock: &Path, port: u16) -> (bool, String) {
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let out = Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+        ])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o"])
+        .arg(format!("IdentityAgent={}", sock.display()))
+        .args(["-p", &port.to_string()])
+        .arg(format!("{}@127.0.0.1", user.trim()))
+        .arg("echo logged-in-through-hostproxy")
+        .output()
+        .unwrap();
+    (
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains("logged-in-through-hostproxy"),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A throwaway sshd on loopback that accepts `agent`'s key for the current user.

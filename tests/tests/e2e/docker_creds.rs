@@ -117,14 +117,11 @@ fn skopeo_in_a_container_reads_a_private_manifest_with_the_hosts_docker_credenti
         ),
     );
     // The host grants the registry's scope; each container's label narrows what it gets.
-    let config = dir.path().join("hostproxy.toml");
-    std::fs::write(
-        &config,
-        format!("[attach]\nscopes = [\"open\", \"docker:{registry}\"]\n"),
-    )
-    .unwrap();
     let d = DaemonProc::start(DaemonOpts {
-        args: vec!["--config".into(), config.display().to_string()],
+        args: config_args(
+            dir.path(),
+            &format!("[attach]\nscopes = [\"open\", \"docker:{registry}\"]\n"),
+        ),
         env: vec![
             ("DOCKER_CONFIG".into(), docker_config.display().to_string()),
             (

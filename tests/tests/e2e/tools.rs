@@ -544,32 +544,9 @@ fn a_real_ssh_login_signs_through_the_agent_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("agent.sock");
     let proxy = AgentProxy::start(&d.tool_env(), &sock);
-    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
-    let out = Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .arg("-o")
-        .arg(format!("IdentityAgent={}", sock.display()))
-        .args(["-p", &sshd.port.to_string()])
-        .arg(format!("{}@127.0.0.1", user.trim()))
-        .arg("echo logged-in-through-hostproxy")
-        .output()
-        .unwrap();
+    let (ok, err) = ssh_login(&sock, sshd.port);
     drop(proxy);
-    assert!(
-        out.status.success()
-            && String::from_utf8_lossy(&out.stdout).contains("logged-in-through-hostproxy"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(ok, "{err}");
 }
 
 #[test]

@@ -212,17 +212,14 @@ fn images_choose_nothing_and_labels_only_narrow() {
     require_docker();
     let dir = tempfile::tempdir().unwrap();
     let fake = Untouched::new(dir.path());
-    let config = dir.path().join("hostproxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[bridge.sockets]]\nname = \"fake\"\npath = \"{}\"\n",
-            fake.path.display()
-        ),
-    )
-    .unwrap();
     let d = DaemonProc::start(DaemonOpts {
-        args: vec!["--config".into(), config.display().to_string()],
+        args: config_args(
+            dir.path(),
+            &format!(
+                "[[bridge.sockets]]\nname = \"fake\"\npath = \"{}\"\n",
+                fake.path.display()
+            ),
+        ),
         ..DaemonOpts::default()
     });
     let tag = format!("hostproxy-e2e-evil:{}", d.port);
@@ -239,17 +236,7 @@ fn images_choose_nothing_and_labels_only_narrow() {
     // labelling such a container with the same value cannot be told from the image's
     // label: `hostproxy attach --container` is the way to attach it.)
     let n1 = name("img");
-    let c1 = Container::start(Command::new("docker").args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &n1,
-        &evil,
-        "sleep",
-        "300",
-    ]));
+    let c1 = Container::plain(&n1, &evil, &[]);
     assert!(
         wait_until(Duration::from_secs(15), || d.log_text().contains(&format!(
             "the attach label of {n1} comes from its image"
@@ -258,19 +245,7 @@ fn images_choose_nothing_and_labels_only_narrow() {
         d.log_text()
     );
     let n2 = name("user");
-    let c2 = Container::start(Command::new("docker").args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "-v",
-        "/usr:/usr:ro",
-        "--name",
-        &n2,
-        &evil,
-        "sleep",
-        "300",
-    ]));
+    let c2 = Container::plain(&n2, &evil, &["-v", "/usr:/usr:ro"]);
     let out = d
         .hostproxy(&["attach", "--container", &n2])
         .output()
@@ -396,11 +371,9 @@ fn a_shared_network_namespace_never_gets_the_tokenless_listener() {
 
     // Allowed by the user: attached with its unix sockets, no listener on the host.
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hostproxy.toml");
-    std::fs::write(&config, "[attach]\nallow_shared_network = true\n").unwrap();
     let d = DaemonProc::start(DaemonOpts {
         agent: Some(agent.socket.clone()),
-        args: vec!["--config".into(), config.display().to_string()],
+        args: config_args(dir.path(), "[attach]\nallow_shared_network = true\n"),
         ..DaemonOpts::default()
     });
     let n = name("hostnet-ok");
@@ -465,17 +438,7 @@ fn the_tools_upload_touches_nothing_else_and_runs_nothing_planted() {
 
     // A user who is not root plants a container end before the attach.
     let n = name("planted");
-    let c = Container::start(Command::new("docker").args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &n,
-        busybox_image(),
-        "sleep",
-        "300",
-    ]));
+    let c = Container::plain(&n, busybox_image(), &[]);
     let plant = Command::new("docker")
         .args(["exec", "-u", "65534", &n, "sh", "-c"])
         .arg(
@@ -707,17 +670,14 @@ fn declared_sockets_are_the_users_and_engine_sockets_are_refused() {
     let shared = tempfile::tempdir().unwrap();
     std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
     let path = shared.path().join("agent.sock");
-    let config = dir.path().join("hostproxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[attach]\nscopes = [\"open\", \"socket:late\"]\n[[bridge.sockets]]\nname = \"late\"\npath = \"{}\"\n",
-            path.display()
-        ),
-    )
-    .unwrap();
     let d = DaemonProc::start(DaemonOpts {
-        args: vec!["--config".into(), config.display().to_string()],
+        args: config_args(
+            dir.path(),
+            &format!(
+                "[attach]\nscopes = [\"open\", \"socket:late\"]\n[[bridge.sockets]]\nname = \"late\"\npath = \"{}\"\n",
+                path.display()
+            ),
+        ),
         ..DaemonOpts::default()
     });
     let squatter = Untouched::new(shared.path());
@@ -741,28 +701,6 @@ fn declared_sockets_are_the_users_and_engine_sockets_are_refused() {
         "{}",
         d.log_text()
     );
-}
-
-/// `ssh` to the test sshd through the agent at `sock`: (success, stderr).
-fn ssh_login(sock: &Path, port: u16) -> (bool, String) {
-    let out = Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-        ])
-        .args(["-o", "UserKnownHostsFile=/dev/null", "-o"])
-        .arg(format!("IdentityAgent={}", sock.display()))
-        .args(["-p", &port.to_string(), "root@127.0.0.1", "echo in"])
-        .output()
-        .unwrap();
-    (
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("in"),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// The fingerprint of the public key file `path` (`SHA256:…`).
@@ -844,14 +782,18 @@ fn the_agent_stays_the_users() {
     assert_eq!(code, 0, "the host agent is locked or empty: {listed}");
     assert_eq!(listed.lines().count(), 2, "{listed}");
     // Unlock too: lock the host agent by hand, a container cannot unlock it.
-    let lock = Command::new("ssh-add")
-        .arg("-x")
-        .env("SSH_AUTH_SOCK", &agent.socket)
-        .env("SSH_ASKPASS", c_askpass(d.dir.path()))
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", "x")
-        .output()
-        .unwrap();
+    // `ssh-add -x`/`-X` on the host, the password from an askpass script.
+    let host_ssh_add = |flag: &str| {
+        Command::new("ssh-add")
+            .arg(flag)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .env("SSH_ASKPASS", c_askpass(d.dir.path()))
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", "x")
+            .output()
+            .unwrap()
+    };
+    let lock = host_ssh_add("-x");
     assert!(
         lock.status.success(),
         "{}",
@@ -863,14 +805,7 @@ fn the_agent_stays_the_users() {
     );
     assert!(!unlocked, "a container unlocked the user's agent");
     assert_ne!(agent.list().0, 0, "the host agent is no longer locked");
-    let unlock = Command::new("ssh-add")
-        .arg("-X")
-        .env("SSH_AUTH_SOCK", &agent.socket)
-        .env("SSH_ASKPASS", c_askpass(d.dir.path()))
-        .env("SSH_ASKPASS_REQUIRE", "force")
-        .env("DISPLAY", "x")
-        .output()
-        .unwrap();
+    let unlock = host_ssh_add("-X");
     assert!(unlock.status.success());
     let audit = std::fs::read_to_string(d.dir.path().join("state/logs/audit.jsonl")).unwrap();
     assert!(audit.contains("never allowed from a container"), "{audit}");
@@ -936,17 +871,7 @@ fn a_container_and_a_via_of_the_same_name_are_two_attachments() {
     d.wait_serving(&n, Duration::from_secs(15));
     // The via end runs in another container (an image with the tools), under the same name.
     let other = name("web-via");
-    let _o = Container::start(Command::new("docker").args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &other,
-        test_image(),
-        "sleep",
-        "300",
-    ]));
+    let _o = Container::plain(&other, test_image(), &[]);
     let via = format!("docker exec -i {other} clawker-socket-server");
     let out = d
         .hostproxy(&["attach", "--via", &via, "--name", &n, "--allow", "open"])

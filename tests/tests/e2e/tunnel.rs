@@ -27,17 +27,14 @@ fn a_container_with_no_network_and_none_of_our_tools_gets_git_ssh_gpg_and_oauth_
     let gpg = Gpg::new();
     let dir = tempfile::tempdir().unwrap();
     // gpg is granted by the host, never by a label (SPEC.md 11).
-    let config = dir.path().join("hostproxy.toml");
-    std::fs::write(
-        &config,
-        "[attach]\nscopes = [\"open\", \"callback\", \"git:*\", \"ssh\", \"gpg\"]\n",
-    )
-    .unwrap();
     let d = DaemonProc::start(DaemonOpts {
         agent: Some(agent.socket.clone()),
         browser: Some(crate::browser::chromium_launcher(dir.path())),
         env: vec![("GNUPGHOME".into(), gpg.home.path().display().to_string())],
-        args: vec!["--config".into(), config.display().to_string()],
+        args: config_args(
+            dir.path(),
+            "[attach]\nscopes = [\"open\", \"callback\", \"git:*\", \"ssh\", \"gpg\"]\n",
+        ),
         ..DaemonOpts::default()
     });
     let n = name("all");
@@ -179,17 +176,7 @@ fn the_tunnel_ignores_tokens_keeps_identities_apart_and_attaches_only_what_it_sh
     let cb = Container::start(d.tunnel_run().args(["--name", &b, image, "sleep", "300"]));
     // Not labelled: never attached.
     let plain = name("plain");
-    let cp = Container::start(Command::new("docker").args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &plain,
-        image,
-        "sleep",
-        "300",
-    ]));
+    let cp = Container::plain(&plain, image, &[]);
     d.wait_serving(&a, Duration::from_secs(15));
     d.wait_serving(&b, Duration::from_secs(15));
     assert_eq!(
@@ -368,21 +355,16 @@ fn via_a_command_and_through_a_tcp_engine_address() {
 
     // --via: the docker CLI's own exec; the container end uses its defaults.
     let v = name("via");
-    let cv = Container::start(Command::new("docker").args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "-v",
-        "/usr:/usr:ro",
-        "-e",
-        "CLAWKER_HOST_PROXY=http://127.0.0.1:18374",
-        "--name",
+    let cv = Container::plain(
         &v,
         image,
-        "sleep",
-        "300",
-    ]));
+        &[
+            "-v",
+            "/usr:/usr:ro",
+            "-e",
+            "CLAWKER_HOST_PROXY=http://127.0.0.1:18374",
+        ],
+    );
     let out = d
         .hostproxy(&[
             "attach",
@@ -570,17 +552,14 @@ fn a_declared_host_socket_reaches_the_container_and_nothing_else_does() {
         assert!(Instant::now() < deadline, "socat did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let config = dir.path().join("hostproxy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[attach]\nscopes = [\"open\", \"socket:echo\"]\n[[bridge.sockets]]\nname = \"echo\"\npath = \"{}\"\n",
-            echo.display()
-        ),
-    )
-    .unwrap();
     let d = DaemonProc::start(DaemonOpts {
-        args: vec!["--config".into(), config.display().to_string()],
+        args: config_args(
+            dir.path(),
+            &format!(
+                "[attach]\nscopes = [\"open\", \"socket:echo\"]\n[[bridge.sockets]]\nname = \"echo\"\npath = \"{}\"\n",
+                echo.display()
+            ),
+        ),
         ..DaemonOpts::default()
     });
     let n = name("sock");
@@ -606,17 +585,7 @@ fn a_declared_host_socket_reaches_the_container_and_nothing_else_does() {
 
     // A name the config does not declare: the attach is refused, saying why.
     let other = name("nosock");
-    let _o = Container::start(Command::new("docker").args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "--name",
-        &other,
-        busybox_image(),
-        "sleep",
-        "300",
-    ]));
+    let _o = Container::plain(&other, busybox_image(), &[]);
     let out = d
         .hostproxy(&[
             "attach",
