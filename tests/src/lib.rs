@@ -188,6 +188,20 @@ impl Agent {
     }
 }
 
+/// The fingerprint of the public key file `path` (`SHA256:…`).
+pub fn fingerprint_of(path: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
 /// `ssh-keygen` a fresh ed25519 key at `path` and `ssh-add` it to the agent at `socket`.
 fn add_key(socket: &Path, path: &Path, comment: &str) {
     let st = Command::new("ssh-keygen")
@@ -426,6 +440,26 @@ impl DaemonProc {
         .arg("-e")
         .arg(format!("CLAWKER_HOST_PROXY_TOKEN={}", self.token));
         c
+    }
+
+    /// `hostproxy ARGS…` against this daemon, which must succeed.
+    pub fn cli_ok(&self, args: &[&str]) {
+        let out = self.hostproxy(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "hostproxy {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `hostproxy ARGS…` against this daemon, which must fail saying `expect`.
+    pub fn cli_refused(&self, args: &[&str], expect: &str) {
+        let out = self.hostproxy(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(expect),
+            "hostproxy {args:?} should fail saying {expect:?}: {err}"
+        );
     }
 
     /// `hostproxy ARGS…` against this daemon's state dir (its control socket).

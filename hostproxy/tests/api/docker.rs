@@ -36,6 +36,18 @@ fn docker_config(dir: &Path) {
     );
 }
 
+/// A daemon over the scratch Docker config that also takes scoped tokens.
+async fn with_tokens() -> Daemon {
+    spawn_with(
+        Options {
+            tokens: true,
+            ..Options::default()
+        },
+        |_, dir| docker_config(dir),
+    )
+    .await
+}
+
 fn helper_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("docker-helper.log")).unwrap_or_default()
 }
@@ -77,14 +89,7 @@ async fn get_asks_the_helper_of_that_registry_else_auths() {
 
 #[tokio::test]
 async fn refusals_run_no_helper() {
-    let d = spawn_with(
-        Options {
-            tokens: true,
-            ..Options::default()
-        },
-        |_, dir| docker_config(dir),
-    )
-    .await;
+    let d = with_tokens().await;
     let scoped = d
         .tokens()
         .issue("ci", None, &[Scope::Docker("other.example".into())], None)
@@ -177,14 +182,7 @@ async fn list_names_only_what_the_token_may_see_and_store_runs_when_allowed() {
 
 #[tokio::test]
 async fn list_needs_a_docker_scope_and_helpers_are_capped() {
-    let d = spawn_with(
-        Options {
-            tokens: true,
-            ..Options::default()
-        },
-        |_, dir| docker_config(dir),
-    )
-    .await;
+    let d = with_tokens().await;
     // An identity with no docker scope lists nothing, and no helper runs.
     let open_only = d.tokens().issue("ci", None, &[Scope::Open], None).unwrap();
     let (s, v) = d

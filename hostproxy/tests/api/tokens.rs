@@ -268,18 +268,7 @@ async fn an_ssh_key_scope_lists_and_signs_with_that_key_only() {
         |_, _| {},
     )
     .await;
-    let fp = |path: &std::path::Path| {
-        let out = std::process::Command::new("ssh-keygen")
-            .arg("-lf")
-            .arg(path)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .to_string()
-    };
+    let fp = |path: &std::path::Path| e2e::fingerprint_of(path);
     let first_fp = fp(&agent.key_path.with_extension("pub"));
     let t = d
         .tokens()

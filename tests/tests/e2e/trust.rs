@@ -246,15 +246,7 @@ fn images_choose_nothing_and_labels_only_narrow() {
     );
     let n2 = name("user");
     let c2 = Container::plain(&n2, &evil, &["-v", "/usr:/usr:ro"]);
-    let out = d
-        .hostproxy(&["attach", "--container", &n2])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.cli_ok(&["attach", "--container", &n2]);
     let entry = d.wait_serving(&n2, Duration::from_secs(15));
     // The image's scopes label is ignored: the host's defaults, no docker, no socket.
     assert_eq!(
@@ -356,14 +348,9 @@ fn a_shared_network_namespace_never_gets_the_tokenless_listener() {
         "{}",
         d.log_text()
     );
-    let out = d
-        .hostproxy(&["attach", "--container", &n])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("attach.allow_shared_network"),
-        "{err}"
+    d.cli_refused(
+        &["attach", "--container", &n],
+        "attach.allow_shared_network",
     );
     assert!(!d.attachments().iter().any(|a| a["name"] == n));
     assert!(std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err());
@@ -453,15 +440,7 @@ fn the_tools_upload_touches_nothing_else_and_runs_nothing_planted() {
         "{}",
         String::from_utf8_lossy(&plant.stderr)
     );
-    let out = d
-        .hostproxy(&["attach", "--container", &n, "--allow", "open"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.cli_ok(&["attach", "--container", &n, "--allow", "open"]);
     d.wait_serving(&n, Duration::from_secs(15));
     let (ran, _, _) = c.exec(&[], "test -e /tmp/planted_ran");
     assert!(!ran, "the planted program ran");
@@ -508,17 +487,9 @@ fn a_container_end_that_keeps_failing_after_ready_is_given_up() {
         "sh -c \"echo start >> {}; printf '\\000\\000\\000\\005\\005\\000\\000\\000\\000'\"",
         starts.display()
     );
-    let out = d
-        .hostproxy(&[
-            "attach", "--via", &end, "--name", "flapper", "--allow", "open",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.cli_ok(&[
+        "attach", "--via", &end, "--name", "flapper", "--allow", "open",
+    ]);
     let count = || {
         std::fs::read_to_string(&starts)
             .unwrap_or_default()
@@ -545,8 +516,7 @@ fn a_container_end_that_keeps_failing_after_ready_is_given_up() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count(), after, "a given-up end was started again");
     // Detach clears it; attaching again starts afresh.
-    let out = d.hostproxy(&["detach", "flapper"]).output().unwrap();
-    assert!(out.status.success());
+    d.cli_ok(&["detach", "flapper"]);
     assert!(!d.attachments().iter().any(|a| a["name"] == "flapper"));
 }
 
@@ -701,20 +671,6 @@ fn declared_sockets_are_the_users_and_engine_sockets_are_refused() {
         "{}",
         d.log_text()
     );
-}
-
-/// The fingerprint of the public key file `path` (`SHA256:…`).
-fn fingerprint_of(path: &Path) -> String {
-    let out = Command::new("ssh-keygen")
-        .arg("-lf")
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string()
 }
 
 /// "The agent stays the user's" (SPEC.md 11, 6.2): a container scoped to one key gets an
@@ -873,15 +829,7 @@ fn a_container_and_a_via_of_the_same_name_are_two_attachments() {
     let other = name("web-via");
     let _o = Container::plain(&other, test_image(), &[]);
     let via = format!("docker exec -i {other} clawker-socket-server");
-    let out = d
-        .hostproxy(&["attach", "--via", &via, "--name", &n, "--allow", "open"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.cli_ok(&["attach", "--via", &via, "--name", &n, "--allow", "open"]);
     assert!(wait_until(Duration::from_secs(15), || d
         .attachments()
         .iter()
@@ -896,17 +844,8 @@ fn a_container_and_a_via_of_the_same_name_are_two_attachments() {
     assert!(
         identities.contains(&format!("container:{n}")) && identities.contains(&format!("via:{n}"))
     );
-    let out = d.hostproxy(&["detach", &n]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("detach one by its identity"),
-        "{err}"
-    );
-    let out = d
-        .hostproxy(&["detach", &format!("via:{n}")])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    d.cli_refused(&["detach", &n], "detach one by its identity");
+    d.cli_ok(&["detach", &format!("via:{n}")]);
     assert!(wait_until(Duration::from_secs(5), || {
         let a = d.attachments();
         a.len() == 1 && a[0]["identity"] == format!("container:{n}")

@@ -291,15 +291,7 @@ fn attach_by_name_only(d: &DaemonProc, name: &str) {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert!(!d.attachments().iter().any(|a| a["name"] == name));
-    let out = d
-        .hostproxy(&["attach", "--container", name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    d.cli_ok(&["attach", "--container", name]);
 }
 
 /// Runs a command as `nobody` (uid 65534) through `setpriv`.
