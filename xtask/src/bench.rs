@@ -448,7 +448,12 @@ pub fn bench() -> Result<()> {
         dir,
         Some(&agent_sock),
         &format!(
-            "[callback]\nmax_sessions = 64\n\n# The tunnel's bulk lane.\n[[bridge.sockets]]\nname = \"sink\"\npath = \"{}\"\n",
+            "[callback]\nmax_sessions = 64\n\n# The tunnel's bulk lane: the host grants the sink (a label only narrows).\n[attach]\nscopes = [{}, \"socket:sink\"]\n\n[[bridge.sockets]]\nname = \"sink\"\npath = \"{}\"\n",
+            clawker_protocol::tunnel::DEFAULT_SCOPES
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             dir.join("sink.sock").display()
         ),
     )?;

@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::Audit;
-use crate::auth::{PerKey, RateLimiter, TokenStore};
+use crate::auth::{PerKey, PerKeySlots, RateLimiter, TokenStore};
 use crate::backends::Backends;
 use crate::callback::SessionStore;
 use crate::config::Settings;
@@ -45,6 +45,8 @@ pub struct Shared {
     pub tokens: Option<TokenStore>,
     /// Per-token rate limits for scoped tokens.
     pub token_limits: PerKey,
+    /// Host programs each scoped identity has running, per route.
+    pub identity_slots: PerKeySlots,
     pub listen: Vec<std::net::IpAddr>,
 }
 
@@ -171,6 +173,7 @@ impl Builder {
             audit,
             tokens,
             token_limits: PerKey::default(),
+            identity_slots: PerKeySlots::default(),
             listen,
         }))
     }

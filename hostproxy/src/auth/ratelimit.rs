@@ -67,9 +67,67 @@ impl PerKey {
     }
 }
 
+/// How many host programs one identity may have running at once, per route (SPEC.md 11):
+/// an identity at its cap is refused (429) while the others still find free global slots.
+#[derive(Debug, Default)]
+pub struct PerKeySlots {
+    running: std::sync::Arc<Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// A held slot of [`PerKeySlots`], given back on drop.
+#[derive(Debug)]
+pub struct KeySlot {
+    running: std::sync::Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    key: String,
+}
+
+impl PerKeySlots {
+    /// A slot for `key` on `route` when it holds fewer than `cap`.
+    pub fn try_acquire(&self, key: &str, route: &str, cap: usize) -> Option<KeySlot> {
+        let key = format!("{route} {key}");
+        let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key.clone()).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(KeySlot {
+            running: self.running.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for KeySlot {
+    fn drop(&mut self) {
+        let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_per_key_are_given_back() {
+        let s = PerKeySlots::default();
+        let a1 = s.try_acquire("a", "/git", 2).unwrap();
+        let _a2 = s.try_acquire("a", "/git", 2).unwrap();
+        assert!(s.try_acquire("a", "/git", 2).is_none());
+        assert!(
+            s.try_acquire("b", "/git", 2).is_some(),
+            "another identity is not held up"
+        );
+        assert!(s.try_acquire("a", "/docker", 2).is_some(), "per route");
+        drop(a1);
+        assert!(s.try_acquire("a", "/git", 2).is_some());
+    }
 
     #[test]
     fn burst_then_refuse() {

@@ -209,3 +209,36 @@ async fn list_needs_a_docker_scope_and_helpers_are_capped() {
     assert!((1..=4).contains(&ok), "{ok} ran");
     assert_eq!(helper_log(d.path()).lines().count(), ok);
 }
+
+#[tokio::test]
+async fn one_identity_never_holds_every_helper_slot() {
+    let d = with_tokens().await;
+    let scoped = d
+        .tokens()
+        .issue("greedy", None, &[Scope::Docker("*".into())], None)
+        .unwrap();
+    std::fs::write(d.path().join("slow"), "").unwrap();
+    let greedy: Vec<_> = (0..6)
+        .map(|_| {
+            d.call_as(
+                &scoped,
+                reqwest::Method::POST,
+                "/docker/credential",
+                Some(json!({"action":"list"})),
+            )
+        })
+        .collect();
+    // While it holds what it may, another identity (the user) still gets a helper.
+    let (greedy, user) = tokio::join!(futures_util::future::join_all(greedy), async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        d.post("/docker/credential", json!({"action":"list"})).await
+    });
+    let ran = greedy.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ran, 2, "{greedy:?}");
+    assert!(
+        greedy.iter().all(|(s, _)| *s == 200 || *s == 429),
+        "{greedy:?}"
+    );
+    assert_eq!(user.0, 200, "{user:?}");
+    assert_eq!(helper_log(d.path()).lines().count(), 3);
+}
