@@ -316,12 +316,18 @@ impl Tunnels {
                     bail!("--via names no command");
                 }
                 let shown = argv.join(" ");
+                // Declared sockets travel in CLAWKER_REMOTE_SOCKETS, which replaces the
+                // container end's defaults: name the defaults too (its HOME unknown here,
+                // so /root's, as SPEC.md 6.1 says), so the HTTP and agent sockets stay.
+                if sockets.is_empty() && !declared.is_empty() {
+                    base_sockets = default_sockets(|_| None);
+                }
                 (
                     Arc::new(ViaTarget { argv }) as Arc<dyn Engine>,
                     name.clone(),
                     format!("via:{name}"),
                     None,
-                    listen_of(sockets),
+                    listen_of(&base_sockets),
                     None,
                     "via",
                     shown,

@@ -614,6 +614,31 @@ fn a_declared_host_socket_reaches_the_container_and_nothing_else_does() {
         !out.status.success() && err.contains("scope socket:echo"),
         "{err}"
     );
+    // Through --via with --socket: the declared socket comes on top of the container end's
+    // own sockets, the tunnel's HTTP listener among them.
+    let v = name("via-sock");
+    let cv = Container::plain(&v, test_image(), &["-v", "/usr:/usr:ro"]);
+    d.cli_ok(&[
+        "attach",
+        "--via",
+        &format!("docker exec -i -e CLAWKER_REMOTE_SOCKETS {v} clawker-socket-server"),
+        "--name",
+        &v,
+        "--allow",
+        "open",
+        "--allow",
+        "socket:echo",
+        "--socket",
+        "echo",
+    ]);
+    d.wait_serving(&v, Duration::from_secs(15));
+    let (ok, out, err) = cv.exec(
+        &[],
+        "(echo 'via the tunnel'; sleep 1) | socat - UNIX-CONNECT:/tmp/.hostproxy/sockets/echo.sock",
+    );
+    assert!(ok && out.trim() == "via the tunnel", "{out}{err}");
+    let (ok, out, err) = cv.exec(&[], "wget -q -O - http://127.0.0.1:18374/health");
+    assert!(ok && out.contains("clawker-host-proxy"), "{out}{err}");
     let _ = server.kill();
     let _ = server.wait();
 }
