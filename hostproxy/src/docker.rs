@@ -261,10 +261,15 @@ pub async fn count_labelled(docker: &Docker, labels: &[(String, String)]) -> Res
     Ok(docker.list_containers(Some(opts)).await?.len())
 }
 
-/// Returns when the daemon should exit: no labelled container is left after the grace
-/// period, or Docker failed 10 times in a row. Returns never (until `stop`) when Docker is
-/// absent at start: then the daemon keeps serving without idle exit.
-pub async fn watch_containers(settings: WatcherSettings, stop: CancellationToken) {
+/// Returns when the daemon should exit: no labelled container and no live attachment
+/// (`attached()`, SPEC.md 7: a tunnel container keeps the daemon up whatever its labels) is
+/// left after the grace period, or Docker failed 10 times in a row. Returns never (until
+/// `stop`) when Docker is absent at start: then the daemon keeps serving without idle exit.
+pub async fn watch_containers(
+    settings: WatcherSettings,
+    stop: CancellationToken,
+    attached: impl Fn() -> usize + Send,
+) {
     const MAX_ERRORS: u32 = 10;
     let docker = match connect() {
         Ok(d) if d.ping().await.is_ok() => d,
@@ -294,9 +299,12 @@ pub async fn watch_containers(settings: WatcherSettings, stop: CancellationToken
         .boxed();
     let mut errors = 0u32;
     loop {
-        match count_labelled(&docker, &settings.labels).await {
+        match count_labelled(&docker, &settings.labels)
+            .await
+            .map(|n| n + attached())
+        {
             Ok(0) => {
-                tracing::info!("no agent containers are running: exiting");
+                tracing::info!("no agent containers are running and nothing is attached: exiting");
                 return;
             }
             Ok(n) => {

@@ -161,14 +161,15 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         tunnels.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(tunnels.discover());
+    tokio::spawn(tunnels.clone().discover());
     if banner {
         banner::print_banner(&settings, &bound, &state_dir);
     }
     if let Some(w) = watcher {
         let stop = shutdown.clone();
+        let live = tunnels.clone();
         tokio::spawn(async move {
-            crate::docker::watch_containers(w, stop.clone()).await;
+            crate::docker::watch_containers(w, stop.clone(), move || live.live()).await;
             stop.cancel();
         });
     }

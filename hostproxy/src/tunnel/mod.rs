@@ -170,6 +170,14 @@ impl Tunnels {
         self.0.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many attachments are live (attaching, serving or retrying; not given up).
+    pub fn live(&self) -> usize {
+        self.entries()
+            .values()
+            .filter(|e| e.info.state != "failed")
+            .count()
+    }
+
     /// Every attachment, by name.
     pub fn list(&self) -> Vec<AttachmentInfo> {
         let mut v: Vec<_> = self.entries().values().map(|e| e.info.clone()).collect();

@@ -746,3 +746,77 @@ fn a_second_signal_during_the_drain_ends_the_daemon_at_once() {
     assert_eq!(st.code(), Some(130));
     let _ = poll.join();
 }
+
+/// SPEC.md 7: `hostproxy start` (the idle-exit daemon) counts live attachments, so a tunnel
+/// container without the watcher's labels keeps it up; it exits once that container stops.
+#[test]
+fn start_stays_up_for_tunnel_containers_and_exits_after_them() {
+    require_docker();
+    let s = Scratch::new();
+    let conf = s.dir.path().join("config/clawker");
+    std::fs::create_dir_all(&conf).unwrap();
+    // Watcher labels no container carries: only the attachment can keep it up.
+    std::fs::write(
+        conf.join("hostproxy.toml"),
+        format!("[watcher]\nlabels = [\"hostproxy.e2e.none={}\"]\n", s.port),
+    )
+    .unwrap();
+    let attach_label = format!("hostproxy.e2e.attach={}", s.port);
+    let hp = |args: &[&str]| {
+        let mut c = Command::new(bin("hostproxy"));
+        c.args(args)
+            .env("CLAWKER_STATE_DIR", s.dir.path())
+            .env("XDG_CONFIG_HOME", s.dir.path().join("config"))
+            .env("HOME", s.dir.path())
+            .stdin(Stdio::null());
+        c.output().unwrap()
+    };
+    let port = s.port.to_string();
+    let started = hp(&[
+        "start",
+        "--port",
+        &port,
+        "--",
+        "--grace-period",
+        "1s",
+        "--poll-interval",
+        "1s",
+        "--attach-label",
+        &attach_label,
+    ]);
+    assert!(started.status.success(), "{}", text(&started));
+    let pid = s.pid().expect("pid file");
+    let c = e2e::Container::start(Command::new("docker").args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-v",
+        "/usr:/usr:ro",
+        "--label",
+        &attach_label,
+        busybox_image(),
+        "sleep",
+        "300",
+    ]));
+    let t = Instant::now();
+    while !String::from_utf8_lossy(&hp(&["attach", "--list"]).stdout).contains("serving") {
+        assert!(t.elapsed() < Duration::from_secs(15), "not attached");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Well past the grace period and several polls: still up.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        alive(pid),
+        "start's daemon exited with a tunnel container attached"
+    );
+    drop(c);
+    let t = Instant::now();
+    while alive(pid) {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the daemon did not exit after its last attachment ended"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
