@@ -66,6 +66,31 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, CredentialError> {
 }
 
 impl CredentialFields {
+    /// Makes every empty attribute an absent one (an old client's `path: ""`,
+    /// `password: ""`); the username too unless `keep_empty_username` (a `store`, where an
+    /// empty username is stored as given).
+    pub fn drop_empty(&mut self, keep_empty_username: bool) {
+        fn text(v: &mut Option<String>) {
+            if v.as_deref() == Some("") {
+                *v = None;
+            }
+        }
+        fn secret(v: &mut Option<Secret<String>>) {
+            if v.as_ref().is_some_and(|s| s.expose().is_empty()) {
+                *v = None;
+            }
+        }
+        text(&mut self.path);
+        text(&mut self.password_expiry_utc);
+        text(&mut self.authtype);
+        secret(&mut self.password);
+        secret(&mut self.oauth_refresh_token);
+        secret(&mut self.credential);
+        if !keep_empty_username {
+            secret(&mut self.username);
+        }
+    }
+
     /// Picks git's attributes out of decoded pairs as git reads them: a repeated key's last
     /// value wins; `key[]` values accumulate in order and an empty one clears the list; `url`
     /// sets protocol, host, path, username and password from its parts, clearing what came

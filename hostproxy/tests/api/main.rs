@@ -1334,3 +1334,37 @@ async fn a_notification_body_is_text_not_markup() {
         "BEGIN\n--\nUpdate\nSecurity update &lt;a href=\"http://10.0.0.1/\"&gt;click&lt;/a&gt; &amp; &lt;b&gt;now&lt;/b&gt;\nEND\n"
     );
 }
+
+#[tokio::test]
+async fn an_old_clients_empty_attributes_are_absent() {
+    // Upstream's git-credential-clawker.sh sends every attribute, the missing ones as "".
+    let d = spawn(|s, _| s.git.allow_erase = true).await;
+    let old_get = json!({"action":"get","protocol":"https","host":"github.com",
+        "username":"alice","password":"","path":""});
+    let (s, v) = d.post("/git/credential", old_get.clone()).await;
+    assert_eq!(
+        (s, v["password"].clone()),
+        (200, json!("s3cret-pass")),
+        "{v}"
+    );
+    // An empty username on get means none too.
+    let (s, v) = d
+        .post(
+            "/git/credential",
+            json!({"action":"get","protocol":"https","host":"github.com","username":"","password":"","path":""}),
+        )
+        .await;
+    assert_eq!((s, v["username"].clone()), (200, json!("alice")), "{v}");
+    // erase with a username and an empty password erases the entry.
+    let (s, v) = d
+        .post(
+            "/git/credential",
+            json!({"action":"erase","protocol":"https","host":"github.com","username":"alice","password":"","path":""}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let stored = std::fs::read_to_string(d.path().join("git-credentials")).unwrap();
+    assert!(!stored.contains("alice"), "the entry was kept: {stored}");
+    let (s, _) = d.post("/git/credential", old_get).await;
+    assert_eq!(s, 404);
+}

@@ -82,6 +82,11 @@ pub fn validate_credential(
     }
     fields.protocol = Some(protocol);
     fields.host = Some(host);
+    // Old clients (upstream's shell helper) send every attribute, the missing ones as "":
+    // an empty attribute is an absent one (issue #27), or git would match on it — a `get`
+    // with `path=` finds nothing, an `erase` with `password=` erases nothing. An empty
+    // username is kept only on `store`, where it is stored as given (SPEC.md 4.3).
+    fields.drop_empty(req.action == GitCredentialAction::Store);
     if req.action == GitCredentialAction::Get {
         // What a `get` may carry: who and where, the server's challenges, the capabilities
         // and a helper's state between rounds. Secrets are not needed to look one up.
@@ -92,15 +97,6 @@ pub fn validate_credential(
         fields.credential = None;
         fields.ephemeral = None;
         fields.r#continue = None;
-        // Old clients (upstream's shell helper) always send a username: an empty one means
-        // "no username" (SPEC.md 4.3), or only credentials stored without one would match.
-        if fields
-            .username
-            .as_ref()
-            .is_some_and(|u| u.expose().is_empty())
-        {
-            fields.username = None;
-        }
     }
     Ok(fields)
 }
