@@ -67,9 +67,9 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, CredentialError> {
 
 impl CredentialFields {
     /// Makes every empty attribute an absent one (an old client's `path: ""`,
-    /// `password: ""`); the username too unless `keep_empty_username` (a `store`, where an
-    /// empty username is stored as given).
-    pub fn drop_empty(&mut self, keep_empty_username: bool) {
+    /// `password: ""`); the username and password too unless `keep_empty_login` (a `store`,
+    /// where git stores an empty username and password as given: SPEC.md 4.3, git's t0303).
+    pub fn drop_empty(&mut self, keep_empty_login: bool) {
         fn text(v: &mut Option<String>) {
             if v.as_deref() == Some("") {
                 *v = None;
@@ -83,11 +83,11 @@ impl CredentialFields {
         text(&mut self.path);
         text(&mut self.password_expiry_utc);
         text(&mut self.authtype);
-        secret(&mut self.password);
         secret(&mut self.oauth_refresh_token);
         secret(&mut self.credential);
-        if !keep_empty_username {
+        if !keep_empty_login {
             secret(&mut self.username);
+            secret(&mut self.password);
         }
     }
 

@@ -85,7 +85,8 @@ pub fn validate_credential(
     // Old clients (upstream's shell helper) send every attribute, the missing ones as "":
     // an empty attribute is an absent one (issue #27), or git would match on it — a `get`
     // with `path=` finds nothing, an `erase` with `password=` erases nothing. An empty
-    // username is kept only on `store`, where it is stored as given (SPEC.md 4.3).
+    // username and password are kept on `store` only, where git stores them as given
+    // (SPEC.md 4.3).
     fields.drop_empty(req.action == GitCredentialAction::Store);
     if req.action == GitCredentialAction::Get {
         // What a `get` may carry: who and where, the server's challenges, the capabilities
