@@ -25,8 +25,9 @@ pub struct AttachArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// A scope the attached container gets (repeatable): open, callback, notify, git:HOST,
-    /// git:*, git-store:HOST, ssh, ssh:SHA256:…, gpg. Default: its
-    /// dev.clawker.hostproxy.scopes label, then attach.scopes, then open, callback, git:*, ssh.
+    /// git:*, git-store:HOST, ssh, ssh:SHA256:…, ssh-login, gpg, docker:REGISTRY, docker:*,
+    /// socket:NAME. Default: attach.scopes (open, callback, git:*, ssh); the container's
+    /// own dev.clawker.hostproxy.scopes label can only narrow them.
     #[arg(long = "allow", value_name = "SCOPE")]
     pub allow: Vec<String>,
     /// A host socket declared in the config ([[bridge.sockets]]) to give the container

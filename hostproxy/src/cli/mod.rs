@@ -161,7 +161,8 @@ pub enum TokenAction {
         /// Bind the token to a container: it is revoked when Docker reports it died or was removed.
         #[arg(long)]
         container: Option<String>,
-        /// A scope: open, callback, notify, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint> (repeatable).
+        /// A scope (repeatable): open, callback, notify, git:HOST, git:*, git-store:HOST, ssh,
+        /// ssh:SHA256:<fingerprint>, ssh-login, gpg, docker:REGISTRY, docker:*, socket:NAME.
         #[arg(long = "allow", value_parser = |s: &str| s.parse::<Scope>())]
         allow: Vec<Scope>,
         /// Lifetime (e.g. 8h, 30m); default: until revoked.
@@ -288,15 +289,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             hostproxy::doctor::run(port, args.json, settings)
         }
         Command::Completions { shell } => {
+            restore_sigpipe();
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "hostproxy", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {
+            restore_sigpipe();
             let cmd = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { action } => token::token_command(action),
+    }
+}
+
+/// For commands that only print (`completions`, `man`): a reader that stops early
+/// (`| head -1`) ends them quietly as it ends `cat`, instead of a write error or a panic in
+/// the generator (Rust ignores SIGPIPE by default).
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    // SAFETY: setting a signal's disposition to its default; no handler runs our code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

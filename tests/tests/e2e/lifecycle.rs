@@ -820,3 +820,28 @@ fn start_stays_up_for_tunnel_containers_and_exits_after_them() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `completions` and `man` cut short by their reader (`| head -1`) end quietly, as `cat`
+/// does: no panic, no "Broken pipe" message (the newcomer review's F14).
+#[test]
+fn printing_commands_end_quietly_when_the_reader_stops() {
+    for args in ["completions fish", "completions bash", "man"] {
+        for _ in 0..5 {
+            let out = Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    "'{}' {args} | head -c 1 > /dev/null; echo ${{PIPESTATUS[0]}}",
+                    bin("hostproxy").display()
+                ))
+                .output()
+                .unwrap();
+            let status = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                status == "0" || status == "141",
+                "{args}: exit {status}: {err}"
+            );
+            assert!(err.is_empty(), "{args}: {err}");
+        }
+    }
+}
