@@ -8,6 +8,7 @@ use clap::Args;
 use clawker_protocol::tunnel::{
     self, AttachmentInfo, ControlRequest, ControlResponse, RUN_FLAGS_GNUPGHOME, RUN_FLAGS_SSH_SOCK,
 };
+use hostproxy::config::AttachSettings;
 use hostproxy::state::StateDir;
 use hostproxy::tunnel::control;
 
@@ -138,15 +139,11 @@ pub fn detach(args: DetachArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The flags, in order.
-pub fn run_flags_list(args: &RunFlagsArgs) -> Vec<String> {
+/// The flags, in order; the attach label is the config's (`attach.label`).
+pub fn run_flags_list(args: &RunFlagsArgs, label: &(String, String)) -> Vec<String> {
     let bin = tunnel::CONTAINER_BIN_DIR;
     let mut flags = vec![
-        format!(
-            "--label {}={}",
-            tunnel::ATTACH_LABEL,
-            tunnel::ATTACH_LABEL_VALUE
-        ),
+        format!("--label {}={}", label.0, label.1),
         format!(
             "-e {}=http://127.0.0.1:{}",
             clawker_protocol::env::HOST_PROXY,
@@ -164,9 +161,9 @@ pub fn run_flags_list(args: &RunFlagsArgs) -> Vec<String> {
     flags
 }
 
-pub fn run_flags(args: RunFlagsArgs) -> Result<ExitCode> {
-    let flags = run_flags_list(&args);
-    if args.gpg {
+pub fn run_flags(args: RunFlagsArgs, attach: &AttachSettings) -> Result<ExitCode> {
+    let flags = run_flags_list(&args, &attach.label);
+    if args.gpg && !attach.scopes.iter().any(|s| s.trim() == "gpg") {
         eprintln!(
             "hostproxy: the container signs with gpg only when the daemon grants it the gpg scope (attach.scopes in the config, or attach --allow)"
         );

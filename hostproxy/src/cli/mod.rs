@@ -274,7 +274,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Attach(args) => attach::attach(args),
         Command::Detach(args) => attach::detach(args),
-        Command::RunFlags(args) => attach::run_flags(args),
+        Command::RunFlags(args) => attach::run_flags(args, &serve::settings(config)?.attach),
         Command::Bridge(args) => {
             let policy = serve::settings(config)?.agent_policy;
             serve::runtime()?.block_on(hostproxy::bridge::run(args.into(), policy))

@@ -845,3 +845,45 @@ fn printing_commands_end_quietly_when_the_reader_stops() {
         }
     }
 }
+
+/// `run-flags` follows the config: the attach label is `attach.label`, and `--gpg` says the
+/// host must grant gpg only when `attach.scopes` does not (SPEC.md 12; newcomer review).
+#[test]
+fn run_flags_follow_the_config() {
+    let s = Scratch::new();
+    let conf = s.dir.path().join("config/clawker");
+    std::fs::create_dir_all(&conf).unwrap();
+    let run_flags = || {
+        let out = Command::new(bin("hostproxy"))
+            .args(["run-flags", "--gpg", "--lines"])
+            .env("XDG_CONFIG_HOME", s.dir.path().join("config"))
+            .env("CLAWKER_STATE_DIR", s.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    std::fs::write(
+        conf.join("hostproxy.toml"),
+        "[attach]\nlabel = \"team.agents=on\"\n",
+    )
+    .unwrap();
+    let (flags, hint) = run_flags();
+    assert_eq!(
+        flags.lines().next(),
+        Some("--label team.agents=on"),
+        "{flags}"
+    );
+    assert!(flags.contains("-e GNUPGHOME="), "{flags}");
+    assert!(hint.contains("gpg scope"), "{hint}");
+    std::fs::write(
+        conf.join("hostproxy.toml"),
+        "[attach]\nlabel = \"team.agents=on\"\nscopes = [\"open\", \"gpg\"]\n",
+    )
+    .unwrap();
+    let (_, hint) = run_flags();
+    assert!(hint.is_empty(), "{hint}");
+}
