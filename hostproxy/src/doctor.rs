@@ -98,7 +98,9 @@ async fn check_token_mounts(docker: &bollard::Docker, token_file: &std::path::Pa
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
-    let o = Command::new(program)
+    let mut cmd = Command::new(program);
+    crate::platform::process::as_host_program(&mut cmd);
+    let o = cmd
         .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::null())

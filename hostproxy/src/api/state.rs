@@ -62,6 +62,32 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    /// A slot for one more host program of `id` on `route`: a scoped identity holds at most
+    /// [`crate::auth::SCOPED_RUNNING_PER_ROUTE`] at once, so it never holds every global
+    /// slot (SPEC.md 11); the user's own identity is not counted. `Err`: 429, run nothing.
+    pub fn identity_slot(
+        &self,
+        id: &crate::auth::Identity,
+        route: &str,
+    ) -> Result<Option<crate::auth::KeySlot>, crate::api::error::ApiError> {
+        if !id.is_scoped() {
+            return Ok(None);
+        }
+        self.identity_slots
+            .try_acquire(
+                &id.owner_key(),
+                route,
+                crate::auth::SCOPED_RUNNING_PER_ROUTE,
+            )
+            .map(Some)
+            .ok_or_else(|| {
+                crate::api::error::ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "too many requests at once from this identity: retry shortly",
+                )
+            })
+    }
+
     /// The state with no audit log and no scoped tokens (tests, mock-proxy); see
     /// [`AppState::builder`] for the rest. `listen_addrs` are the addresses actually served
     /// (also accepted in `Host`); `shutdown` closes every callback listener when cancelled.

@@ -121,8 +121,15 @@ const GIT_ENV_KEPT: [&str; 3] = [
 /// (`GIT_CEILING_DIRECTORIES`), so no repository config a container could have written is
 /// ever read.
 pub fn host_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
-    let dir = child_dir();
     let mut cmd = tokio::process::Command::new(program);
+    as_host_program(cmd.as_std_mut());
+    cmd
+}
+
+/// What [`host_command`] sets, on a blocking `Command` (`doctor` asks git and gpgconf what
+/// the daemon's own children would see, not what the caller's directory says).
+pub fn as_host_program(cmd: &mut std::process::Command) {
+    let dir = child_dir();
     cmd.current_dir(&dir);
     for (key, _) in std::env::vars_os() {
         let Some(k) = key.to_str() else { continue };
@@ -131,7 +138,6 @@ pub fn host_command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Com
         }
     }
     cmd.env("GIT_CEILING_DIRECTORIES", &dir);
-    cmd
 }
 
 /// How a child is kept off the daemon's terminal.

@@ -333,7 +333,8 @@ impl Engine for ViaTarget {
     fn start<'a>(&'a self, sockets: Option<&'a str>) -> BoxFuture<'a, Result<Exec>> {
         Box::pin(async move {
             let (program, args) = self.argv.split_first().context("--via names no command")?;
-            let mut cmd = tokio::process::Command::new(program);
+            // The user's own command, run like every host program (SPEC.md 11).
+            let mut cmd = crate::platform::process::host_command(program);
             cmd.args(args)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())

@@ -786,19 +786,11 @@ fn start_stays_up_for_tunnel_containers_and_exits_after_them() {
     ]);
     assert!(started.status.success(), "{}", text(&started));
     let pid = s.pid().expect("pid file");
-    let c = e2e::Container::start(Command::new("docker").args([
-        "run",
-        "-d",
-        "--network",
-        "none",
-        "-v",
-        "/usr:/usr:ro",
-        "--label",
-        &attach_label,
+    let c = e2e::Container::plain(
+        &format!("hp-start-{}", s.port),
         busybox_image(),
-        "sleep",
-        "300",
-    ]));
+        &["-v", "/usr:/usr:ro", "--label", &attach_label],
+    );
     let t = Instant::now();
     while !String::from_utf8_lossy(&hp(&["attach", "--list"]).stdout).contains("serving") {
         assert!(t.elapsed() < Duration::from_secs(15), "not attached");

@@ -145,26 +145,7 @@ async fn run(
             wait,
         ));
     }
-    // One identity never holds every slot (SPEC.md 11).
-    let _mine = if id.is_scoped() {
-        Some(
-            state
-                .identity_slots
-                .try_acquire(
-                    &id.owner_key(),
-                    routes::DOCKER_CREDENTIAL,
-                    crate::auth::SCOPED_RUNNING_PER_ROUTE,
-                )
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too many docker credential requests at once from this identity: retry shortly",
-                    )
-                })?,
-        )
-    } else {
-        None
-    };
+    let _mine = state.identity_slot(id, routes::DOCKER_CREDENTIAL)?;
     let Ok(_slot) = state.docker_slots.try_acquire() else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

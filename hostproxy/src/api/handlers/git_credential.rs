@@ -145,26 +145,9 @@ pub async fn git_credential(
             wait,
         )));
     }
-    // One identity never holds every slot (SPEC.md 11).
-    let _mine = if id.is_scoped() {
-        Some(
-            state
-                .identity_slots
-                .try_acquire(
-                    &id.owner_key(),
-                    routes::GIT_CREDENTIAL,
-                    crate::auth::SCOPED_RUNNING_PER_ROUTE,
-                )
-                .ok_or_else(|| {
-                    deny(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too many credential requests at once from this identity: retry shortly",
-                    ))
-                })?,
-        )
-    } else {
-        None
-    };
+    let _mine = state
+        .identity_slot(&id, routes::GIT_CREDENTIAL)
+        .map_err(deny)?;
     let Ok(_slot) = state.git_slots.try_acquire() else {
         return Err(deny(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
