@@ -2,36 +2,37 @@
 //! stream and serves its whole API, the SSH agent and gpg-agent on the streams the
 //! container end opens, with the container's identity.
 //!
-//! [`Tunnels`] holds the attachments by name. Each runs one task: start the container end
-//! (an [`Engine`]), serve the bridge until it ends, start it again while the target is
-//! alive (0.2 s, doubling to 5 s; back to 0.2 s once it had been serving), and when it is
-//! over — the container stopped, or `detach` — end its identity: its callback sessions are
-//! deleted, its streams and their HTTP connections closed. [`Tunnels::discover`] attaches
-//! every running container with the attach label, at start and on Docker's `start`
-//! events. Requests to attach and detach come only through the control socket
-//! ([`control`]), never over TCP.
+//! [`Tunnels`] holds the attachments by identity and decides what each gets: the host's
+//! grant narrowed by the container's own scopes label, the sockets it may have, and no
+//! tokenless listener in a shared network namespace (SPEC.md 11). Each attachment runs one
+//! task (`attachment.rs`): start the container end (an [`Engine`]), serve the bridge until
+//! it ends, start it again while the target is alive (0.2 s doubling to 5 s; ten ends in a
+//! minute give it up), and when it is over end its identity: its callback sessions are
+//! deleted, its streams and their HTTP connections closed. `discover.rs` attaches labelled
+//! containers by themselves on an engine the user owns. Requests to attach and detach come
+//! only through the control socket ([`control`]), never over TCP.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use clawker_protocol::tunnel::{AttachmentInfo, RemoteSocket, default_sockets};
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
-use crate::auth::{Identity, Scope, TunnelPeer};
-use crate::bridge::{Declared, Targets, audited_filter, connect_local, serve_bridge};
+use crate::auth::{Identity, Scope};
+use crate::bridge::Declared;
 use crate::config::AttachSettings;
-use crate::server::ServeLimits;
 
+mod attachment;
 pub mod control;
+mod discover;
 pub mod engine;
 pub mod tools;
+
+use attachment::Attachment;
 
 pub use engine::{DockerTarget, Engine, ViaTarget};
 pub use tools::Tools;
@@ -465,93 +466,6 @@ impl Tunnels {
             }
         }
     }
-
-    /// Attaches every running container with the attach label, now and whenever one
-    /// starts, until the daemon stops. Docker's event stream is subscribed again after an
-    /// error (0.2 s, doubling to 30 s), and the running ones listed again each time.
-    pub async fn discover(self) {
-        if !self.0.settings.enabled {
-            return;
-        }
-        let Some(docker) = self.0.docker.clone() else {
-            return;
-        };
-        use crate::config::Discover;
-        use crate::platform::docker_host;
-        let engine = docker_host::find(&docker_host::Env::from_process()).host;
-        match self.0.settings.discover {
-            Discover::None => return,
-            Discover::Local if !docker_host::is_local_owned(&engine) => {
-                tracing::info!(
-                    engine = %engine,
-                    "not attaching labelled containers by themselves: the engine is not a local socket of yours or root's, and anyone who can start a container there can label it (attach.discover = \"all\" to do it anyway; hostproxy attach --container always works)"
-                );
-                return;
-            }
-            Discover::Local | Discover::All => {}
-        }
-        let (k, v) = &self.0.settings.label;
-        let label = format!("{k}={v}");
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let filters = HashMap::from([
-                ("type".to_string(), vec!["container".to_string()]),
-                ("event".to_string(), vec!["start".to_string()]),
-                ("label".to_string(), vec![label.clone()]),
-            ]);
-            let mut events =
-                docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
-            let listed = docker
-                .list_containers(Some(
-                    ListContainersOptionsBuilder::new()
-                        .filters(&HashMap::from([("label".to_string(), vec![label.clone()])]))
-                        .build(),
-                ))
-                .await;
-            match listed {
-                Ok(list) => {
-                    backoff = Duration::from_millis(200);
-                    for c in list {
-                        if let Some(id) = c.id {
-                            self.attach_in_background(id);
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot list containers to attach"),
-            }
-            loop {
-                tokio::select! {
-                    () = self.0.shutdown.cancelled() => return,
-                    ev = events.next() => match ev {
-                        Some(Ok(ev)) => {
-                            if let Some(id) = ev.actor.and_then(|a| a.id) {
-                                self.attach_in_background(id);
-                            }
-                        }
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "docker's event stream failed");
-                            break;
-                        }
-                        None => break,
-                    },
-                }
-            }
-            tokio::select! {
-                () = self.0.shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
-        }
-    }
-
-    fn attach_in_background(&self, id: String) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = me.attach(Target::Labelled(id.clone()), &[], &[], &[]).await {
-                tracing::warn!(container = %id, error = %format!("{e:#}"), "cannot attach the container");
-            }
-        });
-    }
 }
 
 /// The `http` socket's address among `sockets`.
@@ -560,175 +474,4 @@ fn listen_of(sockets: &[RemoteSocket]) -> Option<std::net::SocketAddr> {
         RemoteSocket::Http { listen } => listen.parse().ok(),
         _ => None,
     })
-}
-
-/// One attachment's life.
-struct Attachment {
-    /// The declared sockets this identity may reach.
-    declared: Arc<HashMap<String, Arc<Declared>>>,
-    tunnels: Tunnels,
-    engine: Arc<dyn Engine>,
-    identity: Identity,
-    /// The container end's HTTP listener, for the `Host` gate (`None`: the container's
-    /// defaults are unknown here, as with `--via`; any port on the loopback names).
-    listen: Option<std::net::SocketAddr>,
-    sockets: Option<String>,
-    cancel: CancellationToken,
-    name: String,
-    generation: u64,
-}
-
-/// A container end that ends this many times within [`GIVE_UP_WINDOW`] is given up,
-/// whether or not it said READY first (SPEC.md 11): no tools for its architecture, a
-/// `--via` command that cannot reach its target, or a container end that misbehaves on
-/// purpose.
-const GIVE_UP: usize = 10;
-const GIVE_UP_WINDOW: Duration = Duration::from_secs(60);
-/// A run at least this long was a real one: the next restart is quick again.
-const SERVED_LONG: Duration = Duration::from_secs(10);
-
-impl Attachment {
-    async fn run(self) {
-        let mut backoff = Duration::from_millis(200);
-        let mut ends: std::collections::VecDeque<Instant> = Default::default();
-        let mut given_up = None;
-        loop {
-            let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let started = Instant::now();
-            let result = tokio::select! {
-                () = self.cancel.cancelled() => break,
-                r = self.serve_once(ready.clone()) => r,
-            };
-            let served = ready.load(std::sync::atomic::Ordering::SeqCst);
-            match &result {
-                Ok(()) => {
-                    tracing::info!(identity = %self.identity.name, secs = started.elapsed().as_secs(), "the container end ended")
-                }
-                Err(e) => {
-                    tracing::warn!(identity = %self.identity.name, error = %format!("{e:#}"), "the tunnel failed")
-                }
-            }
-            if self.cancel.is_cancelled() || !self.engine.alive().await {
-                break;
-            }
-            let now = Instant::now();
-            if served && started.elapsed() >= SERVED_LONG {
-                backoff = Duration::from_millis(200);
-            }
-            ends.push_back(now);
-            while ends
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > GIVE_UP_WINDOW)
-            {
-                ends.pop_front();
-            }
-            if ends.len() >= GIVE_UP {
-                let last = match &result {
-                    Ok(()) => "it exited".to_string(),
-                    Err(e) => clawker_protocol::text::escape_bytes(format!("{e:#}").as_bytes()),
-                };
-                let reason = format!(
-                    "given up: the container end ended {GIVE_UP} times within {}s (last: {last}); attach it again once fixed",
-                    GIVE_UP_WINDOW.as_secs()
-                );
-                tracing::warn!(identity = %self.identity.name, "{reason}");
-                given_up = Some(reason);
-                break;
-            }
-            self.tunnels
-                .set_state(&self.name, self.generation, "retrying", true);
-            tokio::select! {
-                () = self.cancel.cancelled() => break,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
-        self.end(given_up);
-    }
-
-    /// Its identity ends: sessions deleted, listeners closed, the entry gone — or, when it
-    /// was given up, kept as `failed` with the reason, for `attach --list` (until it is
-    /// detached or attached again).
-    fn end(&self, given_up: Option<String>) {
-        self.cancel.cancel();
-        let removed = self
-            .tunnels
-            .0
-            .state
-            .sessions
-            .remove_owned_by(&self.identity.owner_key());
-        {
-            let mut entries = self.tunnels.entries();
-            match (entries.get_mut(&self.name), &given_up) {
-                (Some(e), Some(reason)) if e.generation == self.generation => {
-                    e.info.state = "failed".into();
-                    e.info.notes.push(reason.clone());
-                }
-                (Some(e), None) if e.generation == self.generation => {
-                    entries.remove(&self.name);
-                }
-                _ => {}
-            }
-        }
-        self.tunnels.0.state.audit.record(
-            &self.identity.name,
-            "control:detach",
-            "detach",
-            None,
-            None,
-            true,
-            given_up.or_else(|| {
-                (removed > 0).then(|| format!("{removed} callback session(s) deleted"))
-            }),
-        );
-        tracing::info!(identity = %self.identity.name, "detached");
-    }
-
-    async fn serve_once(&self, ready: Arc<std::sync::atomic::AtomicBool>) -> Result<()> {
-        let inner = &self.tunnels.0;
-        let exec = self.engine.start(self.sockets.as_deref()).await?;
-        let peer = TunnelPeer {
-            identity: self.identity.clone(),
-            listen: self.listen,
-        };
-        let app = inner.api.clone().layer(axum::Extension(peer));
-        let (stop, limits) = (self.cancel.clone(), ServeLimits::default());
-        let http: crate::bridge::HttpServer = Arc::new(move |io| {
-            let (app, stop, limits) = (app.clone(), stop.clone(), limits.clone());
-            tokio::spawn(async move { crate::server::serve_one(io, app, &limits, stop).await });
-        });
-        let may_gpg = self.identity.may_gpg();
-        let targets = Targets {
-            ssh: inner.agents.ssh.clone().filter(|_| self.identity.may_ssh()),
-            gpg: inner.agents.gpg.clone().filter(|_| may_gpg),
-            filter: audited_filter(
-                inner.state.settings.agent_policy.clone(),
-                self.identity.agent_grant(),
-                Arc::new(inner.state.audit.clone()),
-                self.identity.name.clone(),
-                self.identity
-                    .container
-                    .clone()
-                    .unwrap_or_else(|| self.name.clone()),
-            ),
-            connect: connect_local(),
-            http: Some(http),
-            declared: self.declared.clone(),
-        };
-        // PUBKEY always goes first: a container end that serves gpg-agent waits for it, and
-        // one that does not ignores it (empty without the gpg scope or host keys).
-        let pubkey = if may_gpg && inner.agents.gpg.is_some() {
-            crate::bridge::gpg_export().await
-        } else {
-            Vec::new()
-        };
-        let (tunnels, name, generation) =
-            (self.tunnels.clone(), self.name.clone(), self.generation);
-        let _guard = exec.guard;
-        serve_bridge(exec.output, exec.input, Some(pubkey), targets, move || {
-            ready.store(true, std::sync::atomic::Ordering::SeqCst);
-            tunnels.set_state(&name, generation, "serving", false);
-        })
-        .await
-    }
 }
