@@ -1,6 +1,7 @@
 //! End-to-end: the real binaries with real git, ssh, Chromium and Docker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent_trust;
 mod arm64;
 mod bridge;
 mod browser;
