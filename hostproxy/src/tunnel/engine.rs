@@ -215,7 +215,7 @@ impl DockerTarget {
     /// hash.
     async fn upload(&self) -> Result<String> {
         let has_tmp = self.exists("/tmp").await;
-        let (archive, hash) = self.tools.archive(&self.arch, !has_tmp)?;
+        let (archive, hash) = self.tools.archive_cached(&self.arch, !has_tmp)?;
         self.docker
             .upload_to_container(
                 &self.id,
@@ -224,7 +224,7 @@ impl DockerTarget {
                         .path(if has_tmp { "/tmp" } else { "/" })
                         .build(),
                 ),
-                bollard::body_full(archive.into()),
+                bollard::body_full(archive),
             )
             .await
             .with_context(|| {

@@ -156,9 +156,7 @@ impl Tunnels {
             state,
             api,
             agents,
-            tools: Tools {
-                dir: settings.tools_dir.clone(),
-            },
+            tools: Tools::new(settings.tools_dir.clone()),
             settings,
             docker,
             entries: Mutex::new(HashMap::new()),

@@ -6,11 +6,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clawker_protocol::tunnel::{CONTAINER_TOOLS, SOCKET_SERVER};
 
-/// Where the tools are looked for, in order.
+/// An archive made once, shared by every attach of its architecture.
+type Built = (bytes::Bytes, [u8; 32]);
+
+/// Where the tools are looked for, in order, and the archives made of them.
 #[derive(Debug, Clone, Default)]
 pub struct Tools {
     /// `--tools-dir` / `CLAWKER_HOST_PROXY_TOOLS_DIR` / `attach.tools_dir`.
     pub dir: Option<PathBuf>,
+    /// By (architecture, with `/tmp`): read, checked and packed at the first attach that
+    /// needs it, not at every one (a few MiB each; the daemon is restarted to pick up new
+    /// tools).
+    built: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, bool), Built>>>,
 }
 
 /// A `cargo xtask dist` output beside this build, when it runs from a checkout.
@@ -44,6 +51,33 @@ fn check_users(root: &Path, found: &Path) -> Result<()> {
 }
 
 impl Tools {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self {
+            dir,
+            ..Self::default()
+        }
+    }
+
+    /// [`Tools::archive`], made once per architecture and kept.
+    pub fn archive_cached(&self, arch: &str, with_tmp: bool) -> Result<Built> {
+        let key = (arch.to_string(), with_tmp);
+        if let Some(b) = self
+            .built
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(b.clone());
+        }
+        let (bytes, hash) = self.archive(arch, with_tmp)?;
+        let built = (bytes::Bytes::from(bytes), hash);
+        self.built
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, built.clone());
+        Ok(built)
+    }
+
     /// The folder holding the tools for `arch` (`x86_64`, `aarch64`): `DIR/<arch>/`, or
     /// `DIR` itself for the host's own architecture; first the configured folder, then the
     /// checkout's `target/dist`.
@@ -153,13 +187,15 @@ mod tests {
         std::fs::write(arm.join(SOCKET_SERVER), b"arm").unwrap();
         std::fs::write(arm.join("host-open"), b"open").unwrap();
         std::fs::write(d.path().join(SOCKET_SERVER), b"flat").unwrap();
-        let t = Tools {
-            dir: Some(d.path().to_path_buf()),
-        };
+        let t = Tools::new(Some(d.path().to_path_buf()));
         assert_eq!(t.dir_for("aarch64").unwrap(), arm);
         if std::env::consts::ARCH == "x86_64" {
             assert_eq!(t.dir_for("x86_64").unwrap(), d.path());
         }
+        // Made once per architecture: the second attach shares the first's bytes.
+        let (once, _) = t.archive_cached("aarch64", false).unwrap();
+        let (again, _) = t.archive_cached("aarch64", false).unwrap();
+        assert_eq!(once.as_ptr(), again.as_ptr());
         let (archive, hash) = t.archive("aarch64", false).unwrap();
         use sha2::Digest;
         assert_eq!(hash, <[u8; 32]>::from(sha2::Sha256::digest(b"arm")));
@@ -198,9 +234,7 @@ mod tests {
     #[test]
     fn no_tools_names_the_fix() {
         let d = tempfile::tempdir().unwrap();
-        let t = Tools {
-            dir: Some(d.path().to_path_buf()),
-        };
+        let t = Tools::new(Some(d.path().to_path_buf()));
         let e = format!("{:#}", t.dir_for("riscv64").unwrap_err());
         assert!(
             e.contains("cargo xtask dist") && e.contains("--tools-dir"),
@@ -217,9 +251,7 @@ mod tests {
         std::fs::create_dir(&x).unwrap();
         std::fs::write(x.join(SOCKET_SERVER), b"x").unwrap();
         std::fs::write(x.join("host-open"), b"o").unwrap();
-        let t = Tools {
-            dir: Some(d.path().to_path_buf()),
-        };
+        let t = Tools::new(Some(d.path().to_path_buf()));
         assert!(t.dir_for("x86_64").is_ok());
         // Writable by others: anyone could swap what is copied into containers.
         std::fs::set_permissions(&x, std::fs::Permissions::from_mode(0o777)).unwrap();
