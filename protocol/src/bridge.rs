@@ -25,6 +25,14 @@ pub enum FrameType {
     Pubkey,
     Ready,
     Error,
+    /// Ours, not upstream's (SPEC.md 6.3): stream 0, the capabilities an end has and the
+    /// window it grants ([`crate::flow::Hello`]). Upstream's container end ignores it.
+    Hello,
+    /// Ours: credit returned for a flow-controlled stream (payload u32 BE, bytes).
+    Window,
+    /// Ours: this side sends no more DATA on the stream (half-close); the other
+    /// direction goes on.
+    Eof,
     Unknown(u8),
 }
 
@@ -37,6 +45,9 @@ impl FrameType {
             Self::Pubkey => 4,
             Self::Ready => 5,
             Self::Error => 6,
+            Self::Hello => 7,
+            Self::Window => 8,
+            Self::Eof => 9,
             Self::Unknown(n) => n,
         }
     }
@@ -49,6 +60,9 @@ impl FrameType {
             4 => Self::Pubkey,
             5 => Self::Ready,
             6 => Self::Error,
+            7 => Self::Hello,
+            8 => Self::Window,
+            9 => Self::Eof,
             n => Self::Unknown(n),
         }
     }
@@ -188,7 +202,7 @@ mod tests {
 
     #[test]
     fn golden_bytes_every_type() {
-        let cases: [(Frame, &[u8]); 6] = [
+        let cases: [(Frame, &[u8]); 9] = [
             (
                 Frame::new(FrameType::Data, 1, b"hi".to_vec()),
                 &[0, 0, 0, 7, 1, 0, 0, 0, 1, b'h', b'i'],
@@ -215,6 +229,19 @@ mod tests {
             (
                 Frame::new(FrameType::Error, 0, b"x".to_vec()),
                 &[0, 0, 0, 6, 6, 0, 0, 0, 0, b'x'],
+            ),
+            // Ours (SPEC.md 6.3): HELLO with window and half-close, 256 KiB.
+            (
+                Frame::new(FrameType::Hello, 0, vec![0, 0, 0, 3, 0, 4, 0, 0]),
+                &[0, 0, 0, 13, 7, 0, 0, 0, 0, 0, 0, 0, 3, 0, 4, 0, 0],
+            ),
+            (
+                Frame::new(FrameType::Window, 5, vec![0, 1, 0, 0]),
+                &[0, 0, 0, 9, 8, 0, 0, 0, 5, 0, 1, 0, 0],
+            ),
+            (
+                Frame::new(FrameType::Eof, 5, vec![]),
+                &[0, 0, 0, 5, 9, 0, 0, 0, 5],
             ),
         ];
         for (frame, bytes) in cases {
@@ -319,7 +346,7 @@ mod tests {
         }
 
         #[test]
-        fn roundtrip(kind in 1u8..=6, stream: u32, payload in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+        fn roundtrip(kind in 1u8..=9, stream: u32, payload in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let f = Frame::new(FrameType::from_u8(kind), stream, payload);
             let bytes = f.encode().unwrap();
             let (back, used) = decode(&bytes).unwrap().unwrap();

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bridge;
 pub mod credential;
 pub mod env;
+pub mod flow;
 pub mod host;
 pub mod mock;
 #[cfg(feature = "openapi")]

@@ -16,6 +16,7 @@ pub use clawker_bridge::{FrameReader, MAX_STREAMS, ReadError};
 use clawker_bridge::{Out, Streams, pump, send, write_frames};
 use clawker_protocol::bridge::{FrameType, SOCKET_GPG_AGENT, SOCKET_HTTP, SOCKET_SSH_AGENT};
 use clawker_protocol::env;
+use clawker_protocol::flow::{Agreed, Hello};
 use clawker_protocol::tunnel::RemoteSocket;
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -186,11 +187,18 @@ impl Listener {
     }
 }
 
+/// What streams opened from now on get: nothing until the host's HELLO was answered
+/// (SPEC.md 6.3). Held across "register the stream, send its OPEN" and across "answer the
+/// HELLO", so each OPEN is on the wire after the answer exactly when its stream has a
+/// window and may be half-closed.
+type Mode = Arc<tokio::sync::Mutex<Agreed>>;
+
 async fn accept_loop(
     listener: Listener,
     kind: String,
     next_id: Arc<AtomicU32>,
     streams: Streams,
+    mode: Mode,
     out: Out,
 ) {
     loop {
@@ -198,7 +206,8 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Some(end) = streams.insert_next(&next_id) else {
+        let agreed = mode.lock().await;
+        let Some(end) = streams.insert_next(&next_id, *agreed) else {
             eprintln!(
                 "clawker-socket-server: {MAX_STREAMS} streams open; refusing a {kind} client"
             );
@@ -208,8 +217,26 @@ async fn accept_loop(
         if !send(&out, FrameType::Open, end.id, kind.as_bytes()).await {
             return;
         }
+        drop(agreed);
         tokio::spawn(pump(conn, end, None, out.clone(), streams.clone()));
     }
+}
+
+/// The host's HELLO: answered with ours (once), and every stream opened after the answer
+/// gets what the two agree on. A HELLO that does not parse changes nothing.
+async fn answer_hello(payload: &[u8], mode: &Mode, out: &Out) {
+    let Ok(theirs) = Hello::decode(payload) else {
+        eprintln!(
+            "clawker-socket-server: the host's HELLO does not parse; streams without flow control"
+        );
+        return;
+    };
+    let mut agreed = mode.lock().await;
+    if *agreed != Agreed::default() {
+        return;
+    }
+    send(out, FrameType::Hello, 0, &Hello::OURS.encode()).await;
+    *agreed = Hello::OURS.agree(&theirs);
 }
 
 /// Binds one socket: unix ones private to this user, TCP ones on the loopback.
@@ -226,13 +253,17 @@ async fn bind(spec: &SocketSpec) -> Result<Listener> {
     }
 }
 
-/// Waits for the host's PUBKEY frame; other frames before it are ignored.
+/// Waits for the host's PUBKEY frame; a HELLO before it is kept for later, other frames
+/// are ignored.
 async fn wait_pubkey<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
+    hello: &mut Option<Vec<u8>>,
 ) -> Result<Option<Vec<u8>>, ReadError> {
     while let Some(f) = reader.next().await? {
-        if f.kind == FrameType::Pubkey {
-            return Ok(Some(f.payload));
+        match f.kind {
+            FrameType::Pubkey => return Ok(Some(f.payload)),
+            FrameType::Hello => *hello = Some(f.payload),
+            _ => {}
         }
     }
     Ok(None)
@@ -257,18 +288,22 @@ where
     let fail = |out: Out, msg: String| async move {
         send(&out, FrameType::Error, 0, msg.as_bytes()).await;
     };
+    let mut early_hello = None;
     if specs.iter().any(SocketSpec::is_gpg) {
-        let key = match tokio::time::timeout(pubkey_timeout, wait_pubkey(&mut reader)).await {
-            Ok(Ok(Some(key))) => Some(key),
-            Ok(Ok(None)) => return Ok(()),
-            Ok(Err(e)) => {
-                fail(out.clone(), e.to_string()).await;
-                drop(out);
-                let _ = writer.await;
-                return Err(e.into());
-            }
-            Err(_) => None,
-        };
+        let key =
+            match tokio::time::timeout(pubkey_timeout, wait_pubkey(&mut reader, &mut early_hello))
+                .await
+            {
+                Ok(Ok(Some(key))) => Some(key),
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => {
+                    fail(out.clone(), e.to_string()).await;
+                    drop(out);
+                    let _ = writer.await;
+                    return Err(e.into());
+                }
+                Err(_) => None,
+            };
         let mut gpg_refused = false;
         match key {
             Some(key) if !key.is_empty() => {
@@ -305,6 +340,10 @@ where
         }
     }
     let streams = Streams::default();
+    let mode: Mode = Default::default();
+    if let Some(hello) = early_hello {
+        answer_hello(&hello, &mode, &out).await;
+    }
     let next_id = Arc::new(AtomicU32::new(1));
     let mut acceptors = tokio::task::JoinSet::new();
     let mut bound = Vec::new();
@@ -332,6 +371,7 @@ where
             s.kind().to_string(),
             next_id.clone(),
             streams.clone(),
+            mode.clone(),
             out.clone(),
         ));
         bound.push(s);
@@ -346,17 +386,16 @@ where
                 break Err(anyhow::Error::from(e));
             }
         };
-        match frame.kind {
-            // A client that falls `STREAM_QUEUE_BYTES` behind loses its stream, never the
-            // others'.
-            FrameType::Data => {
-                streams
-                    .deliver(&out, frame.stream, frame.payload.into())
-                    .await
-            }
-            FrameType::Close => streams.close_from_peer(&out, frame.stream).await,
-            _ => {} // PUBKEY again, or frames only the host receives: nothing to do
+        if frame.kind == FrameType::Hello {
+            answer_hello(&frame.payload, &mode, &out).await;
+            continue;
         }
+        // DATA, CLOSE, WINDOW, EOF for a stream. Without a window (a host that never said
+        // HELLO) a client that falls `STREAM_QUEUE_BYTES` behind loses its stream, never
+        // the others'. PUBKEY again, or frames only the host receives: nothing to do.
+        streams
+            .on_frame(&out, frame.kind, frame.stream, frame.payload.into())
+            .await;
     };
     acceptors.abort_all();
     for s in &bound {

@@ -118,6 +118,11 @@ pub fn require_docker() {
     );
 }
 
+/// A container name unique to this test run: `hp-TAG-PORT` (a free port is unique enough).
+pub fn name(tag: &str) -> String {
+    format!("hp-{tag}-{}", free_port())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -492,10 +492,11 @@ fn schemathesis() -> Result<()> {
     result
 }
 
-const FUZZ_TARGETS: [&str; 5] = [
+const FUZZ_TARGETS: [&str; 6] = [
     "credential_codec",
     "agent_frame",
     "bridge_frame",
+    "flow_window",
     "url_policy",
     "host_header",
 ];

@@ -21,6 +21,7 @@ use clawker_bridge::{AgentFilter, InsertError, Out, Streams, pump, send, write_f
 use clawker_protocol::agent::{AgentPolicy, Verdict};
 use clawker_protocol::audit::AuditRecord;
 use clawker_protocol::bridge::{self, FrameType, SOCKET_GPG_AGENT, SOCKET_HTTP, SOCKET_SSH_AGENT};
+use clawker_protocol::flow::{Agreed, Hello};
 use clawker_protocol::text::escape_bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -198,12 +199,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 fn open_stream(
     id: u32,
     kind: &[u8],
+    agreed: Agreed,
     targets: &Targets,
     streams: &Streams,
     out: &Out,
 ) -> Result<()> {
     if kind == SOCKET_HTTP.as_bytes() {
-        return open_http(id, targets, streams, out);
+        return open_http(id, agreed, targets, streams, out);
     }
     let declared = kind
         .strip_prefix(clawker_protocol::tunnel::DECLARED_PREFIX.as_bytes())
@@ -230,7 +232,7 @@ fn open_stream(
         _ => (None, None),
     };
     let (streams, out, connect) = (streams.clone(), out.clone(), targets.connect.clone());
-    let end = match (path, streams.insert(id)) {
+    let end = match (path, streams.insert(id, agreed)) {
         (_, Err(InsertError::Duplicate(id))) => {
             bail!("the container opened stream {id} twice: a bridge protocol error")
         }
@@ -259,9 +261,15 @@ fn open_stream(
 }
 
 /// An `http` stream: its bytes go to the daemon's router through an in-memory pipe.
-fn open_http(id: u32, targets: &Targets, streams: &Streams, out: &Out) -> Result<()> {
+fn open_http(
+    id: u32,
+    agreed: Agreed,
+    targets: &Targets,
+    streams: &Streams,
+    out: &Out,
+) -> Result<()> {
     let (streams, out) = (streams.clone(), out.clone());
-    match (streams.insert(id), &targets.http) {
+    match (streams.insert(id, agreed), &targets.http) {
         (Err(InsertError::Duplicate(id)), _) => {
             bail!("the container opened stream {id} twice: a bridge protocol error")
         }
@@ -301,6 +309,10 @@ where
     if let Some(key) = &pubkey {
         send(&out, FrameType::Pubkey, 0, key).await;
     }
+    // After PUBKEY, which upstream's container end insists on first; it ignores HELLO, ours
+    // answers it, and the streams it opens after its answer have windows (SPEC.md 6.3).
+    send(&out, FrameType::Hello, 0, &Hello::OURS.encode()).await;
+    let mut agreed = Agreed::default();
     let streams = Streams::default();
     // Frames are cut out of this buffer, not copied: a DATA payload goes to its stream as a
     // slice of the bytes read from the exec stream.
@@ -321,10 +333,15 @@ where
                 }
                 // Bytes from the container never reach the terminal raw.
                 FrameType::Error => bail!("the container side failed: {}", escape_bytes(&payload)),
-                FrameType::Open => open_stream(stream, &payload, &targets, &streams, &out)?,
-                FrameType::Data => streams.deliver(&out, stream, payload).await,
-                FrameType::Close => streams.close_from_peer(&out, stream).await,
+                FrameType::Open => open_stream(stream, &payload, agreed, &targets, &streams, &out)?,
+                FrameType::Hello => match Hello::decode(&payload) {
+                    Ok(theirs) => agreed = Hello::OURS.agree(&theirs),
+                    Err(e) => bail!("the container sent a bad HELLO: {e}"),
+                },
                 FrameType::Pubkey | FrameType::Unknown(_) => {}
+                _ => {
+                    streams.on_frame(&out, kind, stream, payload).await;
+                }
             }
         }
         let next = if ready {

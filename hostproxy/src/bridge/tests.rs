@@ -29,9 +29,10 @@ fn container() -> (
     (tx, stream)
 }
 
-/// A bridge serving `targets`: what the container side sends, what it reads back, the
-/// bridge's task.
-fn start(
+/// A bridge serving `targets` to a container side that, like upstream's, never answers
+/// the host's HELLO (its streams have no window): what the container side sends, what it
+/// reads back after that HELLO, the bridge's task.
+async fn start(
     targets: Targets,
 ) -> (
     mpsc::UnboundedSender<Bytes>,
@@ -41,7 +42,14 @@ fn start(
     let (tx, output) = container();
     let (host_side, container_side) = tokio::io::duplex(1 << 20);
     let bridge = tokio::spawn(serve_bridge(output, host_side, None, targets, || {}));
-    (tx, FrameReader::new(container_side), bridge)
+    let mut from_host = FrameReader::new(container_side);
+    let hello = next_frame(&mut from_host).await;
+    assert_eq!(
+        (hello.kind, hello.stream, hello.payload),
+        (FrameType::Hello, 0, Hello::OURS.encode().to_vec()),
+        "the host says HELLO first"
+    );
+    (tx, from_host, bridge)
 }
 
 fn targets(ssh: Option<PathBuf>, gpg: Option<PathBuf>, connect: Connector) -> Targets {
@@ -112,7 +120,7 @@ async fn a_stalled_agent_connect_stalls_only_its_own_stream() {
             crate::platform::local::connect(&path).await
         })
     });
-    let (tx, mut from_host, bridge) = start(targets(Some(agent), Some(stuck), connect));
+    let (tx, mut from_host, bridge) = start(targets(Some(agent), Some(stuck), connect)).await;
     tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
     tx.send(encode(FrameType::Open, 1, SOCKET_GPG_AGENT.as_bytes()))
         .unwrap();
@@ -139,7 +147,7 @@ async fn a_stalled_agent_connect_stalls_only_its_own_stream() {
 async fn a_refused_request_is_answered_after_the_replies_owed_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let agent = slow_agent(dir.path(), Duration::from_millis(300));
-    let (tx, mut from_host, bridge) = start(targets(Some(agent), None, connect_local()));
+    let (tx, mut from_host, bridge) = start(targets(Some(agent), None, connect_local())).await;
     tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
     tx.send(encode(FrameType::Open, 1, SOCKET_SSH_AGENT.as_bytes()))
         .unwrap();
@@ -166,7 +174,7 @@ async fn a_refused_request_is_answered_after_the_replies_owed_before_it() {
 async fn a_duplicate_open_or_an_error_frame_ends_the_bridge_and_is_shown_escaped() {
     let dir = tempfile::tempdir().unwrap();
     let agent = slow_agent(dir.path(), Duration::ZERO);
-    let (tx, _from_host, bridge) = start(targets(Some(agent.clone()), None, connect_local()));
+    let (tx, _from_host, bridge) = start(targets(Some(agent.clone()), None, connect_local())).await;
     tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
     tx.send(encode(FrameType::Open, 7, SOCKET_SSH_AGENT.as_bytes()))
         .unwrap();
@@ -175,7 +183,7 @@ async fn a_duplicate_open_or_an_error_frame_ends_the_bridge_and_is_shown_escaped
     let e = bridge.await.unwrap().unwrap_err();
     assert!(format!("{e:#}").contains("opened stream 7 twice"), "{e:#}");
 
-    let (tx, _from_host, bridge) = start(targets(Some(agent), None, connect_local()));
+    let (tx, _from_host, bridge) = start(targets(Some(agent), None, connect_local())).await;
     tx.send(encode(
         FrameType::Error,
         0,
@@ -248,7 +256,7 @@ async fn a_declared_socket_carries_bytes_both_ways_and_nothing_else_is_reached()
     let mut t = targets(None, None, connect_local());
     let echo_decl = Arc::new(Declared::new(echo.clone(), false));
     t.declared = Arc::new(HashMap::from([("echo".to_string(), echo_decl.clone())]));
-    let (tx, mut from_host, bridge) = start(t);
+    let (tx, mut from_host, bridge) = start(t).await;
     tx.send(encode(FrameType::Ready, 0, &[])).unwrap();
     tx.send(encode(FrameType::Open, 1, b"socket:echo")).unwrap();
     tx.send(encode(FrameType::Data, 1, b"ping")).unwrap();

@@ -19,7 +19,13 @@ pub use interprocess::local_socket::tokio::{Listener, Stream as Accepted};
 /// A connection made by [`connect`].
 #[derive(Debug)]
 pub enum Stream {
-    /// A unix socket or a named pipe.
+    /// A unix socket: tokio's own, because `interprocess`'s tokio stream cannot shut one
+    /// direction (its `poll_shutdown` does nothing) and the tunnel's half-close needs it
+    /// (SPEC.md 6.3).
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
+    /// A named pipe.
+    #[cfg(not(unix))]
     Local(interprocess::local_socket::tokio::Stream),
     /// libassuan's socket emulation: loopback TCP, the nonce already sent.
     Assuan(tokio::net::TcpStream),
@@ -31,10 +37,17 @@ pub async fn connect(path: &Path) -> io::Result<Stream> {
     if cfg!(windows) && !is_pipe(path) && path.is_file() {
         return connect_assuan(path).await.map(Stream::Assuan);
     }
-    let name = path.to_fs_name::<GenericFilePath>()?;
-    Ok(Stream::Local(
-        interprocess::local_socket::tokio::Stream::connect(name).await?,
-    ))
+    #[cfg(unix)]
+    {
+        Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?))
+    }
+    #[cfg(not(unix))]
+    {
+        let name = path.to_fs_name::<GenericFilePath>()?;
+        Ok(Stream::Local(
+            interprocess::local_socket::tokio::Stream::connect(name).await?,
+        ))
+    }
 }
 
 fn is_pipe(path: &Path) -> bool {
@@ -73,6 +86,9 @@ impl AsyncRead for Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(not(unix))]
             Self::Local(s) => Pin::new(s).poll_read(cx, buf),
             Self::Assuan(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -86,6 +102,9 @@ impl AsyncWrite for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(not(unix))]
             Self::Local(s) => Pin::new(s).poll_write(cx, buf),
             Self::Assuan(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -93,6 +112,9 @@ impl AsyncWrite for Stream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(not(unix))]
             Self::Local(s) => Pin::new(s).poll_flush(cx),
             Self::Assuan(s) => Pin::new(s).poll_flush(cx),
         }
@@ -100,6 +122,9 @@ impl AsyncWrite for Stream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(not(unix))]
             Self::Local(s) => Pin::new(s).poll_shutdown(cx),
             Self::Assuan(s) => Pin::new(s).poll_shutdown(cx),
         }

@@ -8,10 +8,6 @@ use std::time::Duration;
 
 use e2e::*;
 
-fn name(tag: &str) -> String {
-    format!("hp-agent-{tag}-{}", free_port())
-}
-
 /// "The agent stays the user's" (SPEC.md 11, 6.2): a container scoped to one key gets an
 /// agent stream that lists and signs with that key only; no container can remove, add,
 /// lock or unlock keys; and an SSH login signature needs `ssh-login`, for the HTTP route

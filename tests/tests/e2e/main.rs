@@ -13,6 +13,7 @@ mod git_attrs;
 mod lifecycle;
 mod mock_tools;
 mod oauth_libs;
+mod streams;
 mod tools;
 mod trust;
 mod tunnel;

@@ -8,10 +8,6 @@ use std::time::{Duration, Instant};
 
 use e2e::*;
 
-fn name(tag: &str) -> String {
-    format!("hp-trust-{tag}-{}", free_port())
-}
-
 const TUNNEL: &str = "http://127.0.0.1:18374";
 
 /// `git init` of `dir` with `config` appended to its `.git/config`.

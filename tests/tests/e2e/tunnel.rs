@@ -7,11 +7,6 @@ use std::time::{Duration, Instant};
 
 use e2e::*;
 
-/// A unique container name for this test.
-fn name(tag: &str) -> String {
-    format!("hp-tunnel-{tag}-{}", free_port())
-}
-
 /// `wget` of the daemon's API inside the container, through the tunnel: (ok, body).
 fn api(c: &Container, args: &str) -> (bool, String, String) {
     c.exec(&[], &format!("wget -q -O - {args}"))
@@ -562,12 +557,11 @@ fn a_declared_host_socket_reaches_the_container_and_nothing_else_does() {
             .args(["--name", &n, busybox_image(), "sleep", "300"]),
     );
     d.wait_serving(&n, Duration::from_secs(15));
-    // Bytes both ways, through the tunnel, to the host's socket. (The bridge has no
-    // half-close: a stream ends when either end closes, so the client keeps its end open
-    // until the answer is in.)
+    // Bytes both ways, through the tunnel, to the host's socket; the client shuts its
+    // write side after its line, and the echo still comes back (half-close, SPEC.md 6.3).
     let (ok, out, err) = c.exec(
         &[],
-        "(echo 'through the tunnel'; sleep 1) | socat - UNIX-CONNECT:/tmp/.hostproxy/sockets/echo.sock",
+        "echo 'through the tunnel' | socat -t 30 - UNIX-CONNECT:/tmp/.hostproxy/sockets/echo.sock",
     );
     assert!(
         ok && out.trim() == "through the tunnel",
@@ -634,7 +628,7 @@ fn a_declared_host_socket_reaches_the_container_and_nothing_else_does() {
     d.wait_serving(&v, Duration::from_secs(15));
     let (ok, out, err) = cv.exec(
         &[],
-        "(echo 'via the tunnel'; sleep 1) | socat - UNIX-CONNECT:/tmp/.hostproxy/sockets/echo.sock",
+        "echo 'via the tunnel' | socat -t 30 - UNIX-CONNECT:/tmp/.hostproxy/sockets/echo.sock",
     );
     assert!(ok && out.trim() == "via the tunnel", "{out}{err}");
     let (ok, out, err) = cv.exec(&[], "wget -q -O - http://127.0.0.1:18374/health");
