@@ -44,29 +44,35 @@ struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    /// What may be read for the next frame: waits for credit on a stream with a window.
-    async fn room(&self) -> usize {
+    /// How much to read for the next frame: the credit there now; with none, one piece
+    /// (read ahead and held here until credit comes, so an EOF is seen without credit).
+    fn room(&self) -> usize {
         match self.flow {
-            Some(f) => f.room().await,
+            Some(f) => match f.room_now() {
+                0 => f.piece(),
+                n => n,
+            },
             None => CHUNK,
         }
     }
 
-    /// Takes credit for a frame of `n` bytes about to be sent (waits for it).
-    async fn take(&self, n: usize) {
-        if let Some(f) = self.flow {
-            f.take(n).await;
-        }
+    /// Takes credit for a frame of `n` bytes if it is there now (always, without a window).
+    fn try_take(&self, n: usize) -> bool {
+        self.flow.is_none_or(|f| f.try_take(n))
     }
 
-    /// Sends `payload` as DATA, in pieces the window allows; false when the writer is gone.
-    async fn data(&self, payload: &[u8]) -> bool {
-        let piece = self.flow.map_or(CHUNK, Flow::piece);
-        for part in payload.chunks(piece.max(1)) {
-            self.take(part.len()).await;
+    /// Sends `payload` as DATA, in pieces as credit comes; false when the writer is gone.
+    async fn data(&self, mut payload: &[u8]) -> bool {
+        while !payload.is_empty() {
+            let n = match self.flow {
+                Some(f) => f.take_up_to(payload.len()).await,
+                None => payload.len().min(CHUNK),
+            };
+            let (part, rest) = payload.split_at(n);
             if !send(self.out, FrameType::Data, self.id, part).await {
                 return false;
             }
+            payload = rest;
         }
         true
     }
@@ -248,7 +254,7 @@ pub async fn pump<S>(
         let mut buf = BytesMut::new();
         let mut replies = ReplyCounter::default();
         loop {
-            let room = sender.room().await;
+            let room = sender.room();
             buf.reserve(bridge::HEADER_LEN + room);
             buf.put_bytes(0, bridge::HEADER_LEN);
             let n = match rd.read_buf(&mut (&mut buf).limit(room)).await {
@@ -265,10 +271,16 @@ pub async fn pump<S>(
             } else {
                 0
             };
-            // Credit was there when the read began, and only this side takes it: `take`
-            // does not wait here unless a refusal above took some meanwhile.
-            sender.take(n).await;
-            if out.send(buf.split().freeze()).await.is_err() {
+            // Credit there when the read began is normally still there (only a refusal
+            // above takes some meanwhile): the frame goes as read. Read ahead of credit, it
+            // goes in pieces as credit comes back (a copy, on a stream a slow reader holds).
+            let sent = if sender.try_take(n) {
+                out.send(buf.split().freeze()).await.is_ok()
+            } else {
+                let frame = buf.split();
+                sender.data(&frame[bridge::HEADER_LEN..]).await
+            };
+            if !sent {
                 return Ended::Stream;
             }
             if whole > 0 {

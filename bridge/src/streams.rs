@@ -48,29 +48,29 @@ impl Flow {
         (lock(&self.credit).max() as usize).min(CHUNK)
     }
 
-    /// Waits until there is credit; how much (at most `CHUNK`). Takes none.
-    pub(crate) async fn room(&self) -> usize {
-        loop {
-            let more = self.more.notified();
-            tokio::pin!(more);
-            more.as_mut().enable();
-            let now = lock(&self.credit).available() as usize;
-            if now > 0 {
-                return now.min(CHUNK);
-            }
-            more.await;
-        }
+    /// Credit there now (at most `CHUNK`), without waiting or taking it.
+    pub(crate) fn room_now(&self) -> usize {
+        (lock(&self.credit).available() as usize).min(CHUNK)
     }
 
-    /// Waits until `n` bytes of credit (at most the window) are there, and takes them.
-    pub(crate) async fn take(&self, n: usize) {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
+    /// Takes `n` bytes of credit if they are there now.
+    pub(crate) fn try_take(&self, n: usize) -> bool {
+        u32::try_from(n).is_ok_and(|n| lock(&self.credit).take(n))
+    }
+
+    /// Waits until there is credit, and takes as much of it as there is, up to `want`.
+    pub(crate) async fn take_up_to(&self, want: usize) -> usize {
+        let want = u32::try_from(want).unwrap_or(u32::MAX);
         loop {
             let more = self.more.notified();
             tokio::pin!(more);
             more.as_mut().enable();
-            if lock(&self.credit).take(n) {
-                return;
+            {
+                let mut credit = lock(&self.credit);
+                let n = credit.available().min(want);
+                if n > 0 && credit.take(n) {
+                    return n as usize;
+                }
             }
             more.await;
         }

@@ -391,3 +391,92 @@ fn the_gpg_home_is_private_and_follows_no_symlink() {
     clawker_socket_server::install_gpg_home(&fresh, b"KEY").unwrap();
     assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
 }
+
+/// SPEC.md 6.3 from the container end: the host's HELLO is answered with ours, a stream
+/// opened before the answer has no window (upstream's rules), one opened after it sends no
+/// more than the host's window until credit comes back, and its client's EOF is an EOF
+/// frame that leaves the other direction open.
+#[tokio::test]
+async fn hello_windows_and_half_close() {
+    use clawker_protocol::flow::{Hello, caps, window_payload};
+    let mut h = Host::start(false, "10");
+    assert_eq!(h.next().await.kind, FrameType::Ready);
+    let early = UnixStream::connect(h.ssh()).await.unwrap();
+    assert_eq!(h.next().await.stream, 1);
+    let small = Hello {
+        caps: caps::WINDOW | caps::HALF_CLOSE,
+        window: 64 * 1024,
+    };
+    h.send(FrameType::Hello, 0, &small.encode()).await;
+    assert_eq!(
+        h.next().await,
+        Frame::new(FrameType::Hello, 0, Hello::OURS.encode().to_vec())
+    );
+    let late = UnixStream::connect(h.ssh()).await.unwrap();
+    assert_eq!(h.next().await.stream, 2);
+    // 1 MiB from each client: stream 1 sends it all, stream 2 stops at the 64 KiB window.
+    let (_early_rd, mut early_wr) = early.into_split();
+    let (mut late_rd, mut late_wr) = late.into_split();
+    let mib = vec![5u8; 1024 * 1024];
+    let (a, b) = (mib.clone(), mib.clone());
+    // (Held open: its EOF would end stream 1, which has no half-close.)
+    let _early_open = tokio::spawn(async move {
+        early_wr.write_all(&a).await.unwrap();
+        early_wr
+    });
+    let late_writer = tokio::spawn(async move {
+        late_wr.write_all(&b).await.unwrap();
+        late_wr.shutdown().await.unwrap();
+        late_wr
+    });
+    let (mut from_early, mut from_late) = (0usize, 0usize);
+    while from_early < mib.len() {
+        let f = h.next().await;
+        assert_eq!(f.kind, FrameType::Data);
+        match f.stream {
+            1 => from_early += f.payload.len(),
+            _ => from_late += f.payload.len(),
+        }
+    }
+    // Whatever of stream 2 came meanwhile is within its window, and no more comes.
+    assert!(
+        from_late <= 64 * 1024,
+        "{from_late} bytes past a 64 KiB window"
+    );
+    while from_late < 64 * 1024 {
+        let f = h.next().await;
+        assert_eq!((f.kind, f.stream), (FrameType::Data, 2));
+        from_late += f.payload.len();
+    }
+    assert_eq!(from_late, 64 * 1024);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), h.frames.next())
+            .await
+            .is_err(),
+        "stream 2 sent past its window"
+    );
+    // Credit back, a window at a time, until every byte is in; then the client's EOF
+    // arrives as EOF, though no credit is left.
+    while from_late < mib.len() {
+        h.send(FrameType::Window, 2, &window_payload(64 * 1024))
+            .await;
+        let mut this_window = 0;
+        while this_window < 64 * 1024 {
+            let f = h.next().await;
+            assert_eq!((f.kind, f.stream), (FrameType::Data, 2));
+            this_window += f.payload.len();
+        }
+        assert_eq!(this_window, 64 * 1024, "no more than the credit returned");
+        from_late += this_window;
+    }
+    assert_eq!(h.next().await, Frame::new(FrameType::Eof, 2, vec![]));
+    // Half-closed: the host's answer still reaches the client, then the host's EOF.
+    h.send(FrameType::Data, 2, b"answer").await;
+    h.send(FrameType::Eof, 2, b"").await;
+    let mut answer = Vec::new();
+    late_rd.read_to_end(&mut answer).await.unwrap();
+    assert_eq!(answer, b"answer");
+    drop(late_writer.await.unwrap());
+    // Both directions over: one CLOSE.
+    assert_eq!(h.next().await, Frame::new(FrameType::Close, 2, vec![]));
+}
