@@ -304,6 +304,25 @@ fn check_state(state: &StateDir) -> Vec<Check> {
     vec![dir, token]
 }
 
+/// The container tools the tunnel copies into images that lack them (SPEC.md 12): found for
+/// this host's architecture, and where they come from.
+fn check_tools(settings: &Settings, state: &StateDir) -> Check {
+    let tools = crate::tunnel::tools::Tools::new(settings.attach.tools_dir.clone())
+        .with_embedded(state.tools_dir());
+    let arch = std::env::consts::ARCH;
+    match tools.dir_for(arch) {
+        Ok(dir) => pass(
+            "container tools",
+            format!("{} ({})", dir.display(), tools.describe()),
+        ),
+        Err(e) => fail(
+            "container tools",
+            format!("{e:#}"),
+            "install a release hostproxy (it carries them), or build them with `cargo xtask dist`, or name their folder with --tools-dir",
+        ),
+    }
+}
+
 fn check_launcher(settings: &Settings) -> Check {
     let program = settings
         .browser
@@ -384,6 +403,7 @@ pub fn run(port: u16, json: bool, settings: Result<Settings, String>) -> Result<
     checks.extend(rt.block_on(check_docker(&state.token_file())));
     checks.push(check_port(port));
     checks.extend(check_state(&state));
+    checks.push(check_tools(&settings, &state));
     checks.push(check_launcher(&settings));
     checks.extend(check_sockets(&settings));
     let ok = checks.iter().all(|c| c.ok);

@@ -316,6 +316,8 @@ pub struct DaemonOpts {
     /// A command that execs the daemon (its path and arguments follow as `$0 "$@"`), such
     /// as `unshare -m … sh -c '…; exec "$0" "$@"'` for a private `/etc/hosts`.
     pub wrapper: Vec<String>,
+    /// The `hostproxy` to run, daemon and command line (default: the workspace's build).
+    pub program: Option<PathBuf>,
 }
 
 impl DaemonProc {
@@ -350,10 +352,10 @@ impl DaemonProc {
         let mut cmd = match opts.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(bin("hostproxy"));
+                c.args(args).arg(self.program());
                 c
             }
-            None => Command::new(bin("hostproxy")),
+            None => Command::new(self.program()),
         };
         cmd.arg("serve")
             .arg("--port")
@@ -393,6 +395,21 @@ impl DaemonProc {
     pub fn kill9_and_restart(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        self.child = self.spawn();
+        self.wait_healthy();
+    }
+
+    /// `hostproxy stop` (SIGTERM: a graceful stop, the daemon's own cleanup), waits until
+    /// it has exited, then starts it again on the same port and state dir.
+    pub fn stop_and_restart(&mut self) {
+        let out = self.hostproxy(&["stop"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "hostproxy stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the daemon's graceful stop: {status}");
         self.child = self.spawn();
         self.wait_healthy();
     }
@@ -468,8 +485,16 @@ impl DaemonProc {
     }
 
     /// `hostproxy ARGS…` against this daemon's state dir (its control socket).
+    /// The `hostproxy` this daemon runs.
+    pub fn program(&self) -> PathBuf {
+        self.opts
+            .program
+            .clone()
+            .unwrap_or_else(|| bin("hostproxy"))
+    }
+
     pub fn hostproxy(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin("hostproxy"));
+        let mut c = Command::new(self.program());
         c.args(args)
             .env("CLAWKER_STATE_DIR", self.dir.path().join("state"))
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"));
@@ -477,7 +502,8 @@ impl DaemonProc {
     }
 
     /// `docker run -d` of a container for the tunnel: `--network none`, the host's `/usr`
-    /// read-only (git, ssh, gpg), and the flags `hostproxy run-flags --gpg` prints, with this
+    /// read-only (git, ssh, gpg), and the flags `hostproxy run-flags --gpg --no-mount`
+    /// prints (the daemon copies the tools in, the path most of the suite tests), with this
     /// daemon's own attach label. Add the image and the command.
     pub fn tunnel_run(&self) -> Command {
         self.tunnel_run_on("none")
@@ -485,21 +511,29 @@ impl DaemonProc {
 
     /// [`DaemonProc::tunnel_run`] on the Docker network `network`.
     pub fn tunnel_run_on(&self, network: &str) -> Command {
+        self.run_flags_run(network, &["--gpg", "--no-mount"])
+    }
+
+    /// `docker run -d --network NETWORK -v /usr:/usr:ro` and the arguments
+    /// `hostproxy run-flags --lines EXTRA…` prints, the attach label this daemon's own.
+    pub fn run_flags_run(&self, network: &str, extra: &[&str]) -> Command {
         let out = self
-            .hostproxy(&["run-flags", "--gpg", "--lines"])
+            .hostproxy(&[&["run-flags", "--lines"], extra].concat())
             .output()
             .unwrap();
-        assert!(out.status.success(), "run-flags failed");
+        assert!(
+            out.status.success(),
+            "run-flags failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut c = Command::new("docker");
         c.args(["run", "-d", "--network", network, "-v", "/usr:/usr:ro"]);
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let (flag, value) = line.split_once(' ').expect("a flag and its value");
-            let value = if value == "dev.clawker.hostproxy=attach" {
+        for arg in String::from_utf8_lossy(&out.stdout).lines() {
+            c.arg(if arg == "dev.clawker.hostproxy=attach" {
                 self.attach_label.as_str()
             } else {
-                value
-            };
-            c.args([flag, value]);
+                arg
+            });
         }
         c
     }

@@ -414,7 +414,7 @@ pub fn bench() -> Result<()> {
         }
     }
     run(cargo().args(["build", "--release", "-p", "hostproxy"]))?;
-    let dist = crate::dist()?;
+    let dist = crate::dist(false)?;
     let hostproxy = root().join("target/release/hostproxy");
     let tmp = tempfile_dir()?;
     let dir = tmp.as_path();

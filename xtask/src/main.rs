@@ -1,5 +1,7 @@
 //! `cargo xtask`: the project's own commands.
 //!
+//! - `cargo xtask serve [ARGS…]`: `dist`, then the `hostproxy` it built (the container
+//!   tools inside) runs `serve ARGS…`.
 //! - `cargo xtask test`: installs the Debian packages the tests need when they are missing
 //!   (as root, `apt-get update` first), checks that Docker answers, then runs
 //!   `cargo fmt --check`, `cargo clippy --all-targets -D warnings`, `cargo xtask dist` and
@@ -17,6 +19,7 @@ mod bench;
 mod bench_tunnel;
 mod chart;
 mod exec_stream;
+mod release;
 mod scratch;
 
 /// The container tools: shipped static, into images we did not build.
@@ -218,7 +221,7 @@ fn ensure_peers() -> Result<()> {
 pub(crate) struct Arch {
     /// `uname -m` / the directory name under `target/dist/` (SPEC.md 6.1, 9).
     pub(crate) name: &'static str,
-    target: &'static str,
+    pub(crate) target: &'static str,
 }
 
 pub(crate) const ARCHES: [Arch; 2] = [
@@ -232,7 +235,7 @@ pub(crate) const ARCHES: [Arch; 2] = [
     },
 ];
 
-fn rustup_target(target: &str) -> Result<()> {
+pub(crate) fn rustup_target(target: &str) -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -252,8 +255,10 @@ fn rustup_target(target: &str) -> Result<()> {
 /// Builds the container tools static for every architecture (musl, linked by the toolchain's
 /// own `rust-lld`, so no cross C toolchain is needed) into `target/dist/<arch>/`, with the
 /// host architecture's also flat in `target/dist/`; man pages, completions, a tarball per
-/// architecture and `SHA256SUMS`.
-pub(crate) fn dist() -> Result<PathBuf> {
+/// architecture; then the release (`release.rs`): a static `hostproxy` carrying the tools,
+/// in an archive per Linux target (`all`: both; else the host's, which is what the tests
+/// install), `install.sh`, and `SHA256SUMS` of everything.
+pub(crate) fn dist(all: bool) -> Result<PathBuf> {
     let out = root().join("target").join("dist");
     std::fs::create_dir_all(&out)?;
     docs(&out)?;
@@ -297,7 +302,13 @@ pub(crate) fn dist() -> Result<PathBuf> {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(arch, &link)?;
     }
-    sums(&out)?;
+    let embedded = release::embedded_tools(&out)?;
+    let mut archives = Vec::new();
+    for arch in ARCHES.into_iter().filter(|a| all || a.name == host) {
+        archives.push(release::daemon(&out, arch, &embedded)?);
+    }
+    release::install_script(&out)?;
+    sums(&out, &archives)?;
     Ok(out)
 }
 
@@ -388,8 +399,9 @@ fn tarball(out: &Path, arch: Arch) -> Result<()> {
     Ok(())
 }
 
-/// `SHA256SUMS` for every tool of every architecture and every tarball.
-fn sums(out: &Path) -> Result<()> {
+/// `SHA256SUMS` for every tool of every architecture, every tarball and the release
+/// archives.
+fn sums(out: &Path, archives: &[String]) -> Result<()> {
     let mut files: Vec<String> = Vec::new();
     for arch in ARCHES {
         files.extend(
@@ -405,6 +417,7 @@ fn sums(out: &Path) -> Result<()> {
             .iter()
             .map(|a| format!("hostproxy-tools-{version}-{}-linux.tar.gz", a.name)),
     );
+    files.extend(archives.iter().cloned());
     let text = Command::new("sha256sum")
         .current_dir(out)
         .args(&files)
@@ -586,7 +599,7 @@ fn test() -> Result<()> {
     ]))?;
     cross_lint()?;
     openapi(true)?;
-    let dist_dir = dist()?;
+    let dist_dir = dist(false)?;
     let (passed, failed) = cargo_test(&dist_dir)?;
     schemathesis()?;
     // Every bench lane once (no targets asserted, no report kept): the bench cannot rot.
@@ -597,11 +610,32 @@ fn test() -> Result<()> {
     Ok(())
 }
 
+/// The README's first command: the release build (`dist`: the container tools, and a
+/// `hostproxy` for this host that carries them), then that `hostproxy serve ARGS…` in this
+/// process's place — a daemon that attaches a stock image, from a fresh clone.
+fn serve(args: &[String]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    dist(false)?;
+    let arch = ARCHES
+        .iter()
+        .find(|a| a.name == std::env::consts::ARCH)
+        .context("no release target for this host's architecture")?;
+    let daemon = root()
+        .join("target")
+        .join(arch.target)
+        .join("release")
+        .join("hostproxy");
+    eprintln!("xtask: {} serve {}", daemon.display(), args.join(" "));
+    let err = Command::new(&daemon).arg("serve").args(args).exec();
+    Err(err).with_context(|| format!("cannot run {}", daemon.display()))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some("dist") => dist().map(|_| ()),
+        Some("dist") => dist(args.get(1).is_some_and(|a| a == "--all")).map(|_| ()),
+        Some("serve") => serve(&args[1..]),
         Some("bench") => bench::bench_with(args.get(1).is_some_and(|a| a == "--smoke")),
         Some("openapi") => openapi(args.get(1).is_some_and(|a| a == "--check")),
         Some("schemathesis") => schemathesis(),
@@ -612,7 +646,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test | dist | bench [--smoke] | fuzz [SECONDS] | openapi [--check] | schemathesis"
+                "usage: cargo xtask serve [ARGS…] | test | dist [--all] | bench [--smoke] | fuzz [SECONDS] | openapi [--check] | schemathesis"
             );
             return ExitCode::from(2);
         }

@@ -1,14 +1,11 @@
-//! `hostproxy attach`, `detach` and `run-flags` (SPEC.md 6.1): requests to the running
-//! daemon over its control socket, and the `docker run` flags that wire a stock image.
+//! `hostproxy attach` and `detach` (SPEC.md 6.1): requests to the running daemon over its
+//! control socket.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use clawker_protocol::tunnel::{
-    self, AttachmentInfo, ControlRequest, ControlResponse, RUN_FLAGS_GNUPGHOME, RUN_FLAGS_SSH_SOCK,
-};
-use hostproxy::config::AttachSettings;
+use clawker_protocol::tunnel::{AttachmentInfo, ControlRequest, ControlResponse};
 use hostproxy::state::StateDir;
 use hostproxy::tunnel::control;
 
@@ -47,20 +44,6 @@ pub struct AttachArgs {
 pub struct DetachArgs {
     /// The attachment's name (see `hostproxy attach --list`).
     pub name: String,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct RunFlagsArgs {
-    /// Also wire gpg (GNUPGHOME). The container gets gpg only when the host grants the
-    /// scope (`attach.scopes` or `attach --allow`): a label cannot widen what it gets.
-    #[arg(long)]
-    pub gpg: bool,
-    /// The port the tools use inside the container.
-    #[arg(long, default_value_t = clawker_protocol::DEFAULT_PORT)]
-    pub port: u16,
-    /// One flag per line instead of one line.
-    #[arg(long)]
-    pub lines: bool,
 }
 
 fn send(req: &ControlRequest) -> Result<ControlResponse> {
@@ -136,44 +119,5 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
 
 pub fn detach(args: DetachArgs) -> Result<ExitCode> {
     send(&ControlRequest::Detach { name: args.name })?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The flags, in order; the attach label is the config's (`attach.label`).
-pub fn run_flags_list(args: &RunFlagsArgs, label: &(String, String)) -> Vec<String> {
-    let bin = tunnel::CONTAINER_BIN_DIR;
-    let mut flags = vec![
-        format!("--label {}={}", label.0, label.1),
-        format!(
-            "-e {}=http://127.0.0.1:{}",
-            clawker_protocol::env::HOST_PROXY,
-            args.port
-        ),
-        format!("-e BROWSER={bin}/host-open"),
-        format!("-e SSH_AUTH_SOCK={RUN_FLAGS_SSH_SOCK}"),
-        "-e GIT_CONFIG_COUNT=1".to_string(),
-        "-e GIT_CONFIG_KEY_0=credential.helper".to_string(),
-        format!("-e GIT_CONFIG_VALUE_0={bin}/git-credential-clawker"),
-    ];
-    if args.gpg {
-        flags.push(format!("-e GNUPGHOME={RUN_FLAGS_GNUPGHOME}"));
-    }
-    flags
-}
-
-pub fn run_flags(args: RunFlagsArgs, attach: &AttachSettings) -> Result<ExitCode> {
-    let flags = run_flags_list(&args, &attach.label);
-    if args.gpg && !attach.scopes.iter().any(|s| s.trim() == "gpg") {
-        eprintln!(
-            "hostproxy: the container signs with gpg only when the daemon grants it the gpg scope (attach.scopes in the config, or attach --allow)"
-        );
-    }
-    if args.lines {
-        for f in flags {
-            println!("{f}");
-        }
-    } else {
-        println!("{}", flags.join(" "));
-    }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@ use hostproxy::config::parse_duration;
 
 mod attach;
 mod bridge;
+mod run_flags;
 mod serve;
 mod token;
 
@@ -62,7 +63,7 @@ pub enum Command {
     /// Ask the running daemon to end an attachment.
     Detach(attach::DetachArgs),
     /// Print the `docker run` flags that wire a stock image to the tunnel.
-    RunFlags(attach::RunFlagsArgs),
+    RunFlags(run_flags::RunFlagsArgs),
     /// Bridge the host's ssh-agent and gpg-agent into a container over docker exec.
     Bridge(bridge::BridgeArgs),
     /// Check this host's setup and say how to fix what is missing.
@@ -274,7 +275,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Attach(args) => attach::attach(args),
         Command::Detach(args) => attach::detach(args),
-        Command::RunFlags(args) => attach::run_flags(args, &serve::settings(config)?.attach),
+        Command::RunFlags(args) => run_flags::run_flags(args, &serve::settings(config)?.attach),
         Command::Bridge(args) => {
             let policy = serve::settings(config)?.agent_policy;
             serve::runtime()?.block_on(hostproxy::bridge::run(args.into(), policy))

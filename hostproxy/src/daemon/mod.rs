@@ -150,6 +150,8 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         state.clone(),
         HostAgents::find().await,
         settings.attach.clone(),
+        tunnel::tools::Tools::new(settings.attach.tools_dir.clone())
+            .with_embedded(state_dir.tools_dir()),
         crate::docker::connect()
             .map_err(|e| tracing::info!(error = %format!("{e:#}"), "no docker engine: only --via attaches"))
             .ok(),

@@ -100,6 +100,11 @@ impl StateDir {
         self.root.join("sessions.json")
     }
 
+    /// Where a release build unpacks the container tools it carries (SPEC.md 12).
+    pub fn tools_dir(&self) -> PathBuf {
+        self.root.join("tools")
+    }
+
     pub fn bridges_dir(&self) -> PathBuf {
         self.root.join("bridges")
     }

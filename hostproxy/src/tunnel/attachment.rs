@@ -56,7 +56,14 @@ impl Attachment {
                     tracing::info!(identity = %self.identity.name, secs = started.elapsed().as_secs(), "the container end ended")
                 }
                 Err(e) => {
-                    tracing::warn!(identity = %self.identity.name, error = %format!("{e:#}"), "the tunnel failed")
+                    tracing::warn!(identity = %self.identity.name, error = %format!("{e:#}"), "the tunnel failed");
+                    self.tunnels.set_error(
+                        &self.name,
+                        self.generation,
+                        Some(&clawker_protocol::text::escape_bytes(
+                            format!("{e:#}").as_bytes(),
+                        )),
+                    );
                 }
             }
             if self.cancel.is_cancelled() || !self.engine.alive().await {
@@ -102,6 +109,12 @@ impl Attachment {
     /// detached or attached again).
     fn end(&self, given_up: Option<String>) {
         self.cancel.cancel();
+        if self.tunnels.0.shutdown.is_cancelled() {
+            // The daemon stops, not the container: its sessions stay in sessions.json for
+            // the next start, which attaches it again (a login in flight completes).
+            tracing::info!(identity = %self.identity.name, "the daemon stops: the attachment's callback sessions are kept");
+            return;
+        }
         let removed = self
             .tunnels
             .0
@@ -179,6 +192,7 @@ impl Attachment {
         serve_bridge(exec.output, exec.input, Some(pubkey), targets, move || {
             ready.store(true, std::sync::atomic::Ordering::SeqCst);
             tunnels.set_state(&name, generation, "serving", false);
+            tunnels.set_error(&name, generation, None);
         })
         .await
     }

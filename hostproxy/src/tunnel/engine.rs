@@ -71,6 +71,9 @@ pub struct DockerTarget {
     /// `x86_64` or `aarch64`.
     arch: String,
     tools: Tools,
+    /// Host folders bind-mounted read-only at `/tmp/.hostproxy/bin` (`run-flags`' mount of
+    /// the tools, SPEC.md 12).
+    tools_mounts: Vec<std::path::PathBuf>,
     /// The program found or copied at the first start.
     program: tokio::sync::Mutex<Option<String>>,
 }
@@ -143,6 +146,17 @@ impl DockerTarget {
             .and_then(arch_of)
             .unwrap_or(std::env::consts::ARCH)
             .to_string();
+        let tools_mounts = info
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| {
+                m.destination.as_deref() == Some(tunnel::CONTAINER_BIN_DIR)
+                    && m.rw == Some(false)
+                    && m.typ.as_deref() == Some("bind")
+            })
+            .filter_map(|m| m.source.map(std::path::PathBuf::from))
+            .collect();
         Ok(Self {
             docker,
             id,
@@ -152,6 +166,7 @@ impl DockerTarget {
             env: config.env.unwrap_or_default(),
             arch,
             tools,
+            tools_mounts,
             program: tokio::sync::Mutex::new(None),
         })
     }
@@ -185,6 +200,12 @@ impl DockerTarget {
         if let Some(p) = cached.as_ref() {
             return Ok(p.clone());
         }
+        if self.tools_mounted() {
+            let program = format!("{}/{}", tunnel::CONTAINER_BIN_DIR, tunnel::SOCKET_SERVER);
+            tracing::info!(container = %self.name, "the container tools are mounted (run-flags): nothing copied");
+            *cached = Some(program.clone());
+            return Ok(program);
+        }
         let program = match self.upload().await {
             Ok(p) => p,
             Err(no_tools) => match self.on_image_path().await {
@@ -194,6 +215,21 @@ impl DockerTarget {
         };
         *cached = Some(program.clone());
         Ok(program)
+    }
+
+    /// The daemon's own tools folder for this container's architecture is bind-mounted
+    /// read-only at `/tmp/.hostproxy/bin` (what `run-flags` wires): nothing in the
+    /// container can change it, so it is run as it is (and nothing could be copied over
+    /// it). Any other mount there is not ours, and the copy goes on as usual (and fails on
+    /// a read-only one).
+    fn tools_mounted(&self) -> bool {
+        let Ok(ours) = self.tools.dir_for(&self.arch) else {
+            return false;
+        };
+        let ours = std::fs::canonicalize(&ours).unwrap_or(ours);
+        self.tools_mounts
+            .iter()
+            .any(|m| std::fs::canonicalize(m).unwrap_or_else(|_| m.clone()) == ours)
     }
 
     /// `clawker-socket-server` baked into the image, on its `PATH`.

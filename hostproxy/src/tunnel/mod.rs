@@ -29,6 +29,7 @@ use crate::config::AttachSettings;
 mod attachment;
 pub mod control;
 mod discover;
+pub mod embedded;
 pub mod engine;
 pub mod tools;
 
@@ -128,6 +129,7 @@ impl Tunnels {
         state: AppState,
         agents: HostAgents,
         settings: AttachSettings,
+        tools: Tools,
         docker: Option<Docker>,
         shutdown: CancellationToken,
     ) -> Result<Self> {
@@ -156,7 +158,7 @@ impl Tunnels {
             state,
             api,
             agents,
-            tools: Tools::new(settings.tools_dir.clone()),
+            tools,
             settings,
             docker,
             entries: Mutex::new(HashMap::new()),
@@ -454,6 +456,19 @@ impl Tunnels {
         Ok(info)
     }
 
+    /// Why the container end last failed, for `attach --list` and `status` (one note, the
+    /// latest; gone once it serves again).
+    fn set_error(&self, name: &str, generation: u64, error: Option<&str>) {
+        if let Some(e) = self.entries().get_mut(name)
+            && e.generation == generation
+        {
+            e.info.notes.retain(|n| !n.starts_with(LAST_ERROR));
+            if let Some(error) = error {
+                e.info.notes.push(format!("{LAST_ERROR}{error}"));
+            }
+        }
+    }
+
     fn set_state(&self, name: &str, generation: u64, state: &str, restart: bool) {
         if let Some(e) = self.entries().get_mut(name)
             && e.generation == generation
@@ -465,6 +480,9 @@ impl Tunnels {
         }
     }
 }
+
+/// How the note of the latest failure starts.
+const LAST_ERROR: &str = "last error: ";
 
 /// The `http` socket's address among `sockets`.
 fn listen_of(sockets: &[RemoteSocket]) -> Option<std::net::SocketAddr> {

@@ -14,6 +14,8 @@ type Built = (bytes::Bytes, [u8; 32]);
 pub struct Tools {
     /// `--tools-dir` / `CLAWKER_HOST_PROXY_TOOLS_DIR` / `attach.tools_dir`.
     pub dir: Option<PathBuf>,
+    /// `<state>/tools`: where the tools this build carries are unpacked.
+    embedded_root: Option<PathBuf>,
     /// By (architecture, with `/tmp`): read, checked and packed at the first attach that
     /// needs it, not at every one (a few MiB each; the daemon is restarted to pick up new
     /// tools).
@@ -23,7 +25,7 @@ pub struct Tools {
 /// A `cargo xtask dist` output beside this build, when it runs from a checkout.
 fn checkout_dist() -> Option<PathBuf> {
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dist");
-    dist.is_dir().then_some(dist)
+    std::fs::canonicalize(dist).ok().filter(|d| d.is_dir())
 }
 
 /// The tools folder `found` (under `root`), its parents up to `root`, and every tool in it
@@ -58,6 +60,36 @@ impl Tools {
         }
     }
 
+    /// Also the tools this build carries, unpacked under `root` (`<state>/tools`) when
+    /// first needed.
+    pub fn with_embedded(mut self, root: PathBuf) -> Self {
+        self.embedded_root = Some(root);
+        self
+    }
+
+    /// Where the tools are looked for, in order: the configured folder, the tools this
+    /// build carries (unpacked), the checkout's `target/dist`.
+    fn roots(&self) -> Result<Vec<PathBuf>> {
+        let mut roots: Vec<PathBuf> = self.dir.iter().cloned().collect();
+        if let Some(root) = &self.embedded_root
+            && let Some(unpacked) = super::embedded::unpacked(root)?
+        {
+            roots.push(unpacked);
+        }
+        roots.extend(checkout_dist());
+        Ok(roots)
+    }
+
+    /// Where this build's tools are, in words, for `doctor` and `attach --list`.
+    pub fn describe(&self) -> String {
+        match (&self.dir, super::embedded::present(), checkout_dist()) {
+            (Some(d), _, _) => format!("--tools-dir {}", d.display()),
+            (None, true, _) => "carried by this hostproxy".into(),
+            (None, false, Some(d)) => format!("the checkout's {}", d.display()),
+            (None, false, None) => "none: this hostproxy carries no container tools (a `cargo xtask dist` build does); name a folder with --tools-dir".into(),
+        }
+    }
+
     /// [`Tools::archive`], made once per architecture and kept.
     pub fn archive_cached(&self, arch: &str, with_tmp: bool) -> Result<Built> {
         let key = (arch.to_string(), with_tmp);
@@ -80,9 +112,9 @@ impl Tools {
 
     /// The folder holding the tools for `arch` (`x86_64`, `aarch64`): `DIR/<arch>/`, or
     /// `DIR` itself for the host's own architecture; first the configured folder, then the
-    /// checkout's `target/dist`.
+    /// tools this build carries, then the checkout's `target/dist`.
     pub fn dir_for(&self, arch: &str) -> Result<PathBuf> {
-        let roots: Vec<PathBuf> = self.dir.iter().cloned().chain(checkout_dist()).collect();
+        let roots = self.roots()?;
         for root in &roots {
             let mut candidates = vec![root.join(arch)];
             if arch == std::env::consts::ARCH {
@@ -97,7 +129,7 @@ impl Tools {
             }
         }
         bail!(
-            "the container has no {SOCKET_SERVER} and no {arch} container tools were found{}: build them with `cargo xtask dist` or name their folder with --tools-dir (or {})",
+            "the container has no {SOCKET_SERVER} and no {arch} container tools were found{}: this hostproxy carries none (a `cargo xtask dist` build does); build them with `cargo xtask dist` or name their folder with --tools-dir (or {})",
             if roots.is_empty() {
                 String::new()
             } else {

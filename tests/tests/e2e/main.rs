@@ -10,6 +10,7 @@ mod ci_job;
 mod conformance;
 mod docker_creds;
 mod git_attrs;
+mod install;
 mod lifecycle;
 mod mock_tools;
 mod oauth_libs;

@@ -402,6 +402,18 @@ fn via_a_command_and_through_a_tcp_engine_address() {
 
 #[test]
 fn a_login_in_flight_survives_kill_9_of_the_daemon() {
+    login_survives_a_restart(DaemonProc::kill9_and_restart);
+}
+
+/// A graceful stop (`hostproxy stop`) keeps the sessions of the attached containers for the
+/// next start, as a crash does (SPEC.md 12, newcomer review): only a container's own end
+/// deletes them.
+#[test]
+fn a_login_in_flight_survives_a_graceful_stop_of_the_daemon() {
+    login_survives_a_restart(DaemonProc::stop_and_restart);
+}
+
+fn login_survives_a_restart(restart: fn(&mut DaemonProc)) {
     let mut d = DaemonProc::start(DaemonOpts::default());
     let n = name("restart");
     let c = Container::start(
@@ -432,8 +444,8 @@ fn a_login_in_flight_survives_kill_9_of_the_daemon() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // The daemon dies hard and comes back.
-    d.kill9_and_restart();
+    // The daemon goes away and comes back.
+    restart(&mut d);
     d.wait_serving(&n, Duration::from_secs(15));
 
     // The user finishes the login in the browser now: the provider redirects to the port,

@@ -1,0 +1,172 @@
+//! One file to install (SPEC.md 12): `install.sh` from the release files over HTTP, a
+//! tampered archive refused with nothing installed, and the installed `hostproxy` — run from
+//! `/` with the checkout's `target/dist` hidden, so only the tools it carries can serve —
+//! attaching stock `--network none` images whose first command is `git credential fill`,
+//! writable and `--read-only`, with the tools mounted by `run-flags`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::*;
+
+/// `python3 -m http.server` on `dir`, on the loopback; killed on drop.
+struct Http(Child, u16);
+
+impl Http {
+    fn serve(dir: &Path) -> Self {
+        require("python3", "python3");
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sh install.sh --prefix PREFIX` from `url`, run in `/`: (ok, stdout+stderr).
+fn install(url: &str, prefix: &Path) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg(dist_dir().join("install.sh"))
+        .arg("--prefix")
+        .arg(prefix)
+        .env("HOSTPROXY_DOWNLOAD_URL", url)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn archive_name() -> String {
+    format!(
+        "hostproxy-{}-{}-unknown-linux-musl.tar.gz",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    )
+}
+
+#[test]
+fn a_tampered_archive_is_refused_and_nothing_is_installed() {
+    let bad = tempfile::tempdir().unwrap();
+    for f in ["SHA256SUMS".to_string(), archive_name()] {
+        std::fs::copy(dist_dir().join(&f), bad.path().join(&f)).unwrap();
+    }
+    let archive = bad.path().join(archive_name());
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&archive, bytes).unwrap();
+    let http = Http::serve(bad.path());
+    let prefix = tempfile::tempdir().unwrap();
+    let (ok, out) = install(&format!("http://127.0.0.1:{}", http.1), prefix.path());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("does not match SHA256SUMS") && out.contains("nothing installed"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_dir(prefix.path()).unwrap().count(),
+        0,
+        "something was installed"
+    );
+}
+
+#[test]
+fn the_installed_hostproxy_attaches_stock_images_before_their_first_command() {
+    require("unshare", "util-linux");
+    let http = Http::serve(dist_dir());
+    let prefix = tempfile::tempdir().unwrap();
+    let (ok, out) = install(&format!("http://127.0.0.1:{}", http.1), prefix.path());
+    assert!(ok, "install.sh failed: {out}");
+    let installed = prefix.path().join("bin/hostproxy");
+    assert!(installed.is_file(), "{out}");
+    assert!(prefix.path().join("share/man/man1/hostproxy.1").is_file());
+
+    // The checkout's tools out of reach: a private mount namespace with an empty tmpfs over
+    // target/dist, and the daemon started in `/`.
+    let hidden = workspace_root().join("target/dist");
+    let d = DaemonProc::start(DaemonOpts {
+        program: Some(installed.clone()),
+        cwd: Some("/".into()),
+        wrapper: vec![
+            "unshare".into(),
+            "-m".into(),
+            "--propagation".into(),
+            "private".into(),
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "mount -t tmpfs tmpfs {} && exec \"$0\" \"$@\"",
+                hidden.display()
+            ),
+        ],
+        ..DaemonOpts::default()
+    });
+    let doctor = d.hostproxy(&["doctor"]).current_dir("/").output().unwrap();
+    let doctor = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        doctor.contains("container tools: ") && doctor.contains("carried by this hostproxy"),
+        "{doctor}"
+    );
+
+    let fill = "printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill";
+    for (label, extra) in [
+        ("writable", vec![]),
+        ("read-only", vec!["--read-only", "--tmpfs", "/tmp"]),
+    ] {
+        for run in 0..5 {
+            let n = name(&format!("install-{label}-{run}"));
+            // `docker run` without -d: the container's first and only command is git, and
+            // its output is what the test reads.
+            let mut cmd = d.run_flags_run("none", &[]);
+            let args: Vec<String> = cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .filter(|a| a != "-d")
+                .collect();
+            cmd = Command::new("docker");
+            cmd.args(&args)
+                .args(["--rm", "--name", &n])
+                .args(&extra)
+                .args([busybox_image(), "sh", "-c", fill]);
+            let out = cmd.output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("password=s3cret-pass"),
+                "{label} run {run}: {stdout}{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                d.log_text()
+            );
+        }
+    }
+    assert!(
+        d.log_text().contains("the container tools are mounted"),
+        "the daemon copied the tools instead of using the mount:\n{}",
+        d.log_text()
+    );
+}

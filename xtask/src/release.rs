@@ -1,0 +1,122 @@
+//! The release side of `cargo xtask dist` (SPEC.md 12): the container tools of both
+//! architectures packed into one zstd archive, a static `hostproxy` for each Linux target
+//! that carries it (`HOSTPROXY_EMBED_TOOLS`, read by `hostproxy/build.rs`), an archive per
+//! target with the man pages and completions, and `install.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::{ARCHES, Arch, TOOLS, cargo, root, run, rustup_target};
+
+/// The archive the daemon embeds: `<arch>/<tool>` for every architecture, zstd level 19
+/// with a long window (the tools share most of their code, across tools and arches alike:
+/// 13 MiB of tools pack to about 2 MiB).
+pub(crate) fn embedded_tools(out: &Path) -> Result<PathBuf> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for arch in ARCHES {
+        for tool in TOOLS {
+            let path = out.join(arch.name).join(tool);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o555);
+            h.set_size(bytes.len() as u64);
+            h.set_mtime(0);
+            tar.append_data(&mut h, format!("{}/{tool}", arch.name), bytes.as_slice())?;
+        }
+    }
+    let tar = tar.into_inner()?;
+    let mut enc = zstd::stream::Encoder::new(Vec::new(), 19)?;
+    enc.long_distance_matching(true)?;
+    enc.window_log(24)?;
+    std::io::copy(&mut tar.as_slice(), &mut enc)?;
+    let zst = enc.finish()?;
+    let dest = out.join("embedded-tools.tar.zst");
+    std::fs::write(&dest, &zst)?;
+    eprintln!(
+        "xtask: embedded tools {:.2} MiB → {:.2} MiB",
+        tar.len() as f64 / 1048576.0,
+        zst.len() as f64 / 1048576.0
+    );
+    Ok(dest)
+}
+
+/// `hostproxy` for `arch`'s static musl target, carrying `tools`, in a release archive
+/// `hostproxy-VERSION-TARGET.tar.gz` (`hostproxy-VERSION-TARGET/{hostproxy,man,completions}`).
+pub(crate) fn daemon(out: &Path, arch: Arch, tools: &Path) -> Result<String> {
+    rustup_target(arch.target)?;
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "--target",
+            arch.target,
+            "-p",
+            "hostproxy",
+            "--bin",
+            "hostproxy",
+        ])
+        .env("HOSTPROXY_EMBED_TOOLS", tools)
+        // Symbols are most of a release binary's size, and of no use to its users.
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
+        .env(
+            format!(
+                "CARGO_TARGET_{}_RUSTFLAGS",
+                arch.target.to_uppercase().replace('-', "_")
+            ),
+            "-C target-feature=+crt-static -C linker=rust-lld",
+        ))?;
+    let built = root()
+        .join("target")
+        .join(arch.target)
+        .join("release")
+        .join("hostproxy");
+    let version = env!("CARGO_PKG_VERSION");
+    let name = format!("hostproxy-{version}-{}", arch.target);
+    let stage = out.join("release").join(&name);
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(&stage)?;
+    std::fs::copy(&built, stage.join("hostproxy"))
+        .with_context(|| format!("cannot copy {}", built.display()))?;
+    eprintln!(
+        "xtask: {}/hostproxy {:.2} MiB (tools embedded)",
+        arch.target,
+        std::fs::metadata(stage.join("hostproxy"))?.len() as f64 / 1048576.0
+    );
+    for dir in ["man", "completions"] {
+        run(Command::new("cp")
+            .arg("-R")
+            .arg(out.join(dir))
+            .arg(stage.join(dir)))?;
+    }
+    let archive = format!("{name}.tar.gz");
+    run(Command::new("tar")
+        .current_dir(out.join("release"))
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "-czf",
+        ])
+        .arg(out.join(&archive))
+        .arg(&name))?;
+    let _ = std::fs::remove_dir_all(&stage);
+    Ok(archive)
+}
+
+/// `install.sh`, its version filled in.
+pub(crate) fn install_script(out: &Path) -> Result<()> {
+    let script = include_str!("../../docs/install.sh").replace(
+        "VERSION=\"@VERSION@\"",
+        &format!("VERSION=\"{}\"", env!("CARGO_PKG_VERSION")),
+    );
+    let dest = out.join("install.sh");
+    std::fs::write(&dest, script)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
