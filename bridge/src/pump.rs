@@ -64,9 +64,11 @@ impl Sender<'_> {
     /// Sends `payload` as DATA, in pieces as credit comes; false when the writer is gone.
     async fn data(&self, mut payload: &[u8]) -> bool {
         while !payload.is_empty() {
+            // Never more than a frame carries, whatever window the peer announced.
+            let want = payload.len().min(CHUNK);
             let n = match self.flow {
-                Some(f) => f.take_up_to(payload.len()).await,
-                None => payload.len().min(CHUNK),
+                Some(f) => f.take_up_to(want).await,
+                None => want,
             };
             let (part, rest) = payload.split_at(n);
             if !send(self.out, FrameType::Data, self.id, part).await {

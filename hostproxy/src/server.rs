@@ -55,8 +55,11 @@ pub async fn serve_one<S>(io: S, app: Router, limits: &ServeLimits, shutdown: Ca
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn =
-        http1_builder(limits).serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    // A tunnel stream may be half-closed (SPEC.md 6.3): a client that shuts its write side
+    // after its request still gets the answer.
+    let conn = http1_builder(limits)
+        .half_close(true)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,

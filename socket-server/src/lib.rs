@@ -453,7 +453,53 @@ fn stdio() -> std::io::Result<(BoxRead, BoxWrite)> {
     Ok((input, output))
 }
 
+/// `clawker-socket-server install DIR`: copies itself and the container tools beside it
+/// into `DIR` (created when missing), each 0555, written under a temporary name and renamed
+/// into place: what an init container (`FROM scratch`, the tools) runs to fill a volume a
+/// stock container then uses (Kubernetes `emptyDir`, `--via 'kubectl exec -i …'`).
+pub fn install(dest: &Path) -> Result<usize> {
+    use std::os::unix::fs::PermissionsExt;
+    let me = std::env::current_exe().context("cannot find this program's own path")?;
+    let from = me.parent().context("this program's path has no folder")?;
+    std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let mut copied = 0;
+    for tool in clawker_protocol::tunnel::CONTAINER_TOOLS {
+        let src = if tool == clawker_protocol::tunnel::SOCKET_SERVER {
+            me.clone()
+        } else {
+            from.join(tool)
+        };
+        if !src.is_file() {
+            continue;
+        }
+        let tmp = dest.join(format!(".{tool}.new"));
+        std::fs::copy(&src, &tmp)
+            .with_context(|| format!("cannot copy {} to {}", src.display(), dest.display()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o555))?;
+        std::fs::rename(&tmp, dest.join(tool))?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
 pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("install") {
+        let Some(dest) = args.get(1) else {
+            eprintln!("usage: clawker-socket-server install DIR");
+            return ExitCode::from(2);
+        };
+        return match install(Path::new(dest)) {
+            Ok(n) => {
+                println!("clawker-socket-server: installed {n} tools into {dest}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("clawker-socket-server: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if std::env::args()
         .skip(1)
         .any(|a| a == "--version" || a == "-V")
@@ -463,7 +509,7 @@ pub fn main() -> ExitCode {
     }
     if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
         println!(
-            "clawker-socket-server {}\nContainer end of the hostproxy socket bridge: started by `hostproxy bridge` with docker exec -i.\nReads {} (JSON list of {{\"path\",\"type\": \"ssh-agent\"|\"gpg-agent\"}} and {{\"type\":\"http\",\"listen\":\"127.0.0.1:PORT\"}}) and speaks bridge frames on stdin/stdout.\nUnset: the tunnel's defaults (http on 127.0.0.1:18374, ssh-agent at $SSH_AUTH_SOCK or $HOME/.ssh/agent.sock, gpg-agent in $GNUPGHOME when set).\n\nExample:\n  {}='[{{\"path\":\"~/.ssh/agent.sock\",\"type\":\"ssh-agent\"}}]' clawker-socket-server",
+            "clawker-socket-server {}\nContainer end of the hostproxy socket bridge: started by `hostproxy bridge` with docker exec -i.\nReads {} (JSON list of {{\"path\",\"type\": \"ssh-agent\"|\"gpg-agent\"}} and {{\"type\":\"http\",\"listen\":\"127.0.0.1:PORT\"}}) and speaks bridge frames on stdin/stdout.\nUnset: the tunnel's defaults (http on 127.0.0.1:18374, ssh-agent at $SSH_AUTH_SOCK or $HOME/.ssh/agent.sock, gpg-agent in $GNUPGHOME when set).\n\n`clawker-socket-server install DIR` copies itself and the tools beside it into DIR (an init container filling a volume).\n\nExample:\n  {}='[{{\"path\":\"~/.ssh/agent.sock\",\"type\":\"ssh-agent\"}}]' clawker-socket-server",
             env!("CARGO_PKG_VERSION"),
             env::REMOTE_SOCKETS,
             env::REMOTE_SOCKETS

@@ -429,6 +429,25 @@ pub async fn gpg_extra_socket() -> Option<PathBuf> {
     (o.status.success() && !p.is_empty()).then(|| PathBuf::from(p))
 }
 
+/// The container's `HOME` (an absolute one), else `/root`.
+fn container_home(env: Option<&[String]>) -> String {
+    env.unwrap_or_default()
+        .iter()
+        .filter_map(|kv| kv.strip_prefix("HOME="))
+        .rfind(|h| h.starts_with('/'))
+        .unwrap_or("/root")
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// `~/REST` as `HOME/REST`; any other path as it is.
+fn expand_home(path: &str, home: &str) -> String {
+    match path.strip_prefix("~/") {
+        Some(rest) => format!("{home}/{rest}"),
+        None => path.to_string(),
+    }
+}
+
 fn sockets_json(args: &Options) -> String {
     let mut v = Vec::new();
     if args.ssh {
@@ -488,7 +507,15 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
     if !info.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
         bail!("container {:?} is not running", args.container);
     }
-    let id = info.id.unwrap_or_else(|| args.container.clone());
+    let id = info.id.clone().unwrap_or_else(|| args.container.clone());
+    // Upstream's container end takes paths literally: `~/` becomes the container's HOME
+    // here (else /root), so the default paths work with it too (SPEC.md 6.1).
+    let home = container_home(info.config.as_ref().and_then(|c| c.env.as_deref()));
+    let args = Options {
+        ssh_socket: expand_home(&args.ssh_socket, &home),
+        gpg_socket: expand_home(&args.gpg_socket, &home),
+        ..args
+    };
     let (output, input) = crate::docker::exec_attached(
         &docker,
         &id,

@@ -285,3 +285,20 @@ async fn a_declared_socket_carries_bytes_both_ways_and_nothing_else_is_reached()
     drop(tx);
     bridge.await.unwrap().unwrap();
 }
+
+#[test]
+fn default_socket_paths_are_made_absolute_for_upstreams_container_end() {
+    let env = vec!["PATH=/bin".to_string(), "HOME=/home/dev/".to_string()];
+    let home = container_home(Some(&env));
+    assert_eq!(home, "/home/dev");
+    assert_eq!(
+        expand_home("~/.ssh/agent.sock", &home),
+        "/home/dev/.ssh/agent.sock"
+    );
+    assert_eq!(expand_home("/run/a.sock", &home), "/run/a.sock");
+    assert_eq!(container_home(None), "/root");
+    assert_eq!(
+        container_home(Some(&["HOME=relative".to_string()])),
+        "/root"
+    );
+}

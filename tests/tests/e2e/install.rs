@@ -170,3 +170,71 @@ fn the_installed_hostproxy_attaches_stock_images_before_their_first_command() {
         d.log_text()
     );
 }
+
+/// The init-container image (`docs/init-image.Dockerfile`, built from `target/dist`) fills a
+/// volume with `clawker-socket-server install DIR`; a stock `--network none` container
+/// mounts it read-only and is attached `--via` the socket server in the volume, as a
+/// Kubernetes pod with an `emptyDir` is through `kubectl exec -i`.
+#[test]
+fn the_init_image_fills_a_volume_a_stock_container_is_attached_through() {
+    require_docker();
+    let tag = "hostproxy-e2e-init:latest";
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", tag, "-f"])
+        .arg(workspace_root().join("docs/init-image.Dockerfile"))
+        .arg(dist_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build of the init image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let volume = name("init-vol");
+    let st = Command::new("docker")
+        .args(["volume", "create", &volume])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let filled = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!("{volume}:/hostproxy"))
+        .arg(tag)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&filled.stdout);
+    assert!(
+        filled.status.success() && said.contains("installed 7 tools into /hostproxy"),
+        "{said}{}",
+        String::from_utf8_lossy(&filled.stderr)
+    );
+
+    let d = DaemonProc::start(DaemonOpts::default());
+    let n = name("init-stock");
+    let c = Container::plain(
+        &n,
+        busybox_image(),
+        &["-v", &format!("{volume}:/hostproxy:ro")],
+    );
+    d.cli_ok(&[
+        "attach",
+        "--via",
+        &format!("docker exec -i {n} /hostproxy/clawker-socket-server"),
+        "--name",
+        &n,
+    ]);
+    d.wait_serving(&n, Duration::from_secs(15));
+    let (ok, out, err) = c.exec(
+        &[],
+        "printf 'protocol=https\\nhost=github.com\\n\\n' | CLAWKER_HOST_PROXY=http://127.0.0.1:18374 /hostproxy/git-credential-clawker get",
+    );
+    assert!(
+        ok && out.contains("password=s3cret-pass"),
+        "{out}{err}\n{}",
+        d.log_text()
+    );
+    drop(c);
+    let _ = Command::new("docker")
+        .args(["volume", "rm", "-f", &volume])
+        .output();
+}
