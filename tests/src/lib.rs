@@ -528,12 +528,21 @@ impl DaemonProc {
         );
         let mut c = Command::new("docker");
         c.args(["run", "-d", "--network", network, "-v", "/usr:/usr:ro"]);
-        for arg in String::from_utf8_lossy(&out.stdout).lines() {
-            c.arg(if arg == "dev.clawker.hostproxy=attach" {
-                self.attach_label.as_str()
-            } else {
-                arg
-            });
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let args: Vec<&str> = text.lines().collect();
+        for pair in args.chunks(2) {
+            // The test images keep their own PATH (busybox's /bin before the host's /usr,
+            // mounted for git and ssh): run-flags' PATH would put the host's GNU tools first.
+            if pair[1].starts_with("PATH=") {
+                continue;
+            }
+            for arg in pair {
+                c.arg(if *arg == "dev.clawker.hostproxy=attach" {
+                    self.attach_label.as_str()
+                } else {
+                    arg
+                });
+            }
         }
         c
     }
