@@ -404,6 +404,14 @@ pub fn run(port: u16, json: bool, settings: Result<Settings, String>) -> Result<
     checks.push(check_port(port));
     checks.extend(check_state(&state));
     checks.push(check_tools(&settings, &state));
+    checks.push(match crate::service::describe() {
+        Ok(d) => pass("service", d),
+        Err(e) => fail(
+            "service",
+            e,
+            "run `hostproxy service install` again with the hostproxy you use",
+        ),
+    });
     checks.push(check_launcher(&settings));
     checks.extend(check_sockets(&settings));
     let ok = checks.iter().all(|c| c.ok);

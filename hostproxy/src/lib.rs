@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod logfile;
 pub mod platform;
 pub mod server;
+pub mod service;
 pub mod state;
 pub mod tunnel;
 pub mod util;

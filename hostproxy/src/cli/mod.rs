@@ -68,6 +68,12 @@ pub enum Command {
     Bridge(bridge::BridgeArgs),
     /// Check this host's setup and say how to fix what is missing.
     Doctor(DoctorArgs),
+    /// Run the daemon as a service of your session: a systemd user unit (Linux) or a
+    /// launchd agent (macOS) running this hostproxy's `serve`.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -75,6 +81,18 @@ pub enum Command {
     },
     /// Print the man page (roff) on stdout.
     Man,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ServiceAction {
+    /// Write the service file and (unless --no-start) enable and start it.
+    Install {
+        /// Only write the file: do not ask systemd or launchd to start it.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop the service and remove its file.
+    Uninstall,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -295,6 +313,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "hostproxy", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Service { action } => match action {
+            ServiceAction::Install { no_start } => hostproxy::service::install(!no_start),
+            ServiceAction::Uninstall => hostproxy::service::uninstall(),
+        },
         Command::Man => {
             restore_sigpipe();
             let cmd = <Cli as clap::CommandFactory>::command();

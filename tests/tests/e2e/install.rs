@@ -238,3 +238,42 @@ fn the_init_image_fills_a_volume_a_stock_container_is_attached_through() {
         .args(["volume", "rm", "-f", &volume])
         .output();
 }
+
+/// `hostproxy service install --no-start` writes a systemd user unit that runs this very
+/// `hostproxy serve` (where `doctor` reports it), and `uninstall` removes it.
+#[test]
+fn service_install_writes_a_user_unit_that_runs_this_hostproxy() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(bin("hostproxy"))
+            .args(args)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join(".config"))
+            .env("CLAWKER_STATE_DIR", home.path().join("state"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let unit = home.path().join(".config/systemd/user/hostproxy.service");
+    let (ok, said) = run(&["service", "install", "--no-start"]);
+    assert!(ok, "{said}");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let exe = std::fs::canonicalize(bin("hostproxy")).unwrap();
+    assert!(
+        text.contains(&format!("ExecStart=\"{}\" serve\n", exe.display())),
+        "{text}"
+    );
+    assert!(text.contains("WantedBy=default.target"), "{text}");
+    let (_, doctor) = run(&["doctor"]);
+    assert!(
+        doctor.contains(&format!("✓ service: {}", unit.display())),
+        "{doctor}"
+    );
+    let (ok, said) = run(&["service", "uninstall"]);
+    assert!(ok && !unit.exists(), "{said}");
+    let (_, doctor) = run(&["doctor"]);
+    assert!(doctor.contains("✓ service: none installed"), "{doctor}");
+}
