@@ -308,6 +308,7 @@ pub(crate) fn dist(all: bool) -> Result<PathBuf> {
         archives.push(release::daemon(&out, arch, &embedded)?);
     }
     release::install_script(&out)?;
+    release::devcontainer_feature(&out)?;
     sums(&out, &archives)?;
     Ok(out)
 }

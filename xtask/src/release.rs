@@ -120,3 +120,28 @@ pub(crate) fn install_script(out: &Path) -> Result<()> {
     std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
     Ok(())
 }
+
+/// The devcontainer feature `hostproxy-tools` (`docs/devcontainer-feature/`), its version
+/// filled in, as a folder and as the `.tgz` a feature registry serves.
+pub(crate) fn devcontainer_feature(out: &Path) -> Result<()> {
+    let src = root().join("docs/devcontainer-feature");
+    let dest = out.join("devcontainer-feature/hostproxy-tools");
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::create_dir_all(&dest)?;
+    for name in ["devcontainer-feature.json", "install.sh"] {
+        let text = std::fs::read_to_string(src.join(name))?
+            .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+        std::fs::write(dest.join(name), text)?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dest.join("install.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )?;
+    run(Command::new("tar")
+        .current_dir(&dest)
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-czf"])
+        .arg(out.join("devcontainer-feature-hostproxy-tools.tgz"))
+        .args(["devcontainer-feature.json", "install.sh"]))?;
+    Ok(())
+}

@@ -277,3 +277,69 @@ fn service_install_writes_a_user_unit_that_runs_this_hostproxy() {
     let (_, doctor) = run(&["doctor"]);
     assert!(doctor.contains("✓ service: none installed"), "{doctor}");
 }
+
+/// The devcontainer feature's `install.sh` (as `cargo xtask dist` writes it), run in a
+/// scratch image with busybox, installs the tools from the release folder onto the `PATH`
+/// the feature sets; with a tampered tools archive it installs nothing.
+#[test]
+fn the_devcontainer_feature_puts_the_tools_on_path() {
+    let feature = dist_dir().join("devcontainer-feature/hostproxy-tools");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(feature.join("devcontainer-feature.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["id"], "hostproxy-tools");
+    assert_eq!(json["containerEnv"]["PATH"], "/usr/local/bin:${PATH}");
+    let run = |release: &Path| {
+        Command::new("docker")
+            .args(["run", "--rm", "--network", "none", "-v"])
+            .arg(format!("{}:/feature:ro", feature.display()))
+            .arg("-v")
+            .arg(format!("{}:/release:ro", release.display()))
+            .args([
+                "-e",
+                "DOWNLOADURL=file:///release",
+                busybox_image(),
+                "sh",
+                "-c",
+            ])
+            .arg(
+                "sh /feature/install.sh && export PATH=/usr/local/bin:$PATH \
+                 && command -v host-open && git-credential-clawker --version; \
+                 ls /usr/local/bin",
+            )
+            .output()
+            .unwrap()
+    };
+    let out = run(dist_dir());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && said.contains("/usr/local/bin/host-open")
+            && said.contains("git-credential-clawker"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = tempfile::tempdir().unwrap();
+    let tools = format!(
+        "hostproxy-tools-{}-{}-linux.tar.gz",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    std::fs::copy(dist_dir().join("SHA256SUMS"), bad.path().join("SHA256SUMS")).unwrap();
+    let mut bytes = std::fs::read(dist_dir().join(&tools)).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(bad.path().join(&tools), bytes).unwrap();
+    let out = run(bad.path());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("does not match SHA256SUMS: nothing installed")
+            && !said.contains("host-open"),
+        "{said}"
+    );
+}
