@@ -35,7 +35,11 @@ pub(crate) fn embedded_tools(out: &Path) -> Result<PathBuf> {
     std::io::copy(&mut tar.as_slice(), &mut enc)?;
     let zst = enc.finish()?;
     let dest = out.join("embedded-tools.tar.zst");
-    std::fs::write(&dest, &zst)?;
+    // Unchanged bytes keep their mtime: `hostproxy/build.rs` reruns (and the daemon is
+    // compiled again) only when the tools did change.
+    if std::fs::read(&dest).ok().as_deref() != Some(zst.as_slice()) {
+        std::fs::write(&dest, &zst)?;
+    }
     eprintln!(
         "xtask: embedded tools {:.2} MiB → {:.2} MiB",
         tar.len() as f64 / 1048576.0,

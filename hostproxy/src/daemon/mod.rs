@@ -146,12 +146,17 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
             }
         });
     }
+    let tools = tunnel::tools::Tools::new(settings.attach.tools_dir.clone())
+        .with_embedded(state_dir.tools_dir());
+    let tools_said = match tools.dir_for(std::env::consts::ARCH) {
+        Ok(dir) => format!("{} ({})", dir.display(), tools.describe()),
+        Err(e) => format!("none — {e:#}"),
+    };
     let tunnels = Tunnels::new(
         state.clone(),
         HostAgents::find().await,
         settings.attach.clone(),
-        tunnel::tools::Tools::new(settings.attach.tools_dir.clone())
-            .with_embedded(state_dir.tools_dir()),
+        tools,
         crate::docker::connect()
             .map_err(|e| tracing::info!(error = %format!("{e:#}"), "no docker engine: only --via attaches"))
             .ok(),
@@ -165,7 +170,7 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
     ));
     tokio::spawn(tunnels.clone().discover());
     if banner {
-        banner::print_banner(&settings, &bound, &state_dir);
+        banner::print_banner(&settings, &bound, &state_dir, &tools_said);
     }
     if let Some(w) = watcher {
         let stop = shutdown.clone();

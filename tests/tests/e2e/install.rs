@@ -134,6 +134,22 @@ fn the_installed_hostproxy_attaches_stock_images_before_their_first_command() {
         "{doctor}"
     );
 
+    // The banner leads with the tunnel and says where the tools are (newcomer review F5).
+    let banner = d.log_text();
+    let (tools_at, tunnel_at, token_at) = (
+        banner.find("container tools: ").expect("the tools line"),
+        banner.find("The tunnel").expect("the tunnel first"),
+        banner.find("The TCP lane").expect("the TCP lane"),
+    );
+    assert!(tools_at < tunnel_at && tunnel_at < token_at, "{banner}");
+    assert!(
+        banner[tools_at..]
+            .lines()
+            .next()
+            .unwrap()
+            .contains("carried by this hostproxy"),
+        "{banner}"
+    );
     let fill = "printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill";
     for (label, extra) in [
         ("writable", vec![]),
