@@ -128,7 +128,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             url: args.url.clone(),
         },
     );
+    // 500: the daemon took the URL but its launcher failed (a host with no display, an SSH
+    // session). The user can still open it by hand, and the redirect still lands on the
+    // host's listener: the session stays, and the URL is printed.
+    let launcher_failed = matches!(&opened, Err(e) if e.status() == Some(500));
     if opened.is_err()
+        && !launcher_failed
         && let Some(id) = &session
     {
         // Nothing will arrive for it: end the session (its forwarder then exits too).
@@ -137,6 +142,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
     match opened {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(e) if e.is_unreachable() => Ok(print_for_user(&args.url, &format!("{e:#}"))),
+        Err(e) if launcher_failed => Ok(print_for_user(
+            &args.url,
+            &format!(
+                "{e:#}{}",
+                if session.is_some() {
+                    " (the login's redirect is still awaited on the host)"
+                } else {
+                    ""
+                }
+            ),
+        )),
         Err(e) => Err(e.into()),
     }
 }

@@ -107,6 +107,39 @@ fn tools_name_the_url_when_the_daemon_is_down() {
     assert!(err.contains(&format!("http://127.0.0.1:{port}")), "{err}");
 }
 
+/// A host whose launcher fails (no display, an SSH session: `xdg-open` exits 3): host-open
+/// prints the URL for the user and says why, and an OAuth login's callback stays armed, so
+/// opening the URL by hand still completes it (newcomer review F9).
+#[test]
+fn a_failing_launcher_prints_the_url_and_keeps_the_login_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let launcher = dir.path().join("xdg-open");
+    write_script(&launcher, "echo 'no DISPLAY' >&2; exit 3");
+    let d = DaemonProc::start(DaemonOpts {
+        browser: Some(launcher),
+        ..DaemonOpts::default()
+    });
+    let cb_port = free_port();
+    let url = format!(
+        "https://accounts.example.com/o/oauth2/auth?response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A{cb_port}%2Fcb&state=by-hand"
+    );
+    let (code, out, err) = run_with_input(tool("host-open", &d.tool_env()).arg(&url), "");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out.trim(), url, "the url must be printed for the user");
+    assert!(
+        err.contains("launcher") && err.contains("still awaited"),
+        "{err}"
+    );
+    // The user opens it by hand; the provider's redirect reaches the host's listener.
+    let (status, _) = Req::new(
+        "GET",
+        format!("http://127.0.0.1:{cb_port}/cb?code=c0de&state=by-hand"),
+    )
+    .header("Host", format!("localhost:{cb_port}"))
+    .send();
+    assert_eq!(status, 200, "{}", d.log_text());
+}
+
 #[test]
 fn host_open_plain_url_goes_to_the_launcher() {
     let d = DaemonProc::start(DaemonOpts::default());
