@@ -146,12 +146,20 @@ impl DockerTarget {
             .and_then(arch_of)
             .unwrap_or(std::env::consts::ARCH)
             .to_string();
-        let tools_mounts = info
-            .mounts
-            .unwrap_or_default()
+        let mounts = info.mounts.unwrap_or_default();
+        // Anything mounted below the tools folder (a file over `clawker-socket-server`)
+        // would be run in its place: then no mount there counts as ours.
+        let below = format!("{}/", tunnel::CONTAINER_BIN_DIR);
+        let shadowed = mounts.iter().any(|m| {
+            m.destination
+                .as_deref()
+                .is_some_and(|d| d.starts_with(&below))
+        });
+        let tools_mounts = mounts
             .into_iter()
             .filter(|m| {
-                m.destination.as_deref() == Some(tunnel::CONTAINER_BIN_DIR)
+                !shadowed
+                    && m.destination.as_deref() == Some(tunnel::CONTAINER_BIN_DIR)
                     && m.rw == Some(false)
                     && m.typ.as_deref() == Some("bind")
             })

@@ -359,3 +359,53 @@ fn the_devcontainer_feature_puts_the_tools_on_path() {
         "{said}"
     );
 }
+
+/// The daemon runs a mounted copy of its tools only when nothing is mounted below it: a
+/// file bind-mounted over `clawker-socket-server` is never run (SPEC.md 11), and the
+/// attach fails saying why instead.
+#[test]
+fn a_file_mounted_over_the_mounted_socket_server_is_never_run() {
+    let d = DaemonProc::start(DaemonOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let evil = dir.path().join("evil");
+    write_script(&evil, "touch /tmp/evil-ran; sleep 300");
+    let n = name("shadowed");
+    let c = Container::start(
+        d.run_flags_run("none", &[])
+            .arg("-v")
+            .arg(format!(
+                "{}:/tmp/.hostproxy/bin/clawker-socket-server:ro",
+                evil.display()
+            ))
+            .args(["--name", &n, busybox_image(), "sleep", "300"]),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let entry = loop {
+        let found = d
+            .attachments()
+            .into_iter()
+            .find(|a| a["name"] == n.as_str());
+        if let Some(a) = found.filter(|a| a["notes"].to_string().contains("last error")) {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed attach reported: {:?}\n{}",
+            d.attachments(),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_ne!(entry["state"], "serving", "{entry}");
+    assert!(
+        entry["notes"]
+            .to_string()
+            .contains("cannot copy the container tools"),
+        "{entry}"
+    );
+    let (_, out, _) = c.exec(&[], "ls /tmp/evil-ran 2>&1");
+    assert!(
+        out.contains("No such file"),
+        "the planted program ran: {out}"
+    );
+}
