@@ -50,8 +50,17 @@ pub fn unpacked(tools_root: &Path) -> Result<Option<PathBuf>> {
     unpack_into(ARCHIVE, &fresh)
         .with_context(|| format!("cannot unpack the embedded tools into {}", fresh.display()))?;
     std::fs::write(fresh.join(STAMP), format!("{want}\n"))?;
-    // Whatever is at `dest` (an older unpack of this version, a half one) goes first.
-    let _ = std::fs::remove_dir_all(&dest);
+    // Whatever is at `dest` (another build of this version) is moved aside, not deleted: a
+    // running container may have it bind-mounted (`run-flags`), and a mount of a folder
+    // whose files were unlinked is empty. Only the last one moved aside is kept.
+    if dest.exists() {
+        for old in std::fs::read_dir(tools_root)?.flatten() {
+            if old.file_name().to_string_lossy().starts_with(".old-") {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        let _ = std::fs::rename(&dest, tools_root.join(format!(".old-{}", std::process::id())));
+    }
     if let Err(e) = std::fs::rename(&fresh, &dest) {
         let _ = std::fs::remove_dir_all(&fresh);
         // Another process put the same archive there meanwhile: use it.
