@@ -157,6 +157,7 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         HostAgents::find().await,
         settings.attach.clone(),
         tools,
+        Some(state_dir.root().join("attachments.json")),
         crate::docker::connect()
             .map_err(|e| tracing::info!(error = %format!("{e:#}"), "no docker engine: only --via attaches"))
             .ok(),
@@ -169,6 +170,7 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         shutdown.clone(),
     ));
     tokio::spawn(tunnels.clone().discover());
+    tokio::spawn(tunnels.clone().restore_kept());
     if banner {
         banner::print_banner(&settings, &bound, &state_dir, &tools_said);
     }

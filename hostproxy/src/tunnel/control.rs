@@ -100,16 +100,23 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
             attachments: tunnels.list(),
             ..ControlResponse::default()
         },
-        ControlRequest::Detach { name } => match tunnels.detach(&name) {
-            Ok(true) => ControlResponse {
-                ok: true,
-                ..ControlResponse::default()
-            },
-            Ok(false) => failed(anyhow::anyhow!(
-                "nothing named {name:?} is attached (see hostproxy attach --list)"
-            )),
-            Err(e) => failed(anyhow::anyhow!(e)),
-        },
+        ControlRequest::Detach { name } => {
+            match (tunnels.container_of(&name), tunnels.detach(&name)) {
+                (container, Ok(true)) => {
+                    if let Some(c) = container {
+                        tunnels.keep_detached(&c).await;
+                    }
+                    ControlResponse {
+                        ok: true,
+                        ..ControlResponse::default()
+                    }
+                }
+                (_, Ok(false)) => failed(anyhow::anyhow!(
+                    "nothing named {name:?} is attached (see hostproxy attach --list)"
+                )),
+                (_, Err(e)) => failed(anyhow::anyhow!(e)),
+            }
+        }
         ControlRequest::Attach {
             container,
             via,
@@ -118,6 +125,7 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
             sockets,
             declared,
         } => {
+            let by_hand = container.is_some();
             let target = match (container, via, name) {
                 (Some(c), None, None) => Target::Container(c),
                 (None, Some(argv), Some(name)) => Target::Via { argv, name },
@@ -131,6 +139,14 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
                 }
             };
             match tunnels.attach(target, &allow, &sockets, &declared).await {
+                Ok(info) if by_hand && sockets.is_empty() => {
+                    tunnels.keep_manual(&info.target, &allow, &declared);
+                    ControlResponse {
+                        ok: true,
+                        attachments: vec![info],
+                        ..ControlResponse::default()
+                    }
+                }
                 Ok(info) => ControlResponse {
                     ok: true,
                     attachments: vec![info],

@@ -59,7 +59,10 @@ pub fn unpacked(tools_root: &Path) -> Result<Option<PathBuf>> {
                 let _ = std::fs::remove_dir_all(old.path());
             }
         }
-        let _ = std::fs::rename(&dest, tools_root.join(format!(".old-{}", std::process::id())));
+        let _ = std::fs::rename(
+            &dest,
+            tools_root.join(format!(".old-{}", std::process::id())),
+        );
     }
     if let Err(e) = std::fs::rename(&fresh, &dest) {
         let _ = std::fs::remove_dir_all(&fresh);

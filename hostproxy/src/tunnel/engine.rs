@@ -66,6 +66,8 @@ pub struct DockerTarget {
     /// Its network namespace as Docker names it: `none`, `bridge`, `host`,
     /// `container:ID`, a network's name.
     pub network_mode: String,
+    /// Docker's `State.StartedAt`: tells this run of the container from a later one.
+    pub started_at: String,
     /// The container's environment (`KEY=value`), for the default sockets.
     pub env: Vec<String>,
     /// `x86_64` or `aarch64`.
@@ -155,6 +157,11 @@ impl DockerTarget {
                 .as_deref()
                 .is_some_and(|d| d.starts_with(&below))
         });
+        let started_at = info
+            .state
+            .as_ref()
+            .and_then(|s| s.started_at.clone())
+            .unwrap_or_default();
         let tools_mounts = mounts
             .into_iter()
             .filter(|m| {
@@ -171,6 +178,7 @@ impl DockerTarget {
             name,
             labels: own_labels(config.labels.unwrap_or_default(), &image_labels),
             network_mode,
+            started_at,
             env: config.env.unwrap_or_default(),
             arch,
             tools,

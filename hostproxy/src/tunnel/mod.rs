@@ -31,6 +31,7 @@ pub mod control;
 mod discover;
 pub mod embedded;
 pub mod engine;
+pub mod kept;
 pub mod tools;
 
 use attachment::Attachment;
@@ -85,6 +86,8 @@ struct Inner {
     agents: HostAgents,
     settings: AttachSettings,
     tools: Tools,
+    /// Manual attachments and hand detaches kept for the next start.
+    kept: Option<kept::KeptFile>,
     docker: Option<Docker>,
     entries: Mutex<HashMap<String, Entry>>,
     next_generation: std::sync::atomic::AtomicU64,
@@ -130,6 +133,7 @@ impl Tunnels {
         agents: HostAgents,
         settings: AttachSettings,
         tools: Tools,
+        kept: Option<std::path::PathBuf>,
         docker: Option<Docker>,
         shutdown: CancellationToken,
     ) -> Result<Self> {
@@ -159,6 +163,7 @@ impl Tunnels {
             api,
             agents,
             tools,
+            kept: kept.map(kept::KeptFile::load),
             settings,
             docker,
             entries: Mutex::new(HashMap::new()),
@@ -266,6 +271,16 @@ impl Tunnels {
                         "not attached: its attach label {k}={v} comes from its image, and images choose nothing (hostproxy attach --container attaches it)"
                     );
                     bail!("the attach label of {} comes from its image", t.name);
+                }
+                if matches!(target, Target::Labelled(_))
+                    && self
+                        .0
+                        .kept
+                        .as_ref()
+                        .is_some_and(|k| k.is_detached(&t.id, &t.started_at))
+                {
+                    tracing::info!(container = %t.name, "not attached: detached by hand; attached again when it starts again");
+                    bail!("{} was detached by hand", t.name);
                 }
                 let env = |k: &str| t.env_var(k);
                 let shared = engine::shares_network(&t.network_mode);
@@ -454,6 +469,67 @@ impl Tunnels {
         };
         tokio::spawn(run.run());
         Ok(info)
+    }
+
+    /// A container attached by hand: attached again at the next start while it runs.
+    pub fn keep_manual(&self, container: &str, allow: &[String], declared: &[String]) {
+        if let Some(k) = &self.0.kept {
+            k.keep_manual(kept::Manual {
+                container: container.to_string(),
+                allow: allow.to_vec(),
+                declared: declared.to_vec(),
+            });
+        }
+    }
+
+    /// The Docker container behind the attachment `name` (identity or name), if any.
+    pub fn container_of(&self, name: &str) -> Option<String> {
+        let entries = self.entries();
+        let e = entries
+            .get(name)
+            .or_else(|| entries.values().find(|e| e.info.name == name))?;
+        (e.info.engine == "docker").then(|| e.info.target.clone())
+    }
+
+    /// `container` was detached by hand: forgotten as a manual attachment, and while this
+    /// run of it lasts (its `StartedAt`), not attached by its label again, across restarts.
+    pub async fn keep_detached(&self, container: &str) {
+        let (Some(k), Some(docker)) = (&self.0.kept, &self.0.docker) else {
+            return;
+        };
+        let started_at = docker
+            .inspect_container(container, None)
+            .await
+            .ok()
+            .and_then(|i| i.state)
+            .and_then(|s| s.started_at);
+        match started_at {
+            Some(started_at) => k.keep_detached(kept::Detached {
+                container: container.to_string(),
+                started_at,
+            }),
+            None => k.forget(container),
+        }
+    }
+
+    /// At start: the containers attached by hand before, attached again while they run;
+    /// the ones gone are forgotten.
+    pub async fn restore_kept(self) {
+        let Some(k) = &self.0.kept else { return };
+        for m in k.get().manual {
+            if let Err(e) = self
+                .attach(
+                    Target::Container(m.container.clone()),
+                    &m.allow,
+                    &[],
+                    &m.declared,
+                )
+                .await
+            {
+                tracing::info!(container = %m.container, error = %format!("{e:#}"), "a container attached by hand before is not attached again: forgotten");
+                k.forget(&m.container);
+            }
+        }
     }
 
     /// Why the container end last failed, for `attach --list` and `status` (one note, the

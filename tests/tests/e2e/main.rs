@@ -11,6 +11,7 @@ mod conformance;
 mod docker_creds;
 mod git_attrs;
 mod install;
+mod kept;
 mod lifecycle;
 mod mock_tools;
 mod oauth_libs;

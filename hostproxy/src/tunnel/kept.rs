@@ -1,0 +1,146 @@
+//! What the user asked of the tunnel that outlives the daemon (`<state>/attachments.json`,
+//! 0600, written atomically): containers attached by hand (`attach --container`), attached
+//! again at the next start while they run; and labelled containers detached by hand, left
+//! alone until they start again (their `StartedAt` changes).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manual {
+    /// The container id.
+    pub container: String,
+    pub allow: Vec<String>,
+    pub declared: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detached {
+    pub container: String,
+    /// Docker's `State.StartedAt` when it was detached: a later start attaches it again.
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    #[serde(default)]
+    pub manual: Vec<Manual>,
+    #[serde(default)]
+    pub detached: Vec<Detached>,
+}
+
+/// The file and what it holds, behind a lock; every change is written at once.
+#[derive(Debug)]
+pub struct KeptFile {
+    path: PathBuf,
+    kept: std::sync::Mutex<Kept>,
+}
+
+impl KeptFile {
+    /// Reads `path`; a missing or unreadable file is an empty one (said in the log).
+    pub fn load(path: PathBuf) -> Self {
+        let kept = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %path.display(), error = %e, "the kept attachments do not parse: starting without them");
+                Kept::default()
+            }),
+            Err(_) => Kept::default(),
+        };
+        Self {
+            path,
+            kept: std::sync::Mutex::new(kept),
+        }
+    }
+
+    pub fn get(&self) -> Kept {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Kept)) {
+        let mut kept = self.lock();
+        f(&mut kept);
+        let bytes = serde_json::to_vec_pretty(&*kept).unwrap_or_default();
+        if let Err(e) = crate::util::write_private_atomic(&self.path, &bytes) {
+            tracing::warn!(file = %self.path.display(), error = %e, "cannot keep the attachments for the next start");
+        }
+    }
+
+    pub fn keep_manual(&self, m: Manual) {
+        self.change(|k| {
+            k.manual.retain(|x| x.container != m.container);
+            k.detached.retain(|x| x.container != m.container);
+            k.manual.push(m);
+        });
+    }
+
+    pub fn forget(&self, container: &str) {
+        self.change(|k| {
+            k.manual.retain(|x| x.container != container);
+            k.detached.retain(|x| x.container != container);
+        });
+    }
+
+    pub fn keep_detached(&self, d: Detached) {
+        self.change(|k| {
+            k.manual.retain(|x| x.container != d.container);
+            k.detached.retain(|x| x.container != d.container);
+            k.detached.push(d);
+        });
+    }
+
+    /// Whether `container`, started at `started_at`, was detached by hand since it started.
+    pub fn is_detached(&self, container: &str, started_at: &str) -> bool {
+        self.lock()
+            .detached
+            .iter()
+            .any(|d| d.container == container && d.started_at == started_at)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_across_a_load_and_one_record_per_container() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("attachments.json");
+        let f = KeptFile::load(path.clone());
+        f.keep_manual(Manual {
+            container: "c1".into(),
+            allow: vec!["open".into()],
+            declared: vec![],
+        });
+        f.keep_detached(Detached {
+            container: "c2".into(),
+            started_at: "t1".into(),
+        });
+        f.keep_detached(Detached {
+            container: "c2".into(),
+            started_at: "t2".into(),
+        });
+        let again = KeptFile::load(path.clone());
+        assert_eq!(again.get(), f.get());
+        assert_eq!(again.get().detached.len(), 1);
+        assert!(again.is_detached("c2", "t2") && !again.is_detached("c2", "t1"));
+        again.forget("c1");
+        assert!(KeptFile::load(path.clone()).get().manual.is_empty());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{mode:o}");
+        }
+        std::fs::write(&path, b"not json").unwrap();
+        assert_eq!(KeptFile::load(path).get(), Kept::default());
+    }
+}

@@ -1,0 +1,55 @@
+//! What the user asked of the tunnel outlives the daemon (newcomer review F11): a container
+//! attached by hand is attached again after a restart, with the scopes it was given; a
+//! labelled container detached by hand stays detached across a restart, until it starts
+//! again.
+
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::*;
+
+#[test]
+fn manual_attaches_and_hand_detaches_survive_a_restart_of_the_daemon() {
+    let mut d = DaemonProc::start(DaemonOpts::default());
+    let image = busybox_image();
+    let by_hand = name("by-hand");
+    let _a = Container::plain(&by_hand, image, &[]);
+    d.cli_ok(&["attach", "--container", &by_hand, "--allow", "open"]);
+    d.wait_serving(&by_hand, Duration::from_secs(15));
+    let labelled = name("labelled");
+    let _b = Container::start(
+        d.tunnel_run()
+            .args(["--name", &labelled, image, "sleep", "300"]),
+    );
+    d.wait_serving(&labelled, Duration::from_secs(15));
+    d.cli_ok(&["detach", &labelled]);
+
+    d.stop_and_restart();
+    let entry = d.wait_serving(&by_hand, Duration::from_secs(15));
+    assert_eq!(entry["scopes"], serde_json::json!(["open"]), "{entry}");
+    // Discovery at the same start found the detached container and left it alone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !d.log_text().contains("detached by hand") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "discovery never looked at the detached container:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !d.attachments()
+            .iter()
+            .any(|a| a["name"] == labelled.as_str()),
+        "{:?}",
+        d.attachments()
+    );
+
+    // Started again, it is attached again by its label.
+    let st = Command::new("docker")
+        .args(["restart", "-t", "0", &labelled])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    d.wait_serving(&labelled, Duration::from_secs(15));
+}
