@@ -516,6 +516,10 @@ impl Tunnels {
     /// the ones gone are forgotten.
     pub async fn restore_kept(self) {
         let Some(k) = &self.0.kept else { return };
+        if self.0.docker.is_none() {
+            // No engine now is not "the containers are gone": keep them for a later start.
+            return;
+        }
         for m in k.get().manual {
             if let Err(e) = self
                 .attach(
