@@ -93,7 +93,19 @@ impl Tunnels {
         let me = self.clone();
         tokio::spawn(async move {
             if let Err(e) = me.attach(Target::Labelled(id.clone()), &[], &[], &[]).await {
-                tracing::warn!(container = %id, error = %format!("{e:#}"), "cannot attach the container");
+                let why = format!("{e:#}");
+                tracing::warn!(container = %id, error = %why, "cannot attach the container");
+                // Left alone on purpose (by hand, or by its image's label), or already gone
+                // (a short-lived container): nothing to show.
+                let quiet = [
+                    "detached by hand",
+                    "comes from its image",
+                    "is not running",
+                    "no container",
+                ];
+                if !quiet.iter().any(|q| why.contains(q)) {
+                    me.note_refused(&id, why).await;
+                }
             }
         });
     }

@@ -512,6 +512,57 @@ impl Tunnels {
         }
     }
 
+    /// A labelled container discovery could not attach (a typo in its scopes label, an
+    /// undeclared socket, a shared network): listed as `failed` with the reason, so the
+    /// user sees it in `attach --list` rather than only in the log (newcomer review F6).
+    /// Replaced by a later attach of it, removed by `detach`.
+    pub(super) async fn note_refused(&self, container: &str, reason: String) {
+        let Some(docker) = &self.0.docker else { return };
+        let Some(name) = docker
+            .inspect_container(container, None)
+            .await
+            .ok()
+            .and_then(|i| i.name)
+            .map(|n| n.trim_start_matches('/').to_string())
+            .filter(|n| check_name(n).is_ok())
+        else {
+            return;
+        };
+        let identity = format!("container:{name}");
+        let generation = self
+            .0
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut entries = self.entries();
+        if entries
+            .get(&identity)
+            .is_some_and(|e| e.info.state != "failed")
+        {
+            return;
+        }
+        entries.insert(
+            identity.clone(),
+            Entry {
+                info: AttachmentInfo {
+                    name,
+                    identity,
+                    engine: "docker".into(),
+                    target: container.to_string(),
+                    state: "failed".into(),
+                    scopes: Vec::new(),
+                    restarts: 0,
+                    since: crate::util::now_rfc3339(),
+                    notes: vec![format!(
+                        "not attached: {}",
+                        clawker_protocol::text::escape_bytes(reason.as_bytes())
+                    )],
+                },
+                cancel: CancellationToken::new(),
+                generation,
+            },
+        );
+    }
+
     /// At start: the containers attached by hand before, attached again while they run;
     /// the ones gone are forgotten.
     pub async fn restore_kept(self) {

@@ -53,3 +53,38 @@ fn manual_attaches_and_hand_detaches_survive_a_restart_of_the_daemon() {
     assert!(st.status.success());
     d.wait_serving(&labelled, Duration::from_secs(15));
 }
+
+/// A labelled container discovery cannot attach — here a typo in its scopes label — is
+/// listed `failed` with the reason, not only logged (newcomer review F6), and nothing of
+/// it is served.
+#[test]
+fn a_labelled_container_that_cannot_be_attached_says_why_in_the_list() {
+    let d = DaemonProc::start(DaemonOpts::default());
+    let n = name("typo");
+    let _c = Container::start(
+        d.tunnel_run()
+            .args(["--label", "dev.clawker.hostproxy.scopes=open,calback"])
+            .args(["--name", &n, busybox_image(), "sleep", "300"]),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let entry = loop {
+        if let Some(a) = d
+            .attachments()
+            .into_iter()
+            .find(|a| a["name"] == n.as_str())
+        {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not listed:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(entry["state"], "failed", "{entry}");
+    assert!(entry["notes"].to_string().contains("calback"), "{entry}");
+    // `detach` clears it.
+    d.cli_ok(&["detach", &n]);
+    assert!(!d.attachments().iter().any(|a| a["name"] == n.as_str()));
+}

@@ -304,7 +304,16 @@ fn images_choose_nothing_and_labels_only_narrow() {
         "{}",
         d.log_text()
     );
-    assert!(!d.attachments().iter().any(|a| a["name"] == n4));
+    // Listed as failed with the reason (F6 of the newcomer review), never serving.
+    assert!(
+        d.attachments()
+            .iter()
+            .filter(|a| a["name"] == n4.as_str())
+            .all(|a| a["state"] == "failed"
+                && a["notes"].to_string().contains("may not use the socket")),
+        "{:?}",
+        d.attachments()
+    );
     fake.assert_untouched();
     drop((c1, c2));
     remove_image(&tag);
@@ -348,7 +357,15 @@ fn a_shared_network_namespace_never_gets_the_tokenless_listener() {
         &["attach", "--container", &n],
         "attach.allow_shared_network",
     );
-    assert!(!d.attachments().iter().any(|a| a["name"] == n));
+    assert!(
+        d.attachments()
+            .iter()
+            .filter(|a| a["name"] == n.as_str())
+            .all(|a| a["state"] == "failed"
+                && a["notes"].to_string().contains("allow_shared_network")),
+        "{:?}",
+        d.attachments()
+    );
     assert!(std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err());
     drop(d);
 
