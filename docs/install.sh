@@ -83,6 +83,8 @@ mkdir -p "$PREFIX/bin" "$PREFIX/share/man/man1" \
     "$PREFIX/share/zsh/site-functions" \
     "$PREFIX/share/fish/vendor_completions.d"
 # Into place by rename, so a running hostproxy is never overwritten in the middle.
+# (A symlink at the temporary name is removed, never written through.)
+rm -f "$PREFIX/bin/.hostproxy.new"
 cp "$SRC/hostproxy" "$PREFIX/bin/.hostproxy.new"
 chmod 755 "$PREFIX/bin/.hostproxy.new"
 mv -f "$PREFIX/bin/.hostproxy.new" "$PREFIX/bin/hostproxy"

@@ -54,6 +54,7 @@ for tool in host-open host-notify callback-forwarder git-credential-clawker \
 done
 for tool in host-open host-notify callback-forwarder git-credential-clawker \
     docker-credential-clawker ssh-agent-proxy clawker-socket-server; do
+    rm -f "$DEST/.$tool.new"
     cp "$TMP/$ARCH/$tool" "$DEST/.$tool.new"
     chmod 555 "$DEST/.$tool.new"
     mv -f "$DEST/.$tool.new" "$DEST/$tool"

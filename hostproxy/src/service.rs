@@ -65,14 +65,17 @@ pub fn launchd_plist(exe: &Path) -> String {
     )
 }
 
+/// systemctl (or launchctl), run in `/` like every host program (SPEC.md 11).
 fn manager() -> Command {
-    if cfg!(target_os = "macos") {
+    let mut c = if cfg!(target_os = "macos") {
         Command::new("launchctl")
     } else {
         let mut c = Command::new("systemctl");
         c.arg("--user");
         c
-    }
+    };
+    c.current_dir("/");
+    c
 }
 
 /// Runs the service manager; its failure is reported with what to run by hand.

@@ -385,19 +385,25 @@ fn tarball(out: &Path, arch: Arch) -> Result<()> {
         .map(|t| format!("{}/{t}", arch.name))
         .collect();
     files.extend(["man".to_string(), "completions".to_string()]);
+    tar_gz(out, &out.join(&name), &files)?;
+    eprintln!("xtask: {}", out.join(&name).display());
+    Ok(())
+}
+
+/// `archive` (a .tar.gz) of `files` under `dir`: sorted, owned by root, so the same inputs
+/// give the same archive.
+pub(crate) fn tar_gz(dir: &Path, archive: &Path, files: &[String]) -> Result<()> {
     run(Command::new("tar")
-        .current_dir(out)
+        .current_dir(dir)
         .args([
             "--sort=name",
             "--owner=0",
             "--group=0",
             "--numeric-owner",
             "-czf",
-            &name,
         ])
-        .args(&files))?;
-    eprintln!("xtask: {}", out.join(&name).display());
-    Ok(())
+        .arg(archive)
+        .args(files))
 }
 
 /// `SHA256SUMS` for every tool of every architecture, every tarball and the release

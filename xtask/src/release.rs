@@ -97,17 +97,7 @@ pub(crate) fn daemon(out: &Path, arch: Arch, tools: &Path) -> Result<String> {
             .arg(stage.join(dir)))?;
     }
     let archive = format!("{name}.tar.gz");
-    run(Command::new("tar")
-        .current_dir(out.join("release"))
-        .args([
-            "--sort=name",
-            "--owner=0",
-            "--group=0",
-            "--numeric-owner",
-            "-czf",
-        ])
-        .arg(out.join(&archive))
-        .arg(&name))?;
+    crate::tar_gz(&out.join("release"), &out.join(&archive), &[name.clone()])?;
     let _ = std::fs::remove_dir_all(&stage);
     Ok(archive)
 }
@@ -142,10 +132,10 @@ pub(crate) fn devcontainer_feature(out: &Path) -> Result<()> {
         dest.join("install.sh"),
         std::fs::Permissions::from_mode(0o755),
     )?;
-    run(Command::new("tar")
-        .current_dir(&dest)
-        .args(["--owner=0", "--group=0", "--numeric-owner", "-czf"])
-        .arg(out.join("devcontainer-feature-hostproxy-tools.tgz"))
-        .args(["devcontainer-feature.json", "install.sh"]))?;
+    crate::tar_gz(
+        &dest,
+        &out.join("devcontainer-feature-hostproxy-tools.tgz"),
+        &["devcontainer-feature.json".into(), "install.sh".into()],
+    )?;
     Ok(())
 }

@@ -148,9 +148,16 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
     }
     let tools = tunnel::tools::Tools::new(settings.attach.tools_dir.clone())
         .with_embedded(state_dir.tools_dir());
-    let tools_said = match tools.dir_for(std::env::consts::ARCH) {
-        Ok(dir) => format!("{} ({})", dir.display(), tools.describe()),
-        Err(e) => format!("none — {e:#}"),
+    // The first call unpacks the tools this build carries (a 13 MiB decompress): not on a
+    // runtime worker.
+    let tools_said = {
+        let tools = tools.clone();
+        tokio::task::spawn_blocking(move || match tools.dir_for(std::env::consts::ARCH) {
+            Ok(dir) => format!("{} ({})", dir.display(), tools.describe()),
+            Err(e) => format!("none — {e:#}"),
+        })
+        .await
+        .unwrap_or_else(|e| format!("none — {e}"))
     };
     let tunnels = Tunnels::new(
         state.clone(),

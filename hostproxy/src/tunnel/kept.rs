@@ -3,9 +3,13 @@
 //! again at the next start while they run; and labelled containers detached by hand, left
 //! alone until they start again (their `StartedAt` changes).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::{Entry, Target, check_name};
+use clawker_protocol::tunnel::AttachmentInfo;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manual {
@@ -100,9 +104,124 @@ impl KeptFile {
             .iter()
             .any(|d| d.container == container && d.started_at == started_at)
     }
+}
 
-    pub fn path(&self) -> &Path {
-        &self.path
+/// What the tunnel does with the kept file, and with labelled containers it cannot attach.
+impl super::Tunnels {
+    /// A container attached by hand: attached again at the next start while it runs.
+    pub fn keep_manual(&self, container: &str, allow: &[String], declared: &[String]) {
+        if let Some(k) = &self.0.kept {
+            k.keep_manual(Manual {
+                container: container.to_string(),
+                allow: allow.to_vec(),
+                declared: declared.to_vec(),
+            });
+        }
+    }
+
+    /// The Docker container behind the attachment `name` (identity or name), if any.
+    pub fn container_of(&self, name: &str) -> Option<String> {
+        let entries = self.entries();
+        let e = entries
+            .get(name)
+            .or_else(|| entries.values().find(|e| e.info.name == name))?;
+        (e.info.engine == "docker").then(|| e.info.target.clone())
+    }
+
+    /// `container` was detached by hand: forgotten as a manual attachment, and while this
+    /// run of it lasts (its `StartedAt`), not attached by its label again, across restarts.
+    pub async fn keep_detached(&self, container: &str) {
+        let (Some(k), Some(docker)) = (&self.0.kept, &self.0.docker) else {
+            return;
+        };
+        let started_at = docker
+            .inspect_container(container, None)
+            .await
+            .ok()
+            .and_then(|i| i.state)
+            .and_then(|s| s.started_at);
+        match started_at {
+            Some(started_at) => k.keep_detached(Detached {
+                container: container.to_string(),
+                started_at,
+            }),
+            None => k.forget(container),
+        }
+    }
+
+    /// A labelled container discovery could not attach (a typo in its scopes label, an
+    /// undeclared socket, a shared network): listed as `failed` with the reason, so the
+    /// user sees it in `attach --list` rather than only in the log (newcomer review F6).
+    /// Replaced by a later attach of it, removed by `detach`.
+    pub(super) async fn note_refused(&self, container: &str, reason: String) {
+        let Some(docker) = &self.0.docker else { return };
+        let Some(name) = docker
+            .inspect_container(container, None)
+            .await
+            .ok()
+            .and_then(|i| i.name)
+            .map(|n| n.trim_start_matches('/').to_string())
+            .filter(|n| check_name(n).is_ok())
+        else {
+            return;
+        };
+        let identity = format!("container:{name}");
+        let generation = self
+            .0
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut entries = self.entries();
+        if entries
+            .get(&identity)
+            .is_some_and(|e| e.info.state != "failed")
+        {
+            return;
+        }
+        entries.insert(
+            identity.clone(),
+            Entry {
+                info: AttachmentInfo {
+                    name,
+                    identity,
+                    engine: "docker".into(),
+                    target: container.to_string(),
+                    state: "failed".into(),
+                    scopes: Vec::new(),
+                    restarts: 0,
+                    since: crate::util::now_rfc3339(),
+                    notes: vec![format!(
+                        "not attached: {}",
+                        clawker_protocol::text::escape_bytes(reason.as_bytes())
+                    )],
+                },
+                cancel: CancellationToken::new(),
+                generation,
+            },
+        );
+    }
+
+    /// At start: the containers attached by hand before, attached again while they run;
+    /// the ones gone are forgotten.
+    pub async fn restore_kept(self) {
+        let Some(k) = &self.0.kept else { return };
+        if self.0.docker.is_none() {
+            // No engine now is not "the containers are gone": keep them for a later start.
+            return;
+        }
+        for m in k.get().manual {
+            if let Err(e) = self
+                .attach(
+                    Target::Container(m.container.clone()),
+                    &m.allow,
+                    &[],
+                    &m.declared,
+                )
+                .await
+            {
+                tracing::info!(container = %m.container, error = %format!("{e:#}"), "a container attached by hand before is not attached again: forgotten");
+                k.forget(&m.container);
+            }
+        }
     }
 }
 
