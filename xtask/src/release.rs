@@ -97,7 +97,11 @@ pub(crate) fn daemon(out: &Path, arch: Arch, tools: &Path) -> Result<String> {
             .arg(stage.join(dir)))?;
     }
     let archive = format!("{name}.tar.gz");
-    crate::tar_gz(&out.join("release"), &out.join(&archive), &[name.clone()])?;
+    crate::tar_gz(
+        &out.join("release"),
+        &out.join(&archive),
+        std::slice::from_ref(&name),
+    )?;
     let _ = std::fs::remove_dir_all(&stage);
     Ok(archive)
 }
