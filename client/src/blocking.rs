@@ -30,7 +30,10 @@ use crate::ClientError;
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 2 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a reply may take: longer than the longest the daemon lets a request wait for
+/// the user's answer (`[approval] timeout`, at most 5 minutes; SPEC.md 14), so a tool never
+/// gives up before the daemon says "no answer on the host".
+const REPLY_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// A connection to the daemon at one base URL.
 pub struct Conn {

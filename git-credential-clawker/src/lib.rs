@@ -94,10 +94,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        // Not found, or refused by the host's policy: let git go on to its next helper.
+        // Not found, or refused by the host (its policy, or the user's answer): let git go
+        // on to its next helper; a refusal says why, on stderr where git shows it.
+        Err(ClientError::Status { status: 404, .. }) => Ok(ExitCode::SUCCESS),
         Err(ClientError::Status {
-            status: 403 | 404, ..
-        }) => Ok(ExitCode::SUCCESS),
+            status: 403,
+            message,
+        }) => {
+            eprintln!("git-credential-clawker: refused on the host: {message}");
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) => Err(e.into()),
     }
 }

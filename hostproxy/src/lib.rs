@@ -8,6 +8,7 @@
 //! `daemon`. No module reaches back up to one that uses it.
 
 pub mod api;
+pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod backends;

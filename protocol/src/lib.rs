@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod approval;
 pub mod audit;
 pub mod bridge;
 pub mod credential;

@@ -166,6 +166,21 @@ pub enum ControlRequest {
         name: String,
     },
     List,
+    /// The asks waiting for the user (SPEC.md 14); with `follow`, the connection stays
+    /// open and the daemon writes the whole list again, one line, whenever it changes.
+    Approvals {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        follow: bool,
+    },
+    /// The user's answer to one ask: `always` also allows this scope for the rest of the
+    /// container's life. `by`: who answered, for the audit log (`answered_by`).
+    Answer {
+        id: String,
+        allow: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        always: bool,
+        by: String,
+    },
 }
 
 /// The daemon's answer on the control socket.
@@ -177,6 +192,9 @@ pub struct ControlResponse {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<AttachmentInfo>,
+    /// `approvals`: the asks waiting now, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub asks: Vec<crate::approval::PendingAsk>,
 }
 
 /// One attachment as `attach --list` shows it.

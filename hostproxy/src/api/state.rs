@@ -48,6 +48,8 @@ pub struct Shared {
     /// Host programs each scoped identity has running, per route.
     pub identity_slots: PerKeySlots,
     pub listen: Vec<std::net::IpAddr>,
+    /// Asks waiting for the user and the answers remembered (SPEC.md 14).
+    pub approvals: crate::approval::Approvals,
 }
 
 /// Cheap to clone; shared by every connection.
@@ -65,6 +67,23 @@ impl AppState {
     /// A slot for one more host program of `id` on `route`: a scoped identity holds at most
     /// [`crate::auth::SCOPED_RUNNING_PER_ROUTE`] at once, so it never holds every global
     /// slot (SPEC.md 11); the user's own identity is not counted. `Err`: 429, run nothing.
+    /// Waits for the user's answer when `u` needs one for `id` (SPEC.md 14); a refusal is
+    /// a 403 with the reason (429 when too many asks wait), and nothing was done.
+    pub async fn approve(
+        &self,
+        id: &crate::auth::Identity,
+        u: crate::approval::Use,
+    ) -> Result<(), crate::api::error::ApiError> {
+        use crate::approval::Refusal;
+        self.approvals.check(id, u).await.map_err(|r| match r {
+            Refusal::TooMany => crate::api::error::ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                r.to_string(),
+            ),
+            _ => crate::api::error::ApiError::forbidden(r.to_string()),
+        })
+    }
+
     pub fn identity_slot(
         &self,
         id: &crate::auth::Identity,
@@ -185,7 +204,9 @@ impl Builder {
             Some(path) => SessionStore::persisted(max, port, binder, shutdown, path),
             None => SessionStore::new(max, port, binder, shutdown),
         };
+        let approvals = crate::approval::Approvals::new(settings.approval.clone(), audit.clone());
         AppState(Arc::new(Shared {
+            approvals,
             git_slots: Semaphore::new(settings.git.max_concurrent),
             docker_slots: Semaphore::new(crate::auth::MAX_DOCKER_HELPERS),
             open_limiter: RateLimiter::per_minute(settings.open_rate_per_minute),

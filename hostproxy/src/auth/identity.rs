@@ -127,6 +127,9 @@ pub struct Identity {
     /// issued again under a revoked one's name, or a new container under a removed one's,
     /// inherits nothing.
     pub instance: Option<String>,
+    /// Scope patterns its container's label adds to `[approval] ask` (SPEC.md 14); never
+    /// fewer asks than the config's.
+    pub ask: Vec<clawker_protocol::approval::AskPattern>,
 }
 
 impl Identity {
@@ -137,6 +140,7 @@ impl Identity {
             scopes: None,
             container: None,
             instance: None,
+            ask: Vec::new(),
         }
     }
 

@@ -198,6 +198,7 @@ impl TokenStore {
             name: e.name,
             scopes: Some(e.scopes.iter().filter_map(|s| s.parse().ok()).collect()),
             container: e.container,
+            ask: Vec::new(),
         })
     }
 
@@ -353,6 +354,7 @@ mod tests {
                     .collect(),
             ),
             container: None,
+            ask: Vec::new(),
             instance: None,
         };
         assert!(id.may_git("GitHub.com", false));

@@ -26,7 +26,7 @@ pub use agent::{HostAgent, read_agent_frame};
 pub use docker_creds::HostDockerCredentials;
 pub use git::GitCommand;
 pub use launcher::{CommandLauncher, default_launcher};
-pub use notifier::{CommandNotifier, default_notifier};
+pub use notifier::{CommandNotifier, default_notifier, escape_markup};
 pub use ports::LoopbackBinder;
 
 #[derive(Debug, Error)]

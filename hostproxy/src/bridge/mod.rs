@@ -64,6 +64,40 @@ pub struct Targets {
     pub http: Option<HttpServer>,
     /// Declared host sockets this bridge may reach, by name (`socket:NAME` streams).
     pub declared: std::sync::Arc<HashMap<String, std::sync::Arc<Declared>>>,
+    /// Asks the user before a stream's host socket is connected, when the config asks for
+    /// that use (SPEC.md 14); `None`: nothing asks (the standalone bridge).
+    pub ask: Option<StreamAsk>,
+}
+
+/// Whether the use may go on: `false` closes the stream with nothing connected.
+pub type StreamAsk =
+    std::sync::Arc<dyn Fn(crate::approval::Use) -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// What a stream of `kind` uses of the host, for the ask.
+fn stream_use(kind: &str, declared: Option<&str>) -> crate::approval::Use {
+    let (scope, what, target) = match declared {
+        Some(n) => (
+            format!("socket:{n}"),
+            "connect to a declared host socket",
+            n.to_string(),
+        ),
+        None if kind == SOCKET_GPG_AGENT => (
+            "gpg".to_string(),
+            "use gpg-agent (a connection)",
+            "the host's gpg-agent".to_string(),
+        ),
+        None => (
+            "ssh".to_string(),
+            "use the ssh agent (a connection)",
+            "the host's ssh agent".to_string(),
+        ),
+    };
+    crate::approval::Use {
+        scope,
+        also: None,
+        what: what.into(),
+        target,
+    }
 }
 
 /// A declared host socket and who must own it: the daemon's user, or root for a system
@@ -212,7 +246,7 @@ fn open_stream(
         .map(|n| String::from_utf8_lossy(n).into_owned());
     let (path, filter) = match kind {
         _ if declared.is_some() => {
-            let name = declared.unwrap_or_default();
+            let name = declared.clone().unwrap_or_default();
             match targets.declared.get(&name).map(|d| (d, d.check())) {
                 Some((d, Ok(()))) => (Some(d.path.clone()), None),
                 Some((_, Err(why))) => {
@@ -247,7 +281,20 @@ fn open_stream(
         }
     };
     let (path, end) = end;
+    let asked = targets.ask.clone().map(|ask| {
+        let kind = String::from_utf8_lossy(kind).into_owned();
+        ask(stream_use(&kind, declared.as_deref()))
+    });
     tokio::spawn(async move {
+        // Nothing is connected before the user's answer, when one is asked for.
+        if let Some(asked) = asked
+            && !asked.await
+        {
+            tracing::info!(stream = id, "stream refused on the host (approval)");
+            drop(end);
+            streams.close_local(&out, id).await;
+            return;
+        }
         match tokio::time::timeout(CONNECT_TIMEOUT, connect(path)).await {
             Ok(Ok(conn)) => pump(conn, end, filter, out, streams).await,
             _ => {
@@ -559,6 +606,7 @@ pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
         connect: connect_local(),
         http: None,
         declared: Default::default(),
+        ask: None,
     };
     let ended = container_end(|| {
         docker

@@ -64,6 +64,7 @@ fn targets(ssh: Option<PathBuf>, gpg: Option<PathBuf>, connect: Connector) -> Ta
         connect,
         http: None,
         declared: Default::default(),
+        ask: None,
     }
 }
 

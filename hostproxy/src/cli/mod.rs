@@ -13,6 +13,7 @@ use clawker_protocol::env as envs;
 use hostproxy::auth::Scope;
 use hostproxy::config::parse_duration;
 
+mod approvals;
 mod attach;
 mod bridge;
 mod run_flags;
@@ -62,6 +63,13 @@ pub enum Command {
     Attach(attach::AttachArgs),
     /// Ask the running daemon to end an attachment.
     Detach(attach::DetachArgs),
+    /// Answer what containers ask ([approval] ask): a terminal view of the pending asks
+    /// (y allow, n deny, a allow for the container), or --list for scripts.
+    Approvals(approvals::ApprovalsArgs),
+    /// Allow one pending ask (its id from hostproxy approvals --list).
+    Approve(approvals::ApproveArgs),
+    /// Deny one pending ask.
+    Deny(approvals::DenyArgs),
     /// Print the `docker run` flags that wire a stock image to the tunnel.
     RunFlags(run_flags::RunFlagsArgs),
     /// Bridge the host's ssh-agent and gpg-agent into a container over docker exec.
@@ -116,6 +124,11 @@ pub struct ServeArgs {
     /// Default: notify-send (Linux), osascript (macOS).
     #[arg(long)]
     pub notifier: Option<String>,
+    /// A program asked too when a use needs the user's answer ([approval] ask): argv split on
+    /// whitespace, the ask in its environment (HOSTPROXY_ASK_*) and on stdin as JSON; exit 0
+    /// allows, 1 denies, anything else leaves it to the other askers.
+    #[arg(long, value_name = "CMD")]
+    pub approver: Option<String>,
     /// Accept requests without the bearer token (insecure; for old clients only).
     #[arg(long)]
     pub no_auth: bool,
@@ -293,6 +306,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Attach(args) => attach::attach(args),
         Command::Detach(args) => attach::detach(args),
+        Command::Approvals(args) => approvals::approvals(args),
+        Command::Approve(args) => approvals::approve(&args.id, true, args.always),
+        Command::Deny(args) => approvals::approve(&args.id, false, false),
         Command::RunFlags(args) => run_flags::run_flags(args, &serve::settings(config)?.attach),
         Command::Bridge(args) => {
             let policy = serve::settings(config)?.agent_policy;

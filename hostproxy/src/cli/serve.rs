@@ -75,6 +75,12 @@ fn resolve_settings(args: &ServeArgs, file: &FileConfig) -> Result<Settings> {
             bail!("--notifier is empty: give a command such as notify-send");
         }
     }
+    if let Some(a) = &args.approver {
+        s.approval.approver = split_command(a);
+        if s.approval.approver.is_none() {
+            bail!("--approver is empty: give a command");
+        }
+    }
     if let Some(l) = &args.attach_label {
         s.attach.label = parse_label(l)
             .ok_or_else(|| anyhow::anyhow!("--attach-label {l:?} is not KEY=VALUE"))?;

@@ -121,6 +121,11 @@ impl Attachment {
             .state
             .sessions
             .remove_owned_by(&self.identity.owner_key());
+        self.tunnels
+            .0
+            .state
+            .approvals
+            .forget(&self.identity.owner_key());
         {
             let mut entries = self.tunnels.entries();
             match (entries.get_mut(&self.name), &given_up) {
@@ -178,6 +183,10 @@ impl Attachment {
             connect: connect_local(),
             http: Some(http),
             declared: self.declared.clone(),
+            ask: Some(stream_ask(
+                inner.state.approvals.clone(),
+                self.identity.clone(),
+            )),
         };
         // PUBKEY always goes first: a container end that serves gpg-agent waits for it, and
         // one that does not ignores it (empty without the gpg scope or host keys).
@@ -196,4 +205,23 @@ impl Attachment {
         })
         .await
     }
+}
+
+/// The user's answer for one of the attachment's streams (SPEC.md 14), as the bridge asks.
+fn stream_ask(
+    approvals: crate::approval::Approvals,
+    identity: Identity,
+) -> crate::bridge::StreamAsk {
+    Arc::new(move |u| {
+        let (approvals, identity) = (approvals.clone(), identity.clone());
+        Box::pin(async move {
+            match approvals.check(&identity, u).await {
+                Ok(()) => true,
+                Err(why) => {
+                    tracing::info!(identity = %identity.name, "stream refused: {why}");
+                    false
+                }
+            }
+        })
+    })
 }

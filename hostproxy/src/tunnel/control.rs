@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use clawker_protocol::approval::answered_by;
 use clawker_protocol::tunnel::{ControlRequest, ControlResponse};
 use interprocess::local_socket::tokio::prelude::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -75,6 +76,9 @@ async fn handle(conn: Accepted, tunnels: &Tunnels) -> Result<()> {
         .await
         .context("the client sent nothing in time")??;
     let response = match serde_json::from_str::<ControlRequest>(line.trim_end()) {
+        Ok(ControlRequest::Approvals { follow: true }) => {
+            return serve_approvals(rd, wr, tunnels).await;
+        }
         Ok(req) => answer(req, tunnels).await,
         Err(e) => ControlResponse {
             ok: false,
@@ -88,6 +92,34 @@ async fn handle(conn: Accepted, tunnels: &Tunnels) -> Result<()> {
     Ok(())
 }
 
+/// `approvals --follow`: the pending asks now, then again whenever they change, one line
+/// each, until the client goes away (or the daemon stops).
+async fn serve_approvals(
+    mut rd: impl tokio::io::AsyncRead + Unpin,
+    mut wr: impl tokio::io::AsyncWrite + Unpin,
+    tunnels: &Tunnels,
+) -> Result<()> {
+    let approvals = &tunnels.0.state.approvals;
+    let mut changed = approvals.subscribe();
+    let mut sink = [0u8; 256];
+    loop {
+        changed.borrow_and_update();
+        let mut out = serde_json::to_vec(&ControlResponse {
+            ok: true,
+            asks: approvals.pending(),
+            ..ControlResponse::default()
+        })?;
+        out.push(b'\n');
+        wr.write_all(&out).await?;
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return Ok(()) },
+            // Anything or nothing from the client: it is gone (or says nothing we read).
+            _ = tokio::io::AsyncReadExt::read(&mut rd, &mut sink) => return Ok(()),
+            () = tunnels.0.shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
 async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
     let failed = |e: anyhow::Error| ControlResponse {
         ok: false,
@@ -95,6 +127,37 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
         ..ControlResponse::default()
     };
     match req {
+        ControlRequest::Approvals { .. } => ControlResponse {
+            ok: true,
+            asks: tunnels.0.state.approvals.pending(),
+            ..ControlResponse::default()
+        },
+        ControlRequest::Answer {
+            id,
+            allow,
+            always,
+            by,
+        } => {
+            let by = if by == answered_by::TERMINAL {
+                answered_by::TERMINAL
+            } else {
+                answered_by::COMMAND
+            };
+            match tunnels.0.state.approvals.answer(
+                &id,
+                crate::approval::Answer {
+                    allow,
+                    always,
+                    by: by.into(),
+                },
+            ) {
+                Ok(()) => ControlResponse {
+                    ok: true,
+                    ..ControlResponse::default()
+                },
+                Err(e) => failed(anyhow::anyhow!(e)),
+            }
+        }
         ControlRequest::List => ControlResponse {
             ok: true,
             attachments: tunnels.list(),
@@ -170,13 +233,9 @@ pub fn request(path: &Path, req: &ControlRequest) -> Result<ControlResponse> {
         .block_on(request_async(path, req))
 }
 
-async fn request_async(path: &Path, req: &ControlRequest) -> Result<ControlResponse> {
-    let conn = local::connect(path).await.with_context(|| {
-        format!(
-            "cannot reach the daemon's control socket {}: is `hostproxy serve` (or start) running for this state directory?",
-            path.display()
-        )
-    })?;
+/// [`request`] on a runtime the caller has.
+pub async fn request_async(path: &Path, req: &ControlRequest) -> Result<ControlResponse> {
+    let conn = connect(path).await?;
     let (rd, mut wr) = tokio::io::split(conn);
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
@@ -188,4 +247,46 @@ async fn request_async(path: &Path, req: &ControlRequest) -> Result<ControlRespo
         .context("the daemon did not answer on its control socket in time")?
         .context("the daemon did not answer on its control socket")?;
     serde_json::from_str(answer.trim_end()).context("the daemon's answer is not a control response")
+}
+
+async fn connect(path: &Path) -> Result<local::Stream> {
+    local::connect(path).await.with_context(|| {
+        format!(
+            "cannot reach the daemon's control socket {}: is `hostproxy serve` (or start) running for this state directory?",
+            path.display()
+        )
+    })
+}
+
+/// The client end of `approvals --follow`: every line the daemon writes, parsed, until the
+/// daemon closes the connection (the receiver then ends) or the receiver is dropped.
+pub async fn follow_approvals(
+    path: &Path,
+) -> Result<tokio::sync::mpsc::Receiver<Result<ControlResponse>>> {
+    let conn = connect(path).await?;
+    let (rd, mut wr) = tokio::io::split(conn);
+    let mut line = serde_json::to_vec(&ControlRequest::Approvals { follow: true })?;
+    line.push(b'\n');
+    wr.write_all(&line).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let _keep_open = wr;
+        let mut lines = BufReader::new(rd).lines();
+        loop {
+            let item = tokio::select! {
+                () = tx.closed() => return,
+                l = lines.next_line() => l,
+            };
+            let parsed = match item {
+                Ok(Some(l)) => serde_json::from_str::<ControlResponse>(&l)
+                    .context("the daemon's answer is not a control response"),
+                Ok(None) => return,
+                Err(e) => Err(anyhow::Error::new(e).context("the control socket failed")),
+            };
+            if tx.send(parsed).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }

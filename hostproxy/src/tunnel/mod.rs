@@ -250,6 +250,7 @@ impl Tunnels {
         let allow = parse_scopes(allow)?;
         let mut notes: Vec<String> = Vec::new();
         let mut label_sockets: Vec<String> = Vec::new();
+        let mut label_ask = Vec::new();
         let mut base_sockets: Vec<RemoteSocket> = sockets.to_vec();
         let (engine, name, identity_name, container, listen, default_scopes, engine_name, shown): (
             Arc<dyn Engine>,
@@ -297,6 +298,14 @@ impl Tunnels {
                     .map(|l| parse_scopes(&l.split(',').map(str::to_string).collect::<Vec<_>>()))
                     .transpose()
                     .with_context(|| format!("label {}", clawker_protocol::tunnel::SCOPES_LABEL))?;
+                // Asks the container's own label adds; it cannot remove any (SPEC.md 14).
+                if let Some(l) = t.labels.get(clawker_protocol::approval::ASK_LABEL) {
+                    label_ask = clawker_protocol::approval::parse_patterns(l)
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| {
+                            format!("label {}", clawker_protocol::approval::ASK_LABEL)
+                        })?;
+                }
                 let (name, id) = (t.name.clone(), t.id.clone());
                 check_name(&name)?;
                 label_sockets = t
@@ -387,6 +396,7 @@ impl Tunnels {
             scopes: Some(scopes),
             instance: container.as_ref().map(|c| c.chars().take(12).collect()),
             container,
+            ask: label_ask,
         };
         // Declared host sockets: each named in the config, and in the identity's scopes.
         let mut wanted: Vec<String> = declared.to_vec();

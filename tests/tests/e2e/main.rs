@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_trust;
+mod approval;
 mod arm64;
 mod bridge;
 mod browser;

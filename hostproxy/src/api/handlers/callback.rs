@@ -85,6 +85,17 @@ pub async fn callback_register(
             wait,
         ));
     }
+    state
+        .approve(
+            &id,
+            crate::approval::Use {
+                scope: "callback".into(),
+                also: None,
+                what: "take a login callback".into(),
+                target: format!("port {port}"),
+            },
+        )
+        .await?;
     let registered = state.sessions.register(Registration {
         port,
         path,

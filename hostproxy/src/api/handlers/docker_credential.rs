@@ -61,6 +61,17 @@ async fn decide(
                 "this token may not list docker credentials (scope docker:REGISTRY)",
             ));
         }
+        state
+            .approve(
+                id,
+                crate::approval::Use {
+                    scope: "docker:*".into(),
+                    also: None,
+                    what: "docker credential list".into(),
+                    target: "every registry it may see".into(),
+                },
+            )
+            .await?;
         let reply = run(state, id, req, None).await?;
         let DockerReply::List(all) = reply else {
             return Err(store_failed(DockerError::BadReply));
@@ -113,6 +124,17 @@ async fn decide(
             req.action.verb()
         )));
     }
+    state
+        .approve(
+            id,
+            crate::approval::Use {
+                scope: format!("docker:{registry}"),
+                also: None,
+                what: format!("docker credential {}", req.action.verb()),
+                target: registry.to_string(),
+            },
+        )
+        .await?;
     match run(state, id, req, Some(registry)).await? {
         DockerReply::Found { username, secret } => Ok(DockerCredentialResponse {
             server_url: Some(registry.to_string()),

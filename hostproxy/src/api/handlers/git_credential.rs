@@ -145,6 +145,20 @@ pub async fn git_credential(
             wait,
         )));
     }
+    // The user's answer, when the config asks for this use, before any slot is taken and
+    // before git runs (SPEC.md 14). A `get` may be for a push: `git-push:HOST` asks too.
+    let write = req.action != GitCredentialAction::Get;
+    state
+        .approve(
+            &id,
+            crate::approval::Use {
+                scope: format!("{}:{host_ok}", if write { "git-store" } else { "git" }),
+                also: (!write).then(|| format!("git-push:{host_ok}")),
+                what: format!("git credential {}", req.action.as_str()),
+                target: host_ok.to_string(),
+            },
+        )
+        .await?;
     let _mine = state
         .identity_slot(&id, routes::GIT_CREDENTIAL)
         .map_err(deny)?;

@@ -69,6 +69,17 @@ async fn decide(state: &AppState, id: &Identity, req: &NotifyRequest) -> Result<
         ));
     }
     state
+        .approve(
+            id,
+            crate::approval::Use {
+                scope: "notify".into(),
+                also: None,
+                what: "show a notification".into(),
+                target: "the desktop".into(),
+            },
+        )
+        .await?;
+    state
         .backends
         .notifier
         .notify(&req.title, body)

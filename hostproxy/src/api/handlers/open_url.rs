@@ -99,6 +99,18 @@ async fn open_url_decide(
             ApiError::too_many("too many urls opened: try again later", wait),
         ));
     }
+    state
+        .approve(
+            id,
+            crate::approval::Use {
+                scope: "open".into(),
+                also: None,
+                what: "open a page in the browser".into(),
+                target: host.clone(),
+            },
+        )
+        .await
+        .map_err(|e| (Some(host.clone()), e))?;
     if let Err(e) = state.backends.launcher.open(&url).await {
         tracing::warn!(error = %e, "url launcher failed");
         return Err((

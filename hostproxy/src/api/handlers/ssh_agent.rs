@@ -60,6 +60,17 @@ async fn relay_agent_frame(
     }
 }
 
+/// The ask for one agent request: scope `ssh`, what the request does, with which key.
+pub fn agent_use(body: &[u8]) -> crate::approval::Use {
+    let (action, key) = describe_request(body);
+    crate::approval::Use {
+        scope: "ssh".into(),
+        also: None,
+        what: format!("use the ssh agent ({action})"),
+        target: key.unwrap_or_else(|| "the host's ssh agent".into()),
+    }
+}
+
 pub async fn ssh_agent(
     State(state): State<AppState>,
     Extension(id): Extension<Identity>,
@@ -74,6 +85,15 @@ pub async fn ssh_agent(
         .decode(req.data.expose())
         .map_err(|_| ApiError::bad_request("data is not valid base64"))?;
     agent::single_frame(&frame).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // A request the filter would pass waits for the user's answer when `ssh` is asked for
+    // (SPEC.md 14): the agent is not contacted before the allow.
+    let (verdict, _) = state
+        .settings
+        .agent_policy
+        .decide_for(&frame[4..], &id.agent_grant());
+    if verdict == Verdict::Forward {
+        state.approve(&id, agent_use(&frame[4..])).await?;
+    }
     let reply = relay_agent_frame(&state, &id, frame)
         .await
         .map_err(|e| match e {

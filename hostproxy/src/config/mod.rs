@@ -12,6 +12,9 @@ use clawker_protocol::host::HostName;
 use serde::Deserialize;
 use thiserror::Error;
 
+mod approval;
+pub use approval::{ApprovalFile, ApprovalSettings, MAX_ASK_TIMEOUT, Remember};
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}")]
@@ -59,6 +62,8 @@ pub struct FileConfig {
     pub attach: AttachFile,
     #[serde(default)]
     pub docker: DockerFile,
+    #[serde(default)]
+    pub approval: ApprovalFile,
     /// `[bridge]`: `[[bridge.sockets]]`, the host sockets a container may be given by name
     /// (SPEC.md 10).
     #[serde(default)]
@@ -365,6 +370,8 @@ pub struct Settings {
     /// `docker.allow_store`, `docker.allow_erase`.
     pub docker_allow_store: bool,
     pub docker_allow_erase: bool,
+    /// `[approval]` (SPEC.md 14).
+    pub approval: ApprovalSettings,
 }
 
 impl Default for Settings {
@@ -393,6 +400,7 @@ impl Default for Settings {
             docker_allow_store: false,
             docker_allow_erase: false,
             sockets: Vec::new(),
+            approval: ApprovalSettings::default(),
         }
     }
 }
@@ -433,6 +441,7 @@ impl Settings {
         program(&mut self.git.program, base);
         argv(&mut self.browser, base);
         argv(&mut self.notifier, base);
+        argv(&mut self.approval.approver, base);
     }
 
     /// Applies a config file on top of the defaults.
@@ -506,6 +515,7 @@ impl Settings {
         }
         s.docker_allow_store = file.docker.allow_store.unwrap_or(false);
         s.docker_allow_erase = file.docker.allow_erase.unwrap_or(false);
+        s.approval = ApprovalSettings::from_file(&file.approval)?;
         let a = &file.attach;
         if let Some(e) = a.enabled {
             s.attach.enabled = e;
