@@ -38,7 +38,7 @@ pub(crate) const TOOLS: [&str; 7] = [
 pub(crate) const MOCK: &str = "mock-proxy";
 
 /// What the tests need on the machine: (program to look for, Debian package).
-const PEERS: [(&str, &str); 17] = [
+const PEERS: [(&str, &str); 18] = [
     ("sshd", "openssh-server"),
     ("git", "git"),
     ("ssh-agent", "openssh-client"),
@@ -56,6 +56,7 @@ const PEERS: [(&str, &str); 17] = [
     ("skopeo", "skopeo"),
     ("docker-registry", "docker-registry"),
     ("htpasswd", "apache2-utils"),
+    ("tmux", "tmux"),
 ];
 
 /// Debian's arm64 `busybox-static`, for the arm64 container image of the e2e suite: its

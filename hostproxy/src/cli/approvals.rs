@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use clawker_protocol::approval::{PendingAsk, answered_by};
 use clawker_protocol::tunnel::ControlRequest;
@@ -245,7 +245,7 @@ impl RawMode {
             let mut t: libc::termios = unsafe { std::mem::zeroed() };
             if unsafe { libc::tcgetattr(0, &mut t) } != 0 {
                 return Err(std::io::Error::last_os_error())
-                    .context("cannot read the terminal's mode");
+                    .map_err(|e| anyhow::anyhow!("cannot read the terminal's mode: {e}"));
             }
             let saved = t;
             t.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ISIG);
@@ -254,7 +254,7 @@ impl RawMode {
             // SAFETY: as above, with the mode just read and changed.
             if unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) } != 0 {
                 return Err(std::io::Error::last_os_error())
-                    .context("cannot set the terminal's mode");
+                    .map_err(|e| anyhow::anyhow!("cannot set the terminal's mode: {e}"));
             }
             Ok(Self { saved })
         }
