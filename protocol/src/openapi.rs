@@ -25,7 +25,7 @@ fn status() {}
     responses((status = 200, description = "opened in the host's browser", body = OpenUrlResponse),
               (status = 400, description = "missing, invalid, not http(s), userinfo or control characters", body = ErrorResponse),
               (status = 401, description = "missing or invalid token", body = ErrorResponse),
-              (status = 403, description = "refused by policy", body = ErrorResponse),
+              (status = 403, description = "refused by policy, or by the user (`denied on the host`, `no answer on the host within Ns`; SPEC.md 14)", body = ErrorResponse),
               (status = 413, description = "body over 64 KiB", body = ErrorResponse),
               (status = 415, description = "not application/json", body = ErrorResponse),
               (status = 429, description = "rate limited", body = ErrorResponse),
@@ -36,10 +36,10 @@ fn open_url() {}
     responses((status = 200, description = "shown by the host's notifier", body = SuccessResponse),
               (status = 400, description = "empty or too long title, too long body, control characters", body = ErrorResponse),
               (status = 401, description = "missing or invalid token", body = ErrorResponse),
-              (status = 403, description = "the token may not notify (scope notify)", body = ErrorResponse),
+              (status = 403, description = "the token may not notify (scope notify), or the user did not allow it", body = ErrorResponse),
               (status = 413, description = "body over 64 KiB", body = ErrorResponse),
               (status = 415, description = "not application/json", body = ErrorResponse),
-              (status = 429, description = "more than 6 a minute", body = ErrorResponse),
+              (status = 429, description = "more than 6 a minute, or 4 asks of this identity waiting for the user", body = ErrorResponse),
               (status = 500, description = "the notifier failed", body = ErrorResponse)))]
 fn notify() {}
 
@@ -47,11 +47,11 @@ fn notify() {}
     responses((status = 200, description = "get: the credential; store/erase: done", body = GitCredentialResponse),
               (status = 400, description = "invalid field", body = ErrorResponse),
               (status = 401, description = "missing or invalid token", body = ErrorResponse),
-              (status = 403, description = "protocol, host or action not allowed", body = ErrorResponse),
+              (status = 403, description = "protocol, host or action not allowed, or the user did not allow it", body = ErrorResponse),
               (status = 404, description = "no credential found", body = ErrorResponse),
               (status = 413, description = "body over 64 KiB", body = ErrorResponse),
               (status = 415, description = "not application/json", body = ErrorResponse),
-              (status = 429, description = "too many at once", body = ErrorResponse),
+              (status = 429, description = "too many at once, or 4 asks of this identity waiting for the user", body = ErrorResponse),
               (status = 500, description = "git failed", body = ErrorResponse),
               (status = 504, description = "git did not answer in time", body = ErrorResponse)))]
 fn git_credential() {}
@@ -60,11 +60,11 @@ fn git_credential() {}
     responses((status = 200, description = "get: the credential; list: the registries the token may see; store/erase: done", body = DockerCredentialResponse),
               (status = 400, description = "not a registry, or fields the action does not take", body = ErrorResponse),
               (status = 401, description = "missing or invalid token", body = ErrorResponse),
-              (status = 403, description = "the token may not use this registry (scope docker:REGISTRY), list without any docker: scope, or store/erase not allowed by the config", body = ErrorResponse),
+              (status = 403, description = "the token may not use this registry (scope docker:REGISTRY), list without any docker: scope, store/erase not allowed by the config, or the user did not allow it", body = ErrorResponse),
               (status = 404, description = "no credential found", body = ErrorResponse),
               (status = 413, description = "body over 64 KiB", body = ErrorResponse),
               (status = 415, description = "not application/json", body = ErrorResponse),
-              (status = 429, description = "too many requests (per minute for a scoped token, or helpers running at once)", body = ErrorResponse),
+              (status = 429, description = "too many requests (per minute for a scoped token, helpers running at once, or 4 asks waiting for the user)", body = ErrorResponse),
               (status = 500, description = "the host's credential store failed", body = ErrorResponse),
               (status = 504, description = "the credential helper did not answer in time", body = ErrorResponse)))]
 fn docker_credential() {}
@@ -73,9 +73,10 @@ fn docker_credential() {}
     responses((status = 200, description = "the agent's framed reply (or SSH_AGENT_FAILURE from the filter), base64", body = SshAgentResponse),
               (status = 400, description = "not exactly one frame, or over 256 KiB", body = ErrorResponse),
               (status = 401, description = "missing or invalid token", body = ErrorResponse),
-              (status = 403, description = "the token may not use the agent", body = ErrorResponse),
+              (status = 403, description = "the token may not use the agent, or the user did not allow it", body = ErrorResponse),
               (status = 413, description = "body over 512 KiB", body = ErrorResponse),
               (status = 415, description = "not application/json", body = ErrorResponse),
+              (status = 429, description = "4 asks of this identity waiting for the user", body = ErrorResponse),
               (status = 502, description = "the agent's reply was invalid", body = ErrorResponse),
               (status = 503, description = "no agent on the host", body = ErrorResponse)))]
 fn ssh_agent() {}
@@ -84,11 +85,11 @@ fn ssh_agent() {}
     responses((status = 200, description = "listening on the port", body = CallbackRegisterResponse),
               (status = 400, description = "bad port, path, timeout or state", body = ErrorResponse),
               (status = 401, description = "missing or invalid token", body = ErrorResponse),
-              (status = 403, description = "the token may not register callbacks", body = ErrorResponse),
+              (status = 403, description = "the token may not register callbacks, or the user did not allow it", body = ErrorResponse),
               (status = 409, description = "port in use on the host", body = ErrorResponse),
               (status = 413, description = "body over 64 KiB", body = ErrorResponse),
               (status = 415, description = "not application/json", body = ErrorResponse),
-              (status = 429, description = "too many sessions", body = ErrorResponse),
+              (status = 429, description = "too many sessions, or 4 asks waiting for the user", body = ErrorResponse),
               (status = 500, description = "cannot listen", body = ErrorResponse)))]
 fn callback_register() {}
 

@@ -12,7 +12,7 @@ use crate::common::*;
 /// `<dir>/docker/config.json` with a helper for `reg.example:5000` and `auths` for
 /// `other.example`; the helper `docker-credential-rec` logs each verb and its stdin to
 /// `<dir>/docker-helper.log`.
-fn docker_config(dir: &Path) {
+pub(crate) fn docker_config(dir: &Path) {
     let docker = dir.join("docker");
     std::fs::create_dir_all(&docker).unwrap();
     std::fs::write(

@@ -6,6 +6,7 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used)]
 
+mod approval;
 mod common;
 mod docker;
 mod tokens;

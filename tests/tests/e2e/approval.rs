@@ -167,12 +167,11 @@ fn a_scripted_approver_decides_and_the_host_helper_runs_only_after_an_allow() {
             .any(|(a, r)| a == "deny" && r.contains("answered by approver")),
         "{kinds:?}"
     );
+    // (Two allows of the same second fold into one line with a count: SECURITY.md.)
     assert!(
         kinds
             .iter()
-            .filter(|(a, r)| a == "allow" && r.contains("approver"))
-            .count()
-            == 2,
+            .any(|(a, r)| a == "allow" && r.contains("answered by approver")),
         "{kinds:?}"
     );
     assert!(
