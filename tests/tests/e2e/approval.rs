@@ -470,3 +470,68 @@ fn a_person_at_the_approvals_view_in_a_real_terminal_allows_a_pending_ask() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_desktop_asks_with_notify_send_actions_and_the_button_pressed_answers() {
+    // No notification server runs here: a stand-in `notify-send` on the daemon's PATH logs
+    // its arguments and "presses" the button named in a file, as notify-send --wait prints
+    // the action chosen.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("desktop-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let press = dir.path().join("press");
+    write_script(
+        &bin.join("notify-send"),
+        &format!(
+            "for a in \"$@\"; do echo \"$a\"; done >> {log}\necho END >> {log}\ncat {press}",
+            log = dir.path().join("desktop.log").display(),
+            press = press.display()
+        ),
+    );
+    let mut args = config_args(
+        dir.path(),
+        "[attach]\nscopes = [\"git:*\"]\n\n[approval]\nask = [\"git:*\"]\nremember = \"once\"\ntimeout = \"20s\"\n",
+    );
+    args.push("--notifier".into());
+    args.push("true".into());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let d = DaemonProc::start(DaemonOpts {
+        args,
+        env: vec![("PATH".into(), path), ("DISPLAY".into(), ":99".into())],
+        ..DaemonOpts::default()
+    });
+    let (c, n) = container(&d, "apd", &[]);
+
+    std::fs::write(&press, "deny\n").unwrap();
+    let (_, out, err) = c.exec(&[], FILL);
+    assert!(
+        !out.contains("s3cret-pass") && err.contains("denied on the host"),
+        "{out}{err}"
+    );
+    assert!(d.helper_log().is_empty());
+    let shown = std::fs::read_to_string(dir.path().join("desktop.log")).unwrap();
+    for arg in [
+        "--wait",
+        "--action=allow=Allow",
+        "--action=deny=Deny",
+        "--",
+        &format!("container:{n}: git credential get"),
+    ] {
+        assert!(shown.lines().any(|l| l == arg), "{arg:?} not in:\n{shown}");
+    }
+
+    std::fs::write(&press, "allow\n").unwrap();
+    let (ok, out, err) = c.exec(&[], FILL);
+    assert!(ok && out.contains("password=s3cret-pass"), "{out}{err}");
+    assert!(audit(&d).iter().any(|r| {
+        r["action"] == "allow"
+            && r["reason"]
+                .as_str()
+                .unwrap()
+                .contains("answered by desktop")
+    }));
+}
