@@ -377,6 +377,45 @@ fn check_sockets(settings: &Settings) -> Vec<Check> {
         .collect()
 }
 
+/// `[approval]`: what asks, and who can answer (SPEC.md 14). Asked in this shell's
+/// environment: a daemon run as a service sees its own.
+fn check_approval(settings: &Settings) -> Check {
+    let a = &settings.approval;
+    if a.ask.is_empty() {
+        return pass(
+            "approval",
+            "nothing waits for an answer ([approval] ask is empty)",
+        );
+    }
+    let asks: Vec<String> = a.ask.iter().map(ToString::to_string).collect();
+    let mut who = vec!["hostproxy approvals / approve / deny".to_string()];
+    if let Some(argv) = &a.approver {
+        let p = std::path::Path::new(&argv[0]);
+        if !(p.is_file() || on_path(&argv[0])) {
+            return fail(
+                "approval",
+                format!("the approver {} is not found", argv[0]),
+                "fix approval.approver / --approver",
+            );
+        }
+        who.push(format!("the approver {}", argv[0]));
+    }
+    let detail = format!(
+        "asks for {}; answered by {}",
+        asks.join(", "),
+        who.join(", ")
+    );
+    match (a.desktop, crate::approval::desktop()) {
+        (true, Ok(how)) => pass("approval", format!("{detail}, the desktop ({how})")),
+        (true, Err(why)) => warn(
+            "approval",
+            format!("{detail}; the desktop cannot ask here: {why}"),
+            "keep `hostproxy approvals` open in a terminal, or set --approver",
+        ),
+        (false, _) => pass("approval", detail),
+    }
+}
+
 /// Runs every check and prints them. `settings` is the resolved configuration, or why it
 /// could not be read (then reported as a failing check, and the defaults are used for the
 /// rest).
@@ -414,6 +453,7 @@ pub fn run(port: u16, json: bool, settings: Result<Settings, String>) -> Result<
     });
     checks.push(check_launcher(&settings));
     checks.extend(check_sockets(&settings));
+    checks.push(check_approval(&settings));
     let ok = checks.iter().all(|c| c.ok);
     if json {
         println!("{}", serde_json::json!({ "ok": ok, "checks": checks }));

@@ -27,7 +27,7 @@ pub(super) fn start(
         && let Some(argv) = desktop_argv(&ask, settings.timeout.as_secs())
     {
         let approvals = approvals.clone();
-        tokio::spawn(async move { desktop(&approvals, argv, ask, stop).await });
+        tokio::spawn(async move { ask_desktop(&approvals, argv, ask, stop).await });
     }
 }
 
@@ -146,12 +146,7 @@ fn desktop_argv(ask: &PendingAsk, secs: u64) -> Option<Vec<String>> {
             text,
         ]);
     }
-    let display = ["DISPLAY", "WAYLAND_DISPLAY"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
-    if cfg!(windows) || !display || !on_path("notify-send") {
-        return None;
-    }
+    desktop().ok()?;
     Some(vec![
         "notify-send".into(),
         "--app-name=hostproxy".into(),
@@ -167,7 +162,25 @@ fn desktop_argv(ask: &PendingAsk, secs: u64) -> Option<Vec<String>> {
     ])
 }
 
-fn on_path(program: &str) -> bool {
+/// What asks on this desktop (`osascript`, `notify-send`), or why nothing can.
+pub fn desktop() -> Result<&'static str, &'static str> {
+    if cfg!(target_os = "macos") {
+        return Ok("an osascript dialog");
+    }
+    if cfg!(windows) {
+        return Err("no desktop asker on Windows yet");
+    }
+    let display = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    match (display, on_path("notify-send")) {
+        (false, _) => Err("no DISPLAY or WAYLAND_DISPLAY"),
+        (true, false) => Err("notify-send is not installed (libnotify-bin)"),
+        (true, true) => Ok("notify-send with actions"),
+    }
+}
+
+pub(crate) fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
@@ -188,7 +201,7 @@ fn desktop_answer(out: &str) -> Option<(bool, bool)> {
     }
 }
 
-async fn desktop(
+async fn ask_desktop(
     approvals: &Approvals,
     argv: Vec<String>,
     ask: PendingAsk,

@@ -10,6 +10,8 @@
 
 mod askers;
 
+pub use askers::desktop;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
