@@ -18,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod docker;
 pub mod doctor;
+pub mod egress;
 pub mod host_gate;
 pub mod lifecycle;
 pub mod logfile;

@@ -17,6 +17,8 @@ pub mod routes {
     pub const OPEN_URL: &str = "/open/url";
     pub const NOTIFY: &str = "/notify";
     pub const GIT_CREDENTIAL: &str = "/git/credential";
+    /// git smart HTTP through the daemon (SPEC.md 13): `/git/HOST/PATH…`.
+    pub const GIT_EGRESS: &str = "/git/{host}/{*path}";
     pub const DOCKER_CREDENTIAL: &str = "/docker/credential";
     pub const SSH_AGENT: &str = "/ssh/agent";
     pub const CALLBACK_REGISTER: &str = "/callback/register";

@@ -4,6 +4,8 @@
 //! A peer that is missing fails the test with what to install; nothing is skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod git_server;
+
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

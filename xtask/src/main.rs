@@ -38,7 +38,7 @@ pub(crate) const TOOLS: [&str; 7] = [
 pub(crate) const MOCK: &str = "mock-proxy";
 
 /// What the tests need on the machine: (program to look for, Debian package).
-const PEERS: [(&str, &str); 18] = [
+const PEERS: [(&str, &str); 20] = [
     ("sshd", "openssh-server"),
     ("git", "git"),
     ("ssh-agent", "openssh-client"),
@@ -57,6 +57,8 @@ const PEERS: [(&str, &str); 18] = [
     ("docker-registry", "docker-registry"),
     ("htpasswd", "apache2-utils"),
     ("tmux", "tmux"),
+    ("lighttpd", "lighttpd-mod-openssl"),
+    ("openssl", "openssl"),
 ];
 
 /// Debian's arm64 `busybox-static`, for the arm64 container image of the e2e suite: its
@@ -170,6 +172,9 @@ fn ensure_peers() -> Result<()> {
         .filter(|(prog, pkg)| {
             if *pkg == "busybox-static" {
                 !busybox_is_static()
+            } else if *pkg == "lighttpd-mod-openssl" {
+                // lighttpd's TLS is a module of its own package.
+                !Path::new("/usr/lib/lighttpd/mod_openssl.so").is_file()
             } else {
                 !on_path(prog)
             }
@@ -455,6 +460,11 @@ fn cross_lint() -> Result<()> {
             "hostproxy",
             "--target",
             target,
+            // Without egress's rustls/ring: its C needs the target's own toolchain, which a
+            // native build there has and this machine has not.
+            "--no-default-features",
+            "--features",
+            "cli",
             "--all-targets",
             "--",
             "-D",

@@ -64,6 +64,9 @@ pub(crate) fn daemon(out: &Path, arch: Arch, tools: &Path) -> Result<String> {
             "hostproxy",
         ])
         .env("HOSTPROXY_EMBED_TOOLS", tools)
+        // ring's C (egress's TLS) for the musl target: the host's C compiler, which builds
+        // the same architecture's freestanding code (no libc headers are needed by it).
+        .envs(ring_cc(arch.target)?)
         // Symbols are most of a release binary's size, and of no use to its users.
         .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
         .env(
@@ -142,4 +145,27 @@ pub(crate) fn devcontainer_feature(out: &Path) -> Result<()> {
         &["devcontainer-feature.json".into(), "install.sh".into()],
     )?;
     Ok(())
+}
+
+/// The C compiler for ring on `target`: `CC_<target>` as set, else the host's `cc` for the
+/// host's own architecture, else a cross gcc (`aarch64-linux-gnu-gcc`) when installed.
+fn ring_cc(target: &str) -> Result<Vec<(String, String)>> {
+    let var = format!("CC_{}", target.replace('-', "_"));
+    if std::env::var_os(&var).is_some() {
+        return Ok(Vec::new());
+    }
+    let host_arch = std::env::consts::ARCH;
+    let cc = if target.starts_with(host_arch) {
+        "cc".to_string()
+    } else {
+        let arch = target.split('-').next().unwrap_or(target);
+        let cross = format!("{arch}-linux-gnu-gcc");
+        if !crate::on_path(&cross) {
+            anyhow::bail!(
+                "the {target} release daemon needs a C compiler for ring: apt-get install gcc-{arch}-linux-gnu (or set {var})"
+            );
+        }
+        cross
+    };
+    Ok(vec![(var, cc)])
 }

@@ -163,7 +163,12 @@ pub fn check(state: &AppState, req: &Request) -> Result<Option<Identity>, ApiErr
         }
         (None, Auth::Disabled) => Identity::user(),
     };
-    if req.method() == Method::POST {
+    let egress = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|m| m.as_str() == routes::GIT_EGRESS);
+    // Egress carries git's own bodies (any type, any size, streamed): SPEC.md 13.
+    if req.method() == Method::POST && !egress {
         if !is_json_content_type(headers) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -270,7 +275,12 @@ pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) 
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if api && (status.is_client_error() || status.is_server_error()) && !is_json {
+    // An upstream's own error reply (egress) goes to the container as the upstream sent it.
+    if api
+        && route != routes::GIT_EGRESS
+        && (status.is_client_error() || status.is_server_error())
+        && !is_json
+    {
         let reason = status
             .canonical_reason()
             .unwrap_or("request failed")

@@ -50,6 +50,9 @@ pub struct Shared {
     pub listen: Vec<std::net::IpAddr>,
     /// Asks waiting for the user and the answers remembered (SPEC.md 14).
     pub approvals: crate::approval::Approvals,
+    /// The upstream client and the credentials held between a git command's requests
+    /// (SPEC.md 13).
+    pub egress: crate::egress::Egress,
 }
 
 /// Cheap to clone; shared by every connection.
@@ -205,8 +208,10 @@ impl Builder {
             None => SessionStore::new(max, port, binder, shutdown),
         };
         let approvals = crate::approval::Approvals::new(settings.approval.clone(), audit.clone());
+        let egress = crate::egress::Egress::new(settings.git.ca_file.clone());
         AppState(Arc::new(Shared {
             approvals,
+            egress,
             git_slots: Semaphore::new(settings.git.max_concurrent),
             docker_slots: Semaphore::new(crate::auth::MAX_DOCKER_HELPERS),
             open_limiter: RateLimiter::per_minute(settings.open_rate_per_minute),

@@ -44,6 +44,9 @@ pub struct Use {
     pub what: String,
     /// On what (a host, a registry, a socket's name).
     pub target: String,
+    /// An allow holds at least this long for this scope, whatever `remember` says: one use
+    /// that is several requests (a git push is two or three) is asked once.
+    pub hold: Option<Duration>,
 }
 
 /// Why a use was refused; the message is what the container reads.
@@ -211,7 +214,7 @@ impl Approvals {
                 let until = match (a.always, self.0.settings.remember) {
                     (true, _) | (false, Remember::Container) => Some(None),
                     (false, Remember::For(d)) => Some(Some(Instant::now() + d)),
-                    (false, Remember::Once) => None,
+                    (false, Remember::Once) => u.hold.map(|h| Some(Instant::now() + h)),
                 };
                 if let Some(until) = until {
                     self.book().grants.entry(owner).or_default().push(Grant {

@@ -29,6 +29,7 @@ fn git_get(host: &str) -> Use {
         also: Some(format!("git-push:{host}")),
         what: "git credential get".into(),
         target: host.into(),
+        hold: None,
     }
 }
 
@@ -120,6 +121,7 @@ async fn once_asks_every_time_unless_the_answer_was_always() {
         also: None,
         what: "sign".into(),
         target: "SHA256:k".into(),
+        hold: None,
     };
     for always in [false, true] {
         let waiting = tokio::spawn({
@@ -148,6 +150,7 @@ async fn a_label_adds_asks_and_an_ending_container_denies_what_it_waits_for() {
                     also: None,
                     what: "docker credential get".into(),
                     target: "ghcr.io".into(),
+                    hold: None,
                 },
             )
             .await
@@ -200,4 +203,36 @@ async fn a_container_cannot_bury_the_user_in_asks_and_a_dropped_request_withdraw
         },
     );
     assert!(unknown.unwrap_err().contains("no ask"));
+}
+
+#[tokio::test]
+async fn a_hold_lets_one_answer_cover_the_requests_of_one_use_even_when_remember_is_once() {
+    let a = Approvals::new(
+        settings(&["git-push:*"], Remember::Once, 5_000),
+        Audit::disabled(),
+    );
+    let web = container("web", "c1");
+    let push = || Use {
+        scope: "git-push:example.com".into(),
+        also: None,
+        what: "git push".into(),
+        target: "example.com/r.git".into(),
+        hold: Some(Duration::from_millis(300)),
+    };
+    let waiting = tokio::spawn({
+        let (a, web) = (a.clone(), web.clone());
+        async move { a.check(&web, push()).await }
+    });
+    answer_next(&a, true, false).await;
+    waiting.await.unwrap().unwrap();
+    // The push's next request, within the hold: no ask.
+    a.check(&web, push()).await.unwrap();
+    // After it, `once` asks again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = tokio::spawn({
+        let a = a.clone();
+        async move { a.check(&web, push()).await }
+    });
+    answer_next(&a, false, false).await;
+    assert_eq!(again.await.unwrap().unwrap_err(), Refusal::Denied);
 }

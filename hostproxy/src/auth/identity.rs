@@ -15,6 +15,9 @@ pub enum Scope {
     Git(String),
     /// `git-store:HOST`: credential `store` and `erase` (the daemon's config must allow them too).
     GitStore(String),
+    /// `git-push:HOST[/PREFIX]` (`git-push:*`): push through the daemon's git egress
+    /// (SPEC.md 13). `git:HOST/PREFIX` limits fetching the same way.
+    GitPush(String),
     /// `ssh`: every key of the host agent.
     Ssh,
     /// `ssh:SHA256:…`: only that key is listed and may sign.
@@ -49,7 +52,8 @@ impl std::str::FromStr for Scope {
             "ssh-login" => Ok(Self::SshLogin),
             "gpg" => Ok(Self::Gpg),
             _ => match s.split_once(':') {
-                Some(("git", h)) => host(h).map(Self::Git),
+                Some(("git", h)) => git_target(h, host).map(Self::Git),
+                Some(("git-push", h)) => git_target(h, host).map(Self::GitPush),
                 Some(("git-store", h)) => host(h).map(Self::GitStore),
                 Some(("docker", "*")) => Ok(Self::Docker("*".into())),
                 Some(("socket", n)) if clawker_protocol::tunnel::is_socket_name(n) => {
@@ -62,7 +66,7 @@ impl std::str::FromStr for Scope {
                     Ok(Self::SshKey(fp.to_string()))
                 }
                 _ => Err(format!(
-                    "unknown scope {s:?}: use open, callback, notify, git:HOST, git:*, git-store:HOST, ssh, ssh:SHA256:<fingerprint>, ssh-login, gpg, docker:REGISTRY, docker:* or socket:NAME"
+                    "unknown scope {s:?}: use open, callback, notify, git:HOST[/PREFIX], git:*, git-push:HOST[/PREFIX], git-store:HOST, ssh, ssh:SHA256:<fingerprint>, ssh-login, gpg, docker:REGISTRY, docker:* or socket:NAME"
                 )),
             },
         }
@@ -75,12 +79,50 @@ impl Scope {
     /// agent (`ssh` covers `ssh:SHA256:…`).
     pub fn covers(&self, other: &Scope) -> bool {
         match (self, other) {
-            (Self::Git(a), Self::Git(b))
-            | (Self::GitStore(a), Self::GitStore(b))
-            | (Self::Docker(a), Self::Docker(b)) => a == "*" || a == b,
+            (Self::Git(a), Self::Git(b)) | (Self::GitPush(a), Self::GitPush(b)) => {
+                target_covers(a, b)
+            }
+            (Self::GitStore(a), Self::GitStore(b)) | (Self::Docker(a), Self::Docker(b)) => {
+                a == "*" || a == b
+            }
             (Self::Ssh, Self::SshKey(_)) => true,
             _ => self == other,
         }
+    }
+}
+
+/// `HOST` or `HOST/PREFIX` (a repository path prefix, `github.com/acme/`), the host checked
+/// by `host`, lower case; the prefix kept as written.
+fn git_target(t: &str, host: impl Fn(&str) -> Result<String, String>) -> Result<String, String> {
+    match t.split_once('/') {
+        None => host(t),
+        Some((h, prefix)) => {
+            if h == "*"
+                || prefix.is_empty()
+                || prefix.split('/').any(|s| s == "..")
+                || !prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"?#\\*".contains(&b))
+            {
+                return Err(format!(
+                    "{t:?} is not HOST/PATH-PREFIX (a repository path prefix such as github.com/acme/)"
+                ));
+            }
+            Ok(format!("{}/{prefix}", host(h)?))
+        }
+    }
+}
+
+/// Whether a git target (`*`, `HOST`, `HOST/PREFIX`) covers `other` (`HOST/REPO` or a
+/// narrower target): every repository of a host, or those under a path prefix.
+pub fn target_covers(granted: &str, other: &str) -> bool {
+    if granted == "*" || granted == other {
+        return true;
+    }
+    if granted.contains('/') {
+        other.starts_with(granted)
+    } else {
+        other.starts_with(&format!("{granted}/"))
     }
 }
 
@@ -105,6 +147,7 @@ impl std::fmt::Display for Scope {
             Self::Notify => f.write_str("notify"),
             Self::Git(h) => write!(f, "git:{h}"),
             Self::GitStore(h) => write!(f, "git-store:{h}"),
+            Self::GitPush(h) => write!(f, "git-push:{h}"),
             Self::Ssh => f.write_str("ssh"),
             Self::SshKey(k) => write!(f, "ssh:{k}"),
             Self::SshLogin => f.write_str("ssh-login"),
@@ -179,6 +222,16 @@ impl Identity {
             (Scope::Git(h), false) | (Scope::GitStore(h), true) => {
                 h == "*" || h.eq_ignore_ascii_case(host)
             }
+            _ => false,
+        })
+    }
+
+    /// git egress (SPEC.md 13): fetching `repo` of `host` needs `git:HOST[/PREFIX]`,
+    /// pushing needs `git-push:HOST[/PREFIX]`.
+    pub fn may_git_egress(&self, host: &str, repo: &str, push: bool) -> bool {
+        let want = format!("{host}/{repo}");
+        self.has(|s| match (s, push) {
+            (Scope::Git(t), false) | (Scope::GitPush(t), true) => target_covers(t, &want),
             _ => false,
         })
     }

@@ -97,6 +97,7 @@ fn stream_use(kind: &str, declared: Option<&str>) -> crate::approval::Use {
         also: None,
         what: what.into(),
         target,
+        hold: None,
     }
 }
 

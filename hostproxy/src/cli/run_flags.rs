@@ -47,6 +47,12 @@ pub struct RunFlagsArgs {
     #[arg(long)]
     pub no_mount: bool,
     /// The port the tools use inside the container.
+    /// git over HTTPS to HOST through the daemon, which adds the host's credential (SPEC.md
+    /// 13): `url.…insteadOf` for https://HOST/, and no credential helper for the daemon's
+    /// URL (repeatable; HOST as git's credential host, with :PORT when not 443). The
+    /// container needs the scopes git:HOST (fetch) and git-push:HOST (push).
+    #[arg(long = "git-egress", value_name = "HOST")]
+    pub git_egress: Vec<String>,
     #[arg(long, default_value_t = clawker_protocol::DEFAULT_PORT)]
     pub port: u16,
     /// How to print them.
@@ -192,6 +198,34 @@ pub fn wiring(
         ),
     ];
     w.env.extend(env);
+    if !args.git_egress.is_empty() {
+        let base = format!("http://127.0.0.1:{}", args.port);
+        let mut entries = Vec::new();
+        for h in &args.git_egress {
+            let h = h.trim().to_ascii_lowercase();
+            if !clawker_protocol::credential::is_valid_credential_host(&h) {
+                bail!("--git-egress {h:?} is not a host (HOST or HOST:PORT)");
+            }
+            entries.push((
+                format!("url.{base}/git/{h}/.insteadOf"),
+                format!("https://{h}/"),
+            ));
+        }
+        // git's helper list for the daemon's own URL, emptied: the container's git asks no
+        // helper for what goes through egress (the daemon has the credential).
+        entries.push((format!("credential.{base}.helper"), String::new()));
+        let first = 1;
+        for (i, (k, v)) in entries.into_iter().enumerate() {
+            w.env.push((format!("GIT_CONFIG_KEY_{}", first + i), k));
+            w.env.push((format!("GIT_CONFIG_VALUE_{}", first + i), v));
+        }
+        let count = first + args.git_egress.len() + 1;
+        for (k, v) in w.env.iter_mut() {
+            if k == "GIT_CONFIG_COUNT" {
+                *v = count.to_string();
+            }
+        }
+    }
     if args.gpg {
         w.env.push(("GNUPGHOME".into(), RUN_FLAGS_GNUPGHOME.into()));
     }

@@ -151,6 +151,8 @@ pub struct GitFile {
     pub allow_erase: Option<bool>,
     pub timeout: Option<String>,
     pub max_concurrent: Option<usize>,
+    /// A private CA (PEM) for git hosts reached through the daemon (SPEC.md 13).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -249,6 +251,8 @@ pub struct GitPolicy {
     pub allow_erase: bool,
     pub timeout: Duration,
     pub max_concurrent: usize,
+    /// `[git] ca_file`: trusted besides the host's roots for git egress.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for GitPolicy {
@@ -261,6 +265,7 @@ impl Default for GitPolicy {
             allow_erase: false,
             timeout: Duration::from_secs(30),
             max_concurrent: 4,
+            ca_file: None,
         }
     }
 }
@@ -439,6 +444,9 @@ impl Settings {
             *d = base.join(&*d);
         }
         program(&mut self.git.program, base);
+        if let Some(p) = self.git.ca_file.as_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
+        }
         argv(&mut self.browser, base);
         argv(&mut self.notifier, base);
         argv(&mut self.approval.approver, base);
@@ -565,6 +573,9 @@ impl Settings {
         }
         if let Some(m) = g.max_concurrent {
             s.git.max_concurrent = m.max(1);
+        }
+        if let Some(p) = &g.ca_file {
+            s.git.ca_file = Some(p.clone());
         }
         if let Some(extra) = &file.ssh.extra_messages {
             s.agent_policy

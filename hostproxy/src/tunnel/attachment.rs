@@ -126,6 +126,11 @@ impl Attachment {
             .state
             .approvals
             .forget(&self.identity.owner_key());
+        self.tunnels
+            .0
+            .state
+            .egress
+            .forget(&self.identity.owner_key());
         {
             let mut entries = self.tunnels.entries();
             match (entries.get_mut(&self.name), &given_up) {

@@ -10,6 +10,7 @@ mod capture;
 mod ci_job;
 mod conformance;
 mod docker_creds;
+mod egress;
 mod git_attrs;
 mod install;
 mod kept;

@@ -93,6 +93,7 @@ pub async fn callback_register(
                 also: None,
                 what: "take a login callback".into(),
                 target: format!("port {port}"),
+                hold: None,
             },
         )
         .await?;

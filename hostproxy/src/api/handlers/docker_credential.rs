@@ -69,6 +69,7 @@ async fn decide(
                     also: None,
                     what: "docker credential list".into(),
                     target: "every registry it may see".into(),
+                    hold: None,
                 },
             )
             .await?;
@@ -132,6 +133,7 @@ async fn decide(
                 also: None,
                 what: format!("docker credential {}", req.action.verb()),
                 target: registry.to_string(),
+                hold: None,
             },
         )
         .await?;

@@ -156,6 +156,7 @@ pub async fn git_credential(
                 also: (!write).then(|| format!("git-push:{host_ok}")),
                 what: format!("git credential {}", req.action.as_str()),
                 target: host_ok.to_string(),
+                hold: None,
             },
         )
         .await?;

@@ -76,6 +76,7 @@ async fn decide(state: &AppState, id: &Identity, req: &NotifyRequest) -> Result<
                 also: None,
                 what: "show a notification".into(),
                 target: "the desktop".into(),
+                hold: None,
             },
         )
         .await?;

@@ -107,6 +107,7 @@ async fn open_url_decide(
                 also: None,
                 what: "open a page in the browser".into(),
                 target: host.clone(),
+                hold: None,
             },
         )
         .await

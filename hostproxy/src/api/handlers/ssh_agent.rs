@@ -68,6 +68,7 @@ pub fn agent_use(body: &[u8]) -> crate::approval::Use {
         also: None,
         what: format!("use the ssh agent ({action})"),
         target: key.unwrap_or_else(|| "the host's ssh agent".into()),
+        hold: None,
     }
 }
 

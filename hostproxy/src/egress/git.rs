@@ -1,0 +1,513 @@
+//! `GET|POST /git/HOST/PATH…` (SPEC.md 13): git's smart HTTP, carried to `https://HOST/PATH…`
+//! with the credential of the host's own `git credential fill`. The container's git holds no
+//! password and runs no credential helper: a refused credential is a 403 to it, never a 401
+//! that would make it ask its own.
+//!
+//! Order: parse (only `info/refs?service=…`, `git-upload-pack`, `git-receive-pack`) → scope
+//! (`git:HOST[/PREFIX]` fetches, `git-push:HOST[/PREFIX]` pushes) → the daemon's git host
+//! policy → the user's answer when asked for → upstream. Nothing is sent before the last.
+//! Like git: a GET goes first without a credential, a 401 brings `fill` and the request
+//! again with it, `approve` after it worked and `reject` when the server refused it.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Extension, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clawker_protocol::api::{GitCredentialAction, routes};
+use clawker_protocol::credential::{CredentialFields, is_valid_credential_host};
+
+use super::HeldKey;
+use crate::api::{ApiError, AppState};
+use crate::auth::Identity;
+
+/// What a request does to the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `git-upload-pack`: fetch, clone.
+    Fetch,
+    /// `git-receive-pack`: push.
+    Push,
+}
+
+/// A parsed egress request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// git's credential host: lower case, `:PORT` when not 443.
+    pub host: String,
+    /// The repository's path (`org/repo.git`), without the service suffix.
+    pub repo: String,
+    /// The path after the host, as sent (`/org/repo.git/info/refs`).
+    pub path: String,
+    pub query: Option<String>,
+    pub service: Service,
+}
+
+const SMART_ONLY: &str = "only git's smart HTTP protocol is carried: …/info/refs?service=git-upload-pack|git-receive-pack, …/git-upload-pack, …/git-receive-pack";
+
+/// Parses `/git/HOST/PATH…`: a 404 for what is not git's smart HTTP, a 400 for a malformed
+/// host or path.
+pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Target, ApiError> {
+    let rest = path
+        .strip_prefix("/git/")
+        .ok_or_else(|| ApiError::not_found(SMART_ONLY))?;
+    let (host, tail) = rest
+        .split_once('/')
+        .ok_or_else(|| ApiError::not_found(SMART_ONLY))?;
+    if !is_valid_credential_host(host) || !is_upstream_host(host) {
+        return Err(ApiError::bad_request(
+            "the host is not a host name (HOST or HOST:PORT)",
+        ));
+    }
+    let host = host.to_ascii_lowercase();
+    let host = host.strip_suffix(":443").unwrap_or(&host).to_string();
+    let path = format!("/{tail}");
+    if tail.is_empty()
+        || path.contains("//")
+        || path.split('/').any(|s| s == ".." || s == ".")
+        || !path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+    {
+        return Err(ApiError::bad_request(
+            "the repository path is not a plain path",
+        ));
+    }
+    let (service, suffix) = match (method, query) {
+        (&Method::GET, Some("service=git-upload-pack")) => (Service::Fetch, "/info/refs"),
+        (&Method::GET, Some("service=git-receive-pack")) => (Service::Push, "/info/refs"),
+        (&Method::POST, None) if path.ends_with("/git-upload-pack") => {
+            (Service::Fetch, "/git-upload-pack")
+        }
+        (&Method::POST, None) if path.ends_with("/git-receive-pack") => {
+            (Service::Push, "/git-receive-pack")
+        }
+        _ => return Err(ApiError::not_found(SMART_ONLY)),
+    };
+    let repo = path
+        .strip_suffix(suffix)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::not_found(SMART_ONLY))?
+        .trim_start_matches('/')
+        .to_string();
+    Ok(Target {
+        host,
+        repo,
+        path,
+        query: query.map(str::to_string),
+        service,
+    })
+}
+
+/// `NAME[:PORT]` or `IP[:PORT]` (`[v6]:PORT`): what an upstream URL's authority may be, no
+/// user info, no empty or odd labels.
+fn is_upstream_host(h: &str) -> bool {
+    let (name, port) = match h.rsplit_once(':') {
+        Some((n, _)) if !n.ends_with(']') && n.contains(':') => (h, None),
+        Some((n, p)) => (n, Some(p)),
+        None => (h, None),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+        return false;
+    }
+    if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return true;
+    }
+    name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Request headers never carried upstream: hop-by-hop ones, and whatever could carry a
+/// credential or identity of the container's choosing (the daemon adds the real one).
+const DROPPED_REQUEST: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
+
+/// Response headers never handed to the container: hop-by-hop ones and cookies.
+const DROPPED_RESPONSE: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "set-cookie",
+    "proxy-authenticate",
+    "trailer",
+];
+
+fn upstream_headers(from: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (k, v) in from {
+        let name = k.as_str();
+        if DROPPED_REQUEST.contains(&name) || name.starts_with("proxy-") {
+            continue;
+        }
+        out.append(k.clone(), v.clone());
+    }
+    out
+}
+
+/// `Authorization: Basic …` for a credential with a password.
+fn basic(c: &CredentialFields) -> Option<HeaderValue> {
+    let pass = c.password.as_ref()?;
+    let user = c
+        .username
+        .as_ref()
+        .map(|u| u.expose().as_str())
+        .unwrap_or("");
+    let token = B64.encode(format!("{user}:{}", pass.expose()));
+    let mut v = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+pub async fn git_egress(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+    req: Request,
+) -> Response {
+    let started = Instant::now();
+    let t = match parse(req.method(), req.uri().path(), req.uri().query()) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let action = match t.service {
+        Service::Fetch => "fetch",
+        Service::Push => "push",
+    };
+    let shown = format!("{}/{}", t.host, t.repo);
+    let audit = |allowed: bool, reason: String| {
+        state.audit.record(
+            &id.name,
+            routes::GIT_EGRESS,
+            action,
+            Some(shown.clone()),
+            None,
+            allowed,
+            Some(reason),
+        );
+    };
+    match proxy(&state, &id, &t, req).await {
+        Ok(resp) => {
+            audit(
+                resp.status().is_success(),
+                format!(
+                    "upstream {} in {} ms",
+                    resp.status().as_u16(),
+                    started.elapsed().as_millis()
+                ),
+            );
+            resp
+        }
+        Err(e) => {
+            audit(false, e.message.clone());
+            e.into_response()
+        }
+    }
+}
+
+async fn proxy(
+    state: &AppState,
+    id: &Identity,
+    t: &Target,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let push = t.service == Service::Push;
+    if !id.may_git_egress(&t.host, &t.repo, push) {
+        return Err(ApiError::forbidden(format!(
+            "this container may not {} {}/{} (scope {}:{})",
+            if push { "push to" } else { "fetch" },
+            t.host,
+            t.repo,
+            if push { "git-push" } else { "git" },
+            t.host
+        )));
+    }
+    let policy = &state.settings.git;
+    if !policy
+        .allowed_protocols
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case("https"))
+    {
+        return Err(ApiError::forbidden("protocol https is not allowed"));
+    }
+    if let Some(hosts) = &policy.allowed_hosts
+        && !hosts.iter().any(|h| h == &t.host)
+    {
+        return Err(ApiError::forbidden("host is not allowed"));
+    }
+    state
+        .approve(
+            id,
+            crate::approval::Use {
+                scope: format!("{}:{}", if push { "git-push" } else { "git" }, t.host),
+                also: None,
+                what: if push { "git push" } else { "git fetch" }.into(),
+                target: format!("{}/{}", t.host, t.repo),
+                // One git command makes two or three requests: one answer covers them.
+                hold: Some(Duration::from_secs(60)),
+            },
+        )
+        .await?;
+    let uri: http::Uri = format!(
+        "https://{}{}{}",
+        t.host,
+        t.path,
+        t.query
+            .as_deref()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default()
+    )
+    .parse()
+    .map_err(|_| ApiError::bad_request("the upstream URL is not valid"))?;
+    let key: HeldKey = (id.owner_key(), t.host.clone(), t.repo.clone());
+    let (parts, body) = req.into_parts();
+    let headers = upstream_headers(&parts.headers);
+    let build = |cred: Option<&CredentialFields>, body: Body| {
+        let mut r = http::Request::builder()
+            .method(parts.method.clone())
+            .uri(uri.clone())
+            .body(body)
+            .expect("a request from parts that were valid");
+        *r.headers_mut() = headers.clone();
+        if let Some(v) = cred.and_then(basic) {
+            r.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        r
+    };
+    let send = |r| async { state.egress.send(r).await.map_err(upstream_failed) };
+    let held = state.egress.get(&key);
+    let resp = if parts.method == Method::GET {
+        let first = send(build(held.as_ref(), Body::empty())).await?;
+        if first.status() == StatusCode::UNAUTHORIZED && held.is_none() {
+            let Some(cred) = fill(state, t, first.headers()).await? else {
+                return Err(no_credential(t));
+            };
+            let again = send(build(Some(&cred), Body::empty())).await?;
+            settle(state, &key, &cred, again.status());
+            again
+        } else {
+            if let Some(c) = &held {
+                settle(state, &key, c, first.status());
+            }
+            first
+        }
+    } else {
+        let r = send(build(held.as_ref(), body)).await?;
+        if let Some(c) = &held {
+            settle(state, &key, c, r.status());
+        }
+        r
+    };
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        return Err(match held {
+            Some(_) => ApiError::forbidden(format!(
+                "{} refused the host's credential (rejected on the host): update it there",
+                t.host
+            )),
+            None => no_credential(t),
+        });
+    }
+    let (mut head, body) = resp.into_parts();
+    for h in DROPPED_RESPONSE {
+        head.headers.remove(*h);
+    }
+    // An upstream HTTP/2 reply has no Connection semantics; hyper frames the body for the
+    // container's HTTP/1.1 as it arrives.
+    head.version = http::Version::HTTP_11;
+    Ok(Response::from_parts(head, Body::new(body)))
+}
+
+fn upstream_failed(e: String) -> ApiError {
+    tracing::warn!(error = %e, "git egress: upstream failed");
+    ApiError::new(StatusCode::BAD_GATEWAY, format!("the upstream failed: {e}"))
+}
+
+fn no_credential(t: &Target) -> ApiError {
+    ApiError::forbidden(format!(
+        "{} asks for a login and the host's git has no credential for it: store one on the host (git credential approve, or log in once with git there)",
+        t.host
+    ))
+}
+
+/// The host's `git credential fill` for `t` (the server's challenges passed on, as git does).
+async fn fill(
+    state: &AppState,
+    t: &Target,
+    challenge: &HeaderMap,
+) -> Result<Option<CredentialFields>, ApiError> {
+    let ask = CredentialFields {
+        protocol: Some("https".into()),
+        host: Some(t.host.clone()),
+        // Host-wide, as git asks unless credential.useHttpPath is set (a per-repository
+        // credential on the host is not looked up yet: README "Decisions").
+        path: None,
+        wwwauth: challenge
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter(|v| !v.contains(['\r', '\n', '\0']))
+            .map(str::to_string)
+            .collect(),
+        ..CredentialFields::default()
+    };
+    let Ok(_slot) = state.git_slots.try_acquire() else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many credential requests at once: retry shortly",
+        ));
+    };
+    match state.backends.git.run(GitCredentialAction::Get, ask).await {
+        Ok(Some(mut c)) if c.password.is_some() => {
+            c.protocol = Some("https".into());
+            c.host = Some(t.host.clone());
+            c.path = None;
+            c.wwwauth.clear();
+            Ok(Some(c))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => {
+            tracing::warn!(error = %e, "git credential fill failed for egress");
+            Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "git credential fill failed on the host",
+            ))
+        }
+    }
+}
+
+/// After an upstream answer with `cred`: kept and `approve`d when it worked, `reject`ed and
+/// forgotten when the server refused it (git's own bookkeeping). Runs in the background.
+fn settle(state: &AppState, key: &HeldKey, cred: &CredentialFields, status: StatusCode) {
+    let action = if status == StatusCode::UNAUTHORIZED {
+        state.egress.drop_held(key);
+        GitCredentialAction::Erase
+    } else if status.is_success() {
+        let fresh = state.egress.get(key).is_none();
+        state.egress.put(key.clone(), cred.clone());
+        if !fresh {
+            return;
+        }
+        GitCredentialAction::Store
+    } else {
+        return;
+    };
+    let (state, cred) = (state.clone(), cred.clone());
+    tokio::spawn(async move {
+        if let Err(e) = state.backends.git.run(action, cred).await {
+            tracing::warn!(error = %e, "git credential approve/reject failed");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_smart_http_is_carried() {
+        let t = parse(
+            &Method::GET,
+            "/git/GitHub.com/acme/app.git/info/refs",
+            Some("service=git-upload-pack"),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.repo.as_str(), t.service),
+            ("github.com", "acme/app.git", Service::Fetch)
+        );
+        let t = parse(
+            &Method::POST,
+            "/git/git.example:8443/x/y/git-receive-pack",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.repo.as_str(), t.service),
+            ("git.example:8443", "x/y", Service::Push)
+        );
+        assert_eq!(
+            parse(
+                &Method::GET,
+                "/git/h.example:443/r/info/refs",
+                Some("service=git-receive-pack")
+            )
+            .unwrap()
+            .host,
+            "h.example"
+        );
+        for (m, p, q) in [
+            (Method::GET, "/git/h.example/r/info/refs", None),
+            (Method::GET, "/git/h.example/r/HEAD", None),
+            (Method::GET, "/git/h.example/r/objects/info/packs", None),
+            (
+                Method::POST,
+                "/git/h.example/r/git-upload-pack",
+                Some("x=1"),
+            ),
+            (Method::PUT, "/git/h.example/r/git-receive-pack", None),
+            (Method::POST, "/git/h.example/git-upload-pack", None),
+            (
+                Method::GET,
+                "/git/h.example/info/refs",
+                Some("service=git-upload-pack"),
+            ),
+        ] {
+            assert_eq!(
+                parse(&m, p, q).unwrap_err().status,
+                StatusCode::NOT_FOUND,
+                "{m} {p}"
+            );
+        }
+        for p in [
+            "/git/user@h.example/r/git-upload-pack",
+            "/git/h.example/../r/git-upload-pack",
+            "/git/h.example/a//b/git-upload-pack",
+            "/git/h..x/r/git-upload-pack",
+        ] {
+            assert_eq!(
+                parse(&Method::POST, p, None).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_containers_credentials_and_hop_headers_stay_behind() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Basic Zm9vOmJhcg=="),
+            ("cookie", "s=1"),
+            ("proxy-authorization", "x"),
+            ("host", "127.0.0.1:18374"),
+            ("connection", "keep-alive"),
+            ("content-type", "application/x-git-upload-pack-request"),
+            ("content-encoding", "gzip"),
+            ("git-protocol", "version=2"),
+        ] {
+            h.insert(k, HeaderValue::from_static(v));
+        }
+        let out = upstream_headers(&h);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type", "content-encoding", "git-protocol"]);
+    }
+}

@@ -1,0 +1,126 @@
+//! Egress with host-held secrets (SPEC.md 13): the container calls a service through the
+//! daemon, and the daemon adds the credential on the host. `git.rs`: git's smart HTTP
+//! (`/git/HOST/PATH…`) with the credential from the host's `git credential fill`.
+//!
+//! The HTTPS client (`upstream.rs`, rustls with `ring`) is the `egress` feature, on in the
+//! `hostproxy` binary; without it (mock-proxy) the routes answer 501.
+
+pub mod git;
+#[cfg(feature = "egress")]
+mod upstream;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use clawker_protocol::credential::CredentialFields;
+
+/// How long a credential the host's git gave for one identity and repository is kept for
+/// that identity's next requests (one git command makes several), since its last use.
+const HELD_FOR: Duration = Duration::from_secs(300);
+/// Credentials held at most (identities × repositories).
+const MAX_HELD: usize = 256;
+
+/// Whose credential for what: the identity's owner key, the credential host, the repository.
+type HeldKey = (String, String, String);
+
+/// The upstream client (built at first use: the host's roots take a moment to load) and the
+/// credentials held between a git command's requests. Only in the daemon's memory.
+#[derive(Debug)]
+pub struct Egress {
+    ca_file: Option<PathBuf>,
+    #[cfg(feature = "egress")]
+    client: OnceLock<Result<upstream::HttpsClient, String>>,
+    #[cfg(not(feature = "egress"))]
+    client: OnceLock<()>,
+    held: Mutex<HashMap<HeldKey, (CredentialFields, Instant)>>,
+}
+
+impl Egress {
+    /// `ca_file`: a private CA (PEM) trusted besides the host's roots (`[git] ca_file`).
+    pub fn new(ca_file: Option<PathBuf>) -> Self {
+        Self {
+            ca_file,
+            client: OnceLock::new(),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `req` upstream (an absolute `https://` URI); the reply's body streams.
+    pub async fn send(
+        &self,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        #[cfg(feature = "egress")]
+        {
+            let client = self
+                .client
+                .get_or_init(|| upstream::client(self.ca_file.as_deref()))
+                .as_ref()
+                .map_err(Clone::clone)?;
+            client.request(req).await.map_err(|e| {
+                use std::error::Error;
+                let mut msg = e.to_string();
+                let mut src = e.source();
+                while let Some(s) = src {
+                    msg = format!("{msg}: {s}");
+                    src = s.source();
+                }
+                msg
+            })
+        }
+        #[cfg(not(feature = "egress"))]
+        {
+            let _ = (req, &self.ca_file, &self.client);
+            Err("this build has no egress (the egress feature)".into())
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<HeldKey, (CredentialFields, Instant)>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The credential held for `key`, if it was used within [`HELD_FOR`].
+    fn get(&self, key: &HeldKey) -> Option<CredentialFields> {
+        let mut held = self.held();
+        let now = Instant::now();
+        match held.get_mut(key) {
+            Some((c, at)) if now.duration_since(*at) < HELD_FOR => {
+                *at = now;
+                Some(c.clone())
+            }
+            Some(_) => {
+                held.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, key: HeldKey, cred: CredentialFields) {
+        let mut held = self.held();
+        let now = Instant::now();
+        held.retain(|_, (_, at)| now.duration_since(*at) < HELD_FOR);
+        if held.len() >= MAX_HELD {
+            let oldest = held
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                held.remove(&k);
+            }
+        }
+        held.insert(key, (cred, now));
+    }
+
+    fn drop_held(&self, key: &HeldKey) {
+        self.held().remove(key);
+    }
+
+    /// Forgets what an identity held (it ended).
+    pub fn forget(&self, owner_key: &str) {
+        self.held().retain(|(o, _, _), _| o != owner_key);
+    }
+}

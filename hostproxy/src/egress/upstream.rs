@@ -1,0 +1,65 @@
+//! The daemon's HTTPS client to upstreams (SPEC.md 13): rustls with the host's roots and a
+//! configured private CA, connections pooled (HTTP/1.1 keep-alive, HTTP/2 where the upstream
+//! offers it by ALPN). Only the host side speaks TLS; the container tools stay TLS-free.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// The pooled HTTPS client.
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Builds the client: the host's trusted roots, plus the certificates of `ca_file` (PEM).
+pub fn client(ca_file: Option<&Path>) -> Result<HttpsClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<_, _>>())
+            .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "the CA file {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("a certificate of {} is unusable: {e}", path.display()))?;
+        }
+    } else if added == 0 {
+        return Err(
+            "the host has no trusted root certificates (install ca-certificates), and no ca_file is set"
+                .into(),
+        );
+    }
+    // ring, not aws-lc-rs: it builds for static musl with nothing but `cc` (no cmake, no
+    // Go), where the release daemon is made. Its only lack is post-quantum key exchange,
+    // hence the deprecation (README "Decisions").
+    #[allow(deprecated)]
+    let provider = rustls::crypto::ring::default_provider();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https))
+}
