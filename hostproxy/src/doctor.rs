@@ -454,6 +454,18 @@ pub fn run(port: u16, json: bool, settings: Result<Settings, String>) -> Result<
     checks.push(check_launcher(&settings));
     checks.extend(check_sockets(&settings));
     checks.push(check_approval(&settings));
+    for d in &settings.egress {
+        let secrets = crate::egress::secret::Secrets::default();
+        let shown = format!("{} → {}", d.name, d.upstream);
+        checks.push(match rt.block_on(secrets.get(d)) {
+            Ok(_) => pass("egress", format!("{shown}: its secret answers")),
+            Err(e) => fail(
+                "egress",
+                format!("{shown}: {e}"),
+                "fix secret.env / secret.file / secret.command of this [[egress]]",
+            ),
+        });
+    }
     let ok = checks.iter().all(|c| c.ok);
     if json {
         println!("{}", serde_json::json!({ "ok": ok, "checks": checks }));

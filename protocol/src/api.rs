@@ -19,6 +19,8 @@ pub mod routes {
     pub const GIT_CREDENTIAL: &str = "/git/credential";
     /// git smart HTTP through the daemon (SPEC.md 13): `/git/HOST/PATH…`.
     pub const GIT_EGRESS: &str = "/git/{host}/{*path}";
+    /// A declared API upstream through the daemon (SPEC.md 13): `/egress/NAME/PATH…`.
+    pub const EGRESS: &str = "/egress/{name}/{*path}";
     pub const DOCKER_CREDENTIAL: &str = "/docker/credential";
     pub const SSH_AGENT: &str = "/ssh/agent";
     pub const CALLBACK_REGISTER: &str = "/callback/register";

@@ -27,12 +27,67 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// A CA of the test's own (`ca.pem`) and a certificate it signed for `127.0.0.1` and
+/// `localhost` (`srv.pem`, `srv.key`, both in `srv-bundle.pem`), in `d`.
+pub fn tls_cert(d: &Path) {
+    let openssl = require("openssl", "openssl");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(Command::new(&openssl)
+        .args(["req", "-x509"])
+        .args(ec)
+        .args(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"])
+        .args(["-subj", "/CN=hostproxy test CA"])
+        .current_dir(d));
+    run(Command::new(&openssl)
+        .arg("req")
+        .args(ec)
+        .args([
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=git.test",
+        ])
+        .current_dir(d));
+    std::fs::write(
+        d.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(Command::new(&openssl)
+        .args([
+            "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        ])
+        .args([
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ])
+        .current_dir(d));
+    let bundle = [
+        std::fs::read(d.join("srv.pem")).unwrap(),
+        std::fs::read(d.join("srv.key")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(d.join("srv-bundle.pem"), bundle).unwrap();
+}
+
 impl GitServer {
     /// Serves `repos/r.git` (one commit on `main`, pushes allowed) at
     /// `https://127.0.0.1:PORT/git/r.git`.
     pub fn start() -> Self {
         let lighttpd = require("lighttpd", "lighttpd lighttpd-mod-openssl");
-        let openssl = require("openssl", "openssl");
         require("htpasswd", "apache2-utils");
         let backend = Path::new("/usr/lib/git-core/git-http-backend");
         assert!(
@@ -41,56 +96,7 @@ impl GitServer {
         );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        run(Command::new(&openssl)
-            .args(["req", "-x509"])
-            .args(ec)
-            .args(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"])
-            .args(["-subj", "/CN=hostproxy test CA"])
-            .current_dir(d));
-        run(Command::new(&openssl)
-            .arg("req")
-            .args(ec)
-            .args([
-                "-keyout",
-                "srv.key",
-                "-out",
-                "srv.csr",
-                "-subj",
-                "/CN=git.test",
-            ])
-            .current_dir(d));
-        std::fs::write(
-            d.join("ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(Command::new(&openssl)
-            .args([
-                "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            ])
-            .args([
-                "-CAcreateserial",
-                "-out",
-                "srv.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "ext",
-            ])
-            .current_dir(d));
-        let bundle = [
-            std::fs::read(d.join("srv.pem")).unwrap(),
-            std::fs::read(d.join("srv.key")).unwrap(),
-        ]
-        .concat();
-        std::fs::write(d.join("srv-bundle.pem"), bundle).unwrap();
+        tls_cert(d);
         run(Command::new("htpasswd")
             .args(["-bc", "htpasswd", GIT_USER, GIT_PASSWORD])
             .current_dir(d));

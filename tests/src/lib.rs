@@ -4,6 +4,7 @@
 //! A peer that is missing fails the test with what to install; nothing is skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api_upstream;
 pub mod git_server;
 
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -500,6 +501,10 @@ impl DaemonProc {
         c.args(args)
             .env("CLAWKER_STATE_DIR", self.dir.path().join("state"))
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"));
+        // The daemon's own config file, as the user's commands would read it.
+        if let Some(i) = self.opts.args.iter().position(|a| a == "--config") {
+            c.env("CLAWKER_HOST_PROXY_CONFIG", &self.opts.args[i + 1]);
+        }
         c
     }
 

@@ -280,8 +280,10 @@ pub(crate) fn dist(all: bool) -> Result<PathBuf> {
                 ),
                 "-C target-feature=+crt-static -C linker=rust-lld",
             );
+        // Each tool's own package (directory = package = binary), so only their features
+        // are resolved: not the daemon's (its egress TLS needs a C compiler per target).
         for t in TOOLS.iter().chain([&MOCK]) {
-            cmd.args(["--bin", t]);
+            cmd.args(["-p", t, "--bin", t]);
         }
         run(&mut cmd)?;
         let dir = out.join(arch.name);

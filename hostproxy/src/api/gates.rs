@@ -97,6 +97,11 @@ pub fn is_json_content_type(headers: &HeaderMap) -> bool {
     })
 }
 
+/// The routes that carry an upstream's own bodies and replies (SPEC.md 13).
+fn is_egress(route: &str) -> bool {
+    route == routes::GIT_EGRESS || route == routes::EGRESS
+}
+
 fn body_limit(path: &str) -> usize {
     if path == routes::SSH_AGENT {
         api::MAX_AGENT_BODY
@@ -166,7 +171,7 @@ pub fn check(state: &AppState, req: &Request) -> Result<Option<Identity>, ApiErr
     let egress = req
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|m| m.as_str() == routes::GIT_EGRESS);
+        .is_some_and(|m| is_egress(m.as_str()));
     // Egress carries git's own bodies (any type, any size, streamed): SPEC.md 13.
     if req.method() == Method::POST && !egress {
         if !is_json_content_type(headers) {
@@ -277,7 +282,7 @@ pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) 
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     // An upstream's own error reply (egress) goes to the container as the upstream sent it.
     if api
-        && route != routes::GIT_EGRESS
+        && !is_egress(&route)
         && (status.is_client_error() || status.is_server_error())
         && !is_json
     {

@@ -28,6 +28,10 @@ pub fn router(state: AppState) -> Router {
         .route(routes::GIT_CREDENTIAL, post(handlers::git_credential))
         .route(routes::DOCKER_CREDENTIAL, post(handlers::docker_credential))
         .route(
+            routes::EGRESS,
+            axum::routing::any(crate::egress::api::egress),
+        )
+        .route(
             routes::GIT_EGRESS,
             get(crate::egress::git::git_egress).post(crate::egress::git::git_egress),
         )

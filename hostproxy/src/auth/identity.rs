@@ -31,6 +31,8 @@ pub enum Scope {
     Docker(String),
     /// `socket:NAME`: the host socket declared as NAME in the daemon's config.
     Socket(String),
+    /// `egress:NAME`: the API upstream declared as NAME (`[[egress]]`, SPEC.md 13).
+    Egress(String),
 }
 
 impl std::str::FromStr for Scope {
@@ -59,6 +61,9 @@ impl std::str::FromStr for Scope {
                 Some(("socket", n)) if clawker_protocol::tunnel::is_socket_name(n) => {
                     Ok(Self::Socket(n.to_string()))
                 }
+                Some(("egress", n)) if clawker_protocol::tunnel::is_socket_name(n) => {
+                    Ok(Self::Egress(n.to_string()))
+                }
                 Some(("docker", r)) => clawker_protocol::api::docker_registry(r)
                     .map(Self::Docker)
                     .ok_or_else(|| format!("{r:?} is not a registry")),
@@ -66,7 +71,7 @@ impl std::str::FromStr for Scope {
                     Ok(Self::SshKey(fp.to_string()))
                 }
                 _ => Err(format!(
-                    "unknown scope {s:?}: use open, callback, notify, git:HOST[/PREFIX], git:*, git-push:HOST[/PREFIX], git-store:HOST, ssh, ssh:SHA256:<fingerprint>, ssh-login, gpg, docker:REGISTRY, docker:* or socket:NAME"
+                    "unknown scope {s:?}: use open, callback, notify, git:HOST[/PREFIX], git:*, git-push:HOST[/PREFIX], git-store:HOST, ssh, ssh:SHA256:<fingerprint>, ssh-login, gpg, docker:REGISTRY, docker:*, socket:NAME or egress:NAME"
                 )),
             },
         }
@@ -154,6 +159,7 @@ impl std::fmt::Display for Scope {
             Self::Gpg => f.write_str("gpg"),
             Self::Docker(r) => write!(f, "docker:{r}"),
             Self::Socket(n) => write!(f, "socket:{n}"),
+            Self::Egress(n) => write!(f, "egress:{n}"),
         }
     }
 }
@@ -261,6 +267,11 @@ impl Identity {
     /// The declared host socket `name`.
     pub fn may_socket(&self, name: &str) -> bool {
         self.has(|s| matches!(s, Scope::Socket(n) if n == name))
+    }
+
+    /// The declared API upstream `name` (`[[egress]]`).
+    pub fn may_egress(&self, name: &str) -> bool {
+        self.has(|s| matches!(s, Scope::Egress(n) if n == name))
     }
 
     pub fn may_gpg(&self) -> bool {

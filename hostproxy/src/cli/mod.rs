@@ -309,7 +309,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approvals(args) => approvals::approvals(args),
         Command::Approve(args) => approvals::approve(&args.id, true, args.always),
         Command::Deny(args) => approvals::approve(&args.id, false, false),
-        Command::RunFlags(args) => run_flags::run_flags(args, &serve::settings(config)?.attach),
+        Command::RunFlags(args) => run_flags::run_flags(args, &serve::settings(config)?),
         Command::Bridge(args) => {
             let policy = serve::settings(config)?.agent_policy;
             serve::runtime()?.block_on(hostproxy::bridge::run(args.into(), policy))

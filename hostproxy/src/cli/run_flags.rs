@@ -53,6 +53,12 @@ pub struct RunFlagsArgs {
     /// container needs the scopes git:HOST (fetch) and git-push:HOST (push).
     #[arg(long = "git-egress", value_name = "HOST")]
     pub git_egress: Vec<String>,
+    /// A declared API upstream (`[[egress]] name = NAME` in the config; repeatable): its
+    /// `env` variable set to the daemon's URL for it and its `key_env` to a placeholder, so
+    /// an SDK in the container calls it through the daemon, which adds the real key. The
+    /// container needs the scope egress:NAME.
+    #[arg(long = "egress", value_name = "NAME")]
+    pub egress: Vec<String>,
     #[arg(long, default_value_t = clawker_protocol::DEFAULT_PORT)]
     pub port: u16,
     /// How to print them.
@@ -67,6 +73,10 @@ pub struct RunFlagsArgs {
 /// an image's `PATH`, only replace it; an image with tools elsewhere names them itself).
 pub const CONTAINER_PATH: &str =
     "/tmp/.hostproxy/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The key an SDK in the container is given for a declared egress: not a secret (the daemon
+/// drops it and adds the real one).
+pub const EGRESS_PLACEHOLDER: &str = "hostproxy-placeholder-the-host-adds-the-key";
 
 /// What the flags set, before they are printed in one format or another.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -162,6 +172,7 @@ fn quote(arg: &str) -> Result<String> {
 pub fn wiring(
     args: &RunFlagsArgs,
     attach: &AttachSettings,
+    egress: &[hostproxy::config::EgressDecl],
     tools: Option<PathBuf>,
 ) -> Result<Wiring> {
     let bin = tunnel::CONTAINER_BIN_DIR;
@@ -226,6 +237,23 @@ pub fn wiring(
             }
         }
     }
+    for name in &args.egress {
+        let d = egress.iter().find(|d| &d.name == name).with_context(|| {
+            format!("--egress {name}: no [[egress]] name = {name:?} in the daemon's config")
+        })?;
+        let Some(var) = &d.env else {
+            bail!(
+                "--egress {name}: its [[egress]] names no env variable for the base URL (env = \"…_BASE_URL\")"
+            );
+        };
+        w.env.push((
+            var.clone(),
+            format!("http://127.0.0.1:{}/egress/{name}", args.port),
+        ));
+        if let Some(key) = &d.key_env {
+            w.env.push((key.clone(), EGRESS_PLACEHOLDER.into()));
+        }
+    }
     if args.gpg {
         w.env.push(("GNUPGHOME".into(), RUN_FLAGS_GNUPGHOME.into()));
     }
@@ -261,7 +289,8 @@ fn tools_to_mount(attach: &AttachSettings) -> Result<PathBuf, String> {
         .map_err(|e| format!("{e:#}; the daemon cannot attach this image either"))
 }
 
-pub fn run_flags(args: RunFlagsArgs, attach: &AttachSettings) -> Result<ExitCode> {
+pub fn run_flags(args: RunFlagsArgs, settings: &hostproxy::config::Settings) -> Result<ExitCode> {
+    let attach = &settings.attach;
     let granted = |scope: &str| attach.scopes.iter().any(|s| s.trim() == scope);
     if args.gpg && !granted("gpg") {
         eprintln!(
@@ -284,7 +313,7 @@ pub fn run_flags(args: RunFlagsArgs, attach: &AttachSettings) -> Result<ExitCode
             }
         }
     };
-    let w = wiring(&args, attach, tools)?;
+    let w = wiring(&args, attach, &settings.egress, tools)?;
     let format = if args.lines {
         Format::Lines
     } else {
@@ -321,6 +350,7 @@ mod tests {
         let w = wiring(
             &args(&["--scope", "open,git:github.com", "--gpg"]),
             &attach(),
+            &[],
             Some(PathBuf::from("/state/tools/0.1.0/x86_64")),
         )
         .unwrap();
@@ -363,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_bad_scope_is_refused_and_lines_is_short_for_the_format() {
-        let e = wiring(&args(&["--scope", "opn"]), &attach(), None).unwrap_err();
+        let e = wiring(&args(&["--scope", "opn"]), &attach(), &[], None).unwrap_err();
         assert!(format!("{e:#}").contains("--scope opn"), "{e:#}");
         assert!(args(&["--lines"]).lines);
         assert!(Cli::try_parse_from(["run-flags", "--lines", "--format", "json"]).is_err());

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use thiserror::Error;
 
 mod approval;
+mod egress;
 pub use approval::{ApprovalFile, ApprovalSettings, MAX_ASK_TIMEOUT, Remember};
+pub use egress::{EgressDecl, EgressFile, SecretHeader, SecretSource};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -64,6 +66,9 @@ pub struct FileConfig {
     pub docker: DockerFile,
     #[serde(default)]
     pub approval: ApprovalFile,
+    /// `[[egress]]`: API upstreams reached through the daemon (SPEC.md 13).
+    #[serde(default)]
+    pub egress: Vec<EgressFile>,
     /// `[bridge]`: `[[bridge.sockets]]`, the host sockets a container may be given by name
     /// (SPEC.md 10).
     #[serde(default)]
@@ -377,6 +382,8 @@ pub struct Settings {
     pub docker_allow_erase: bool,
     /// `[approval]` (SPEC.md 14).
     pub approval: ApprovalSettings,
+    /// `[[egress]]`, checked (SPEC.md 13).
+    pub egress: Vec<EgressDecl>,
 }
 
 impl Default for Settings {
@@ -406,6 +413,7 @@ impl Default for Settings {
             docker_allow_erase: false,
             sockets: Vec::new(),
             approval: ApprovalSettings::default(),
+            egress: Vec::new(),
         }
     }
 }
@@ -450,6 +458,16 @@ impl Settings {
         argv(&mut self.browser, base);
         argv(&mut self.notifier, base);
         argv(&mut self.approval.approver, base);
+        for e in &mut self.egress {
+            if let Some(p) = e.ca_file.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+            if let SecretSource::Command { argv: a, .. } = &mut e.secret {
+                let mut v = Some(std::mem::take(a));
+                argv(&mut v, base);
+                *a = v.unwrap_or_default();
+            }
+        }
     }
 
     /// Applies a config file on top of the defaults.
@@ -524,6 +542,7 @@ impl Settings {
         s.docker_allow_store = file.docker.allow_store.unwrap_or(false);
         s.docker_allow_erase = file.docker.allow_erase.unwrap_or(false);
         s.approval = ApprovalSettings::from_file(&file.approval)?;
+        s.egress = egress::egress(&file.egress)?;
         let a = &file.attach;
         if let Some(e) = a.enabled {
             s.attach.enabled = e;

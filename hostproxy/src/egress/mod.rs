@@ -5,13 +5,15 @@
 //! The HTTPS client (`upstream.rs`, rustls with `ring`) is the `egress` feature, on in the
 //! `hostproxy` binary; without it (mock-proxy) the routes answer 501.
 
+pub mod api;
 pub mod git;
+pub mod secret;
 #[cfg(feature = "egress")]
 mod upstream;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -31,10 +33,11 @@ type HeldKey = (String, String, String);
 #[derive(Debug)]
 pub struct Egress {
     ca_file: Option<PathBuf>,
+    /// One client per CA file (`None`: the host's roots and `[git] ca_file`).
     #[cfg(feature = "egress")]
-    client: OnceLock<Result<upstream::HttpsClient, String>>,
-    #[cfg(not(feature = "egress"))]
-    client: OnceLock<()>,
+    clients: Mutex<HashMap<Option<PathBuf>, upstream::HttpsClient>>,
+    /// The secrets of `[[egress]]` programs, kept for their ttl.
+    pub secrets: secret::Secrets,
     held: Mutex<HashMap<HeldKey, (CredentialFields, Instant)>>,
 }
 
@@ -43,23 +46,42 @@ impl Egress {
     pub fn new(ca_file: Option<PathBuf>) -> Self {
         Self {
             ca_file,
-            client: OnceLock::new(),
+            #[cfg(feature = "egress")]
+            clients: Mutex::new(HashMap::new()),
+            secrets: secret::Secrets::default(),
             held: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Sends `req` upstream (an absolute `https://` URI); the reply's body streams.
+    /// Sends `req` upstream (an absolute `https://` URI) trusting the host's roots and
+    /// `[git] ca_file`; the reply's body streams.
     pub async fn send(
         &self,
         req: http::Request<Body>,
     ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        self.send_with(req, self.ca_file.clone().as_deref()).await
+    }
+
+    /// [`Egress::send`] trusting the host's roots and `ca_file` (a declared egress's own).
+    pub async fn send_with(
+        &self,
+        req: http::Request<Body>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
         #[cfg(feature = "egress")]
         {
-            let client = self
-                .client
-                .get_or_init(|| upstream::client(self.ca_file.as_deref()))
-                .as_ref()
-                .map_err(Clone::clone)?;
+            let key = ca_file.map(std::path::Path::to_path_buf);
+            let client = {
+                let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+                match clients.get(&key) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = upstream::client(ca_file)?;
+                        clients.insert(key, c.clone());
+                        c
+                    }
+                }
+            };
             client.request(req).await.map_err(|e| {
                 use std::error::Error;
                 let mut msg = e.to_string();
@@ -73,7 +95,7 @@ impl Egress {
         }
         #[cfg(not(feature = "egress"))]
         {
-            let _ = (req, &self.ca_file, &self.client);
+            let _ = (req, ca_file);
             Err("this build has no egress (the egress feature)".into())
         }
     }

@@ -133,3 +133,154 @@ fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// The `openai` SDK, installed once with pip into `target/pyopenai` (mounted read-only into
+/// the container, whose Python is the host's Debian `python3`).
+fn openai_sdk() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        assert!(
+            std::path::Path::new("/usr/bin/python3").is_file(),
+            "this test needs Debian's python3: apt-get install python3 python3-pip"
+        );
+        let dir = workspace_root().join("target/pyopenai");
+        if !dir.join("openai").is_dir() {
+            let st = std::process::Command::new("/usr/bin/python3")
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                .arg("--target")
+                .arg(&dir)
+                .arg("openai==3.63.0")
+                .status()
+                .expect("cannot run pip");
+            assert!(
+                st.success(),
+                "pip install openai failed: this test needs PyPI"
+            );
+        }
+        dir
+    })
+}
+
+const STREAM: &str = r#"python3 -c '
+import time, openai
+c = openai.OpenAI()
+s = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+for ch in s:
+    print("%f %s" % (time.time(), ch.choices[0].delta.content), flush=True)
+'"#;
+
+const PROBES: &str = r#"python3 -c '
+import http.client
+def ask(method, path):
+    c = http.client.HTTPConnection("127.0.0.1", 18374)
+    c.request(method, path, headers={"Authorization": "Bearer from-the-container", "Cookie": "c=1"})
+    r = c.getresponse()
+    r.read()
+    print(method, path, r.status, r.getheader("Location"), r.getheader("X-Echo"))
+ask("GET", "/egress/openai/redirect")
+ask("GET", "/egress/openai/echo")
+ask("DELETE", "/egress/openai/chat/completions")
+ask("GET", "/egress/openai/models")
+ask("GET", "/egress/anthropic/v1/messages")
+'"#;
+
+#[test]
+fn an_sdk_in_the_container_streams_through_the_daemon_which_adds_the_key() {
+    use e2e::api_upstream::{API_KEY, ApiUpstream};
+    let up = ApiUpstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = DaemonProc::start(DaemonOpts {
+        args: config_args(
+            dir.path(),
+            &format!(
+                "[attach]\nscopes = [\"egress:openai\"]\n\n[[egress]]\nname = \"openai\"\nupstream = \"https://127.0.0.1:{}/v1\"\nbearer = true\nsecret.env = \"HOSTPROXY_TEST_OPENAI_KEY\"\nmethods = [\"GET\", \"POST\"]\npaths = [\"/chat/completions\", \"/redirect\", \"/echo\"]\nenv = \"OPENAI_BASE_URL\"\nkey_env = \"OPENAI_API_KEY\"\nca_file = \"{}\"\n",
+                up.port,
+                up.ca().display()
+            ),
+        ),
+        env: vec![("HOSTPROXY_TEST_OPENAI_KEY".into(), API_KEY.into())],
+        ..DaemonOpts::default()
+    });
+    let n = name("sdk");
+    let c = Container::start(
+        d.run_flags_run("none", &["--no-mount", "--egress", "openai"])
+            .arg("-v")
+            .arg(format!("{}:/opt/py:ro", openai_sdk().display()))
+            .args(["-e", "PYTHONPATH=/opt/py"])
+            .args(["--name", &n, busybox_image(), "sleep", "300"]),
+    );
+    d.wait_serving(&n, Duration::from_secs(15));
+
+    // The SDK streams event by event: the first arrives before the upstream sent the last.
+    let (ok, out, err) = c.exec(&["HOME=/tmp"], STREAM);
+    assert!(ok, "{out}\n{err}\n{}", d.log_text());
+    let got: Vec<(f64, &str)> = out
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(t, w)| (t.parse().unwrap(), w))
+        .filter(|(_, w)| *w != "None")
+        .collect();
+    assert_eq!(
+        got.iter().map(|(_, w)| *w).collect::<Vec<_>>(),
+        ["one", "two", "three", "four", "five"],
+        "{out}"
+    );
+    let log = up.log();
+    let last_sent = log
+        .iter()
+        .filter(|r| r["sent"] == "five")
+        .map(|r| r["time"].as_f64().unwrap())
+        .next()
+        .unwrap();
+    assert!(
+        got[0].0 < last_sent,
+        "the first event arrived at {}, after the last was sent at {last_sent}: buffered",
+        got[0].0
+    );
+    // The upstream saw the host's key, never the container's placeholder.
+    let seen: Vec<&serde_json::Value> = log.iter().filter(|r| r["method"].is_string()).collect();
+    assert!(!seen.is_empty());
+    for r in &seen {
+        assert_eq!(r["authorization"], format!("Bearer {API_KEY}"), "{r}");
+    }
+    // The key is nowhere in the container.
+    let (_, found, _) = c.exec(
+        &[],
+        &format!(
+            "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c {API_KEY}; grep -r -l {API_KEY} /tmp /root /etc 2>/dev/null; true"
+        ),
+    );
+    assert_eq!(found.trim(), "0", "the key is in the container: {found}");
+
+    // A redirect comes back to the container and is not followed with the key; a header
+    // echoing the key is dropped; undeclared methods, paths and names are 403 with nothing
+    // sent upstream.
+    let before = up.log().len();
+    let (ok, out, err) = c.exec(&[], PROBES);
+    assert!(ok, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("GET /egress/openai/redirect 302 https://127.0.0.1:")
+            && lines[0].ends_with("/steal None"),
+        "{out}"
+    );
+    assert_eq!(up.other_hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(lines[1], "GET /egress/openai/echo 200 None None", "{out}");
+    for (i, what) in [
+        (2, "DELETE"),
+        (3, "/egress/openai/models"),
+        (4, "anthropic"),
+    ] {
+        assert!(
+            lines[i].contains(what) && lines[i].contains(" 403 "),
+            "{out}"
+        );
+    }
+    let after = up.log();
+    assert_eq!(
+        after.len(),
+        before + 2,
+        "something undeclared reached the upstream: {after:?}"
+    );
+    assert!(after.iter().all(|r| r["cookie"].is_null()));
+}
