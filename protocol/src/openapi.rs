@@ -120,10 +120,54 @@ impl Modify for BearerAuth {
     }
 }
 
+#[utoipa::path(get, path = "/git/{host}/{path}", tag = "egress",
+    params(("host" = String, Path, description = "git's credential host: HOST, or HOST:PORT when not 443"),
+           ("path" = String, Path, description = "several segments: REPO/info/refs (with ?service=git-upload-pack or git-receive-pack)")),
+    responses((status = 200, description = "the upstream's reply, streamed as it arrives (git's smart HTTP, not JSON)"),
+              (status = 400, description = "not a host, or not a plain path", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "no git:HOST (fetch) or git-push:HOST (push) scope, host not allowed, not allowed by the user, or the upstream refused the host's credential", body = ErrorResponse),
+              (status = 404, description = "not git's smart HTTP", body = ErrorResponse),
+              (status = 502, description = "the upstream failed, or this build has no egress", body = ErrorResponse)))]
+fn git_egress_refs() {}
+
+#[utoipa::path(post, path = "/git/{host}/{path}", tag = "egress",
+    params(("host" = String, Path, description = "git's credential host: HOST, or HOST:PORT when not 443"),
+           ("path" = String, Path, description = "several segments: REPO/git-upload-pack or REPO/git-receive-pack")),
+    responses((status = 200, description = "the upstream's reply, streamed as it arrives (git's smart HTTP, not JSON); the request body is git's, any type and size, streamed"),
+              (status = 400, description = "not a host, or not a plain path", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "no git:HOST (fetch) or git-push:HOST (push) scope, host not allowed, not allowed by the user, or the upstream refused the host's credential", body = ErrorResponse),
+              (status = 404, description = "not git's smart HTTP", body = ErrorResponse),
+              (status = 502, description = "the upstream failed, or this build has no egress", body = ErrorResponse)))]
+fn git_egress_rpc() {}
+
+#[utoipa::path(get, path = "/egress/{name}/{path}", tag = "egress",
+    params(("name" = String, Path, description = "an [[egress]] name of the daemon's config"),
+           ("path" = String, Path, description = "several segments: the upstream's path after its base URL")),
+    responses((status = 200, description = "the upstream's own reply (any status, any type), streamed as it arrives; the daemon added the key"),
+              (status = 400, description = "not a plain path", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "an undeclared name, method or path, no egress:NAME scope, or not allowed by the user", body = ErrorResponse),
+              (status = 429, description = "over the egress's rate, 16 open at once, or 4 asks waiting", body = ErrorResponse),
+              (status = 502, description = "the upstream failed, or the host has no secret for it", body = ErrorResponse)))]
+fn egress_get() {}
+
+#[utoipa::path(post, path = "/egress/{name}/{path}", tag = "egress",
+    params(("name" = String, Path, description = "an [[egress]] name of the daemon's config"),
+           ("path" = String, Path, description = "several segments: the upstream's path after its base URL")),
+    responses((status = 200, description = "the upstream's own reply (any status, any type), streamed as it arrives; the daemon added the key. Every method the egress declares is carried the same way"),
+              (status = 400, description = "not a plain path", body = ErrorResponse),
+              (status = 401, description = "missing or invalid token", body = ErrorResponse),
+              (status = 403, description = "an undeclared name, method or path, no egress:NAME scope, or not allowed by the user", body = ErrorResponse),
+              (status = 429, description = "over the egress's rate, 16 open at once, or 4 asks waiting", body = ErrorResponse),
+              (status = 502, description = "the upstream failed, or the host has no secret for it", body = ErrorResponse)))]
+fn egress_post() {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "hostproxy", description = "Host daemon for Docker containers: open URLs, OAuth callbacks, git credentials, SSH agent. Every API route needs `Authorization: Bearer <token>`; requests with `Origin` or `Sec-Fetch-*` are refused; the `Host` header must be an allowed name with the served port."),
-    paths(health, status, open_url, notify, git_credential, docker_credential, ssh_agent, callback_register, callback_data, callback_delete),
+    paths(health, status, open_url, notify, git_credential, docker_credential, ssh_agent, callback_register, callback_data, callback_delete, git_egress_refs, git_egress_rpc, egress_get, egress_post),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

@@ -43,8 +43,11 @@ class H(http.server.BaseHTTPRequestHandler):
             return self.reply(302, "", extra=[("Location", "https://127.0.0.1:%d/steal" % other)])
         if self.path == "/v1/echo":
             return self.reply(200, "{}", extra=[("X-Echo", "you sent " + key)])
-        if self.path != "/v1/chat/completions" or not json.loads(body or b"{}").get("stream"):
+        req = json.loads(body or b"{}")
+        if self.path != "/v1/chat/completions" or not req.get("stream"):
             return self.reply(404, '{"error":{"message":"not here"}}')
+        # model "fast": no pause between events (the bench's time to first event).
+        delay = 0 if req.get("model") == "fast" else 0.4
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -58,7 +61,7 @@ class H(http.server.BaseHTTPRequestHandler):
                   "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
             chunk("data: " + json.dumps(ev) + "\n\n")
             note({"sent": word, "time": time.time()})
-            time.sleep(0.4)
+            time.sleep(delay)
         chunk("data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()

@@ -304,8 +304,8 @@ pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
         .context("no VmRSS")
 }
 
-struct Wrk {
-    rps: f64,
+pub(crate) struct Wrk {
+    pub(crate) rps: f64,
     p50: String,
     p99: String,
     p99_ms: f64,
@@ -326,7 +326,7 @@ fn wrk_ms(v: &str) -> f64 {
 }
 
 /// wrk with `conns` connections; with `core`, pinned to it (one thread) by `taskset`.
-fn wrk(url: &str, conns: u32, token: Option<&str>, core: Option<u32>) -> Result<Wrk> {
+pub(crate) fn wrk(url: &str, conns: u32, token: Option<&str>, core: Option<u32>) -> Result<Wrk> {
     let mut c = match core {
         Some(n) => {
             let mut c = Command::new("taskset");
@@ -841,6 +841,10 @@ pub fn bench() -> Result<()> {
         &mut chart,
     )
     .context("the tunnel lanes")?;
+
+    // Egress (SPEC.md 13): git and API upstreams through the daemon, beside direct.
+    crate::bench_egress::lanes(&hostproxy, dir, &mut rows, &mut chart)
+        .context("the egress lanes")?;
 
     // 6. Daemon under load, 7. footprint.
     let mut ids = Vec::new();

@@ -31,6 +31,8 @@ pub struct EgressFile {
     pub key_env: Option<String>,
     /// A private CA (PEM) for this upstream, besides the host's roots.
     pub ca_file: Option<PathBuf>,
+    /// Requests a minute per container (default 600; 0: no limit).
+    pub rate_per_minute: Option<u32>,
 }
 
 /// `secret.env`, `secret.file` or `secret.command` (+ `secret.ttl`).
@@ -76,6 +78,8 @@ pub struct EgressDecl {
     pub env: Option<String>,
     pub key_env: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// Requests a minute per container (0: no limit).
+    pub rate_per_minute: u32,
 }
 
 /// Headers the secret may not be put in: they mean something else to HTTP.
@@ -218,6 +222,7 @@ impl EgressDecl {
             env: f.env.clone(),
             key_env: f.key_env.clone(),
             ca_file: f.ca_file.clone(),
+            rate_per_minute: f.rate_per_minute.unwrap_or(600),
         })
     }
 

@@ -21,8 +21,6 @@ use crate::api::{ApiError, AppState};
 use crate::auth::{Identity, KeySlot};
 use crate::config::{EgressDecl, SecretHeader};
 
-/// Requests a minute per identity and egress name.
-pub const EGRESS_PER_MINUTE: u32 = 600;
 /// Egress requests (and their streaming replies) one identity may have open at once.
 pub const EGRESS_RUNNING: usize = 16;
 
@@ -209,7 +207,7 @@ async fn call(
     if let Err(wait) = state.token_limits.try_acquire(
         &format!("{}|{name}", id.owner_key()),
         routes::EGRESS,
-        EGRESS_PER_MINUTE,
+        d.rate_per_minute,
     ) {
         return Err(ApiError::too_many(
             "too many egress requests: try again later",

@@ -53,12 +53,17 @@ pub fn client(ca_file: Option<&Path>) -> Result<HttpsClient, String> {
         .map_err(|e| format!("tls: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    // An upstream that does not answer is an error within this, not a request left hanging.
+    tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+    tcp.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()
         .enable_http1()
         .enable_http2()
-        .build();
+        .wrap_connector(tcp);
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .build(https))
