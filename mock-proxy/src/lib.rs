@@ -36,7 +36,7 @@ use hostproxy::api::{AppState, Auth};
 use hostproxy::backends::{
     AgentConnector, AgentError, Backends, BindError, CredentialHelper, DockerCredentials,
     DockerError, DockerReply, GitError, LaunchError, Launcher, LoopbackBinder, Notifier,
-    NotifyError, PortBinder,
+    NotifyError, PortBinder, Upstream,
 };
 use hostproxy::config::Settings;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +71,34 @@ impl Launcher for FakeLauncher {
     fn open<'a>(&'a self, _url: &'a str) -> BoxFuture<'a, Result<(), LaunchError>> {
         // The request itself is recorded; nothing is launched.
         Box::pin(async { Ok(()) })
+    }
+}
+
+/// Egress (SPEC.md 13) without a network: the request was recorded on its way in (its
+/// `Authorization` only as present, never its value); the fake upstream answers 200 with
+/// what would have been sent, minus every header value.
+struct FakeUpstream;
+
+impl Upstream for FakeUpstream {
+    fn send<'a>(
+        &'a self,
+        req: axum::http::Request<Body>,
+        _ca_file: Option<&'a std::path::Path>,
+    ) -> BoxFuture<'a, Result<axum::http::Response<Body>, String>> {
+        Box::pin(async move {
+            let headers: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+            let body = serde_json::json!({
+                "mock": "upstream",
+                "method": req.method().as_str(),
+                "url": req.uri().to_string(),
+                "headers": headers,
+            });
+            axum::http::Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -259,6 +287,7 @@ pub fn router(mock: Arc<Mock>, cfg: &MockConfig, shutdown: CancellationToken) ->
         }),
         notifier: Arc::new(FakeNotifier),
         docker: Arc::new(FakeDocker(mock.clone())),
+        upstream: Arc::new(FakeUpstream),
     };
     let auth = match &cfg.token {
         Some(t) => Auth::Token(t.expose().clone().into()),

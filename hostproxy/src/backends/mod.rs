@@ -21,6 +21,8 @@ mod git;
 mod launcher;
 mod notifier;
 mod ports;
+#[cfg(feature = "egress")]
+mod upstream;
 
 pub use agent::{HostAgent, read_agent_frame};
 pub use docker_creds::HostDockerCredentials;
@@ -28,6 +30,8 @@ pub use git::GitCommand;
 pub use launcher::{CommandLauncher, default_launcher};
 pub use notifier::{CommandNotifier, default_notifier, escape_markup};
 pub use ports::LoopbackBinder;
+#[cfg(feature = "egress")]
+pub use upstream::HttpsUpstream;
 
 #[derive(Debug, Error)]
 pub enum LaunchError {
@@ -163,6 +167,39 @@ pub trait PortBinder: Send + Sync + 'static {
     fn bind(&self, port: u16) -> Result<Vec<std::net::TcpListener>, BindError>;
 }
 
+/// Sends a request to an HTTPS upstream (SPEC.md 13) trusting the host's roots and
+/// `ca_file`; the reply's body streams. The rustls client ([`HttpsUpstream`], feature
+/// `egress`), or mock-proxy's fake.
+pub trait Upstream: Send + Sync + 'static {
+    fn send<'a>(
+        &'a self,
+        req: http::Request<axum::body::Body>,
+        ca_file: Option<&'a std::path::Path>,
+    ) -> BoxFuture<'a, Result<http::Response<axum::body::Body>, String>>;
+}
+
+/// A build without the `egress` feature: every upstream request fails, saying why.
+#[derive(Debug, Default)]
+pub struct NoUpstream;
+
+impl Upstream for NoUpstream {
+    fn send<'a>(
+        &'a self,
+        _req: http::Request<axum::body::Body>,
+        _ca_file: Option<&'a std::path::Path>,
+    ) -> BoxFuture<'a, Result<http::Response<axum::body::Body>, String>> {
+        Box::pin(async { Err("this build has no egress (the egress feature)".to_string()) })
+    }
+}
+
+/// The upstream of this build: the rustls client with the `egress` feature.
+pub fn host_upstream() -> Arc<dyn Upstream> {
+    #[cfg(feature = "egress")]
+    return Arc::new(HttpsUpstream::default());
+    #[cfg(not(feature = "egress"))]
+    Arc::new(NoUpstream)
+}
+
 /// Every side effect the routes may cause.
 #[derive(Clone)]
 pub struct Backends {
@@ -172,6 +209,8 @@ pub struct Backends {
     pub ports: Arc<dyn PortBinder>,
     pub notifier: Arc<dyn Notifier>,
     pub docker: Arc<dyn DockerCredentials>,
+    /// HTTPS upstreams of egress (SPEC.md 13).
+    pub upstream: Arc<dyn Upstream>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -195,6 +234,7 @@ impl Backends {
             ports: Arc::new(LoopbackBinder),
             notifier: Arc::new(CommandNotifier::new(notifier)),
             docker: Arc::new(HostDockerCredentials::from_env()),
+            upstream: host_upstream(),
         }
     }
 }

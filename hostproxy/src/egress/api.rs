@@ -116,13 +116,13 @@ fn reply_headers(h: &mut HeaderMap, secret: &str) {
 
 /// A reply body that holds the identity's egress slot until it is done.
 struct Held {
-    inner: hyper::body::Incoming,
+    inner: Body,
     _slot: Option<KeySlot>,
 }
 
 impl http_body::Body for Held {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = axum::Error;
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -260,8 +260,9 @@ async fn call(
         .map_err(|_| ApiError::bad_request("the request is not valid"))?;
     *up.headers_mut() = headers;
     let resp = state
-        .egress
-        .send_with(up, d.ca_file.as_deref())
+        .backends
+        .upstream
+        .send(up, d.ca_file.as_deref())
         .await
         .map_err(|e| {
             tracing::warn!(egress = name, error = %e, "egress upstream failed");

@@ -293,7 +293,18 @@ async fn proxy(
         }
         r
     };
-    let send = |r| async { state.egress.send(r).await.map_err(upstream_failed) };
+    let ca = state.egress.ca_file.clone();
+    let send = |r| {
+        let ca = ca.clone();
+        async move {
+            state
+                .backends
+                .upstream
+                .send(r, ca.as_deref())
+                .await
+                .map_err(upstream_failed)
+        }
+    };
     let held = state.egress.get(&key);
     let resp = if parts.method == Method::GET {
         let first = send(build(held.as_ref(), Body::empty())).await?;
@@ -333,7 +344,7 @@ async fn proxy(
     // An upstream HTTP/2 reply has no Connection semantics; hyper frames the body for the
     // container's HTTP/1.1 as it arrives.
     head.version = http::Version::HTTP_11;
-    Ok(Response::from_parts(head, Body::new(body)))
+    Ok(Response::from_parts(head, body))
 }
 
 fn upstream_failed(e: String) -> ApiError {

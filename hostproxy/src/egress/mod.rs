@@ -2,21 +2,18 @@
 //! daemon, and the daemon adds the credential on the host. `git.rs`: git's smart HTTP
 //! (`/git/HOST/PATH…`) with the credential from the host's `git credential fill`.
 //!
-//! The HTTPS client (`upstream.rs`, rustls with `ring`) is the `egress` feature, on in the
-//! `hostproxy` binary; without it (mock-proxy) the routes answer 501.
+//! The HTTPS client is a backend (`backends::Upstream`: rustls with `ring` under the
+//! `egress` feature, on in the `hostproxy` binary; mock-proxy's answers without a network).
 
 pub mod api;
 pub mod git;
 pub mod secret;
-#[cfg(feature = "egress")]
-mod upstream;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use clawker_protocol::credential::CredentialFields;
 
 /// How long a credential the host's git gave for one identity and repository is kept for
@@ -28,14 +25,11 @@ const MAX_HELD: usize = 256;
 /// Whose credential for what: the identity's owner key, the credential host, the repository.
 type HeldKey = (String, String, String);
 
-/// The upstream client (built at first use: the host's roots take a moment to load) and the
-/// credentials held between a git command's requests. Only in the daemon's memory.
+/// The credentials held between a git command's requests and the secrets of `[[egress]]`
+/// programs. Only in the daemon's memory.
 #[derive(Debug)]
 pub struct Egress {
     ca_file: Option<PathBuf>,
-    /// One client per CA file (`None`: the host's roots and `[git] ca_file`).
-    #[cfg(feature = "egress")]
-    clients: Mutex<HashMap<Option<PathBuf>, upstream::HttpsClient>>,
     /// The secrets of `[[egress]]` programs, kept for their ttl.
     pub secrets: secret::Secrets,
     held: Mutex<HashMap<HeldKey, (CredentialFields, Instant)>>,
@@ -46,57 +40,8 @@ impl Egress {
     pub fn new(ca_file: Option<PathBuf>) -> Self {
         Self {
             ca_file,
-            #[cfg(feature = "egress")]
-            clients: Mutex::new(HashMap::new()),
             secrets: secret::Secrets::default(),
             held: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Sends `req` upstream (an absolute `https://` URI) trusting the host's roots and
-    /// `[git] ca_file`; the reply's body streams.
-    pub async fn send(
-        &self,
-        req: http::Request<Body>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        self.send_with(req, self.ca_file.clone().as_deref()).await
-    }
-
-    /// [`Egress::send`] trusting the host's roots and `ca_file` (a declared egress's own).
-    pub async fn send_with(
-        &self,
-        req: http::Request<Body>,
-        ca_file: Option<&std::path::Path>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        #[cfg(feature = "egress")]
-        {
-            let key = ca_file.map(std::path::Path::to_path_buf);
-            let client = {
-                let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-                match clients.get(&key) {
-                    Some(c) => c.clone(),
-                    None => {
-                        let c = upstream::client(ca_file)?;
-                        clients.insert(key, c.clone());
-                        c
-                    }
-                }
-            };
-            client.request(req).await.map_err(|e| {
-                use std::error::Error;
-                let mut msg = e.to_string();
-                let mut src = e.source();
-                while let Some(s) = src {
-                    msg = format!("{msg}: {s}");
-                    src = s.source();
-                }
-                msg
-            })
-        }
-        #[cfg(not(feature = "egress"))]
-        {
-            let _ = (req, ca_file);
-            Err("this build has no egress (the egress feature)".into())
         }
     }
 

@@ -284,3 +284,55 @@ fn callback_forwarder_retries_errors_and_survives_slow_replies() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("CB_FORWARDER_TIMEOUT"));
 }
+
+#[test]
+fn the_mock_serves_egress_recording_and_without_a_network() {
+    let mock = MockProc::start("tok", &[]);
+    // git egress: the fake upstream says what would have been sent (header names only).
+    let (s, v) = http(
+        "GET",
+        &format!(
+            "{}/git/git.example.com/acme/r.git/info/refs?service=git-upload-pack",
+            mock.url()
+        ),
+        Some("tok"),
+        None,
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["url"],
+        "https://git.example.com/acme/r.git/info/refs?service=git-upload-pack"
+    );
+    assert!(
+        !v["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "authorization" || h == "cookie"),
+        "{v}"
+    );
+    let (_, recorded) = mock.control("GET", "/__mock/requests", None);
+    assert!(
+        recorded
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["path"] == "/git/git.example.com/acme/r.git/info/refs"),
+        "{recorded}"
+    );
+    // Only git's smart HTTP, and only declared API egress.
+    let (s, _) = http(
+        "GET",
+        &format!("{}/git/git.example.com/acme/r.git/HEAD", mock.url()),
+        Some("tok"),
+        None,
+    );
+    assert_eq!(s, 404);
+    let (s, v) = http(
+        "POST",
+        &format!("{}/egress/openai/chat/completions", mock.url()),
+        Some("tok"),
+        Some(json!({})),
+    );
+    assert_eq!(s, 403, "{v}");
+}

@@ -113,6 +113,7 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
             dir.path().join("docker"),
             Some(dir.path().join("helpers")),
         )),
+        upstream: hostproxy::backends::host_upstream(),
     };
     let shutdown = CancellationToken::new();
     let auth = if opts.no_auth {

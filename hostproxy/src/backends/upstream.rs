@@ -15,10 +15,59 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 /// The pooled HTTPS client.
-pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// The real upstream: one pooled client per CA file, built at first use (the host's roots
+/// take a moment to load).
+#[derive(Default)]
+pub struct HttpsUpstream {
+    clients: std::sync::Mutex<std::collections::HashMap<Option<std::path::PathBuf>, HttpsClient>>,
+}
+
+impl std::fmt::Debug for HttpsUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpsUpstream")
+    }
+}
+
+impl super::Upstream for HttpsUpstream {
+    fn send<'a>(
+        &'a self,
+        req: http::Request<Body>,
+        ca_file: Option<&'a Path>,
+    ) -> futures_util::future::BoxFuture<'a, Result<http::Response<Body>, String>> {
+        Box::pin(async move {
+            let key = ca_file.map(Path::to_path_buf);
+            let client = {
+                let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+                match clients.get(&key) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = client(ca_file)?;
+                        clients.insert(key, c.clone());
+                        c
+                    }
+                }
+            };
+            match client.request(req).await {
+                Ok(r) => Ok(r.map(Body::new)),
+                Err(e) => {
+                    use std::error::Error;
+                    let mut msg = e.to_string();
+                    let mut src = e.source();
+                    while let Some(s) = src {
+                        msg = format!("{msg}: {s}");
+                        src = s.source();
+                    }
+                    Err(msg)
+                }
+            }
+        })
+    }
+}
 
 /// Builds the client: the host's trusted roots, plus the certificates of `ca_file` (PEM).
-pub fn client(ca_file: Option<&Path>) -> Result<HttpsClient, String> {
+fn client(ca_file: Option<&Path>) -> Result<HttpsClient, String> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     let (added, _) = roots.add_parsable_certificates(native.certs);
