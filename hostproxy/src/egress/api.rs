@@ -58,9 +58,12 @@ fn split(path: &str) -> Option<(&str, &str)> {
     }
 }
 
-/// A plain path: printable ASCII, no `..` or `.` segment, no `//`.
+/// A plain path: printable ASCII, no `..` or `.` segment, no `//`, and no encoded `.`, `/` or
+/// `\` (`/v1/%2e%2e/admin` would pass a `/v1/*` path and mean `/admin` upstream).
 fn plain(path: &str) -> bool {
-    !path.contains("//")
+    let lower = path.to_ascii_lowercase();
+    !["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e))
+        && !path.contains("//")
         && !path.split('/').any(|s| s == ".." || s == ".")
         && path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
 }
@@ -292,7 +295,15 @@ mod tests {
         );
         assert_eq!(split("/egress/openai"), Some(("openai", "/")));
         assert!(plain("/v1/chat/completions"));
-        for p in ["/v1/../admin", "/v1//x", "/./x", "/a\\b"] {
+        for p in [
+            "/v1/../admin",
+            "/v1//x",
+            "/./x",
+            "/a\\b",
+            "/v1/%2e%2e/admin",
+            "/v1/%2E./x",
+            "/v1%2fadmin",
+        ] {
             assert!(!plain(p), "{p}");
         }
     }

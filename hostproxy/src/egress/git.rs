@@ -65,7 +65,10 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Target,
     let host = host.to_ascii_lowercase();
     let host = host.strip_suffix(":443").unwrap_or(&host).to_string();
     let path = format!("/{tail}");
+    // No percent-encoding at all: `acme/%2e%2e/other` would pass a `git-push:HOST/acme/`
+    // prefix here and mean `other/` to the server.
     if tail.is_empty()
+        || path.contains('%')
         || path.contains("//")
         || path.split('/').any(|s| s == ".." || s == ".")
         || !path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
@@ -493,6 +496,8 @@ mod tests {
             "/git/h.example/../r/git-upload-pack",
             "/git/h.example/a//b/git-upload-pack",
             "/git/h..x/r/git-upload-pack",
+            "/git/h.example/acme/%2e%2e/other/git-receive-pack",
+            "/git/h.example/acme%2Fother/git-receive-pack",
         ] {
             assert_eq!(
                 parse(&Method::POST, p, None).unwrap_err().status,

@@ -129,6 +129,38 @@ fn without_git_push_a_push_is_refused_before_anything_reaches_the_server() {
     );
 }
 
+#[test]
+fn a_push_scope_for_one_path_cannot_be_stretched_with_encoded_dots() {
+    let server = GitServer::start();
+    let h = server.host();
+    // May push under acme/ only; the server's repository is git/r.git.
+    let d = daemon_for(&server, &format!("\"git:{h}\", \"git-push:{h}/acme/\""));
+    let c = egress_container(&d, &server, "egress-dots", &[]);
+    for path in [
+        format!("/git/{h}/acme/%2e%2e/git/r.git/git-receive-pack"),
+        format!("/git/{h}/acme/%2E%2E/git/r.git/info/refs?service=git-receive-pack"),
+    ] {
+        let (ok, out, err) = c.exec(
+            &[],
+            &format!("wget -q -O - --post-data x --header 'Content-Type: application/x-git-receive-pack-request' 'http://127.0.0.1:18374{path}'"),
+        );
+        assert!(!ok, "{path} went through: {out}");
+        assert!(err.contains("400 Bad Request"), "{path}: {err}");
+    }
+    // And the plain push outside acme/ is refused by scope.
+    let (ok, _, err) = c.exec(
+        &["HOME=/tmp"],
+        &format!(
+            "git clone -q {url} /tmp/r && cd /tmp/r && git {GIT_ID} commit -q --allow-empty -m nope && git push origin HEAD:main",
+            url = server.url()
+        ),
+    );
+    assert!(!ok && err.contains("403"), "{err}");
+    let seen = server.requests();
+    assert!(!seen.contains("git-receive-pack"), "{seen}");
+    assert_eq!(server.log(), "seed\n");
+}
+
 fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
