@@ -24,31 +24,6 @@ use crate::config::{EgressDecl, SecretHeader};
 /// Egress requests (and their streaming replies) one identity may have open at once.
 pub const EGRESS_RUNNING: usize = 16;
 
-/// Request headers never carried upstream: hop-by-hop, and whatever could carry a credential
-/// of the container's choosing.
-const DROPPED_REQUEST: &[&str] = &[
-    "host",
-    "authorization",
-    "cookie",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-];
-
-const DROPPED_RESPONSE: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "upgrade",
-    "set-cookie",
-    "proxy-authenticate",
-    "trailer",
-];
-
 /// `/egress/NAME/PATH…` → (`NAME`, `/PATH…`).
 fn split(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/egress/")?;
@@ -71,17 +46,11 @@ fn plain(path: &str) -> bool {
 /// The container's headers for the upstream: the credential's places emptied, the secret
 /// put in its header.
 fn upstream_headers(from: &HeaderMap, d: &EgressDecl, secret: &str) -> Result<HeaderMap, ApiError> {
-    let mut out = HeaderMap::new();
-    for (k, v) in from {
-        let name = k.as_str();
-        if DROPPED_REQUEST.contains(&name)
-            || name.starts_with("proxy-")
-            || matches!(&d.header, SecretHeader::Named(h) if h == k)
-        {
-            continue;
-        }
-        out.append(k.clone(), v.clone());
-    }
+    let secret_header = match &d.header {
+        SecretHeader::Named(h) => Some(h),
+        SecretHeader::Bearer => None,
+    };
+    let mut out = super::request_headers(from, secret_header);
     let (name, value) = match &d.header {
         SecretHeader::Named(h) => (h.clone(), secret.to_string()),
         SecretHeader::Bearer => (header::AUTHORIZATION, format!("Bearer {secret}")),
@@ -100,9 +69,7 @@ fn upstream_headers(from: &HeaderMap, d: &EgressDecl, secret: &str) -> Result<He
 /// The reply's headers for the container: hop-by-hop and cookies dropped, and any header
 /// that echoes the secret.
 fn reply_headers(h: &mut HeaderMap, secret: &str) {
-    for name in DROPPED_RESPONSE {
-        h.remove(*name);
-    }
+    super::clean_reply(h);
     let echoed: Vec<header::HeaderName> = h
         .iter()
         .filter(|(_, v)| {

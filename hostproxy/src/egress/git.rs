@@ -130,42 +130,8 @@ fn is_upstream_host(h: &str) -> bool {
         })
 }
 
-/// Request headers never carried upstream: hop-by-hop ones, and whatever could carry a
-/// credential or identity of the container's choosing (the daemon adds the real one).
-const DROPPED_REQUEST: &[&str] = &[
-    "host",
-    "authorization",
-    "cookie",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-];
-
-/// Response headers never handed to the container: hop-by-hop ones and cookies.
-const DROPPED_RESPONSE: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "upgrade",
-    "set-cookie",
-    "proxy-authenticate",
-    "trailer",
-];
-
 fn upstream_headers(from: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for (k, v) in from {
-        let name = k.as_str();
-        if DROPPED_REQUEST.contains(&name) || name.starts_with("proxy-") {
-            continue;
-        }
-        out.append(k.clone(), v.clone());
-    }
-    out
+    super::request_headers(from, None)
 }
 
 /// `Authorization: Basic …` for a credential with a password.
@@ -341,9 +307,7 @@ async fn proxy(
         });
     }
     let (mut head, body) = resp.into_parts();
-    for h in DROPPED_RESPONSE {
-        head.headers.remove(*h);
-    }
+    super::clean_reply(&mut head.headers);
     // An upstream HTTP/2 reply has no Connection semantics; hyper frames the body for the
     // container's HTTP/1.1 as it arrives.
     head.version = http::Version::HTTP_11;
@@ -433,97 +397,5 @@ fn settle(state: &AppState, key: &HeldKey, cred: &CredentialFields, status: Stat
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_smart_http_is_carried() {
-        let t = parse(
-            &Method::GET,
-            "/git/GitHub.com/acme/app.git/info/refs",
-            Some("service=git-upload-pack"),
-        )
-        .unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.repo.as_str(), t.service),
-            ("github.com", "acme/app.git", Service::Fetch)
-        );
-        let t = parse(
-            &Method::POST,
-            "/git/git.example:8443/x/y/git-receive-pack",
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.repo.as_str(), t.service),
-            ("git.example:8443", "x/y", Service::Push)
-        );
-        assert_eq!(
-            parse(
-                &Method::GET,
-                "/git/h.example:443/r/info/refs",
-                Some("service=git-receive-pack")
-            )
-            .unwrap()
-            .host,
-            "h.example"
-        );
-        for (m, p, q) in [
-            (Method::GET, "/git/h.example/r/info/refs", None),
-            (Method::GET, "/git/h.example/r/HEAD", None),
-            (Method::GET, "/git/h.example/r/objects/info/packs", None),
-            (
-                Method::POST,
-                "/git/h.example/r/git-upload-pack",
-                Some("x=1"),
-            ),
-            (Method::PUT, "/git/h.example/r/git-receive-pack", None),
-            (Method::POST, "/git/h.example/git-upload-pack", None),
-            (
-                Method::GET,
-                "/git/h.example/info/refs",
-                Some("service=git-upload-pack"),
-            ),
-        ] {
-            assert_eq!(
-                parse(&m, p, q).unwrap_err().status,
-                StatusCode::NOT_FOUND,
-                "{m} {p}"
-            );
-        }
-        for p in [
-            "/git/user@h.example/r/git-upload-pack",
-            "/git/h.example/../r/git-upload-pack",
-            "/git/h.example/a//b/git-upload-pack",
-            "/git/h..x/r/git-upload-pack",
-            "/git/h.example/acme/%2e%2e/other/git-receive-pack",
-            "/git/h.example/acme%2Fother/git-receive-pack",
-        ] {
-            assert_eq!(
-                parse(&Method::POST, p, None).unwrap_err().status,
-                StatusCode::BAD_REQUEST,
-                "{p}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_containers_credentials_and_hop_headers_stay_behind() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
-            ("authorization", "Basic Zm9vOmJhcg=="),
-            ("cookie", "s=1"),
-            ("proxy-authorization", "x"),
-            ("host", "127.0.0.1:18374"),
-            ("connection", "keep-alive"),
-            ("content-type", "application/x-git-upload-pack-request"),
-            ("content-encoding", "gzip"),
-            ("git-protocol", "version=2"),
-        ] {
-            h.insert(k, HeaderValue::from_static(v));
-        }
-        let out = upstream_headers(&h);
-        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["content-type", "content-encoding", "git-protocol"]);
-    }
-}
+#[path = "git_tests.rs"]
+mod tests;

@@ -16,6 +16,57 @@ use std::time::{Duration, Instant};
 
 use clawker_protocol::credential::CredentialFields;
 
+/// Request headers never carried upstream: hop-by-hop ones, and whatever could carry a
+/// credential or identity of the container's choosing (the daemon adds the real one).
+const DROPPED_REQUEST: &[&str] = &[
+    "host",
+    "authorization",
+    "cookie",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+];
+
+/// Response headers never handed to the container: hop-by-hop ones and cookies.
+const DROPPED_RESPONSE: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "set-cookie",
+    "proxy-authenticate",
+    "trailer",
+];
+
+/// The container's request headers as they may go upstream: without the hop-by-hop ones,
+/// `Authorization`, `Cookie`, `Proxy-*`, and `also` (a declared egress's secret header).
+pub(crate) fn request_headers(
+    from: &http::HeaderMap,
+    also: Option<&http::HeaderName>,
+) -> http::HeaderMap {
+    let mut out = http::HeaderMap::new();
+    for (k, v) in from {
+        let name = k.as_str();
+        if DROPPED_REQUEST.contains(&name) || name.starts_with("proxy-") || also == Some(k) {
+            continue;
+        }
+        out.append(k.clone(), v.clone());
+    }
+    out
+}
+
+/// An upstream's reply headers as they may go to the container: without hop-by-hop ones
+/// and cookies.
+pub(crate) fn clean_reply(h: &mut http::HeaderMap) {
+    for name in DROPPED_RESPONSE {
+        h.remove(*name);
+    }
+}
+
 /// How long a credential the host's git gave for one identity and repository is kept for
 /// that identity's next requests (one git command makes several), since its last use.
 const HELD_FOR: Duration = Duration::from_secs(300);
