@@ -121,6 +121,21 @@ pub fn require_docker() {
     );
 }
 
+/// Whether a daemon on `port` answers `GET /health` with 200 (within a second).
+fn health_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let req =
+        format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let mut head = [0u8; 12];
+    s.write_all(req.as_bytes()).is_ok()
+        && s.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.1 200")
+}
+
 /// A container name unique to this test run: `hp-TAG-PORT` (a free port is unique enough).
 pub fn name(tag: &str) -> String {
     format!("hp-{tag}-{}", free_port())
@@ -423,7 +438,9 @@ impl DaemonProc {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("hostproxy exited with {status}:\n{}", self.log_text());
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // Answering `/health`, not merely listening: the daemon binds its port first and
+            // serves (after the tools are unpacked and the banner printed) a moment later.
+            if health_answers(self.port) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

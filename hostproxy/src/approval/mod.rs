@@ -291,11 +291,11 @@ impl Approvals {
             p.answer.take()
         };
         match tx {
-            Some(tx) => {
-                // The waiting request removes the ask; a send that fails means it just left.
-                let _ = tx.send(answer);
-                Ok(())
-            }
+            // The waiting request removes the ask; a send that fails means it has just given
+            // up (the timeout, or its client went away): the answer came too late, and says so.
+            Some(tx) => tx.send(answer).map_err(|_| {
+                format!("ask {id:?} ended before the answer (no answer in time, or its request went away)")
+            }),
             None => Err(format!("ask {id:?} was answered already")),
         }
     }
