@@ -129,17 +129,31 @@ pub async fn egress(
             Some(reason),
         );
     };
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, super::Metered::counting(body, up.clone()));
     match call(&state, &id, &name, &path, req).await {
         Ok(r) => {
-            audit(
-                !r.status().is_server_error(),
-                format!(
-                    "upstream {} in {} ms",
-                    r.status().as_u16(),
-                    started.elapsed().as_millis()
-                ),
-            );
-            r
+            // Audited when the reply is over (or abandoned): status, time, bytes each way.
+            let (head, body) = r.into_parts();
+            let (a, who, status) = (state.audit.clone(), id.name.clone(), head.status);
+            let done = move |down: u64| {
+                a.record(
+                    &who,
+                    routes::EGRESS,
+                    method.as_str(),
+                    Some(name),
+                    Some(path),
+                    !status.is_server_error(),
+                    Some(format!(
+                        "upstream {} in {} ms; {} bytes up, {down} down",
+                        status.as_u16(),
+                        started.elapsed().as_millis(),
+                        up.load(std::sync::atomic::Ordering::Relaxed)
+                    )),
+                );
+            };
+            Response::from_parts(head, super::Metered::then(body, done))
         }
         Err(e) => {
             audit(false, e.message.clone());

@@ -174,17 +174,31 @@ pub async fn git_egress(
             Some(reason),
         );
     };
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, super::Metered::counting(body, up.clone()));
     match proxy(&state, &id, &t, req).await {
         Ok(resp) => {
-            audit(
-                resp.status().is_success(),
-                format!(
-                    "upstream {} in {} ms",
-                    resp.status().as_u16(),
-                    started.elapsed().as_millis()
-                ),
-            );
-            resp
+            // Audited when the reply is over (or abandoned): status, time, bytes each way.
+            let (head, body) = resp.into_parts();
+            let (a, who, status) = (state.audit.clone(), id.name.clone(), head.status);
+            let done = move |down: u64| {
+                a.record(
+                    &who,
+                    routes::GIT_EGRESS,
+                    action,
+                    Some(shown),
+                    None,
+                    status.is_success(),
+                    Some(format!(
+                        "upstream {} in {} ms; {} bytes up, {down} down",
+                        status.as_u16(),
+                        started.elapsed().as_millis(),
+                        up.load(std::sync::atomic::Ordering::Relaxed)
+                    )),
+                );
+            };
+            Response::from_parts(head, super::Metered::then(body, done))
         }
         Err(e) => {
             audit(false, e.message.clone());

@@ -67,6 +67,79 @@ pub(crate) fn clean_reply(h: &mut http::HeaderMap) {
     }
 }
 
+/// A body that counts the bytes passing through it (into `shared`), and calls `done` with its
+/// count once when it is dropped — at its end, or when the other side went away. Egress
+/// audits bytes each way with it.
+pub(crate) struct Metered {
+    inner: axum::body::Body,
+    bytes: u64,
+    shared: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    done: Option<Box<dyn FnOnce(u64) + Send>>,
+}
+
+impl Metered {
+    /// `inner`, its bytes added to `into` as they pass.
+    pub(crate) fn counting(
+        inner: axum::body::Body,
+        into: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> axum::body::Body {
+        axum::body::Body::new(Self {
+            inner,
+            bytes: 0,
+            shared: Some(into),
+            done: None,
+        })
+    }
+
+    /// `inner`, then `done(bytes)` once it is dropped.
+    pub(crate) fn then(
+        inner: axum::body::Body,
+        done: impl FnOnce(u64) + Send + 'static,
+    ) -> axum::body::Body {
+        axum::body::Body::new(Self {
+            inner,
+            bytes: 0,
+            shared: None,
+            done: Some(Box::new(done)),
+        })
+    }
+}
+
+impl http_body::Body for Metered {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.bytes += data.len() as u64;
+            if let Some(s) = &this.shared {
+                s.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(self.bytes);
+        }
+    }
+}
+
 /// How long a credential the host's git gave for one identity and repository is kept for
 /// that identity's next requests (one git command makes several), since its last use.
 const HELD_FOR: Duration = Duration::from_secs(300);

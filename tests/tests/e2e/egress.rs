@@ -308,6 +308,23 @@ fn an_sdk_in_the_container_streams_through_the_daemon_which_adds_the_key() {
             "{out}"
         );
     }
+    // Each call is audited when its reply is over: status, time and bytes each way.
+    let audit = std::fs::read_to_string(d.dir.path().join("state/logs/audit.jsonl")).unwrap();
+    let streamed = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["route"] == "/egress/{name}/{*path}" && r["key"] == "/chat/completions")
+        .unwrap_or_else(|| panic!("no audit line for the stream:\n{audit}"));
+    let reason = streamed["reason"].as_str().unwrap();
+    assert!(reason.starts_with("upstream 200 in "), "{reason}");
+    let down: u64 = reason
+        .rsplit(", ")
+        .next()
+        .and_then(|t| t.strip_suffix(" down"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(down > 500 && !reason.contains(" 0 bytes up"), "{reason}");
+    assert!(!audit.contains(API_KEY));
     let after = up.log();
     assert_eq!(
         after.len(),
