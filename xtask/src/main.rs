@@ -463,11 +463,6 @@ fn cross_lint() -> Result<()> {
             "hostproxy",
             "--target",
             target,
-            // Without egress's rustls/ring: its C needs the target's own toolchain, which a
-            // native build there has and this machine has not.
-            "--no-default-features",
-            "--features",
-            "cli",
             "--all-targets",
             "--",
             "-D",
