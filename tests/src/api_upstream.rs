@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use crate::git_server::tls_cert;
 use crate::{free_port, require};
@@ -112,14 +111,7 @@ impl ApiUpstream {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the fake upstream did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_port(port, "the fake upstream");
         Self {
             port,
             dir,

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::{free_port, require};
 
@@ -167,11 +166,7 @@ $HTTP["url"] =~ "^/git/" {{
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "lighttpd did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::wait_port(port, "lighttpd");
         Self { port, dir, child }
     }
 

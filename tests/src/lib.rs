@@ -121,6 +121,19 @@ pub fn require_docker() {
     );
 }
 
+/// Waits (10 s at most) until something listens on loopback `port`: a test server of ours
+/// (`what` names it in the failure).
+pub fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Whether a daemon on `port` answers `GET /health` with 200 (within a second).
 fn health_answers(port: u16) -> bool {
     use std::io::{Read, Write};

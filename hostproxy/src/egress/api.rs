@@ -9,7 +9,6 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Extension, Request, State};
@@ -112,7 +111,6 @@ pub async fn egress(
     Extension(id): Extension<Identity>,
     req: Request,
 ) -> Response {
-    let started = Instant::now();
     let Some((name, path)) = split(req.uri().path()).map(|(n, p)| (n.to_string(), p.to_string()))
     else {
         return ApiError::not_found("not found").into_response();
@@ -129,31 +127,21 @@ pub async fn egress(
             Some(reason),
         );
     };
-    let up = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts, super::Metered::counting(body, up.clone()));
+    let (req, meter) = super::Meter::start(req);
     match call(&state, &id, &name, &path, req).await {
         Ok(r) => {
-            // Audited when the reply is over (or abandoned): status, time, bytes each way.
-            let (head, body) = r.into_parts();
-            let (a, who, status) = (state.audit.clone(), id.name.clone(), head.status);
-            let done = move |down: u64| {
+            let ok = !r.status().is_server_error();
+            meter.audited(r, state.audit.clone(), move |a, reason| {
                 a.record(
-                    &who,
+                    &id.name,
                     routes::EGRESS,
                     method.as_str(),
                     Some(name),
                     Some(path),
-                    !status.is_server_error(),
-                    Some(format!(
-                        "upstream {} in {} ms; {} bytes up, {down} down",
-                        status.as_u16(),
-                        started.elapsed().as_millis(),
-                        up.load(std::sync::atomic::Ordering::Relaxed)
-                    )),
+                    ok,
+                    Some(reason),
                 );
-            };
-            Response::from_parts(head, super::Metered::then(body, done))
+            })
         }
         Err(e) => {
             audit(false, e.message.clone());

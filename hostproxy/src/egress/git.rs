@@ -9,7 +9,7 @@
 //! Like git: a GET goes first without a credential, a 401 brings `fill` and the request
 //! again with it, `approve` after it worked and `reject` when the server refused it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Extension, Request, State};
@@ -153,7 +153,6 @@ pub async fn git_egress(
     Extension(id): Extension<Identity>,
     req: Request,
 ) -> Response {
-    let started = Instant::now();
     let t = match parse(req.method(), req.uri().path(), req.uri().query()) {
         Ok(t) => t,
         Err(e) => return e.into_response(),
@@ -174,31 +173,21 @@ pub async fn git_egress(
             Some(reason),
         );
     };
-    let up = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (parts, body) = req.into_parts();
-    let req = Request::from_parts(parts, super::Metered::counting(body, up.clone()));
+    let (req, meter) = super::Meter::start(req);
     match proxy(&state, &id, &t, req).await {
         Ok(resp) => {
-            // Audited when the reply is over (or abandoned): status, time, bytes each way.
-            let (head, body) = resp.into_parts();
-            let (a, who, status) = (state.audit.clone(), id.name.clone(), head.status);
-            let done = move |down: u64| {
+            let ok = resp.status().is_success();
+            meter.audited(resp, state.audit.clone(), move |a, reason| {
                 a.record(
-                    &who,
+                    &id.name,
                     routes::GIT_EGRESS,
                     action,
                     Some(shown),
                     None,
-                    status.is_success(),
-                    Some(format!(
-                        "upstream {} in {} ms; {} bytes up, {down} down",
-                        status.as_u16(),
-                        started.elapsed().as_millis(),
-                        up.load(std::sync::atomic::Ordering::Relaxed)
-                    )),
+                    ok,
+                    Some(reason),
                 );
-            };
-            Response::from_parts(head, super::Metered::then(body, done))
+            })
         }
         Err(e) => {
             audit(false, e.message.clone());

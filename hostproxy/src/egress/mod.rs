@@ -140,6 +140,45 @@ impl Drop for Metered {
     }
 }
 
+/// One egress call's bytes up, counted from the start, and when it started: the reply is
+/// audited when it is over (or abandoned) with its status, time and bytes each way.
+pub(crate) struct Meter {
+    up: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    started: std::time::Instant,
+}
+
+impl Meter {
+    /// Starts counting `req`'s body.
+    pub(crate) fn start(req: axum::extract::Request) -> (axum::extract::Request, Self) {
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (parts, body) = req.into_parts();
+        let req = axum::extract::Request::from_parts(parts, Metered::counting(body, up.clone()));
+        let started = std::time::Instant::now();
+        (req, Self { up, started })
+    }
+
+    /// `resp`, whose end calls `record(audit, reason)` with the status, time and bytes.
+    pub(crate) fn audited(
+        self,
+        resp: axum::response::Response,
+        audit: crate::audit::Audit,
+        record: impl FnOnce(&crate::audit::Audit, String) + Send + 'static,
+    ) -> axum::response::Response {
+        let (head, body) = resp.into_parts();
+        let status = head.status;
+        let done = move |down: u64| {
+            let reason = format!(
+                "upstream {} in {} ms; {} bytes up, {down} down",
+                status.as_u16(),
+                self.started.elapsed().as_millis(),
+                self.up.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            record(&audit, reason);
+        };
+        axum::response::Response::from_parts(head, Metered::then(body, done))
+    }
+}
+
 /// How long a credential the host's git gave for one identity and repository is kept for
 /// that identity's next requests (one git command makes several), since its last use.
 const HELD_FOR: Duration = Duration::from_secs(300);
