@@ -3,7 +3,9 @@
 //! Opens the URL in the host's browser through the daemon. When the URL is an OAuth
 //! authorization request whose redirect goes to a loopback port inside this container, it
 //! first registers that port with the daemon (so the host browser's redirect is captured)
-//! and starts `callback-forwarder` detached to replay the captured request locally.
+//! and starts `callback-forwarder` detached to replay the captured request locally. A URL
+//! that is the CLI's own page on this container's loopback is first followed to where it
+//! leads (`loopback.rs`).
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -17,6 +19,8 @@ use clawker_protocol::api::{
 };
 use clawker_protocol::env;
 use clawker_protocol::urls::{OAuthRedirect, detect_oauth};
+
+mod loopback;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,8 +105,18 @@ fn refusal(redirect: &OAuthRedirect, e: &clawker_client::ClientError) -> String 
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    let url =
+    let given =
         url::Url::parse(&args.url).with_context(|| format!("{:?} is not a valid url", args.url))?;
+    // A CLI's own first page on this container's loopback: the provider's URL it leads to.
+    let url = loopback::destination(&given, loopback::ask);
+    let args = if url == given {
+        args
+    } else {
+        eprintln!("host-open: {given} is this container's own page; opening where it leads");
+        Args {
+            url: url.to_string(),
+        }
+    };
     // At most two requests: a blocking connection starts faster than an async runtime.
     let mut client = Conn::from_env()?;
     let mut session = None;

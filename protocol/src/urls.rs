@@ -134,6 +134,18 @@ pub struct OAuthRedirect {
     pub state: Option<String>,
 }
 
+/// `http://localhost…`, `http://127.0.0.1…` or `http://[::1]…`: a URL that means the
+/// machine it is opened on (inside a container, the container itself).
+pub fn is_loopback_http(url: &url::Url) -> bool {
+    url.scheme() == "http"
+        && match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(a)) => a == std::net::Ipv4Addr::LOCALHOST,
+            Some(url::Host::Ipv6(a)) => a == std::net::Ipv6Addr::LOCALHOST,
+            None => false,
+        }
+}
+
 /// Finds `redirect_uri` (else `callback`) pointing at `http://localhost:P/…`,
 /// `http://127.0.0.1:P/…` or `http://[::1]:P/…`, with the URL's `state`.
 pub fn detect_oauth(url: &url::Url) -> Option<OAuthRedirect> {
@@ -144,15 +156,7 @@ pub fn detect_oauth(url: &url::Url) -> Option<OAuthRedirect> {
     };
     let target = param("redirect_uri").or_else(|| param("callback"))?;
     let target = url::Url::parse(&target).ok()?;
-    if target.scheme() != "http" {
-        return None;
-    }
-    let loopback = match target.host()? {
-        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        url::Host::Ipv4(a) => a == std::net::Ipv4Addr::LOCALHOST,
-        url::Host::Ipv6(a) => a == std::net::Ipv6Addr::LOCALHOST,
-    };
-    if !loopback {
+    if !is_loopback_http(&target) {
         return None;
     }
     Some(OAuthRedirect {

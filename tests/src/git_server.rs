@@ -153,7 +153,7 @@ $HTTP["url"] =~ "^/git/" {{
         crate::write_script(
             &d.join("backend"),
             &format!(
-                "echo \"$REMOTE_USER $REQUEST_METHOD $PATH_INFO $QUERY_STRING\" >> {}/requests.log\nexec {}",
+                "echo \"$REMOTE_USER $REQUEST_METHOD $PATH_INFO $QUERY_STRING $SERVER_PROTOCOL\" >> {}/requests.log\nexec {}",
                 d.display(),
                 backend.display()
             ),

@@ -19,6 +19,7 @@ mod bench;
 mod bench_egress;
 mod bench_tunnel;
 mod chart;
+mod deps;
 mod exec_stream;
 mod release;
 mod scratch;
@@ -608,6 +609,7 @@ fn cargo_test(dist_dir: &Path) -> Result<(u64, u64)> {
 fn test() -> Result<()> {
     ensure_peers()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    deps::check(&root())?;
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -657,6 +659,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(&args[1..]),
         Some("bench") => bench::bench_with(args.get(1).is_some_and(|a| a == "--smoke")),
         Some("openapi") => openapi(args.get(1).is_some_and(|a| a == "--check")),
+        Some("deps") => deps::check(&root()),
         Some("schemathesis") => schemathesis(),
         Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
             None => fuzz(60),
@@ -665,7 +668,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask serve [ARGS…] | test | dist [--all] | bench [--smoke] | fuzz [SECONDS] | openapi [--check] | schemathesis"
+                "usage: cargo xtask serve [ARGS…] | test | dist [--all] | bench [--smoke] | fuzz [SECONDS] | openapi [--check] | deps | schemathesis"
             );
             return ExitCode::from(2);
         }

@@ -35,78 +35,98 @@ impl CredentialHelper for GitCommand {
         action: GitCredentialAction,
         input: CredentialFields,
     ) -> BoxFuture<'_, Result<Option<CredentialFields>, GitError>> {
-        Box::pin(async move {
-            let stdin_text = input.encode().map_err(|_| GitError::BadReply)?;
-            let mut cmd = host_command(&self.policy.program);
-            cmd.args(["-c", "core.askPass="]);
-            if input.path.is_some() {
-                // The container's git sends `path` only when its credential.useHttpPath asks
-                // for it: the host's git must then match on it too (SPEC.md 4.3), or a
-                // credential stored for one repository would be handed out for another.
-                cmd.args(["-c", "credential.useHttpPath=true"]);
-            }
-            cmd.args(["credential", action.git_subcommand()])
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .env_remove("GIT_ASKPASS")
-                .env_remove("SSH_ASKPASS")
-                .env("GCM_INTERACTIVE", "never")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .kill_on_drop(true);
-            // Off the daemon's terminal, so neither git nor a helper can prompt there, and
-            // leading its own group, so a timeout kills the helpers git started too.
-            detach_child(&mut cmd, self.detach);
-            let mut child = cmd.spawn().map_err(GitError::Spawn)?;
-            let pid = child.id();
-            let mut stdin = child.stdin.take().ok_or(GitError::BadReply)?;
-            let mut stdout = child.stdout.take().ok_or(GitError::BadReply)?;
-            let work = async {
-                stdin
-                    .write_all(stdin_text.as_bytes())
-                    .await
-                    .map_err(GitError::Spawn)?;
-                drop(stdin);
-                let mut out = Vec::new();
-                // A helper has no business sending more than this.
-                (&mut stdout)
-                    .take(64 * 1024)
-                    .read_to_end(&mut out)
-                    .await
-                    .map_err(GitError::Spawn)?;
-                let status = child.wait().await.map_err(GitError::Spawn)?;
-                Ok::<_, GitError>((status, out))
-            };
-            let (status, out) = match tokio::time::timeout(self.policy.timeout, work).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    if let Some(pid) = pid {
-                        kill_group(pid);
-                    }
-                    return Err(GitError::Timeout(self.policy.timeout));
+        Box::pin(self.credential(action, input, true))
+    }
+
+    fn run_as_host(
+        &self,
+        action: GitCredentialAction,
+        input: CredentialFields,
+    ) -> BoxFuture<'_, Result<Option<CredentialFields>, GitError>> {
+        Box::pin(self.credential(action, input, false))
+    }
+}
+
+impl GitCommand {
+    /// `git credential ACTION`. With `given_path`, a `path` in `input` is the container's git
+    /// asking per repository, so the host's git matches on it whatever its own config says;
+    /// without, the host's `credential.useHttpPath` decides.
+    async fn credential(
+        &self,
+        action: GitCredentialAction,
+        input: CredentialFields,
+        given_path: bool,
+    ) -> Result<Option<CredentialFields>, GitError> {
+        let stdin_text = input.encode().map_err(|_| GitError::BadReply)?;
+        let mut cmd = host_command(&self.policy.program);
+        cmd.args(["-c", "core.askPass="]);
+        if given_path && input.path.is_some() {
+            // The container's git sends `path` only when its credential.useHttpPath asks
+            // for it: the host's git must then match on it too (SPEC.md 4.3), or a
+            // credential stored for one repository would be handed out for another.
+            cmd.args(["-c", "credential.useHttpPath=true"]);
+        }
+        cmd.args(["credential", action.git_subcommand()])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env_remove("GIT_ASKPASS")
+            .env_remove("SSH_ASKPASS")
+            .env("GCM_INTERACTIVE", "never")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        // Off the daemon's terminal, so neither git nor a helper can prompt there, and
+        // leading its own group, so a timeout kills the helpers git started too.
+        detach_child(&mut cmd, self.detach);
+        let mut child = cmd.spawn().map_err(GitError::Spawn)?;
+        let pid = child.id();
+        let mut stdin = child.stdin.take().ok_or(GitError::BadReply)?;
+        let mut stdout = child.stdout.take().ok_or(GitError::BadReply)?;
+        let work = async {
+            stdin
+                .write_all(stdin_text.as_bytes())
+                .await
+                .map_err(GitError::Spawn)?;
+            drop(stdin);
+            let mut out = Vec::new();
+            // A helper has no business sending more than this.
+            (&mut stdout)
+                .take(64 * 1024)
+                .read_to_end(&mut out)
+                .await
+                .map_err(GitError::Spawn)?;
+            let status = child.wait().await.map_err(GitError::Spawn)?;
+            Ok::<_, GitError>((status, out))
+        };
+        let (status, out) = match tokio::time::timeout(self.policy.timeout, work).await {
+            Ok(r) => r?,
+            Err(_) => {
+                if let Some(pid) = pid {
+                    kill_group(pid);
                 }
+                return Err(GitError::Timeout(self.policy.timeout));
+            }
+        };
+        if action != GitCredentialAction::Get {
+            return if status.success() {
+                Ok(None)
+            } else {
+                Err(GitError::Failed(status.to_string()))
             };
-            if action != GitCredentialAction::Get {
-                return if status.success() {
-                    Ok(None)
-                } else {
-                    Err(GitError::Failed(status.to_string()))
-                };
-            }
-            if !status.success() {
-                // `fill` with prompts disabled exits non-zero when no helper knows the host.
-                return Ok(None);
-            }
-            let text = String::from_utf8(out).map_err(|_| GitError::BadReply)?;
-            let fields = decode(&text)
-                .and_then(CredentialFields::from_pairs)
-                .map_err(|_| GitError::BadReply)?;
-            // A password, or (capability authtype) a pre-encoded credential such as a
-            // bearer token; without either git found nothing usable (an expired password is
-            // dropped by git itself).
-            let usable = fields.password.is_some() || fields.credential.is_some();
-            Ok(usable.then_some(fields))
-        })
+        }
+        if !status.success() {
+            // `fill` with prompts disabled exits non-zero when no helper knows the host.
+            return Ok(None);
+        }
+        let text = String::from_utf8(out).map_err(|_| GitError::BadReply)?;
+        let fields = decode(&text)
+            .and_then(CredentialFields::from_pairs)
+            .map_err(|_| GitError::BadReply)?;
+        // A password, or (capability authtype) a pre-encoded credential such as a
+        // bearer token; without either git found nothing usable (an expired password is
+        // dropped by git itself).
+        let usable = fields.password.is_some() || fields.credential.is_some();
+        Ok(usable.then_some(fields))
     }
 }
 

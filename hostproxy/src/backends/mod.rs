@@ -91,6 +91,17 @@ pub trait CredentialHelper: Send + Sync + 'static {
         action: GitCredentialAction,
         input: CredentialFields,
     ) -> BoxFuture<'_, Result<Option<CredentialFields>, GitError>>;
+
+    /// Like [`run`](Self::run), for a request the daemon makes itself (git egress): `path`
+    /// is the repository's, and the host's own `credential.useHttpPath` decides whether it
+    /// counts, as it would for git on the host.
+    fn run_as_host(
+        &self,
+        action: GitCredentialAction,
+        input: CredentialFields,
+    ) -> BoxFuture<'_, Result<Option<CredentialFields>, GitError>> {
+        self.run(action, input)
+    }
 }
 
 #[derive(Debug, Error)]

@@ -16,6 +16,7 @@ use hostproxy::config::parse_duration;
 mod approvals;
 mod attach;
 mod bridge;
+mod run;
 mod run_flags;
 mod serve;
 mod token;
@@ -72,6 +73,9 @@ pub enum Command {
     Deny(approvals::DenyArgs),
     /// Print the `docker run` flags that wire a stock image to the tunnel.
     RunFlags(run_flags::RunFlagsArgs),
+    /// `docker run` wired to the tunnel, the tools in the container before its first command
+    /// on any engine (created, the tools copied in when they cannot be mounted, started).
+    Run(run::RunArgs),
     /// Bridge the host's ssh-agent and gpg-agent into a container over docker exec.
     Bridge(bridge::BridgeArgs),
     /// Check this host's setup and say how to fix what is missing.
@@ -310,6 +314,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approve(args) => approvals::approve(&args.id, true, args.always),
         Command::Deny(args) => approvals::approve(&args.id, false, false),
         Command::RunFlags(args) => run_flags::run_flags(args, &serve::settings(config)?),
+        Command::Run(args) => run::run(args, &serve::settings(config)?),
         Command::Bridge(args) => {
             let policy = serve::settings(config)?.agent_policy;
             serve::runtime()?.block_on(hostproxy::bridge::run(args.into(), policy))

@@ -30,6 +30,20 @@ pub enum Format {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunFlagsArgs {
+    #[command(flatten)]
+    pub wire: WireArgs,
+    /// How to print them.
+    #[arg(long, value_enum, default_value_t = Format::Line)]
+    pub format: Format,
+    /// Short for --format lines.
+    #[arg(long, conflicts_with = "format")]
+    pub lines: bool,
+}
+
+/// What a container is wired for: shared by `run-flags` (which prints it) and `run` (which
+/// creates the container with it).
+#[derive(Debug, Clone, Args)]
+pub struct WireArgs {
     /// Also wire gpg (GNUPGHOME). The container gets gpg only when the host grants the
     /// scope (`attach.scopes` or `attach --allow`): a label cannot widen what it gets.
     #[arg(long)]
@@ -43,10 +57,10 @@ pub struct RunFlagsArgs {
     #[arg(long)]
     pub notify: bool,
     /// Do not mount the tools: the daemon copies them in when it attaches (remote engines
-    /// always; the first command of the container may then run before they are there).
+    /// always; the first command of the container may then run before they are there,
+    /// unless `hostproxy run` copies them first).
     #[arg(long)]
     pub no_mount: bool,
-    /// The port the tools use inside the container.
     /// git over HTTPS to HOST through the daemon, which adds the host's credential (SPEC.md
     /// 13): `url.…insteadOf` for https://HOST/, and no credential helper for the daemon's
     /// URL (repeatable; HOST as git's credential host, with :PORT when not 443). The
@@ -59,14 +73,9 @@ pub struct RunFlagsArgs {
     /// container needs the scope egress:NAME.
     #[arg(long = "egress", value_name = "NAME")]
     pub egress: Vec<String>,
+    /// The port the tools use inside the container.
     #[arg(long, default_value_t = clawker_protocol::DEFAULT_PORT)]
     pub port: u16,
-    /// How to print them.
-    #[arg(long, value_enum, default_value_t = Format::Line)]
-    pub format: Format,
-    /// Short for --format lines.
-    #[arg(long, conflicts_with = "format")]
-    pub lines: bool,
 }
 
 /// `PATH` in the container: the tools first, then the usual places (Docker cannot add to
@@ -170,7 +179,7 @@ fn quote(arg: &str) -> Result<String> {
 /// The wiring for `args` under `attach` (the config's label and scopes); `tools`: the
 /// daemon's tools folder to mount, if any.
 pub fn wiring(
-    args: &RunFlagsArgs,
+    args: &WireArgs,
     attach: &AttachSettings,
     egress: &[hostproxy::config::EgressDecl],
     tools: Option<PathBuf>,
@@ -271,7 +280,7 @@ pub fn wiring(
 
 /// The daemon's tools for this host's architecture, when the engine is local (a mount of a
 /// host folder means nothing to a remote engine); else why not, for stderr.
-fn tools_to_mount(attach: &AttachSettings) -> Result<PathBuf, String> {
+pub fn tools_to_mount(attach: &AttachSettings) -> Result<PathBuf, String> {
     let engine = hostproxy::platform::docker_host::find(
         &hostproxy::platform::docker_host::Env::from_process(),
     );
@@ -290,6 +299,19 @@ fn tools_to_mount(attach: &AttachSettings) -> Result<PathBuf, String> {
 }
 
 pub fn run_flags(args: RunFlagsArgs, settings: &hostproxy::config::Settings) -> Result<ExitCode> {
+    let w = wire(&args.wire, settings)?;
+    let format = if args.lines {
+        Format::Lines
+    } else {
+        args.format
+    };
+    println!("{}", w.render(format)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The wiring for `args` under the daemon's settings, with what the user should know (a
+/// scope the host does not grant, no mount and why) said on stderr.
+pub fn wire(args: &WireArgs, settings: &hostproxy::config::Settings) -> Result<Wiring> {
     let attach = &settings.attach;
     let granted = |scope: &str| attach.scopes.iter().any(|s| s.trim() == scope);
     if args.gpg && !granted("gpg") {
@@ -313,14 +335,7 @@ pub fn run_flags(args: RunFlagsArgs, settings: &hostproxy::config::Settings) -> 
             }
         }
     };
-    let w = wiring(&args, attach, &settings.egress, tools)?;
-    let format = if args.lines {
-        Format::Lines
-    } else {
-        args.format
-    };
-    println!("{}", w.render(format)?);
-    Ok(ExitCode::SUCCESS)
+    wiring(args, attach, &settings.egress, tools)
 }
 
 #[cfg(test)]
@@ -334,8 +349,12 @@ mod tests {
         args: RunFlagsArgs,
     }
 
-    fn args(argv: &[&str]) -> RunFlagsArgs {
+    fn parse(argv: &[&str]) -> RunFlagsArgs {
         Cli::parse_from(std::iter::once("run-flags").chain(argv.iter().copied())).args
+    }
+
+    fn args(argv: &[&str]) -> WireArgs {
+        parse(argv).wire
     }
 
     fn attach() -> AttachSettings {
@@ -395,7 +414,7 @@ mod tests {
     fn a_bad_scope_is_refused_and_lines_is_short_for_the_format() {
         let e = wiring(&args(&["--scope", "opn"]), &attach(), &[], None).unwrap_err();
         assert!(format!("{e:#}").contains("--scope opn"), "{e:#}");
-        assert!(args(&["--lines"]).lines);
+        assert!(parse(&["--lines"]).lines);
         assert!(Cli::try_parse_from(["run-flags", "--lines", "--format", "json"]).is_err());
     }
 }

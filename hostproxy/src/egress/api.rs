@@ -7,9 +7,6 @@
 //! concurrency per identity → the user's answer when asked for → the secret → upstream.
 //! Nothing is sent before the last.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use axum::body::Body;
 use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,11 +14,8 @@ use axum::response::{IntoResponse, Response};
 use clawker_protocol::api::routes;
 
 use crate::api::{ApiError, AppState};
-use crate::auth::{Identity, KeySlot};
+use crate::auth::Identity;
 use crate::config::{EgressDecl, SecretHeader};
-
-/// Egress requests (and their streaming replies) one identity may have open at once.
-pub const EGRESS_RUNNING: usize = 16;
 
 /// `/egress/NAME/PATH…` → (`NAME`, `/PATH…`).
 fn split(path: &str) -> Option<(&str, &str)> {
@@ -80,29 +74,6 @@ fn reply_headers(h: &mut HeaderMap, secret: &str) {
         .collect();
     for k in echoed {
         h.remove(k);
-    }
-}
-
-/// A reply body that holds the identity's egress slot until it is done.
-struct Held {
-    inner: Body,
-    _slot: Option<KeySlot>,
-}
-
-impl http_body::Body for Held {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -188,7 +159,7 @@ async fn call(
     }
     let slot = state
         .identity_slots
-        .try_acquire(&id.owner_key(), routes::EGRESS, EGRESS_RUNNING)
+        .try_acquire(&id.owner_key(), routes::EGRESS, super::EGRESS_RUNNING)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -245,10 +216,7 @@ async fn call(
     head.version = http::Version::HTTP_11;
     Ok(Response::from_parts(
         head,
-        Body::new(Held {
-            inner: body,
-            _slot: Some(slot),
-        }),
+        Body::new(super::Held::new(body, slot)),
     ))
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Order: parse (only `info/refs?service=…`, `git-upload-pack`, `git-receive-pack`) → scope
 //! (`git:HOST[/PREFIX]` fetches, `git-push:HOST[/PREFIX]` pushes) → the daemon's git host
-//! policy → the user's answer when asked for → upstream. Nothing is sent before the last.
+//! policy → rate and concurrency per identity → the user's answer when asked for → upstream. Nothing is sent before the last.
 //! Like git: a GET goes first without a credential, a 401 brings `fill` and the request
 //! again with it, `approve` after it worked and `reject` when the server refused it.
 
@@ -226,6 +226,25 @@ async fn proxy(
     {
         return Err(ApiError::forbidden("host is not allowed"));
     }
+    if let Err(wait) = state.token_limits.try_acquire(
+        &format!("{}|{}", id.owner_key(), t.host),
+        routes::GIT_EGRESS,
+        super::GIT_EGRESS_PER_MINUTE,
+    ) {
+        return Err(ApiError::too_many(
+            "too many git requests: try again later",
+            wait,
+        ));
+    }
+    let slot = state
+        .identity_slots
+        .try_acquire(&id.owner_key(), routes::GIT_EGRESS, super::EGRESS_RUNNING)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many git requests open at once from this container",
+            )
+        })?;
     state
         .approve(
             id,
@@ -314,7 +333,10 @@ async fn proxy(
     // An upstream HTTP/2 reply has no Connection semantics; hyper frames the body for the
     // container's HTTP/1.1 as it arrives.
     head.version = http::Version::HTTP_11;
-    Ok(Response::from_parts(head, body))
+    Ok(Response::from_parts(
+        head,
+        Body::new(super::Held::new(Body::new(body), slot)),
+    ))
 }
 
 fn upstream_failed(e: String) -> ApiError {
@@ -338,9 +360,9 @@ async fn fill(
     let ask = CredentialFields {
         protocol: Some("https".into()),
         host: Some(t.host.clone()),
-        // Host-wide, as git asks unless credential.useHttpPath is set (a per-repository
-        // credential on the host is not looked up yet: README "Decisions").
-        path: None,
+        // The repository, as the container's git would send it; the host's own git drops it
+        // unless the host's credential.useHttpPath (for this host or all) asks for it.
+        path: Some(t.repo.clone()),
         wwwauth: challenge
             .get_all(header::WWW_AUTHENTICATE)
             .iter()
@@ -356,11 +378,16 @@ async fn fill(
             "too many credential requests at once: retry shortly",
         ));
     };
-    match state.backends.git.run(GitCredentialAction::Get, ask).await {
+    match state
+        .backends
+        .git
+        .run_as_host(GitCredentialAction::Get, ask)
+        .await
+    {
         Ok(Some(mut c)) if c.password.is_some() => {
             c.protocol = Some("https".into());
             c.host = Some(t.host.clone());
-            c.path = None;
+            c.path = Some(t.repo.clone());
             c.wwwauth.clear();
             Ok(Some(c))
         }
@@ -393,7 +420,7 @@ fn settle(state: &AppState, key: &HeldKey, cred: &CredentialFields, status: Stat
     };
     let (state, cred) = (state.clone(), cred.clone());
     tokio::spawn(async move {
-        if let Err(e) = state.backends.git.run(action, cred).await {
+        if let Err(e) = state.backends.git.run_as_host(action, cred).await {
             tracing::warn!(error = %e, "git credential approve/reject failed");
         }
     });

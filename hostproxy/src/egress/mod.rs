@@ -11,10 +11,24 @@ pub mod secret;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
+
 use clawker_protocol::credential::CredentialFields;
+
+use crate::auth::KeySlot;
+
+/// Egress requests (and their streaming replies) one identity may have open at once, per
+/// route (declared APIs, git).
+pub const EGRESS_RUNNING: usize = 16;
+
+/// git egress requests per minute, per identity and git host: a clone is two or three
+/// requests, a push three or four; an agent looping on `git fetch` is slowed, not a user.
+pub const GIT_EGRESS_PER_MINUTE: u32 = 240;
 
 /// Request headers never carried upstream: hop-by-hop ones, and whatever could carry a
 /// credential or identity of the container's choosing (the daemon adds the real one).
@@ -252,5 +266,34 @@ impl Egress {
     /// Forgets what an identity held (it ended).
     pub fn forget(&self, owner_key: &str) {
         self.held().retain(|(o, _, _), _| o != owner_key);
+    }
+}
+
+/// A reply body that holds the identity's egress slot until it is done.
+pub(crate) struct Held {
+    inner: Body,
+    _slot: KeySlot,
+}
+
+impl Held {
+    pub(crate) fn new(inner: Body, slot: KeySlot) -> Self {
+        Self { inner, _slot: slot }
+    }
+}
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

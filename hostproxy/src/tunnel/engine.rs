@@ -101,6 +101,66 @@ pub fn shares_network(mode: &str) -> bool {
             .any(|p| mode.starts_with(p))
 }
 
+/// Copies our tools for `arch` into `/tmp/.hostproxy/bin` of container `id` (running or
+/// only created: the engine writes into its filesystem either way; `/` with a fresh `/tmp`
+/// where it has none). Returns the hash of the `clawker-socket-server` it sent.
+async fn upload_tools(docker: &Docker, id: &str, tools: &Tools, arch: &str) -> Result<[u8; 32]> {
+    let has_tmp = docker
+        .get_container_archive_info(
+            id,
+            Some(
+                ContainerArchiveInfoOptionsBuilder::new()
+                    .path("/tmp")
+                    .build(),
+            ),
+        )
+        .await
+        .is_ok();
+    let (archive, hash) = tools.archive_cached(arch, !has_tmp)?;
+    docker
+        .upload_to_container(
+            id,
+            Some(
+                bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+                    .path(if has_tmp { "/tmp" } else { "/" })
+                    .build(),
+            ),
+            bollard::body_full(archive),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot copy the container tools into {}",
+                tunnel::CONTAINER_BIN_DIR
+            )
+        })?;
+    Ok(hash)
+}
+
+/// `hostproxy run` (SPEC.md 12): the tools copied into a created container before it starts,
+/// for engines that cannot mount the daemon's folder, so its first command finds them. The
+/// daemon still copies (and checks) its own when it attaches: this copy is never run by it.
+pub async fn copy_before_start(docker: &Docker, container: &str, tools: &Tools) -> Result<()> {
+    let info = docker
+        .inspect_container(container, None)
+        .await
+        .with_context(|| format!("no container {container:?}"))?;
+    let image_arch = match &info.image {
+        Some(img) => docker
+            .inspect_image(img)
+            .await
+            .ok()
+            .and_then(|i| i.architecture),
+        None => None,
+    };
+    let arch = image_arch
+        .as_deref()
+        .and_then(arch_of)
+        .unwrap_or(std::env::consts::ARCH);
+    upload_tools(docker, container, tools, arch).await?;
+    Ok(())
+}
+
 /// The architecture names of `dist`, from Docker's.
 fn arch_of(docker_arch: &str) -> Option<&'static str> {
     match docker_arch {
@@ -266,26 +326,9 @@ impl DockerTarget {
     /// checks what landed: `clawker-socket-server` root's, written by nobody else, with our
     /// hash.
     async fn upload(&self) -> Result<String> {
-        let has_tmp = self.exists("/tmp").await;
-        let (archive, hash) = self.tools.archive_cached(&self.arch, !has_tmp)?;
-        self.docker
-            .upload_to_container(
-                &self.id,
-                Some(
-                    bollard::query_parameters::UploadToContainerOptionsBuilder::new()
-                        .path(if has_tmp { "/tmp" } else { "/" })
-                        .build(),
-                ),
-                bollard::body_full(archive),
-            )
+        let hash = upload_tools(&self.docker, &self.id, &self.tools, &self.arch)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot copy the container tools into {} ({})",
-                    tunnel::CONTAINER_BIN_DIR,
-                    self.name
-                )
-            })?;
+            .with_context(|| format!("container {}", self.name))?;
         let program = format!("{}/{}", tunnel::CONTAINER_BIN_DIR, tunnel::SOCKET_SERVER);
         self.check_landed(&program, &hash).await?;
         tracing::info!(container = %self.name, arch = %self.arch, "copied the container tools into {}", tunnel::CONTAINER_BIN_DIR);

@@ -9,6 +9,7 @@
 mod approval;
 mod common;
 mod docker;
+mod git_egress;
 mod tokens;
 
 use std::time::{Duration, Instant};

@@ -83,6 +83,60 @@ pub(crate) fn chromium_launcher(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
+fn a_cli_whose_first_url_is_its_own_loopback_page_logs_in_through_host_chromium() {
+    // rclone's way: the CLI serves its own page on a fixed loopback port, opens *that*
+    // (`http://127.0.0.1:53682/auth?state=…`), and the page redirects to the provider with
+    // the same port as redirect_uri. host-open follows it inside the container, opens the
+    // provider's URL on the host, and the login's redirect comes back to the CLI.
+    let image = test_image();
+    let auth_port = authorization_server("cli-code");
+    let dir = tempfile::tempdir().unwrap();
+    // What the host opened, then Chromium on it.
+    let opened = dir.path().join("opened.log");
+    let launcher = dir.path().join("recording-launcher");
+    write_script(
+        &launcher,
+        &format!(
+            "echo \"$1\" >> {}\nexec {} \"$1\"",
+            opened.display(),
+            chromium_launcher(dir.path()).display()
+        ),
+    );
+    let d = DaemonProc::start(DaemonOpts {
+        args: vec!["--listen-docker-bridge".into()],
+        browser: Some(launcher),
+        ..DaemonOpts::default()
+    });
+    let port = free_port();
+    let provider = format!(
+        "http://127.0.0.1:{auth_port}/authorize?client_id=cli&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A{port}%2Fcgi-bin%2Fcallback&state=st-cli"
+    );
+    let own_page = format!("http://127.0.0.1:{port}/cgi-bin/auth?state=st-cli");
+    let script = format!(
+        "mkdir -p /www/cgi-bin\ncat > /www/cgi-bin/auth <<'EOS'\n#!/bin/sh\necho \"$QUERY_STRING\" > /tmp/auth-page\nprintf 'HTTP/1.1 302 Found\\r\\nLocation: %s\\r\\nContent-Length: 0\\r\\n\\r\\n' '{provider}'\nEOS\nchmod +x /www/cgi-bin/auth\n{}",
+        login_script(port, &own_page)
+    );
+    let out = d
+        .docker_run()
+        .arg(image)
+        .args(["sh", "-c", &format!("{script}; echo; cat /tmp/auth-page")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && stdout.split_whitespace().collect::<Vec<_>>()
+                == ["GET", "code=cli-code&state=st-cli", "state=st-cli"],
+        "container said: {stdout}\n{stderr}\ndaemon log:\n{}",
+        d.log_text()
+    );
+    assert!(stderr.contains("this container's own page"), "{stderr}");
+    // The host opened the provider's URL, never the container's own page.
+    assert_eq!(std::fs::read_to_string(&opened).unwrap().trim(), provider);
+}
+
+#[test]
 fn two_containers_log_in_on_one_fixed_port_at_once() {
     // A CLI with a fixed callback port (codex uses 1455): two containers, each with its
     // local server on that port, log in at the same time; each gets its own code.

@@ -73,6 +73,11 @@ fn a_container_clones_and_pushes_over_https_while_the_password_stays_on_the_host
         seen.contains(&format!("{GIT_USER} POST /r.git/git-receive-pack")),
         "{seen}"
     );
+    // Over HTTP/2: the server offers it (ALPN) and the daemon's pooled client takes it.
+    assert!(
+        seen.lines().all(|l| l.ends_with(" HTTP/2.0")),
+        "not every request came over HTTP/2:\n{seen}"
+    );
 
     // The password is nowhere in the container: not in git's traces, not in any process's
     // environment, not in a file git wrote; and git ran no credential helper.

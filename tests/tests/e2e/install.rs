@@ -183,6 +183,102 @@ fn the_installed_hostproxy_attaches_stock_images_before_their_first_command() {
     );
 }
 
+/// `hostproxy run` on an engine whose containers cannot mount the daemon's folder (here
+/// `--no-mount`, as a remote engine is): the tools are copied into the created container
+/// before it starts, so its first command finds them, five runs of five.
+#[test]
+fn hostproxy_run_copies_the_tools_in_before_the_first_command() {
+    let d = DaemonProc::start(DaemonOpts::default());
+    // `run` wires the config's attach label: this daemon's own.
+    let config = d.dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!("[attach]\nlabel = \"{}\"\n", d.attach_label),
+    )
+    .unwrap();
+    let fill = "printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill";
+    for run in 0..5 {
+        let n = name(&format!("run-{run}"));
+        let out = d
+            .hostproxy(&[
+                "--config",
+                config.to_str().unwrap(),
+                "run",
+                "--no-mount",
+                "--",
+                "--rm",
+                "--name",
+                &n,
+                "--network",
+                "none",
+                "-v",
+                "/usr:/usr:ro",
+                busybox_image(),
+                "sh",
+                "-c",
+                fill,
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("password=s3cret-pass"),
+            "run {run}: {stdout}{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            d.log_text()
+        );
+    }
+    let log = d.log_text();
+    assert!(
+        !log.contains("the container tools are mounted")
+            && log.contains("copied the container tools"),
+        "{log}"
+    );
+
+    // The container's exit status is run's (no --rm: a container that exits while the
+    // daemon is still copying into it can fail the engine's removal, as with docker run).
+    let n = name("run-status");
+    let _c = Container(n.clone());
+    let out = d
+        .hostproxy(&[
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "--no-mount",
+            "--",
+            "--name",
+            &n,
+            "--network",
+            "none",
+            busybox_image(),
+            "sh",
+            "-c",
+            "ls /tmp/.hostproxy/bin/git-credential-clawker && exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    // -d prints the id of a started container.
+    let n = name("run-detached");
+    let c = Container::start(&mut d.hostproxy(&[
+        "--config",
+        config.to_str().unwrap(),
+        "run",
+        "-d",
+        "--no-mount",
+        "--",
+        "--name",
+        &n,
+        "--network",
+        "none",
+        busybox_image(),
+        "sleep",
+        "30",
+    ]));
+    assert_eq!(c.0.len(), 64, "{}", c.0);
+    d.wait_serving(&n, std::time::Duration::from_secs(15));
+}
+
 /// The init-container image (`docs/init-image.Dockerfile`, built from `target/dist`) fills a
 /// volume with `clawker-socket-server install DIR`; a stock `--network none` container
 /// mounts it read-only and is attached `--via` the socket server in the volume, as a

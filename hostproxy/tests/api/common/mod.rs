@@ -66,6 +66,8 @@ pub struct Options {
     pub agent_socket: Option<PathBuf>,
     pub no_auth: bool,
     pub header_read_timeout: std::time::Duration,
+    /// Egress upstreams (SPEC.md 13): the real HTTPS client unless a test brings its own.
+    pub upstream: Option<Arc<dyn hostproxy::backends::Upstream>>,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             agent_socket: None,
             no_auth: false,
             header_read_timeout: std::time::Duration::from_secs(10),
+            upstream: None,
         }
     }
 }
@@ -113,7 +116,9 @@ pub async fn spawn_with(opts: Options, configure: impl FnOnce(&mut Settings, &Pa
             dir.path().join("docker"),
             Some(dir.path().join("helpers")),
         )),
-        upstream: hostproxy::backends::host_upstream(),
+        upstream: opts
+            .upstream
+            .unwrap_or_else(hostproxy::backends::host_upstream),
     };
     let shutdown = CancellationToken::new();
     let auth = if opts.no_auth {
