@@ -95,13 +95,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         // Not found, or refused by the host (its policy, or the user's answer): let git go
-        // on to its next helper; a refusal says why, on stderr where git shows it.
+        // on to its next helper; a refused `get` says why, on stderr where git shows it. A
+        // refused `store` or `erase` is the host's default policy (git.allow_store), not
+        // something to act on after every clone and push: quiet.
         Err(ClientError::Status { status: 404, .. }) => Ok(ExitCode::SUCCESS),
         Err(ClientError::Status {
             status: 403,
             message,
         }) => {
-            eprintln!("git-credential-clawker: refused on the host: {message}");
+            if action == GitCredentialAction::Get {
+                eprintln!("git-credential-clawker: refused on the host: {message}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(e.into()),

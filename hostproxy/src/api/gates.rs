@@ -300,7 +300,7 @@ pub async fn api_gates(State(state): State<AppState>, req: Request, next: Next) 
         %method,
         route,
         status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
     response

@@ -22,9 +22,9 @@ pub struct AttachArgs {
     /// The name of a --via attachment (its identity is via:NAME).
     #[arg(long)]
     pub name: Option<String>,
-    /// A scope the attached container gets (repeatable): open, callback, notify, git:HOST,
-    /// git:*, git-store:HOST, ssh, ssh:SHA256:…, ssh-login, gpg, docker:REGISTRY, docker:*,
-    /// socket:NAME. Default: attach.scopes (open, callback, git:*, ssh); the container's
+    /// A scope the attached container gets (repeatable): open, callback, notify,
+    /// git:HOST[/PREFIX], git:*, git-push:HOST[/PREFIX], git-store:HOST, ssh, ssh:SHA256:…,
+    /// ssh-login, gpg, docker:REGISTRY, docker:*, socket:NAME, egress:NAME. Default: attach.scopes (open, callback, git:*, ssh); the container's
     /// own dev.clawker.hostproxy.scopes label can only narrow them.
     #[arg(long = "allow", value_name = "SCOPE")]
     pub allow: Vec<String>,
@@ -85,6 +85,10 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&r.attachments)?);
         } else {
+            if r.attachments.is_empty() {
+                // On stderr: a script reading the list still reads nothing.
+                eprintln!("nothing is attached");
+            }
             for a in &r.attachments {
                 println!("{}", show(a));
             }

@@ -51,7 +51,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Start the daemon in the background unless one already answers on the port.
     Start(StartArgs),
-    /// Stop the background daemon.
+    /// Stop the running daemon (`start`'s or a `serve` in a terminal).
     Stop(StopArgs),
     /// Say whether the daemon is running (exit 0) or not (exit 1).
     Status(StatusArgs),
@@ -197,8 +197,9 @@ pub enum TokenAction {
         /// Bind the token to a container: it is revoked when Docker reports it died or was removed.
         #[arg(long)]
         container: Option<String>,
-        /// A scope (repeatable): open, callback, notify, git:HOST, git:*, git-store:HOST, ssh,
-        /// ssh:SHA256:<fingerprint>, ssh-login, gpg, docker:REGISTRY, docker:*, socket:NAME.
+        /// A scope (repeatable): open, callback, notify, git:HOST[/PREFIX], git:*,
+        /// git-push:HOST[/PREFIX], git-store:HOST, ssh, ssh:SHA256:<fingerprint>, ssh-login,
+        /// gpg, docker:REGISTRY, docker:*, socket:NAME, egress:NAME.
         #[arg(long = "allow", value_parser = |s: &str| s.parse::<Scope>())]
         allow: Vec<Scope>,
         /// Lifetime (e.g. 8h, 30m); default: until revoked.
@@ -207,6 +208,7 @@ pub enum TokenAction {
     },
     /// List scoped tokens (names, scopes, bindings; never the tokens).
     List {
+        /// Print a JSON array instead of text.
         #[arg(long)]
         json: bool,
     },

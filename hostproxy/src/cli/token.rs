@@ -25,7 +25,7 @@ pub fn token_command(action: Option<TokenAction>) -> Result<ExitCode> {
         }) => {
             if allow.is_empty() {
                 bail!(
-                    "a scoped token needs at least one --allow SCOPE (open, callback, git:HOST, git-store:HOST, ssh, ssh:SHA256:…)"
+                    "a scoped token needs at least one --allow SCOPE (open, callback, notify, git:HOST, git-push:HOST, git-store:HOST, ssh, ssh:SHA256:…, gpg, docker:REGISTRY, socket:NAME, egress:NAME)"
                 );
             }
             // Store the full container id when Docker knows the container, so events match.
@@ -42,6 +42,9 @@ pub fn token_command(action: Option<TokenAction>) -> Result<ExitCode> {
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
             } else {
+                if tokens.is_empty() {
+                    eprintln!("no scoped tokens (hostproxy token issue --name NAME --allow SCOPE)");
+                }
                 for t in tokens {
                     println!(
                         "{}\t{}\t{}{}{}",

@@ -55,6 +55,12 @@ impl Attachment {
                 Ok(()) => {
                     tracing::info!(identity = %self.identity.name, secs = started.elapsed().as_secs(), "the container end ended")
                 }
+                // The container stopped under it (`docker stop`): its end went with it, an
+                // ending, not a failure to warn of (newcomer review F6e).
+                Err(e) if self.cancel.is_cancelled() || !self.engine.alive().await => {
+                    tracing::info!(identity = %self.identity.name, error = %format!("{e:#}"), "the container end ended with its container");
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(identity = %self.identity.name, error = %format!("{e:#}"), "the tunnel failed");
                     self.tunnels.set_error(

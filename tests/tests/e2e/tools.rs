@@ -54,13 +54,14 @@ fn real_git_fill_gets_the_hosts_password_through_the_helper() {
     assert_ne!(code, 0);
     assert!(!out.contains("password="));
 
-    // store is refused by the host's default policy: quiet exit 0, nothing stored, git not run.
+    // store is refused by the host's default policy: quiet exit 0 (no line after every clone
+    // and push: newcomer review F6d), nothing stored, git not run.
     let before = d.helper_log();
     let (code, out, err) = run_with_input(
         tool("git-credential-clawker", &d.tool_env()).arg("store"),
         "protocol=https\nhost=github.com\nusername=mallory\npassword=evil\n\n",
     );
-    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
     assert_eq!(d.helper_log(), before);
     let creds = std::fs::read_to_string(d.dir.path().join("git-credentials")).unwrap();
     assert!(!creds.contains("mallory"));
