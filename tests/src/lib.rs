@@ -121,17 +121,29 @@ pub fn require_docker() {
     );
 }
 
+/// Asks `probe` every 20 ms until it answers `Some`, for `timeout` at most: that answer, or
+/// `None` when time ran out (the caller says what it waited for). The one way the suites
+/// wait for something to happen, instead of a fixed sleep.
+pub fn eventually<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits (10 s at most) until something listens on loopback `port`: a test server of ours
 /// (`what` names it in the failure).
 pub fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let up = eventually(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    assert!(up.is_some(), "{what} did not listen on port {port}");
 }
 
 /// Whether a daemon on `port` answers `GET /health` with 200 (within a second).

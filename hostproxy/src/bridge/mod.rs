@@ -1,21 +1,19 @@
-//! `hostproxy bridge`: the host end of the socket bridge (SPEC.md section 6).
+//! The host end of the socket bridge (SPEC.md section 6), which the tunnel runs for each
+//! attachment (`hostproxy bridge` is an alias of `attach`: one host end).
 //!
-//! Runs `clawker-socket-server` in the container through the Docker API (exec with attached
-//! stdin/stdout), sends PUBKEY first when bridging GPG, and connects every stream the
-//! container OPENs to the host's agent: ssh-agent streams to `SSH_AUTH_SOCK` through the
+//! Serves the container end's frames (sent PUBKEY first when bridging GPG), and connects
+//! every stream the container OPENs to the host's agent: ssh-agent streams to `SSH_AUTH_SOCK` through the
 //! same message filter as `/ssh/agent`, gpg-agent streams to gpg-agent's restricted extra
 //! socket. One slow stream never stalls the others: each has a bounded queue and is closed
 //! when it overflows.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::platform::local::Stream;
 use anyhow::{Context, Result, bail};
 use bollard::container::LogOutput;
-use bollard::query_parameters::EventsOptionsBuilder;
 use bytes::BytesMut;
 use clawker_bridge::{AgentFilter, InsertError, Out, Streams, pump, send, write_frames};
 use clawker_protocol::agent::{AgentPolicy, Verdict};
@@ -26,30 +24,6 @@ use clawker_protocol::text::escape_bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tokio::io::AsyncWrite;
-
-use crate::state::StateDir;
-
-/// What to bridge into which container (the command line builds it).
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Container id or name.
-    pub container: String,
-    /// Bridge the host's SSH agent (SSH_AUTH_SOCK).
-    pub ssh: bool,
-    /// Bridge the host's gpg-agent (its restricted extra socket) and public keys.
-    pub gpg: bool,
-    /// SSH agent socket path inside the container (`~` is the container user's home).
-    pub ssh_socket: String,
-    /// gpg-agent socket path inside the container; its directory receives the public keyring.
-    pub gpg_socket: String,
-    /// The container-side program.
-    pub server: String,
-    /// Host gpg-agent socket to connect gpg streams to. Default: gpgconf's agent-extra-socket
-    /// (restricted for remote use); name another only if you know why.
-    pub gpg_agent_socket: Option<PathBuf>,
-    /// User to run the container-side program as.
-    pub user: Option<String>,
-}
 
 /// Where each socket type is connected on the host.
 #[derive(Clone)]
@@ -422,28 +396,6 @@ where
     Ok(())
 }
 
-/// Resolves when the container dies or is removed, as the event streams `subscribe` makes
-/// report it. An error or an end of one stream is Docker's hiccup, not the container's end:
-/// it subscribes again (after 0.2 s, doubling to 5 s).
-pub async fn container_end<S>(mut subscribe: impl FnMut() -> S)
-where
-    S: futures_util::Stream<Item = Result<(), String>> + Unpin,
-{
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match subscribe().next().await {
-            Some(Ok(())) => return,
-            Some(Err(e)) => tracing::warn!(
-                error = %clawker_protocol::text::escape_controls(&e),
-                "docker's event stream failed; subscribing again"
-            ),
-            None => {}
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
 /// The exec's stderr as lines safe for the host's terminal.
 fn stderr_lines(message: &[u8]) -> Vec<String> {
     message
@@ -475,161 +427,6 @@ pub async fn gpg_extra_socket() -> Option<PathBuf> {
         .ok()?;
     let p = String::from_utf8(o.stdout).ok()?.trim().to_string();
     (o.status.success() && !p.is_empty()).then(|| PathBuf::from(p))
-}
-
-/// The container's `HOME` (an absolute one), else `/root`.
-fn container_home(env: Option<&[String]>) -> String {
-    env.unwrap_or_default()
-        .iter()
-        .filter_map(|kv| kv.strip_prefix("HOME="))
-        .rfind(|h| h.starts_with('/'))
-        .unwrap_or("/root")
-        .trim_end_matches('/')
-        .to_string()
-}
-
-/// `~/REST` as `HOME/REST`; any other path as it is.
-fn expand_home(path: &str, home: &str) -> String {
-    match path.strip_prefix("~/") {
-        Some(rest) => format!("{home}/{rest}"),
-        None => path.to_string(),
-    }
-}
-
-fn sockets_json(args: &Options) -> String {
-    let mut v = Vec::new();
-    if args.ssh {
-        v.push(serde_json::json!({"path": args.ssh_socket, "type": SOCKET_SSH_AGENT}));
-    }
-    if args.gpg {
-        v.push(serde_json::json!({"path": args.gpg_socket, "type": SOCKET_GPG_AGENT}));
-    }
-    serde_json::Value::Array(v).to_string()
-}
-
-pub async fn run(args: Options, policy: AgentPolicy) -> Result<ExitCode> {
-    if !args.ssh && !args.gpg {
-        bail!("nothing to bridge: pass --ssh, --gpg or both");
-    }
-    let state = StateDir::from_env()?;
-    let safe: String = args
-        .container
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let _pid = crate::state::PidFile::acquire_at(&state.bridges_dir().join(format!("{safe}.pid")))?;
-    let ssh = if args.ssh {
-        let sock = crate::platform::local::ssh_agent_socket();
-        if sock.is_none() {
-            tracing::warn!("SSH_AUTH_SOCK is not set: ssh-agent streams will be closed");
-        }
-        sock
-    } else {
-        None
-    };
-    let (gpg, pubkey) = if args.gpg {
-        let extra = match &args.gpg_agent_socket {
-            Some(p) => Some(p.clone()),
-            None => gpg_extra_socket().await,
-        };
-        if extra.is_none() {
-            tracing::warn!(
-                "gpgconf does not name an agent extra socket: gpg-agent streams will be closed"
-            );
-        }
-        (extra, Some(gpg_export().await))
-    } else {
-        (None, None)
-    };
-    let docker = crate::docker::connect()?;
-    let info = docker
-        .inspect_container(&args.container, None)
-        .await
-        .with_context(|| format!("no container {:?}", args.container))?;
-    if !info.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
-        bail!("container {:?} is not running", args.container);
-    }
-    let id = info.id.clone().unwrap_or_else(|| args.container.clone());
-    // Upstream's container end takes paths literally: `~/` becomes the container's HOME
-    // here (else /root), so the default paths work with it too (SPEC.md 6.1).
-    let home = container_home(info.config.as_ref().and_then(|c| c.env.as_deref()));
-    let args = Options {
-        ssh_socket: expand_home(&args.ssh_socket, &home),
-        gpg_socket: expand_home(&args.gpg_socket, &home),
-        ..args
-    };
-    let (output, input) = crate::docker::exec_attached(
-        &docker,
-        &id,
-        vec![args.server.clone()],
-        vec![format!(
-            "{}={}",
-            clawker_protocol::env::REMOTE_SOCKETS,
-            sockets_json(&args)
-        )],
-        args.user.clone(),
-    )
-    .await?;
-    eprintln!(
-        "hostproxy bridge: bridging {} into container {}",
-        [
-            args.ssh.then_some("ssh-agent"),
-            args.gpg.then_some("gpg-agent")
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" and "),
-        args.container
-    );
-    let audit_path = state.audit_file();
-    let audit = crate::audit::Audit::open(&audit_path)
-        .with_context(|| format!("cannot open the audit log {}", audit_path.display()))?;
-    // `hostproxy bridge` is the user's own command for one container: every key, logins
-    // too, as far as the policy goes (the tunnel's attachments get their scopes' grant).
-    let filter = audited_filter(
-        policy,
-        clawker_protocol::agent::AgentGrant::all(),
-        std::sync::Arc::new(audit),
-        "bridge".into(),
-        id.clone(),
-    );
-    let targets = Targets {
-        ssh,
-        gpg,
-        filter,
-        connect: connect_local(),
-        http: None,
-        declared: Default::default(),
-        ask: None,
-    };
-    let ended = container_end(|| {
-        docker
-            .events(Some(
-                EventsOptionsBuilder::new()
-                    .filters(&HashMap::from([
-                        ("container".to_string(), vec![id.clone()]),
-                        (
-                            "event".to_string(),
-                            vec!["die".to_string(), "destroy".to_string()],
-                        ),
-                    ]))
-                    .build(),
-            ))
-            .map(|e| e.map(|_| ()).map_err(|e| e.to_string()))
-            .boxed()
-    });
-    tokio::select! {
-        r = serve_bridge(output.map(|o| o.map(ExecOutput::from)), input, pubkey, targets, || {}) => r?,
-        () = ended => tracing::info!("container stopped: bridge ends"),
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 // Fake agents on unix sockets.

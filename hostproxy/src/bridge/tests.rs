@@ -199,34 +199,6 @@ async fn a_duplicate_open_or_an_error_frame_ends_the_bridge_and_is_shown_escaped
     assert_eq!(lines, ["warn \\x1b[31mred\\x1b[0m", "second\\x07"]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_docker_event_stream_that_drops_once_does_not_end_the_bridge() {
-    let subscriptions = Arc::new(AtomicUsize::new(0));
-    let n = subscriptions.clone();
-    let ended = container_end(move || {
-        let attempt = n.fetch_add(1, Ordering::SeqCst);
-        let items: Vec<Result<(), String>> = if attempt == 0 {
-            vec![Err("connection reset".into())]
-        } else {
-            vec![Ok(())]
-        };
-        futures_util::stream::iter(items)
-            .chain(futures_util::stream::pending())
-            .boxed()
-    });
-    tokio::time::timeout(Duration::from_secs(10), ended)
-        .await
-        .expect("the container's end is seen after the stream came back");
-    assert_eq!(subscriptions.load(Ordering::SeqCst), 2);
-    // A stream that only errors never reports an end.
-    let never = container_end(|| futures_util::stream::iter(vec![Err("down".to_string())]).boxed());
-    assert!(
-        tokio::time::timeout(Duration::from_secs(60), never)
-            .await
-            .is_err()
-    );
-}
-
 /// A unix socket that echoes what it reads, counting its connections.
 fn echo_socket(path: &std::path::Path) -> Arc<AtomicUsize> {
     let l = UnixListener::bind(path).unwrap();
@@ -285,21 +257,4 @@ async fn a_declared_socket_carries_bytes_both_ways_and_nothing_else_is_reached()
     assert!(echo_decl.check().unwrap_err().contains("uid 65534"));
     drop(tx);
     bridge.await.unwrap().unwrap();
-}
-
-#[test]
-fn default_socket_paths_are_made_absolute_for_upstreams_container_end() {
-    let env = vec!["PATH=/bin".to_string(), "HOME=/home/dev/".to_string()];
-    let home = container_home(Some(&env));
-    assert_eq!(home, "/home/dev");
-    assert_eq!(
-        expand_home("~/.ssh/agent.sock", &home),
-        "/home/dev/.ssh/agent.sock"
-    );
-    assert_eq!(expand_home("/run/a.sock", &home), "/run/a.sock");
-    assert_eq!(container_home(None), "/root");
-    assert_eq!(
-        container_home(Some(&["HOME=relative".to_string()])),
-        "/root"
-    );
 }

@@ -76,7 +76,9 @@ pub enum Command {
     /// `docker run` wired to the tunnel, the tools in the container before its first command
     /// on any engine (created, the tools copied in when they cannot be mounted, started).
     Run(run::RunArgs),
-    /// Bridge the host's ssh-agent and gpg-agent into a container over docker exec.
+    /// Bridge the host's ssh-agent and gpg-agent into a container: `attach` with those
+    /// sockets at the paths given, through the running daemon, in the foreground until the
+    /// container stops (Ctrl-C detaches).
     Bridge(bridge::BridgeArgs),
     /// Check this host's setup and say how to fix what is missing.
     Doctor(DoctorArgs),
@@ -317,10 +319,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Deny(args) => approvals::approve(&args.id, false, false),
         Command::RunFlags(args) => run_flags::run_flags(args, &serve::settings(config)?),
         Command::Run(args) => run::run(args, &serve::settings(config)?),
-        Command::Bridge(args) => {
-            let policy = serve::settings(config)?.agent_policy;
-            serve::runtime()?.block_on(hostproxy::bridge::run(args.into(), policy))
-        }
+        Command::Bridge(args) => bridge::bridge(args),
         Command::Doctor(args) => {
             let settings = serve::settings(config).map_err(|e| format!("{e:#}"));
             let port = args

@@ -105,10 +105,6 @@ impl StateDir {
         self.root.join("tools")
     }
 
-    pub fn bridges_dir(&self) -> PathBuf {
-        self.root.join("bridges")
-    }
-
     /// Creates `dir` (and parents) with mode 0700.
     pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
         crate::platform::fs::create_private_dir(dir).map_err(io_err(dir))

@@ -1,8 +1,10 @@
-//! The socket bridge end to end: ssh-agent and gpg-agent into a real container over docker
-//! exec, used by the host's own ssh and gpg (bind-mounted read-only into the container).
+//! `hostproxy bridge` end to end: an alias of `attach` (SPEC.md 6.1, 12) that puts the
+//! daemon's ssh-agent and gpg-agent into a real container at the bridge's paths, used by the
+//! host's own ssh and gpg (bind-mounted read-only into the container); in the foreground
+//! until the container stops, detached on SIGTERM.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::*;
 
@@ -43,55 +45,59 @@ fn ssh_and_gpg_work_inside_a_container_through_the_bridge() {
         String::from_utf8_lossy(&id.stderr)
     );
     let c = Container(String::from_utf8_lossy(&id.stdout).trim().to_string());
-    let state = tempfile::tempdir().unwrap();
-    let mut bridge = Bridge(
-        Command::new(bin("hostproxy"))
-            .args(["bridge", "--container", &c.0, "--ssh", "--gpg"])
-            .env("SSH_AUTH_SOCK", &agent.socket)
-            .env("GNUPGHOME", gpg_home.home.path())
-            .env("CLAWKER_STATE_DIR", state.path())
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !exec(
-        &c,
-        "test -S /root/.ssh/agent.sock && test -S /root/.gnupg/S.gpg-agent",
-    )
-    .0
-    {
-        if let Ok(Some(st)) = bridge.0.try_wait() {
-            let mut err = String::new();
-            use std::io::Read;
-            bridge
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("bridge exited with {st}: {err}");
-        }
+    // The daemon holds the agents: its SSH_AUTH_SOCK and GNUPGHOME, not the bridge's.
+    let d = DaemonProc::start(DaemonOpts {
+        agent: Some(agent.socket.clone()),
+        env: vec![(
+            "GNUPGHOME".into(),
+            gpg_home.home.path().display().to_string(),
+        )],
+        ..DaemonOpts::default()
+    });
+    let start_bridge = || {
+        Bridge(
+            d.hostproxy(&["bridge", "--container", &c.0, "--ssh", "--gpg"])
+                .env_remove("SSH_AUTH_SOCK")
+                .stdin(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut bridge = start_bridge();
+    let up = eventually(Duration::from_secs(20), || {
+        let exited = bridge.0.try_wait().unwrap();
         assert!(
-            Instant::now() < deadline,
-            "the bridge sockets never appeared"
+            exited.is_none(),
+            "bridge exited with {exited:?}: {}",
+            d.log_text()
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let safe: String =
-        c.0.chars()
-            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
-            .collect();
+        exec(
+            &c,
+            "test -S /root/.ssh/agent.sock && test -S /root/.gnupg/S.gpg-agent",
+        )
+        .0
+        .then_some(())
+    });
     assert!(
-        state
-            .path()
-            .join("bridges")
-            .join(format!("{safe}.pid"))
-            .exists()
+        up.is_some(),
+        "the bridge sockets never appeared\n{}",
+        d.log_text()
     );
-    assert!(!state.path().join("pids/hostproxy.pid").exists());
+    // One host end: the daemon's attachment, listed with the bridge's scopes.
+    let listed = d.attachments();
+    let entry = listed
+        .iter()
+        .find(|a| {
+            a["identity"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("container:"))
+        })
+        .unwrap_or_else(|| panic!("{listed:?}"));
+    assert_eq!(
+        entry["scopes"],
+        serde_json::json!(["ssh", "ssh-login", "gpg"])
+    );
 
     // ssh-add -l inside lists the host agent's key.
     let (ok, out, err) = exec(&c, "ssh-add -l");
@@ -132,7 +138,7 @@ fn ssh_and_gpg_work_inside_a_container_through_the_bridge() {
     assert!(err.contains("Good signature"));
 
     // Every agent decision of the bridge is in the audit log, tied to the container.
-    let audit = std::fs::read_to_string(state.path().join("logs/audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(d.dir.path().join("state/logs/audit.jsonl")).unwrap();
     let records: Vec<clawker_protocol::audit::AuditRecord> = audit
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -164,17 +170,35 @@ fn ssh_and_gpg_work_inside_a_container_through_the_bridge() {
         "ssh-add -D is audited as refused: {audit}"
     );
 
-    // The container dies: the bridge exits.
-    drop(c);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if bridge.0.try_wait().unwrap().is_some() {
-            break;
-        }
+    // SIGTERM to the bridge detaches the container: its sockets go.
+    let pid = bridge.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(bridge.0.wait().unwrap().success());
+    let gone = eventually(Duration::from_secs(15), || {
+        d.attachments().is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "still attached after the bridge was stopped"
+    );
+
+    // Bridged again, then the container dies: the bridge exits.
+    let mut bridge = start_bridge();
+    let again = eventually(Duration::from_secs(20), || {
         assert!(
-            Instant::now() < deadline,
-            "the bridge outlived its container"
+            bridge.0.try_wait().unwrap().is_none(),
+            "the bridge exited early"
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        (!d.attachments().is_empty()).then_some(())
+    });
+    assert!(again.is_some(), "not attached again");
+    drop(c);
+    let ended = eventually(Duration::from_secs(15), || bridge.0.try_wait().unwrap());
+    assert!(ended.is_some(), "the bridge outlived its container");
 }
