@@ -65,6 +65,20 @@ fn fold_key(rec: &AuditRecord) -> FoldKey {
     ]
 }
 
+/// One decision, as a handler records it: who (the identity's name), which route and
+/// action, on what (host, key), the outcome and why. Named fields, so no two strings can be
+/// swapped at a call site.
+#[derive(Debug, Default)]
+pub struct Decision<'a> {
+    pub token: &'a str,
+    pub route: &'a str,
+    pub action: &'a str,
+    pub host: Option<String>,
+    pub key: Option<String>,
+    pub allowed: bool,
+    pub reason: Option<String>,
+}
+
 /// The audit sink; `disabled()` (tests, mock-proxy) writes nothing.
 #[derive(Debug, Clone)]
 pub struct Audit {
@@ -130,30 +144,20 @@ impl Audit {
     }
 
     /// Writes one decision.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record(
-        &self,
-        token: &str,
-        route: &str,
-        action: &str,
-        host: Option<String>,
-        key: Option<String>,
-        allowed: bool,
-        reason: Option<String>,
-    ) {
+    pub fn record(&self, d: Decision<'_>) {
         if self.sink.is_none() {
             return;
         }
         self.write(&AuditRecord {
             time: crate::util::now_rfc3339(),
-            token: token.into(),
+            token: d.token.into(),
             container: None,
-            route: route.into(),
-            action: action.into(),
-            host,
-            key,
-            allowed,
-            reason,
+            route: d.route.into(),
+            action: d.action.into(),
+            host: d.host,
+            key: d.key,
+            allowed: d.allowed,
+            reason: d.reason,
             folded: None,
         });
     }
@@ -255,7 +259,13 @@ mod tests {
             audit.deny_unauthenticated("/git/credential", "missing or invalid bearer token");
         }
         audit.deny_unauthenticated("/open/url", "missing or invalid bearer token");
-        audit.record("user", "/git/credential", "get", None, None, true, None);
+        audit.record(Decision {
+            token: "user",
+            route: "/git/credential",
+            action: "get",
+            allowed: true,
+            ..Default::default()
+        });
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let got = lines(&path);
         assert_eq!(got.len(), 4, "{got:?}");
@@ -274,37 +284,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let audit = Audit::open(&path).unwrap();
-        audit.record(
-            "via:other",
-            "/git/credential",
-            "get",
-            Some("github.com".into()),
-            None,
-            true,
-            None,
-        );
+        audit.record(Decision {
+            token: "via:other",
+            route: "/git/credential",
+            action: "get",
+            host: Some("github.com".into()),
+            allowed: true,
+            ..Default::default()
+        });
         // 20,000 policy denials, each for another URL host, and 5,000 allowed signatures.
         for i in 0..20_000 {
-            audit.record(
-                "scoped",
-                "/open/url",
-                "open",
-                Some(format!("10.0.{}.{}", i / 256, i % 256)),
-                None,
-                false,
-                Some("internal address".into()),
-            );
+            audit.record(Decision {
+                token: "scoped",
+                route: "/open/url",
+                action: "open",
+                host: Some(format!("10.0.{}.{}", i / 256, i % 256)),
+                allowed: false,
+                reason: Some("internal address".into()),
+                ..Default::default()
+            });
         }
         for _ in 0..5_000 {
-            audit.record(
-                "container:c",
-                "ssh-agent",
-                "sign",
-                None,
-                Some("SHA256:k".into()),
-                true,
-                None,
-            );
+            audit.record(Decision {
+                token: "container:c",
+                route: "ssh-agent",
+                action: "sign",
+                key: Some("SHA256:k".into()),
+                allowed: true,
+                ..Default::default()
+            });
         }
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let got = lines(&path);

@@ -197,6 +197,51 @@ pub struct ControlResponse {
     pub asks: Vec<crate::approval::PendingAsk>,
 }
 
+/// Where an attachment's container end runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// A Docker container, through the engine's API (local or remote).
+    Docker,
+    /// A command that runs the container end on its stdio (`--via`).
+    Via,
+}
+
+/// How an attachment is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachState {
+    /// Its container end is being started.
+    Attaching,
+    /// Its container end said READY.
+    Serving,
+    /// Its container end ended; started again after a pause.
+    Retrying,
+    /// Given up (or never attached): the notes say why.
+    Failed,
+}
+
+impl AttachState {
+    /// Its name, as `attach --list` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Attaching => "attaching",
+            Self::Serving => "serving",
+            Self::Retrying => "retrying",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Via => "via",
+        }
+    }
+}
+
 /// One attachment as `attach --list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,12 +250,10 @@ pub struct AttachmentInfo {
     pub name: String,
     /// `container:<name>` or `via:<name>`.
     pub identity: String,
-    /// `docker` or `via`.
-    pub engine: String,
+    pub engine: EngineKind,
     /// The container id (Docker) or the command (via).
     pub target: String,
-    /// `attaching`, `serving`, `retrying`.
-    pub state: String,
+    pub state: AttachState,
     pub scopes: Vec<String>,
     /// Times the exec was started again after it ended.
     pub restarts: u32,
@@ -225,6 +268,28 @@ pub struct AttachmentInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_and_engines_are_the_lower_case_words_on_the_wire() {
+        for s in [
+            AttachState::Attaching,
+            AttachState::Serving,
+            AttachState::Retrying,
+            AttachState::Failed,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
+        }
+        for e in [EngineKind::Docker, EngineKind::Via] {
+            assert_eq!(
+                serde_json::from_str::<EngineKind>(&format!("\"{}\"", e.as_str())).unwrap(),
+                e
+            );
+        }
+        assert!(serde_json::from_str::<AttachState>("\"gone\"").is_err());
+    }
 
     #[test]
     fn defaults_follow_the_container_environment() {

@@ -65,8 +65,8 @@ fn show(a: &AttachmentInfo) -> String {
         "{}\t{}\t{}\t{}\trestarts={}\tscopes={}\t{}",
         a.name,
         a.identity,
-        a.engine,
-        a.state,
+        a.engine.as_str(),
+        a.state.as_str(),
         a.restarts,
         a.scopes.join(","),
         a.target

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use clawker_protocol::tunnel::{ControlRequest, ControlResponse, RemoteSocket};
+use clawker_protocol::tunnel::{AttachState, ControlRequest, ControlResponse, RemoteSocket};
 use hostproxy::state::StateDir;
 use hostproxy::tunnel::control;
 
@@ -199,7 +199,7 @@ async fn run(args: BridgeArgs) -> Result<ExitCode> {
                 let live = list
                     .attachments
                     .iter()
-                    .any(|a| a.name == name && a.state != "failed");
+                    .any(|a| a.name == name && a.state != AttachState::Failed);
                 if !live {
                     eprintln!("hostproxy bridge: {name} is no longer attached (its container stopped, or it was detached): bridge ends");
                     return Ok(ExitCode::SUCCESS);

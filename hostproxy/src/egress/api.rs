@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use clawker_protocol::api::routes;
 
 use crate::api::{ApiError, AppState};
+use crate::audit::Decision;
 use crate::auth::Identity;
 use crate::config::{EgressDecl, SecretHeader};
 
@@ -88,30 +89,30 @@ pub async fn egress(
     };
     let method = req.method().clone();
     let audit = |allowed: bool, reason: String| {
-        state.audit.record(
-            &id.name,
-            routes::EGRESS,
-            method.as_str(),
-            Some(name.clone()),
-            Some(path.clone()),
+        state.audit.record(Decision {
+            token: &id.name,
+            route: routes::EGRESS,
+            action: method.as_str(),
+            host: Some(name.clone()),
+            key: Some(path.clone()),
             allowed,
-            Some(reason),
-        );
+            reason: Some(reason),
+        });
     };
     let (req, meter) = super::Meter::start(req);
     match call(&state, &id, &name, &path, req).await {
         Ok(r) => {
             let ok = !r.status().is_server_error();
             meter.audited(r, state.audit.clone(), move |a, reason| {
-                a.record(
-                    &id.name,
-                    routes::EGRESS,
-                    method.as_str(),
-                    Some(name),
-                    Some(path),
-                    ok,
-                    Some(reason),
-                );
+                a.record(Decision {
+                    token: &id.name,
+                    route: routes::EGRESS,
+                    action: method.as_str(),
+                    host: Some(name),
+                    key: Some(path),
+                    allowed: ok,
+                    reason: Some(reason),
+                });
             })
         }
         Err(e) => {

@@ -22,6 +22,7 @@ use clawker_protocol::credential::{CredentialFields, is_valid_credential_host};
 
 use super::HeldKey;
 use crate::api::{ApiError, AppState};
+use crate::audit::Decision;
 use crate::auth::Identity;
 
 /// What a request does to the repository.
@@ -163,30 +164,30 @@ pub async fn git_egress(
     };
     let shown = format!("{}/{}", t.host, t.repo);
     let audit = |allowed: bool, reason: String| {
-        state.audit.record(
-            &id.name,
-            routes::GIT_EGRESS,
+        state.audit.record(Decision {
+            token: &id.name,
+            route: routes::GIT_EGRESS,
             action,
-            Some(shown.clone()),
-            None,
+            host: Some(shown.clone()),
             allowed,
-            Some(reason),
-        );
+            reason: Some(reason),
+            ..Default::default()
+        });
     };
     let (req, meter) = super::Meter::start(req);
     match proxy(&state, &id, &t, req).await {
         Ok(resp) => {
             let ok = resp.status().is_success();
             meter.audited(resp, state.audit.clone(), move |a, reason| {
-                a.record(
-                    &id.name,
-                    routes::GIT_EGRESS,
+                a.record(Decision {
+                    token: &id.name,
+                    route: routes::GIT_EGRESS,
                     action,
-                    Some(shown),
-                    None,
-                    ok,
-                    Some(reason),
-                );
+                    host: Some(shown),
+                    allowed: ok,
+                    reason: Some(reason),
+                    ..Default::default()
+                });
             })
         }
         Err(e) => {

@@ -9,9 +9,11 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, Tunnels};
+use crate::audit::Decision;
 use crate::auth::{Identity, TunnelPeer};
 use crate::bridge::{Declared, Targets, audited_filter, connect_local, serve_bridge};
 use crate::server::ServeLimits;
+use clawker_protocol::tunnel::AttachState;
 
 /// One attachment's life.
 pub(super) struct Attachment {
@@ -100,7 +102,7 @@ impl Attachment {
                 break;
             }
             self.tunnels
-                .set_state(&self.name, self.generation, "retrying", true);
+                .set_state(&self.name, self.generation, AttachState::Retrying, true);
             tokio::select! {
                 () = self.cancel.cancelled() => break,
                 () = tokio::time::sleep(backoff) => {}
@@ -141,7 +143,7 @@ impl Attachment {
             let mut entries = self.tunnels.entries();
             match (entries.get_mut(&self.name), &given_up) {
                 (Some(e), Some(reason)) if e.generation == self.generation => {
-                    e.info.state = "failed".into();
+                    e.info.state = AttachState::Failed;
                     e.info.notes.push(reason.clone());
                 }
                 (Some(e), None) if e.generation == self.generation => {
@@ -150,17 +152,16 @@ impl Attachment {
                 _ => {}
             }
         }
-        self.tunnels.0.state.audit.record(
-            &self.identity.name,
-            "control:detach",
-            "detach",
-            None,
-            None,
-            true,
-            given_up.or_else(|| {
+        self.tunnels.0.state.audit.record(Decision {
+            token: &self.identity.name,
+            route: "control:detach",
+            action: "detach",
+            allowed: true,
+            reason: given_up.or_else(|| {
                 (removed > 0).then(|| format!("{removed} callback session(s) deleted"))
             }),
-        );
+            ..Default::default()
+        });
         tracing::info!(identity = %self.identity.name, "detached");
     }
 
@@ -211,7 +212,7 @@ impl Attachment {
         let _guard = exec.guard;
         serve_bridge(exec.output, exec.input, Some(pubkey), targets, move || {
             ready.store(true, std::sync::atomic::Ordering::SeqCst);
-            tunnels.set_state(&name, generation, "serving", false);
+            tunnels.set_state(&name, generation, AttachState::Serving, false);
             tunnels.set_error(&name, generation, None);
         })
         .await

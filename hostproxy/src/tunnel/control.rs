@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::{Target, Tunnels};
+use crate::audit::Decision;
 use crate::platform::local::{self, Accepted, Listener};
 
 /// Longest request line.
@@ -58,15 +59,14 @@ pub async fn serve(listener: Listener, tunnels: Tunnels, shutdown: CancellationT
 
 async fn handle(conn: Accepted, tunnels: &Tunnels) -> Result<()> {
     if !local::peer_is_me(&conn) {
-        tunnels.0.state.audit.record(
-            "control",
-            "control",
-            "connect",
-            None,
-            None,
-            false,
-            Some("the peer is another user".into()),
-        );
+        tunnels.0.state.audit.record(Decision {
+            token: "control",
+            route: "control",
+            action: "connect",
+            allowed: false,
+            reason: Some("the peer is another user".into()),
+            ..Default::default()
+        });
         return Ok(());
     }
     let (rd, mut wr) = tokio::io::split(conn);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{Entry, Target, check_name};
-use clawker_protocol::tunnel::AttachmentInfo;
+use clawker_protocol::tunnel::{AttachState, AttachmentInfo, EngineKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manual {
@@ -125,7 +125,7 @@ impl super::Tunnels {
         let e = entries
             .get(name)
             .or_else(|| entries.values().find(|e| e.info.name == name))?;
-        (e.info.engine == "docker").then(|| e.info.target.clone())
+        (e.info.engine == EngineKind::Docker).then(|| e.info.target.clone())
     }
 
     /// `container` was detached by hand: forgotten as a manual attachment, and while this
@@ -173,7 +173,7 @@ impl super::Tunnels {
         let mut entries = self.entries();
         if entries
             .get(&identity)
-            .is_some_and(|e| e.info.state != "failed")
+            .is_some_and(|e| e.info.state != AttachState::Failed)
         {
             return;
         }
@@ -183,9 +183,9 @@ impl super::Tunnels {
                 info: AttachmentInfo {
                     name,
                     identity,
-                    engine: "docker".into(),
+                    engine: EngineKind::Docker,
                     target: container.to_string(),
-                    state: "failed".into(),
+                    state: AttachState::Failed,
                     scopes: Vec::new(),
                     restarts: 0,
                     since: crate::util::now_rfc3339(),

@@ -18,10 +18,13 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
-use clawker_protocol::tunnel::{AttachmentInfo, RemoteSocket, default_sockets};
+use clawker_protocol::tunnel::{
+    AttachState, AttachmentInfo, EngineKind, RemoteSocket, default_sockets,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
+use crate::audit::Decision;
 use crate::auth::{Identity, Scope};
 use crate::bridge::Declared;
 use crate::config::AttachSettings;
@@ -180,7 +183,7 @@ impl Tunnels {
     pub fn live(&self) -> usize {
         self.entries()
             .values()
-            .filter(|e| e.info.state != "failed")
+            .filter(|e| e.info.state != AttachState::Failed)
             .count()
     }
 
@@ -218,7 +221,7 @@ impl Tunnels {
         };
         let name = key.as_str();
         Ok(match entries.get(name) {
-            Some(e) if e.info.state == "failed" => {
+            Some(e) if e.info.state == AttachState::Failed => {
                 entries.remove(name);
                 true
             }
@@ -252,16 +255,15 @@ impl Tunnels {
         let mut label_sockets: Vec<String> = Vec::new();
         let mut label_ask = Vec::new();
         let mut base_sockets: Vec<RemoteSocket> = sockets.to_vec();
-        let (engine, name, identity_name, container, listen, default_scopes, engine_name, shown): (
-            Arc<dyn Engine>,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-        ) = match target {
+        let Resolved {
+            engine,
+            kind,
+            name,
+            container,
+            listen,
+            label_scopes,
+            shown,
+        } = match target {
             Target::Container(ref c) | Target::Labelled(ref c) => {
                 let t =
                     DockerTarget::inspect(self.docker()?.clone(), c, self.0.tools.clone()).await?;
@@ -331,17 +333,15 @@ impl Tunnels {
                         t.network_mode
                     ));
                 }
-                let listen = listen_of(&base_sockets);
-                (
-                    Arc::new(t) as Arc<dyn Engine>,
-                    name.clone(),
-                    format!("container:{name}"),
-                    Some(id.clone()),
-                    listen,
+                Resolved {
+                    engine: Arc::new(t),
+                    kind: EngineKind::Docker,
+                    name,
+                    container: Some(id.clone()),
+                    listen: listen_of(&base_sockets),
                     label_scopes,
-                    "docker",
-                    id,
-                )
+                    shown: id,
+                }
             }
             Target::Via { argv, name } => {
                 check_name(&name)?;
@@ -355,17 +355,20 @@ impl Tunnels {
                 if sockets.is_empty() && !declared.is_empty() {
                     base_sockets = default_sockets(|_| None);
                 }
-                (
-                    Arc::new(ViaTarget { argv }) as Arc<dyn Engine>,
-                    name.clone(),
-                    format!("via:{name}"),
-                    None,
-                    listen_of(&base_sockets),
-                    None,
-                    "via",
+                Resolved {
+                    engine: Arc::new(ViaTarget { argv }),
+                    kind: EngineKind::Via,
+                    name,
+                    container: None,
+                    listen: listen_of(&base_sockets),
+                    label_scopes: None,
                     shown,
-                )
+                }
             }
+        };
+        let identity_name = match kind {
+            EngineKind::Docker => format!("container:{name}"),
+            EngineKind::Via => format!("via:{name}"),
         };
         // What the user granted (at the control socket, else in the config); a scopes
         // label narrows it and never widens it (SPEC.md 6.2).
@@ -374,7 +377,7 @@ impl Tunnels {
         } else {
             parse_scopes(&self.0.settings.scopes)?
         };
-        let scopes = match default_scopes {
+        let scopes = match label_scopes {
             Some(wanted) => {
                 let (kept, dropped) = crate::auth::narrow(&granted, &wanted);
                 if !dropped.is_empty() {
@@ -428,9 +431,9 @@ impl Tunnels {
         let info = AttachmentInfo {
             name: name.clone(),
             identity: identity.name.clone(),
-            engine: engine_name.into(),
+            engine: kind,
             target: shown,
-            state: "attaching".into(),
+            state: AttachState::Attaching,
             scopes: identity.scope_names(),
             restarts: 0,
             since: crate::util::now_rfc3339(),
@@ -441,7 +444,7 @@ impl Tunnels {
         {
             let mut entries = self.entries();
             if let Some(e) = entries.get(&key)
-                && e.info.state != "failed"
+                && e.info.state != AttachState::Failed
             {
                 return Ok(e.info.clone());
             }
@@ -454,15 +457,13 @@ impl Tunnels {
                 },
             );
         }
-        self.0.state.audit.record(
-            &identity.name,
-            "control:attach",
-            "attach",
-            None,
-            None,
-            true,
-            None,
-        );
+        self.0.state.audit.record(Decision {
+            token: &identity.name,
+            route: "control:attach",
+            action: "attach",
+            allowed: true,
+            ..Default::default()
+        });
         let sockets = (!base_sockets.is_empty())
             .then(|| serde_json::to_string(&base_sockets))
             .transpose()?;
@@ -494,16 +495,32 @@ impl Tunnels {
         }
     }
 
-    fn set_state(&self, name: &str, generation: u64, state: &str, restart: bool) {
+    fn set_state(&self, name: &str, generation: u64, state: AttachState, restart: bool) {
         if let Some(e) = self.entries().get_mut(name)
             && e.generation == generation
         {
-            e.info.state = state.into();
+            e.info.state = state;
             if restart {
                 e.info.restarts += 1;
             }
         }
     }
+}
+
+/// A target looked up: what `attach` needs of it, whatever its engine.
+struct Resolved {
+    engine: Arc<dyn Engine>,
+    kind: EngineKind,
+    /// The container's name, or the `--via` attachment's `--name`.
+    name: String,
+    /// The Docker container's id.
+    container: Option<String>,
+    /// The container end's HTTP listener on its loopback, if it has one.
+    listen: Option<std::net::SocketAddr>,
+    /// The container's own scopes label, which narrows what the host grants.
+    label_scopes: Option<BTreeSet<Scope>>,
+    /// The container id, or the command.
+    shown: String,
 }
 
 /// How the note of the latest failure starts.

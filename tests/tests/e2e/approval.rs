@@ -72,18 +72,10 @@ fn pending(d: &DaemonProc) -> Vec<serde_json::Value> {
 
 /// Waits for the one ask of `identity` to be listed.
 fn wait_ask(d: &DaemonProc, identity: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(a) = pending(d).into_iter().find(|a| a["identity"] == identity) {
-            return a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ask of {identity} came:\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(Duration::from_secs(20), || {
+        pending(d).into_iter().find(|a| a["identity"] == identity)
+    })
+    .unwrap_or_else(|| panic!("no ask of {identity} came:\n{}", d.log_text()))
 }
 
 fn text(o: &Output) -> String {
@@ -367,15 +359,11 @@ impl Tmux {
     }
 
     fn wait_for(&self, what: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        eventually(Duration::from_secs(20), || {
             let s = self.screen();
-            if s.contains(what) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "{what:?} never showed:\n{s}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            s.contains(what).then_some(s)
+        })
+        .unwrap_or_else(|| panic!("{what:?} never showed:\n{}", self.screen()))
     }
 }
 

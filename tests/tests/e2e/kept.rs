@@ -28,15 +28,14 @@ fn manual_attaches_and_hand_detaches_survive_a_restart_of_the_daemon() {
     let entry = d.wait_serving(&by_hand, Duration::from_secs(15));
     assert_eq!(entry["scopes"], serde_json::json!(["open"]), "{entry}");
     // Discovery at the same start found the detached container and left it alone.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !d.log_text().contains("detached by hand") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "discovery never looked at the detached container:\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let looked = eventually(Duration::from_secs(15), || {
+        d.log_text().contains("detached by hand").then_some(())
+    });
+    assert!(
+        looked.is_some(),
+        "discovery never looked at the detached container:\n{}",
+        d.log_text()
+    );
     assert!(
         !d.attachments()
             .iter()

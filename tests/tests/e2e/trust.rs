@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::*;
 
@@ -725,13 +725,7 @@ fn a_container_and_a_via_of_the_same_name_are_two_attachments() {
     }));
 }
 
+/// [`eventually`] for a yes/no probe.
 fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
+    eventually(within, || f().then_some(())).is_some()
 }

@@ -121,14 +121,10 @@ fn a_container_with_no_network_and_none_of_our_tools_gets_git_ssh_gpg_and_oauth_
 
     // The container stops: its identity ends and it is no longer listed.
     drop(c);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while d.attachments().iter().any(|a| a["name"] == n) {
-        assert!(
-            Instant::now() < deadline,
-            "still attached after the container stopped"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gone = eventually(Duration::from_secs(10), || {
+        (!d.attachments().iter().any(|a| a["name"] == n)).then_some(())
+    });
+    assert!(gone.is_some(), "still attached after the container stopped");
 }
 
 #[test]
@@ -251,39 +247,29 @@ fn the_tunnel_ignores_tokens_keeps_identities_apart_and_attaches_only_what_it_sh
 
     // a stops: its session goes with its identity.
     drop(ca);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let ended = eventually(Duration::from_secs(10), || {
         let (status, _) = Req::new("GET", format!("{}/callback/{session}/data", d.url()))
             .token(Some(&d.token))
             .send();
-        if status == 404 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "a's session outlived it");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (status == 404).then_some(())
+    });
+    assert!(ended.is_some(), "a's session outlived it");
     // Its listener closes with it (the accept loop stops at once; let it get there).
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "a's callback listener is still bound"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let closed = eventually(Duration::from_secs(2), || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).ok()
+    });
+    assert!(closed.is_some(), "a's callback listener is still bound");
 }
 
 /// The daemon on a remote engine did not attach `name` by its label (SPEC.md 11), said so,
 /// and attaches it when the user asks.
 fn attach_by_name_only(d: &DaemonProc, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d
-        .log_text()
-        .contains("not attaching labelled containers by themselves")
-    {
-        assert!(Instant::now() < deadline, "{}", d.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let said = eventually(Duration::from_secs(10), || {
+        d.log_text()
+            .contains("not attaching labelled containers by themselves")
+            .then_some(())
+    });
+    assert!(said.is_some(), "{}", d.log_text());
     std::thread::sleep(Duration::from_millis(300));
     assert!(!d.attachments().iter().any(|a| a["name"] == name));
     d.cli_ok(&["attach", "--container", name]);
@@ -387,14 +373,12 @@ fn via_a_command_and_through_a_tcp_engine_address() {
     // Detach: the via command ends, the tunnel is gone.
     let out = d.hostproxy(&["detach", "via-box"]).output().unwrap();
     assert!(out.status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cv
-        .exec(&[], &format!("wget -q -O /dev/null {TUNNEL}/health"))
-        .0
-    {
-        assert!(Instant::now() < deadline, "the tunnel outlived detach");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let gone = eventually(Duration::from_secs(10), || {
+        (!cv.exec(&[], &format!("wget -q -O /dev/null {TUNNEL}/health"))
+            .0)
+            .then_some(())
+    });
+    assert!(gone.is_some(), "the tunnel outlived detach");
     assert!(!d.attachments().iter().any(|a| a["name"] == "via-box"));
     let _ = relay.kill();
     let _ = relay.wait();
@@ -434,15 +418,14 @@ fn login_survives_a_restart(restart: fn(&mut DaemonProc)) {
         .status()
         .unwrap();
     assert!(st.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !d.launch_log().contains("st-restart") {
-        assert!(
-            Instant::now() < deadline,
-            "the login was never opened:\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let opened = eventually(Duration::from_secs(15), || {
+        d.launch_log().contains("st-restart").then_some(())
+    });
+    assert!(
+        opened.is_some(),
+        "the login was never opened:\n{}",
+        d.log_text()
+    );
 
     // The daemon goes away and comes back.
     restart(&mut d);
@@ -459,19 +442,17 @@ fn login_survives_a_restart(restart: fn(&mut DaemonProc)) {
     .send();
     assert_eq!(status, 200, "{}", d.log_text());
     // And the capture reaches the CLI's server in the container.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let done = eventually(Duration::from_secs(30), || {
         let (_, got, _) = c.exec(&[], "cat /tmp/got 2>/dev/null");
-        if got.trim() == "GET code=after-restart&state=st-restart" {
-            break;
-        }
+        (got.trim() == "GET code=after-restart&state=st-restart").then_some(())
+    });
+    if done.is_none() {
+        let (_, got, _) = c.exec(&[], "cat /tmp/got 2>/dev/null");
         let (_, result, _) = c.exec(&[], "cat /tmp/result");
-        assert!(
-            Instant::now() < deadline,
+        panic!(
             "the login did not complete: {got:?}\n{result}\n{}",
             d.log_text()
         );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -546,11 +527,8 @@ fn a_declared_host_socket_reaches_the_container_and_nothing_else_does() {
         .arg("EXEC:cat")
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !echo.exists() {
-        assert!(Instant::now() < deadline, "socat did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let listening = eventually(Duration::from_secs(10), || echo.exists().then_some(()));
+    assert!(listening.is_some(), "socat did not listen");
     let d = DaemonProc::start(DaemonOpts {
         args: config_args(
             dir.path(),

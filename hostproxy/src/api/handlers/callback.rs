@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::api::state::AppState;
+use crate::audit::Decision;
 use crate::auth::Identity;
 use crate::auth::{SCOPED_MAX_SESSIONS, SCOPED_REGISTER_PER_MINUTE};
 use crate::callback::{Registration, capture_response, not_found_page};
@@ -71,15 +72,15 @@ pub async fn callback_register(
             SCOPED_REGISTER_PER_MINUTE,
         )
     {
-        state.audit.record(
-            &id.name,
-            routes::CALLBACK_REGISTER,
-            "register",
-            Some(format!("port {port}")),
-            None,
-            false,
-            Some("rate limited".into()),
-        );
+        state.audit.record(Decision {
+            token: &id.name,
+            route: routes::CALLBACK_REGISTER,
+            action: "register",
+            host: Some(format!("port {port}")),
+            allowed: false,
+            reason: Some("rate limited".into()),
+            ..Default::default()
+        });
         return Err(ApiError::too_many(
             "too many callback registrations: try again later",
             wait,
@@ -105,15 +106,15 @@ pub async fn callback_register(
         owner: id.owner_key(),
         owner_cap: id.is_scoped().then_some(SCOPED_MAX_SESSIONS),
     });
-    state.audit.record(
-        &id.name,
-        routes::CALLBACK_REGISTER,
-        "register",
-        Some(format!("port {port}")),
-        None,
-        registered.is_ok(),
-        registered.as_ref().err().map(ToString::to_string),
-    );
+    state.audit.record(Decision {
+        token: &id.name,
+        route: routes::CALLBACK_REGISTER,
+        action: "register",
+        host: Some(format!("port {port}")),
+        allowed: registered.is_ok(),
+        reason: registered.as_ref().err().map(ToString::to_string),
+        ..Default::default()
+    });
     let (session_id, session) = registered?;
     tracing::info!(port, ttl_secs = ttl, "callback session registered");
     Ok(Json(CallbackRegisterResponse {

@@ -13,6 +13,7 @@ use clawker_protocol::api::{
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::api::state::AppState;
+use crate::audit::Decision;
 use crate::auth::Identity;
 use crate::backends::{DockerError, DockerReply};
 
@@ -26,15 +27,15 @@ pub async fn docker_credential(
 ) -> Result<Json<DockerCredentialResponse>, ApiError> {
     let registry = req.server_url.as_deref().and_then(docker_registry);
     let decided = decide(&state, &id, &req, registry.as_deref()).await;
-    state.audit.record(
-        &id.name,
-        routes::DOCKER_CREDENTIAL,
-        req.action.verb(),
-        registry.clone(),
-        None,
-        decided.is_ok(),
-        decided.as_ref().err().map(|e| e.message.clone()),
-    );
+    state.audit.record(Decision {
+        token: &id.name,
+        route: routes::DOCKER_CREDENTIAL,
+        action: req.action.verb(),
+        host: registry.clone(),
+        allowed: decided.is_ok(),
+        reason: decided.as_ref().err().map(|e| e.message.clone()),
+        ..Default::default()
+    });
     decided.map(Json)
 }
 

@@ -14,6 +14,7 @@ use clawker_protocol::credential::{
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::api::state::AppState;
+use crate::audit::Decision;
 use crate::auth::Identity;
 use crate::auth::SCOPED_GIT_PER_MINUTE;
 use crate::backends::GitError;
@@ -110,15 +111,15 @@ pub async fn git_credential(
     let audit_host = (!has_forbidden_char(&req.host)).then(|| req.host.to_ascii_lowercase());
     let deny = |e: ApiError| {
         let reason = Some(e.message.clone());
-        state.audit.record(
-            &id.name,
-            routes::GIT_CREDENTIAL,
-            req.action.as_str(),
-            audit_host.clone(),
-            None,
-            false,
+        state.audit.record(Decision {
+            token: &id.name,
+            route: routes::GIT_CREDENTIAL,
+            action: req.action.as_str(),
+            host: audit_host.clone(),
+            allowed: false,
             reason,
-        );
+            ..Default::default()
+        });
         e
     };
     let fields = validate_credential(&state, &req).map_err(deny)?;
@@ -178,15 +179,15 @@ pub async fn git_credential(
         Err(GitError::Timeout(_)) => "git timed out",
         Err(_) => "git failed",
     };
-    state.audit.record(
-        &id.name,
-        routes::GIT_CREDENTIAL,
-        req.action.as_str(),
-        Some(host.clone()),
-        None,
-        true,
-        Some(outcome.into()),
-    );
+    state.audit.record(Decision {
+        token: &id.name,
+        route: routes::GIT_CREDENTIAL,
+        action: req.action.as_str(),
+        host: Some(host.clone()),
+        allowed: true,
+        reason: Some(outcome.into()),
+        ..Default::default()
+    });
     tracing::info!(
         action = req.action.as_str(),
         host,

@@ -6,6 +6,7 @@ use clawker_protocol::api::{HealthResponse, StatusResponse, routes};
 
 use crate::api::error::ApiError;
 use crate::api::state::AppState;
+use crate::audit::Decision;
 use crate::auth::Identity;
 
 pub async fn health(State(state): State<AppState>) -> Json<HealthResponse> {
@@ -23,15 +24,14 @@ pub async fn status(
     Extension(id): Extension<Identity>,
 ) -> Result<Json<StatusResponse>, ApiError> {
     if id.is_scoped() {
-        state.audit.record(
-            &id.name,
-            routes::STATUS,
-            "status",
-            None,
-            None,
-            false,
-            Some("only the user".into()),
-        );
+        state.audit.record(Decision {
+            token: &id.name,
+            route: routes::STATUS,
+            action: "status",
+            allowed: false,
+            reason: Some("only the user".into()),
+            ..Default::default()
+        });
         return Err(ApiError::forbidden(
             "only the user's own token may read the daemon's status",
         ));

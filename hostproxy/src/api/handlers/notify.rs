@@ -10,6 +10,7 @@ use clawker_protocol::api::{
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::api::state::AppState;
+use crate::audit::Decision;
 use crate::auth::Identity;
 
 fn check(text: &str, what: &str, max: usize) -> Result<(), ApiError> {
@@ -33,15 +34,14 @@ pub async fn notify(
     ApiJson(req): ApiJson<NotifyRequest>,
 ) -> Result<Json<SuccessResponse>, ApiError> {
     let decided = decide(&state, &id, &req).await;
-    state.audit.record(
-        &id.name,
-        routes::NOTIFY,
-        "notify",
-        None,
-        None,
-        decided.is_ok(),
-        decided.as_ref().err().map(|e| e.message.clone()),
-    );
+    state.audit.record(Decision {
+        token: &id.name,
+        route: routes::NOTIFY,
+        action: "notify",
+        allowed: decided.is_ok(),
+        reason: decided.as_ref().err().map(|e| e.message.clone()),
+        ..Default::default()
+    });
     decided.map(|()| Json(SuccessResponse::OK))
 }
 

@@ -9,6 +9,7 @@ use clawker_protocol::urls::{UrlError, canonical_url, check_url_policy};
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::api::state::AppState;
+use crate::audit::Decision;
 use crate::auth::Identity;
 
 /// The status a URL refusal gets: 403 for policy, 400 for malformed input.
@@ -29,15 +30,15 @@ pub async fn open_url(
         Ok((host, _)) => (Some(host.clone()), None),
         Err((host, e)) => (host.clone(), Some(e.message.clone())),
     };
-    state.audit.record(
-        &id.name,
-        routes::OPEN_URL,
-        "open",
-        host.clone(),
-        None,
-        refusal.is_none(),
-        refusal,
-    );
+    state.audit.record(Decision {
+        token: &id.name,
+        route: routes::OPEN_URL,
+        action: "open",
+        host: host.clone(),
+        allowed: refusal.is_none(),
+        reason: refusal,
+        ..Default::default()
+    });
     let (_, url) = result.map_err(|(_, e)| e)?;
     tracing::info!(host, "opened url");
     Ok(Json(OpenUrlResponse { success: true, url }))

@@ -12,6 +12,7 @@ use clawker_protocol::api::{SshAgentRequest, SshAgentResponse, routes};
 use crate::api::error::ApiError;
 use crate::api::json::ApiJson;
 use crate::api::state::AppState;
+use crate::audit::Decision;
 use crate::auth::Identity;
 use crate::backends::AgentError;
 
@@ -30,15 +31,15 @@ async fn relay_agent_frame(
     let (action, key) = describe_request(body);
     let refusal = refusal.map(str::to_string);
     let allowed_keys = grant.keys;
-    state.audit.record(
-        &id.name,
-        routes::SSH_AGENT,
-        &action,
-        None,
+    state.audit.record(Decision {
+        token: &id.name,
+        route: routes::SSH_AGENT,
+        action: &action,
         key,
-        refusal.is_none(),
-        refusal,
-    );
+        allowed: refusal.is_none(),
+        reason: refusal,
+        ..Default::default()
+    });
     match verdict {
         Verdict::Refuse => {
             tracing::info!(
