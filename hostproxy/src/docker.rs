@@ -5,8 +5,7 @@ use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 use bollard::Docker;
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
-use futures_util::StreamExt;
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WatcherSettings;
@@ -180,9 +179,15 @@ fn label_filters(labels: &[(String, String)]) -> HashMap<String, Vec<String>> {
     )])
 }
 
-/// Revokes scoped tokens whose container is gone: those already gone now, then each one as
-/// Docker reports it died or was removed. Without Docker it does nothing.
-pub async fn revoke_tokens_of_dead_containers(store: crate::auth::TokenStore) {
+/// Revokes scoped tokens whose container is gone: each bound one that is not running at
+/// every (re)subscription of the daemon's container events, and each one as Docker reports
+/// it died or was removed. Waits for the engine when it is down (the events say when).
+pub async fn revoke_tokens_of_dead_containers(
+    store: crate::auth::TokenStore,
+    docker: Docker,
+    mut events: crate::events::Subscription,
+) {
+    use crate::events::Event;
     let store = std::sync::Arc::new(store);
     // The store takes a blocking lock, reads, writes and fsyncs `tokens.json`: never on a
     // runtime worker.
@@ -194,62 +199,49 @@ pub async fn revoke_tokens_of_dead_containers(store: crate::auth::TokenStore) {
                 .unwrap_or(Ok(0))
         }
     };
-    let Ok(docker) = connect() else { return };
-    if docker.ping().await.is_err() {
-        return;
-    }
-    let bound = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.bound_containers())
-            .await
-            .unwrap_or_default()
-    };
-    for c in bound {
-        let running = docker
-            .inspect_container(&c, None)
-            .await
-            .ok()
-            .and_then(|i| i.state.and_then(|s| s.running))
-            .unwrap_or(false);
-        if !running
-            && let Ok(n) = revoke(c.clone(), None).await
-            && n > 0
-        {
-            tracing::info!(
-                revoked = n,
-                "tokens of a container that is gone were revoked"
-            );
-        }
-    }
-    let filters = HashMap::from([
-        ("type".to_string(), vec!["container".to_string()]),
-        (
-            "event".to_string(),
-            vec!["die".to_string(), "destroy".to_string()],
-        ),
-    ]);
-    loop {
-        let mut events = docker
-            .events(Some(EventsOptionsBuilder::new().filters(&filters).build()))
-            .boxed();
-        while let Some(ev) = events.next().await {
-            let Ok(ev) = ev else { break };
-            let Some(actor) = ev.actor else { continue };
-            let Some(id) = actor.id else { continue };
-            let name = actor
-                .attributes
-                .as_ref()
-                .and_then(|a| a.get("name"))
-                .cloned();
-            match revoke(id, name).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(revoked = n, "tokens of a stopped container were revoked"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot revoke the tokens of a stopped container")
+    while let Some(event) = events.next().await {
+        match event {
+            Event::Resync => {
+                let bound = {
+                    let store = store.clone();
+                    tokio::task::spawn_blocking(move || store.bound_containers())
+                        .await
+                        .unwrap_or_default()
+                };
+                for c in bound {
+                    let running = docker
+                        .inspect_container(&c, None)
+                        .await
+                        .ok()
+                        .and_then(|i| i.state.and_then(|s| s.running))
+                        .unwrap_or(false);
+                    if !running
+                        && let Ok(n) = revoke(c.clone(), None).await
+                        && n > 0
+                    {
+                        tracing::info!(
+                            revoked = n,
+                            "tokens of a container that is gone were revoked"
+                        );
+                    }
                 }
             }
+            Event::Container {
+                ref action, ref id, ..
+            } if action == "die" || action == "destroy" => {
+                let name = event.name().map(str::to_string);
+                match revoke(id.clone(), name).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(revoked = n, "tokens of a stopped container were revoked")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot revoke the tokens of a stopped container")
+                    }
+                }
+            }
+            Event::Container { .. } => {}
         }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
@@ -269,6 +261,7 @@ pub async fn watch_containers(
     settings: WatcherSettings,
     stop: CancellationToken,
     attached: impl Fn() -> usize + Send,
+    mut events: crate::events::Subscription,
 ) {
     const MAX_ERRORS: u32 = 10;
     let docker = match connect() {
@@ -284,19 +277,6 @@ pub async fn watch_containers(
         () = tokio::time::sleep(settings.grace_period) => {}
         () = stop.cancelled() => return,
     }
-    let mut filters = label_filters(&settings.labels);
-    filters.insert("type".into(), vec!["container".into()]);
-    filters.insert(
-        "event".into(),
-        [
-            "start", "die", "stop", "kill", "destroy", "pause", "unpause",
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
-    let mut events = docker
-        .events(Some(EventsOptionsBuilder::new().filters(&filters).build()))
-        .boxed();
     let mut errors = 0u32;
     loop {
         match count_labelled(&docker, &settings.labels)
@@ -323,15 +303,10 @@ pub async fn watch_containers(
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(settings.poll_interval) => {}
-            ev = events.next() => match ev {
-                Some(Ok(_)) => {}
-                // The stream broke: count by polling and reopen it.
-                Some(Err(_)) | None => {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    events = docker
-                        .events(Some(EventsOptionsBuilder::new().filters(&filters).build()))
-                        .boxed();
-                }
+            // Any container event (or a resubscription): count again.
+            ev = events.next() => if ev.is_none() {
+                stop.cancelled().await;
+                return;
             },
         }
     }

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod docker;
 pub mod doctor;
 pub mod egress;
+pub mod events;
 pub mod host_gate;
 pub mod lifecycle;
 pub mod logfile;

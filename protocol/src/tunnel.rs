@@ -161,6 +161,10 @@ pub enum ControlRequest {
         /// Declared host sockets to give it, by name (besides its `SOCKETS_LABEL`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         declared: Vec<String>,
+        /// The host socket its gpg-agent streams reach instead of the daemon's gpg-agent
+        /// (`hostproxy bridge --gpg-agent-socket`; an absolute path).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gpg_agent: Option<String>,
     },
     Detach {
         name: String,
@@ -379,6 +383,7 @@ mod tests {
             allow: vec!["open".into()],
             sockets: vec![],
             declared: vec![],
+            gpg_agent: None,
         };
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"verb":"attach","container":"c1","allow":["open"]}"#);

@@ -114,6 +114,7 @@ pub fn attach(args: AttachArgs) -> Result<ExitCode> {
         allow: args.allow,
         sockets: Vec::new(),
         declared: args.sockets,
+        gpg_agent: None,
     })?;
     for a in &r.attachments {
         println!("{}", show(a));

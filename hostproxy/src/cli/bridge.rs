@@ -37,8 +37,9 @@ pub struct BridgeArgs {
     /// another one (the image's) runs through `docker exec -i` on the daemon's host.
     #[arg(long, default_value = DEFAULT_SERVER)]
     pub server: String,
-    /// No longer taken: the daemon's gpg-agent socket is gpgconf's agent-extra-socket.
-    #[arg(long, hide = true)]
+    /// Host gpg-agent socket to connect gpg streams to. Default: the daemon's (gpgconf's
+    /// agent-extra-socket, restricted for remote use); name another only if you know why.
+    #[arg(long)]
     pub gpg_agent_socket: Option<std::path::PathBuf>,
     /// User to run the container-side program as (through `docker exec -i -u USER`).
     #[arg(long)]
@@ -59,11 +60,16 @@ pub fn plan(args: &BridgeArgs, id: &str, name: &str, env: &[String]) -> Result<P
     if !args.ssh && !args.gpg {
         bail!("nothing to bridge: pass --ssh, --gpg or both");
     }
-    if args.gpg_agent_socket.is_some() {
-        bail!(
-            "--gpg-agent-socket is no longer taken: hostproxy bridge goes through the daemon (it is `hostproxy attach`), which uses gpgconf's agent-extra-socket of its own environment"
-        );
-    }
+    let gpg_agent = match &args.gpg_agent_socket {
+        // The daemon runs elsewhere (cwd `/`): the path as this shell means it.
+        Some(p) => Some(
+            std::path::absolute(p)
+                .with_context(|| format!("--gpg-agent-socket {}", p.display()))?
+                .display()
+                .to_string(),
+        ),
+        None => None,
+    };
     // Upstream's container end takes paths literally: `~/` is the container's HOME here
     // (else /root), so the default paths work with it too (SPEC.md 6.1).
     let home = container_home(env);
@@ -91,6 +97,7 @@ pub fn plan(args: &BridgeArgs, id: &str, name: &str, env: &[String]) -> Result<P
             allow,
             sockets,
             declared: Vec::new(),
+            gpg_agent,
         }
     } else {
         // The daemon sets CLAWKER_REMOTE_SOCKETS for a --via command; `docker exec -e NAME`
@@ -108,6 +115,7 @@ pub fn plan(args: &BridgeArgs, id: &str, name: &str, env: &[String]) -> Result<P
             allow,
             sockets,
             declared: Vec::new(),
+            gpg_agent,
         }
     };
     Ok(Plan {
@@ -270,6 +278,7 @@ mod tests {
                     },
                 ],
                 declared: vec![],
+                gpg_agent: None,
             }
         );
         // No HOME: root's; a path without `~/` as given.
@@ -340,13 +349,23 @@ mod tests {
         );
         let e = plan(&args(&["--container", "c1"]), "a", "c1", &[]).unwrap_err();
         assert!(e.to_string().contains("pass --ssh, --gpg"), "{e}");
-        let e = plan(
-            &args(&["--container", "c1", "--gpg", "--gpg-agent-socket", "/x"]),
+        // Another host gpg-agent socket: handed on, absolute.
+        let p = plan(
+            &args(&[
+                "--container",
+                "c1",
+                "--gpg",
+                "--gpg-agent-socket",
+                "/run/x.sock",
+            ]),
             "a",
             "c1",
             &[],
         )
-        .unwrap_err();
-        assert!(e.to_string().contains("through the daemon"), "{e}");
+        .unwrap();
+        let ControlRequest::Attach { gpg_agent, .. } = p.request else {
+            panic!("not an attach")
+        };
+        assert_eq!(gpg_agent.as_deref(), Some("/run/x.sock"));
     }
 }

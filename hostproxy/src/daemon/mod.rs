@@ -137,11 +137,20 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
             "callback sessions of the last run are waiting again"
         );
     }
-    {
+    // One subscription to the engine's container events for every consumer below; each
+    // subscribes before the feed starts, so each hears its first Resync.
+    let events = crate::events::ContainerEvents::new();
+    let engine = crate::docker::connect()
+        .map_err(
+            |e| tracing::info!(error = %format!("{e:#}"), "no docker engine: only --via attaches"),
+        )
+        .ok();
+    if let Some(docker) = &engine {
         let (tokens_file, stop) = (state_dir.tokens_file(), shutdown.clone());
+        let (docker, sub) = (docker.clone(), events.subscribe());
         tokio::spawn(async move {
             tokio::select! {
-                () = crate::docker::revoke_tokens_of_dead_containers(TokenStore::new(tokens_file)) => {}
+                () = crate::docker::revoke_tokens_of_dead_containers(TokenStore::new(tokens_file), docker, sub) => {}
                 () = stop.cancelled() => {}
             }
         });
@@ -165,9 +174,7 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         settings.attach.clone(),
         tools,
         Some(state_dir.root().join("attachments.json")),
-        crate::docker::connect()
-            .map_err(|e| tracing::info!(error = %format!("{e:#}"), "no docker engine: only --via attaches"))
-            .ok(),
+        engine.clone(),
         shutdown.clone(),
     )?;
     let control = tunnel::control::bind(&state_dir.control_socket())?;
@@ -176,7 +183,7 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         tunnels.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(tunnels.clone().discover());
+    tokio::spawn(tunnels.clone().discover(events.subscribe()));
     tokio::spawn(tunnels.clone().restore_kept());
     if banner {
         banner::print_banner(&settings, &bound, &state_dir, &tools_said);
@@ -184,10 +191,14 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
     if let Some(w) = watcher {
         let stop = shutdown.clone();
         let live = tunnels.clone();
+        let sub = events.subscribe();
         tokio::spawn(async move {
-            crate::docker::watch_containers(w, stop.clone(), move || live.live()).await;
+            crate::docker::watch_containers(w, stop.clone(), move || live.live(), sub).await;
             stop.cancel();
         });
+    }
+    if let Some(docker) = engine {
+        tokio::spawn(events.run(docker, shutdown.clone()));
     }
     let limits = ServeLimits {
         header_read_timeout: settings.header_read_timeout,

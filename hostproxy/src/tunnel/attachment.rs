@@ -26,6 +26,8 @@ pub(super) struct Attachment {
     /// defaults are unknown here, as with `--via`; any port on the loopback names).
     pub(super) listen: Option<std::net::SocketAddr>,
     pub(super) sockets: Option<String>,
+    /// Where its gpg-agent streams go, when not to the daemon's gpg-agent.
+    pub(super) gpg_agent: Option<std::path::PathBuf>,
     pub(super) cancel: CancellationToken,
     pub(super) name: String,
     pub(super) generation: u64,
@@ -181,7 +183,11 @@ impl Attachment {
         let may_gpg = self.identity.may_gpg();
         let targets = Targets {
             ssh: inner.agents.ssh.clone().filter(|_| self.identity.may_ssh()),
-            gpg: inner.agents.gpg.clone().filter(|_| may_gpg),
+            gpg: self
+                .gpg_agent
+                .clone()
+                .or_else(|| inner.agents.gpg.clone())
+                .filter(|_| may_gpg),
             filter: audited_filter(
                 inner.state.settings.agent_policy.clone(),
                 self.identity.agent_grant(),
@@ -202,7 +208,7 @@ impl Attachment {
         };
         // PUBKEY always goes first: a container end that serves gpg-agent waits for it, and
         // one that does not ignores it (empty without the gpg scope or host keys).
-        let pubkey = if may_gpg && inner.agents.gpg.is_some() {
+        let pubkey = if may_gpg && (self.gpg_agent.is_some() || inner.agents.gpg.is_some()) {
             crate::bridge::gpg_export().await
         } else {
             Vec::new()

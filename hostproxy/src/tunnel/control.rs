@@ -16,7 +16,7 @@ use interprocess::local_socket::tokio::prelude::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use super::{Target, Tunnels};
+use super::{AttachOptions, Target, Tunnels};
 use crate::audit::Decision;
 use crate::platform::local::{self, Accepted, Listener};
 
@@ -187,8 +187,10 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
             allow,
             sockets,
             declared,
+            gpg_agent,
         } => {
-            let by_hand = container.is_some();
+            // Attached again after a restart: by hand, with the default sockets only.
+            let kept = container.is_some() && sockets.is_empty() && gpg_agent.is_none();
             let target = match (container, via, name) {
                 (Some(c), None, None) => Target::Container(c),
                 (None, Some(argv), Some(name)) => Target::Via { argv, name },
@@ -201,8 +203,14 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
                     ));
                 }
             };
-            match tunnels.attach(target, &allow, &sockets, &declared).await {
-                Ok(info) if by_hand && sockets.is_empty() => {
+            let opts = AttachOptions {
+                allow: allow.clone(),
+                sockets,
+                declared: declared.clone(),
+                gpg_agent: gpg_agent.map(std::path::PathBuf::from),
+            };
+            match tunnels.attach(target, opts).await {
+                Ok(info) if kept => {
                     tunnels.keep_manual(&info.target, &allow, &declared);
                     ControlResponse {
                         ok: true,

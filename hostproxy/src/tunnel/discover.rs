@@ -3,18 +3,17 @@
 //! only by the container's own attach label (`Target::Labelled`).
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
-use futures_util::StreamExt;
+use bollard::query_parameters::ListContainersOptionsBuilder;
 
-use super::{Target, Tunnels};
+use super::{AttachOptions, Target, Tunnels};
+use crate::events::Event;
 
 impl Tunnels {
-    /// Attaches every running container with the attach label, now and whenever one
-    /// starts, until the daemon stops. Docker's event stream is subscribed again after an
-    /// error (0.2 s, doubling to 30 s), and the running ones listed again each time.
-    pub async fn discover(self) {
+    /// Attaches every running container with the attach label, at each (re)subscription of
+    /// the daemon's container events (`events`, which reconnects) and whenever one starts,
+    /// until the daemon stops.
+    pub async fn discover(self, mut events: crate::events::Subscription) {
         if !self.0.settings.enabled {
             return;
         }
@@ -37,62 +36,54 @@ impl Tunnels {
         }
         let (k, v) = &self.0.settings.label;
         let label = format!("{k}={v}");
-        let mut backoff = Duration::from_millis(200);
         loop {
-            let filters = HashMap::from([
-                ("type".to_string(), vec!["container".to_string()]),
-                ("event".to_string(), vec!["start".to_string()]),
-                ("label".to_string(), vec![label.clone()]),
-            ]);
-            let mut events =
-                docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
-            let listed = docker
-                .list_containers(Some(
-                    ListContainersOptionsBuilder::new()
-                        .filters(&HashMap::from([("label".to_string(), vec![label.clone()])]))
-                        .build(),
-                ))
-                .await;
-            match listed {
-                Ok(list) => {
-                    backoff = Duration::from_millis(200);
-                    for c in list {
-                        if let Some(id) = c.id {
-                            self.attach_in_background(id);
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot list containers to attach"),
-            }
-            loop {
-                tokio::select! {
-                    () = self.0.shutdown.cancelled() => return,
-                    ev = events.next() => match ev {
-                        Some(Ok(ev)) => {
-                            if let Some(id) = ev.actor.and_then(|a| a.id) {
+            let event = tokio::select! {
+                () = self.0.shutdown.cancelled() => return,
+                e = events.next() => e,
+            };
+            match event {
+                None => return,
+                // (Re)subscribed, or behind: every running labelled container.
+                Some(Event::Resync) => {
+                    let listed = docker
+                        .list_containers(Some(
+                            ListContainersOptionsBuilder::new()
+                                .filters(&HashMap::from([(
+                                    "label".to_string(),
+                                    vec![label.clone()],
+                                )]))
+                                .build(),
+                        ))
+                        .await;
+                    match listed {
+                        Ok(list) => {
+                            for id in list.into_iter().filter_map(|c| c.id) {
                                 self.attach_in_background(id);
                             }
                         }
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "docker's event stream failed");
-                            break;
-                        }
-                        None => break,
-                    },
+                        Err(e) => tracing::debug!(error = %e, "cannot list containers to attach"),
+                    }
                 }
+                // The event carries the container's labels as attributes.
+                Some(Event::Container {
+                    action,
+                    id,
+                    attributes,
+                }) if action == "start" && attributes.get(k) == Some(v) => {
+                    self.attach_in_background(id);
+                }
+                Some(Event::Container { .. }) => {}
             }
-            tokio::select! {
-                () = self.0.shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 
     fn attach_in_background(&self, id: String) {
         let me = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = me.attach(Target::Labelled(id.clone()), &[], &[], &[]).await {
+            if let Err(e) = me
+                .attach(Target::Labelled(id.clone()), AttachOptions::default())
+                .await
+            {
                 let why = format!("{e:#}");
                 tracing::warn!(container = %id, error = %why, "cannot attach the container");
                 // Left alone on purpose (by hand, or by its image's label), or already gone

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{Entry, Target, check_name};
+use super::{AttachOptions, Entry, Target, check_name};
 use clawker_protocol::tunnel::{AttachState, AttachmentInfo, EngineKind};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,9 +212,11 @@ impl super::Tunnels {
             if let Err(e) = self
                 .attach(
                     Target::Container(m.container.clone()),
-                    &m.allow,
-                    &[],
-                    &m.declared,
+                    AttachOptions {
+                        allow: m.allow.clone(),
+                        declared: m.declared.clone(),
+                        ..AttachOptions::default()
+                    },
                 )
                 .await
             {

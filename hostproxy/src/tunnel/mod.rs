@@ -18,9 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
-use clawker_protocol::tunnel::{
-    AttachState, AttachmentInfo, EngineKind, RemoteSocket, default_sockets,
-};
+use clawker_protocol::tunnel::{AttachState, AttachmentInfo, EngineKind, RemoteSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
@@ -35,7 +33,10 @@ mod discover;
 pub mod embedded;
 pub mod engine;
 pub mod kept;
+mod resolve;
 pub mod tools;
+
+use resolve::Resolved;
 
 use attachment::Attachment;
 
@@ -243,18 +244,17 @@ impl Tunnels {
     /// Attaches `target` with `allow` (empty: the label, then `attach.scopes`) and
     /// `sockets` (empty: the defaults). Attaching what is already attached answers the
     /// attachment that exists.
-    pub async fn attach(
-        &self,
-        target: Target,
-        allow: &[String],
-        sockets: &[RemoteSocket],
-        declared: &[String],
-    ) -> Result<AttachmentInfo> {
-        let allow = parse_scopes(allow)?;
-        let mut notes: Vec<String> = Vec::new();
-        let mut label_sockets: Vec<String> = Vec::new();
-        let mut label_ask = Vec::new();
-        let mut base_sockets: Vec<RemoteSocket> = sockets.to_vec();
+    pub async fn attach(&self, target: Target, opts: AttachOptions) -> Result<AttachmentInfo> {
+        let AttachOptions {
+            allow,
+            sockets,
+            declared,
+            gpg_agent,
+        } = opts;
+        if gpg_agent.as_ref().is_some_and(|p| !p.is_absolute()) {
+            bail!("the gpg-agent socket must be an absolute path");
+        }
+        let allow = parse_scopes(&allow)?;
         let Resolved {
             engine,
             kind,
@@ -263,109 +263,11 @@ impl Tunnels {
             listen,
             label_scopes,
             shown,
-        } = match target {
-            Target::Container(ref c) | Target::Labelled(ref c) => {
-                let t =
-                    DockerTarget::inspect(self.docker()?.clone(), c, self.0.tools.clone()).await?;
-                let (k, v) = &self.0.settings.label;
-                if matches!(target, Target::Labelled(_)) && t.labels.get(k) != Some(v) {
-                    tracing::info!(
-                        container = %t.name,
-                        "not attached: its attach label {k}={v} comes from its image, and images choose nothing (hostproxy attach --container attaches it)"
-                    );
-                    bail!("the attach label of {} comes from its image", t.name);
-                }
-                if matches!(target, Target::Labelled(_))
-                    && self
-                        .0
-                        .kept
-                        .as_ref()
-                        .is_some_and(|k| k.is_detached(&t.id, &t.started_at))
-                {
-                    tracing::info!(container = %t.name, "not attached: detached by hand; attached again when it starts again");
-                    bail!("{} was detached by hand", t.name);
-                }
-                let env = |k: &str| t.env_var(k);
-                let shared = engine::shares_network(&t.network_mode);
-                if shared && !self.0.settings.allow_shared_network {
-                    bail!(
-                        "container {} shares a network namespace ({}): its loopback is not its own, so the tunnel's tokenless listener would serve whoever else is in it (every local user, with --network host); refused: set attach.allow_shared_network = true in the config to attach it with its unix sockets only",
-                        t.name,
-                        t.network_mode
-                    );
-                }
-                let label_scopes = t
-                    .labels
-                    .get(clawker_protocol::tunnel::SCOPES_LABEL)
-                    .map(|l| parse_scopes(&l.split(',').map(str::to_string).collect::<Vec<_>>()))
-                    .transpose()
-                    .with_context(|| format!("label {}", clawker_protocol::tunnel::SCOPES_LABEL))?;
-                // Asks the container's own label adds; it cannot remove any (SPEC.md 14).
-                if let Some(l) = t.labels.get(clawker_protocol::approval::ASK_LABEL) {
-                    label_ask = clawker_protocol::approval::parse_patterns(l)
-                        .map_err(anyhow::Error::msg)
-                        .with_context(|| {
-                            format!("label {}", clawker_protocol::approval::ASK_LABEL)
-                        })?;
-                }
-                let (name, id) = (t.name.clone(), t.id.clone());
-                check_name(&name)?;
-                label_sockets = t
-                    .labels
-                    .get(clawker_protocol::tunnel::SOCKETS_LABEL)
-                    .map(|l| {
-                        l.split(',')
-                            .map(|s| s.trim().to_string())
-                            .filter(|s| !s.is_empty())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                base_sockets = if sockets.is_empty() {
-                    default_sockets(env)
-                } else {
-                    sockets.to_vec()
-                };
-                if shared {
-                    // No tokenless listener where others share the loopback (SPEC.md 11).
-                    base_sockets.retain(|s| !matches!(s, RemoteSocket::Http { .. }));
-                    notes.push(format!(
-                        "no HTTP listener: the container shares a network namespace ({})",
-                        t.network_mode
-                    ));
-                }
-                Resolved {
-                    engine: Arc::new(t),
-                    kind: EngineKind::Docker,
-                    name,
-                    container: Some(id.clone()),
-                    listen: listen_of(&base_sockets),
-                    label_scopes,
-                    shown: id,
-                }
-            }
-            Target::Via { argv, name } => {
-                check_name(&name)?;
-                if argv.is_empty() {
-                    bail!("--via names no command");
-                }
-                let shown = argv.join(" ");
-                // Declared sockets travel in CLAWKER_REMOTE_SOCKETS, which replaces the
-                // container end's defaults: name the defaults too (its HOME unknown here,
-                // so /root's, as SPEC.md 6.1 says), so the HTTP and agent sockets stay.
-                if sockets.is_empty() && !declared.is_empty() {
-                    base_sockets = default_sockets(|_| None);
-                }
-                Resolved {
-                    engine: Arc::new(ViaTarget { argv }),
-                    kind: EngineKind::Via,
-                    name,
-                    container: None,
-                    listen: listen_of(&base_sockets),
-                    label_scopes: None,
-                    shown,
-                }
-            }
-        };
+            label_sockets,
+            label_ask,
+            sockets: mut base_sockets,
+            mut notes,
+        } = self.resolve(target, &sockets, &declared).await?;
         let identity_name = match kind {
             EngineKind::Docker => format!("container:{name}"),
             EngineKind::Via => format!("via:{name}"),
@@ -402,7 +304,7 @@ impl Tunnels {
             ask: label_ask,
         };
         // Declared host sockets: each named in the config, and in the identity's scopes.
-        let mut wanted: Vec<String> = declared.to_vec();
+        let mut wanted: Vec<String> = declared;
         wanted.extend(label_sockets);
         wanted.sort();
         wanted.dedup();
@@ -474,6 +376,7 @@ impl Tunnels {
             identity,
             listen,
             sockets,
+            gpg_agent,
             cancel,
             name: key,
             generation,
@@ -507,20 +410,18 @@ impl Tunnels {
     }
 }
 
-/// A target looked up: what `attach` needs of it, whatever its engine.
-struct Resolved {
-    engine: Arc<dyn Engine>,
-    kind: EngineKind,
-    /// The container's name, or the `--via` attachment's `--name`.
-    name: String,
-    /// The Docker container's id.
-    container: Option<String>,
-    /// The container end's HTTP listener on its loopback, if it has one.
-    listen: Option<std::net::SocketAddr>,
-    /// The container's own scopes label, which narrows what the host grants.
-    label_scopes: Option<BTreeSet<Scope>>,
-    /// The container id, or the command.
-    shown: String,
+/// What an attach asks for besides its target.
+#[derive(Debug, Clone, Default)]
+pub struct AttachOptions {
+    /// Scopes; empty: the container's label narrows `attach.scopes`.
+    pub allow: Vec<String>,
+    /// The sockets its container end makes; empty: the defaults.
+    pub sockets: Vec<RemoteSocket>,
+    /// Declared host sockets to give it, by name.
+    pub declared: Vec<String>,
+    /// The host socket its gpg-agent streams reach, instead of the daemon's gpg-agent
+    /// (`hostproxy bridge --gpg-agent-socket`, the user's own command).
+    pub gpg_agent: Option<PathBuf>,
 }
 
 /// How the note of the latest failure starts.

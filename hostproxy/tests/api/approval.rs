@@ -36,7 +36,7 @@ fn uses(port: u16) -> Vec<(&'static str, Value)> {
 #[tokio::test]
 async fn every_route_waits_for_the_answer_and_a_refusal_does_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (sock, agent_calls) = crate::recording_agent(dir.path()).await;
+    let (sock, agent_calls) = crate::ssh_agent::recording_agent(dir.path()).await;
     let decision = dir.path().join("decision");
     let approver = dir.path().join("approver");
     e2e::write_script(

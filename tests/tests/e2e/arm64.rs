@@ -95,12 +95,9 @@ fn the_arm64_tools_work_in_an_arm64_container() {
     assert!(out.contains("password=s3cret-pass"), "{out}{err}");
 
     // ssh-add -l through the bridge: the aarch64 clawker-socket-server in the container.
-    let state = tempfile::tempdir().unwrap();
+    // (`hostproxy bridge` is `attach`: the daemon's agent, the daemon's copy of the tools.)
     let mut bridge = Kill(
-        Command::new(bin("hostproxy"))
-            .args(["bridge", "--container", &c.0, "--ssh"])
-            .env("SSH_AUTH_SOCK", &agent.socket)
-            .env("CLAWKER_STATE_DIR", state.path())
+        d.hostproxy(&["bridge", "--container", &c.0, "--ssh"])
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -171,6 +171,27 @@ fn mock_and_daemon_answer_alike() {
             "/git/credential",
             Some(json!({"action":"get","protocol":"http","host":"github.com"})),
         ),
+        // Egress (SPEC.md 13): the refusals that are decided before anything is sent, so
+        // neither side needs a network.
+        case(
+            "git egress: dumb http",
+            "GET",
+            "/git/github.com/acme/app.git/HEAD",
+            None,
+        ),
+        case(
+            "git egress: encoded dots",
+            "POST",
+            "/git/github.com/acme/%2e%2e/other/git-receive-pack",
+            None,
+        ),
+        case(
+            "git egress: user in host",
+            "GET",
+            "/git/u@github.com/acme/app.git/info/refs?service=git-upload-pack",
+            None,
+        ),
+        case("egress: undeclared", "POST", "/egress/nope/v1/chat", None),
         case(
             "docker not found",
             "POST",
