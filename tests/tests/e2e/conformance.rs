@@ -172,17 +172,13 @@ fn mock_and_daemon_answer_alike() {
             Some(json!({"action":"get","protocol":"http","host":"github.com"})),
         ),
         // Egress (SPEC.md 13): the refusals that are decided before anything is sent, so
-        // neither side needs a network.
+        // neither side needs a network. (Encoded dots are not here: the client's URL parser
+        // turns `%2e%2e` into `..` and resolves it before sending; the e2e egress suite
+        // sends them raw, with git.)
         case(
             "git egress: dumb http",
             "GET",
             "/git/github.com/acme/app.git/HEAD",
-            None,
-        ),
-        case(
-            "git egress: encoded dots",
-            "POST",
-            "/git/github.com/acme/%2e%2e/other/git-receive-pack",
             None,
         ),
         case(
