@@ -320,6 +320,7 @@ pub(crate) fn dist(all: bool) -> Result<PathBuf> {
     release::install_script(&out)?;
     release::devcontainer_feature(&out)?;
     sums(&out, &archives)?;
+    release::homebrew_formula(&out, &archives)?;
     Ok(out)
 }
 
@@ -368,7 +369,8 @@ fn docs(out: &Path) -> Result<()> {
         }
         Ok(o.stdout)
     };
-    std::fs::write(man.join("hostproxy.1"), output_of(&["man"])?)?;
+    // hostproxy.1 and a page per subcommand (hostproxy-serve.1, …), which it refers to.
+    output_of(&["man", "--dir", &man.display().to_string()])?;
     for shell in SHELLS {
         let file = match shell {
             clap_complete::Shell::Bash => "hostproxy.bash".to_string(),

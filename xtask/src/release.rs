@@ -169,3 +169,70 @@ fn ring_cc(target: &str) -> Result<Vec<(String, String)>> {
     };
     Ok(vec![(var, cc)])
 }
+
+/// `hostproxy.rb`, a Homebrew formula (Homebrew on Linux) for the release archives built
+/// now (SPEC.md 12): each architecture's URL and the SHA-256 `SHA256SUMS` has for it. The
+/// base URL is `HOSTPROXY_DOWNLOAD_URL` when set (where the release is published), else
+/// this dist folder as a `file://` URL, so `brew install --formula target/dist/hostproxy.rb`
+/// installs the local build.
+pub(crate) fn homebrew_formula(out: &Path, archives: &[String]) -> Result<()> {
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS"))?;
+    let sha_of = |name: &str| {
+        sums.lines()
+            .find_map(|l| l.split_once("  ").filter(|(_, n)| *n == name))
+            .map(|(h, _)| h.to_string())
+            .with_context(|| format!("{name} is not in SHA256SUMS"))
+    };
+    let base = match std::env::var("HOSTPROXY_DOWNLOAD_URL") {
+        Ok(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
+        _ => format!("file://{}", std::fs::canonicalize(out)?.display()),
+    };
+    let mut arches = String::new();
+    for (block, arch) in [("on_intel", "x86_64"), ("on_arm", "aarch64")] {
+        let Some(name) = archives
+            .iter()
+            .find(|a| a.contains(&format!("-{arch}-unknown-linux-musl")))
+        else {
+            continue;
+        };
+        arches.push_str(&format!(
+            "    {block} do\n      url \"{base}/{name}\"\n      sha256 \"{}\"\n    end\n",
+            sha_of(name)?
+        ));
+    }
+    let formula = format!(
+        r##"# Homebrew formula for hostproxy, written by `cargo xtask dist` for the archives it built.
+# Homebrew on Linux: brew install --formula ./hostproxy.rb
+class Hostproxy < Formula
+  desc "Lets tools in containers use the host's browser, git credentials and SSH/GPG keys"
+  homepage "{homepage}"
+  version "{version}"
+  license any_of: ["MIT", "Apache-2.0"]
+
+  on_linux do
+{arches}  end
+
+  def install
+    bin.install "hostproxy"
+    man1.install Dir["man/*.1"]
+    bash_completion.install "completions/bash/hostproxy.bash" => "hostproxy"
+    zsh_completion.install "completions/zsh/_hostproxy"
+    fish_completion.install "completions/fish/hostproxy.fish"
+  end
+
+  service do
+    run [opt_bin/"hostproxy", "serve"]
+    keep_alive true
+  end
+
+  test do
+    assert_match version.to_s, shell_output("#{{bin}}/hostproxy --version")
+  end
+end
+"##,
+        version = env!("CARGO_PKG_VERSION"),
+        homepage = env!("CARGO_PKG_REPOSITORY"),
+    );
+    std::fs::write(out.join("hostproxy.rb"), formula)?;
+    Ok(())
+}

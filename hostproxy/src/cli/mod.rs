@@ -16,6 +16,7 @@ use hostproxy::config::parse_duration;
 mod approvals;
 mod attach;
 mod bridge;
+mod man;
 mod run;
 mod run_flags;
 mod serve;
@@ -93,8 +94,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) on stdout.
-    Man,
+    /// Print the man page (roff) on stdout; with --dir, write it and one page per
+    /// subcommand there.
+    Man {
+        /// Write every page (hostproxy.1, hostproxy-SUBCOMMAND.1) into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -339,10 +345,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ServiceAction::Install { no_start } => hostproxy::service::install(!no_start),
             ServiceAction::Uninstall => hostproxy::service::uninstall(),
         },
-        Command::Man => {
-            restore_sigpipe();
+        Command::Man { dir } => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            match dir {
+                Some(dir) => man::write_all(cmd, &dir)?,
+                None => {
+                    restore_sigpipe();
+                    man::top(cmd, &mut std::io::stdout())?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { action } => token::token_command(action),

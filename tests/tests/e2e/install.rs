@@ -183,6 +183,62 @@ fn the_installed_hostproxy_attaches_stock_images_before_their_first_command() {
     );
 }
 
+/// The Homebrew formula `dist` writes (SPEC.md 12) names each release archive it built with
+/// the SHA-256 that `SHA256SUMS` has for it, at a URL where that file is, and installs only
+/// files the archive holds. (No Homebrew here to run it: what it would fetch and check is
+/// checked instead.)
+#[test]
+fn the_homebrew_formula_names_the_release_archives_and_their_checksums() {
+    let dist = dist_dir();
+    let formula = std::fs::read_to_string(dist.join("hostproxy.rb")).unwrap();
+    let sums = std::fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
+    let field = |key: &str| -> Vec<String> {
+        formula
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(&format!("{key} \"")))
+            .map(|v| v.trim_end_matches('"').to_string())
+            .collect()
+    };
+    let (urls, shas) = (field("url"), field("sha256"));
+    assert!(!urls.is_empty() && urls.len() == shas.len(), "{formula}");
+    assert!(formula.contains(&format!("version \"{}\"", env!("CARGO_PKG_VERSION"))));
+    for (url, sha) in urls.iter().zip(&shas) {
+        let name = url.rsplit('/').next().unwrap();
+        assert!(
+            sums.contains(&format!("{sha}  {name}\n")),
+            "{name}: {sha}\n{sums}"
+        );
+        let Some(path) = url.strip_prefix("file://") else {
+            continue;
+        };
+        let out = Command::new("sha256sum").arg(path).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(sha.as_str()),
+            "{path}"
+        );
+        // What `def install` takes is in the archive.
+        let listing = Command::new("tar").args(["tzf", path]).output().unwrap();
+        let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+        let top = name.trim_end_matches(".tar.gz");
+        for f in [
+            "hostproxy",
+            "man/hostproxy.1",
+            "completions/bash/hostproxy.bash",
+            "completions/zsh/_hostproxy",
+            "completions/fish/hostproxy.fish",
+        ] {
+            assert!(
+                listing.contains(&format!("{top}/{f}\n")),
+                "{f} is not in {name}"
+            );
+            assert!(
+                f == "man/hostproxy.1" || formula.contains(&format!("\"{f}\"")),
+                "the formula does not install {f}"
+            );
+        }
+    }
+}
+
 /// `hostproxy run` on an engine whose containers cannot mount the daemon's folder (here
 /// `--no-mount`, as a remote engine is): the tools are copied into the created container
 /// before it starts, so its first command finds them, five runs of five.
