@@ -590,8 +590,9 @@ pub fn bench() -> Result<()> {
     );
     wait_path(&relay_sock)?;
 
-    // The bridge: a container, `hostproxy bridge`, the container's sockets reached through
-    // /proc/<pid>/root from the host.
+    // The bridge: a container, `hostproxy bridge` (an alias of `attach`, through the scratch
+    // daemon; its gpg streams to the sink, the public keys of the scratch GnuPG home), the
+    // container's sockets reached through /proc/<pid>/root from the host.
     let image = bench_image(&dist, dir)?;
     let cid = String::from_utf8(
         Command::new("docker")

@@ -70,6 +70,9 @@ impl ScratchDaemon {
             ),
             ("GIT_CONFIG_NOSYSTEM", "1".to_string()),
             ("GIT_TERMINAL_PROMPT", "0".to_string()),
+            // The scratch GnuPG home the bench makes later (its public keys go to containers
+            // with the gpg scope, `hostproxy bridge --gpg`), never the user's.
+            ("GNUPGHOME", dir.join("g").display().to_string()),
         ];
         let port = free_port()?;
         let attach_label = format!("dev.clawker.hostproxy.scratch={port}");

@@ -46,11 +46,24 @@ pub struct BridgeArgs {
     pub user: Option<String>,
 }
 
-/// What the daemon is asked: the attach, and the name to follow it by.
+/// What the daemon is asked.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan {
     pub request: ControlRequest,
-    pub name: String,
+}
+
+impl Plan {
+    /// Whether an attachment's scopes are the ones this plan asks for (the daemon's answer
+    /// is then this attach, not one that was there before).
+    fn allow_matches(&self, scopes: &[String]) -> bool {
+        let ControlRequest::Attach { allow, .. } = &self.request else {
+            return false;
+        };
+        let (mut a, mut b) = (allow.clone(), scopes.to_vec());
+        a.sort();
+        b.sort();
+        a == b
+    }
 }
 
 /// The attach `args` ask for, for the container `id` named `name` whose environment is
@@ -118,10 +131,7 @@ pub fn plan(args: &BridgeArgs, id: &str, name: &str, env: &[String]) -> Result<P
             gpg_agent,
         }
     };
-    Ok(Plan {
-        request,
-        name: name.to_string(),
-    })
+    Ok(Plan { request })
 }
 
 /// The container's `HOME` (an absolute one), else `/root`.
@@ -176,6 +186,22 @@ async fn run(args: BridgeArgs) -> Result<ExitCode> {
     let plan = plan(&args, &id, &name, &env)?;
     let socket = StateDir::from_env()?.control_socket();
     let attached = checked(control::request_async(&socket, &plan.request).await?)?;
+    let Some(info) = attached.attachments.first() else {
+        bail!("the daemon attached nothing and said nothing");
+    };
+    // An attach of what is already attached answers the attachment that exists (by its
+    // label, by hand, another bridge): its sockets are not at these paths, and it is not
+    // this command's to detach.
+    if info.state != AttachState::Attaching || !plan.allow_matches(&info.scopes) {
+        bail!(
+            "{} is already attached ({}, {}): its sockets are that attachment's, not at the bridge's paths; `hostproxy detach {}` first to bridge it",
+            info.name,
+            info.identity,
+            info.state.as_str(),
+            info.name
+        );
+    }
+    let name = info.name.clone();
     eprintln!(
         "hostproxy bridge: bridging {} into container {} through the daemon (Ctrl-C detaches)",
         [
@@ -188,10 +214,6 @@ async fn run(args: BridgeArgs) -> Result<ExitCode> {
         .join(" and "),
         args.container
     );
-    let name = attached
-        .attachments
-        .first()
-        .map_or(plan.name, |a| a.name.clone());
     // In the foreground while the attachment lives, as the standalone bridge was.
     let mut every = tokio::time::interval(Duration::from_millis(500));
     loop {

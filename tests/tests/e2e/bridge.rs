@@ -84,6 +84,16 @@ fn ssh_and_gpg_work_inside_a_container_through_the_bridge() {
         "the bridge sockets never appeared\n{}",
         d.log_text()
     );
+    // A second bridge of what is already attached says so and leaves the first alone.
+    let second = d
+        .hostproxy(&["bridge", "--container", &c.0, "--ssh"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && said.contains("already attached"),
+        "{said}"
+    );
     // One host end: the daemon's attachment, listed with the bridge's scopes.
     let listed = d.attachments();
     let entry = listed
