@@ -127,7 +127,9 @@ impl TokenStore {
             path: self.path.clone(),
             source,
         };
-        let body = serde_json::to_vec_pretty(&TokenFile { tokens }).unwrap_or_default();
+        // A store that cannot be serialised is never written over the file (an empty body
+        // would revoke every token at once).
+        let body = serde_json::to_vec_pretty(&TokenFile { tokens }).map_err(|e| io(e.into()))?;
         crate::util::write_private_atomic(&self.path, &body).map_err(io)
     }
 
@@ -174,7 +176,9 @@ impl TokenStore {
             match self.read() {
                 Ok(t) => *cache = (version, t),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the token file; scoped tokens are refused")
+                    tracing::warn!(error = %e, "cannot read the token file; scoped tokens are refused");
+                    // As the line says: not the entries of before, which may have been revoked.
+                    *cache = (None, Vec::new());
                 }
             }
         }
@@ -365,6 +369,23 @@ mod tests {
         assert_eq!(id.ssh_keys(), Some(["SHA256:k1".to_string()].into()));
         let user = Identity::user();
         assert!(user.may_open() && user.may_git("x", true) && user.ssh_keys().is_none());
+    }
+
+    #[test]
+    fn a_token_file_that_cannot_be_read_refuses_every_token_not_the_cached_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path().join("tokens.json"));
+        let t = store
+            .issue("ci", None, &["open".parse().unwrap()], None)
+            .unwrap();
+        assert!(store.authenticate(&t).is_some());
+        // The file changes into something unreadable (a half-written edit, a bad merge).
+        std::fs::write(store.path(), b"{ not json").unwrap();
+        assert!(store.authenticate(&t).is_none(), "the stale cache served");
+        // Readable again: the tokens in it count again.
+        let good = serde_json::json!({"tokens": []}).to_string();
+        std::fs::write(store.path(), good).unwrap();
+        assert!(store.authenticate(&t).is_none());
     }
 
     #[test]

@@ -160,7 +160,14 @@ impl SessionStore {
                 })
                 .collect(),
         };
-        let body = serde_json::to_vec(&file).unwrap_or_default();
+        // Never an empty body over the file: the sessions of the last write stay.
+        let body = match serde_json::to_vec(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialise the callback sessions: the file is left as it was");
+                return;
+            }
+        };
         if let Err(e) = crate::util::write_private_atomic(&path, &body) {
             tracing::warn!(error = %e, file = %path.display(), "cannot write the callback sessions");
         }

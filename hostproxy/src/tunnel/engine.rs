@@ -116,7 +116,14 @@ async fn upload_tools(docker: &Docker, id: &str, tools: &Tools, arch: &str) -> R
         )
         .await
         .is_ok();
-    let (archive, hash) = tools.archive_cached(arch, !has_tmp)?;
+    // The first time per architecture this reads, checks and packs a few MiB of files: on
+    // a blocking thread, not a runtime worker.
+    let (archive, hash) = {
+        let (tools, arch) = (tools.clone(), arch.to_string());
+        tokio::task::spawn_blocking(move || tools.archive_cached(&arch, !has_tmp))
+            .await
+            .context("the tools archive task failed")??
+    };
     docker
         .upload_to_container(
             id,

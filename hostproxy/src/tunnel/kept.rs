@@ -68,7 +68,14 @@ impl KeptFile {
     fn change(&self, f: impl FnOnce(&mut Kept)) {
         let mut kept = self.lock();
         f(&mut kept);
-        let bytes = serde_json::to_vec_pretty(&*kept).unwrap_or_default();
+        // Never an empty body over the file: what was kept stays kept.
+        let bytes = match serde_json::to_vec_pretty(&*kept) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialise the kept attachments: the file is left as it was");
+                return;
+            }
+        };
         if let Err(e) = crate::util::write_private_atomic(&self.path, &bytes) {
             tracing::warn!(file = %self.path.display(), error = %e, "cannot keep the attachments for the next start");
         }
