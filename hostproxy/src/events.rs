@@ -44,6 +44,9 @@ const ACTIONS: [&str; 7] = [
     "start", "die", "stop", "kill", "destroy", "pause", "unpause",
 ];
 
+/// How long a new subscription is polled before the consumers are told to list again.
+const SETTLE: Duration = Duration::from_millis(250);
+
 /// Events buffered per consumer before it lags (and gets a `Resync` instead).
 const BUFFER: usize = 256;
 
@@ -131,9 +134,25 @@ impl ContainerEvents {
                         down_said = false;
                     }
                     backoff = Duration::from_millis(200);
-                    // Subscribed first, then everyone looks: nothing falls between.
+                    // Everyone lists what there is now (a daemon that just started attaches
+                    // at once). The engine's stream is only requested when first polled, so a
+                    // container that starts before it is subscribed would be in neither the
+                    // list nor the stream: once the stream has had a moment (its first event,
+                    // or SETTLE), everyone lists again. Seen twice is harmless: attaching what
+                    // is attached answers the attachment there is.
                     let _ = self.tx.send(Event::Resync);
-                    while let Some(item) = events.next().await {
+                    let first = tokio::time::timeout(SETTLE, events.next()).await;
+                    let _ = self.tx.send(Event::Resync);
+                    // An item that came in the meantime goes first; a stream that already
+                    // ended is subscribed again below.
+                    let first = match first {
+                        Ok(Some(item)) => vec![item],
+                        Ok(None) => vec![Err("the stream ended at once".to_string())],
+                        Err(_) => Vec::new(),
+                    };
+                    let rest = futures_util::stream::iter(first).chain(events);
+                    futures_util::pin_mut!(rest);
+                    while let Some(item) = rest.next().await {
                         match item {
                             Ok(Some(e)) => {
                                 let _ = self.tx.send(e);
@@ -222,9 +241,12 @@ mod tests {
             id: id.into(),
             attributes: HashMap::new(),
         };
+        // Each (re)subscription: a Resync at once and one once the stream has settled.
         for sub in [&mut a, &mut b] {
             assert_eq!(sub.next().await, Some(Event::Resync));
+            assert_eq!(sub.next().await, Some(Event::Resync));
             assert_eq!(sub.next().await, Some(want("c1")));
+            assert_eq!(sub.next().await, Some(Event::Resync));
             assert_eq!(sub.next().await, Some(Event::Resync));
             assert_eq!(sub.next().await, Some(want("c2")));
         }
