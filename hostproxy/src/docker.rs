@@ -209,12 +209,19 @@ pub async fn revoke_tokens_of_dead_containers(
                         .unwrap_or_default()
                 };
                 for c in bound {
-                    let running = docker
-                        .inspect_container(&c, None)
-                        .await
-                        .ok()
-                        .and_then(|i| i.state.and_then(|s| s.running))
-                        .unwrap_or(false);
+                    // Gone means the engine says so: a failed inspect (a hiccup) revokes
+                    // nothing, the next Resync or event decides.
+                    let running = match docker.inspect_container(&c, None).await {
+                        Ok(i) => i.state.and_then(|s| s.running).unwrap_or(false),
+                        Err(bollard::errors::Error::DockerResponseServerError {
+                            status_code: 404,
+                            ..
+                        }) => false,
+                        Err(e) => {
+                            tracing::debug!(container = %c, error = %e, "cannot inspect a token's container: its tokens stay for now");
+                            continue;
+                        }
+                    };
                     if !running
                         && let Ok(n) = revoke(c.clone(), None).await
                         && n > 0

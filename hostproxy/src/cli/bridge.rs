@@ -185,6 +185,7 @@ async fn run(args: BridgeArgs) -> Result<ExitCode> {
     let env = info.config.and_then(|c| c.env).unwrap_or_default();
     let plan = plan(&args, &id, &name, &env)?;
     let socket = StateDir::from_env()?.control_socket();
+    let stop = stop_signal();
     let attached = checked(control::request_async(&socket, &plan.request).await?)?;
     let Some(info) = attached.attachments.first() else {
         bail!("the daemon attached nothing and said nothing");
@@ -214,11 +215,14 @@ async fn run(args: BridgeArgs) -> Result<ExitCode> {
         .join(" and "),
         args.container
     );
-    // In the foreground while the attachment lives, as the standalone bridge was.
+    // In the foreground while the attachment lives, as the standalone bridge was. The signal
+    // listener lives across the loop: a SIGTERM that comes while the list is asked for is
+    // kept for the next turn, not lost.
+    tokio::pin!(stop);
     let mut every = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            () = stop_signal() => {
+            () = &mut stop => {
                 let detach = ControlRequest::Detach { name: name.clone() };
                 checked(control::request_async(&socket, &detach).await?)?;
                 eprintln!("hostproxy bridge: detached {name}");
@@ -239,25 +243,32 @@ async fn run(args: BridgeArgs) -> Result<ExitCode> {
     }
 }
 
-/// Ctrl-C, or SIGTERM where there is one.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+/// Ctrl-C or SIGTERM, listened for from the moment this is called (not from its first
+/// poll): a signal that comes before the loop waits for it is kept.
+#[cfg(unix)]
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (int, term) = (
+        signal(SignalKind::interrupt()).ok(),
+        signal(SignalKind::terminate()).ok(),
+    );
+    async move {
+        match (int, term) {
+            (Some(mut int), Some(mut term)) => tokio::select! {
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             },
-            Err(_) => {
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+}
+
+/// Ctrl-C.
+#[cfg(not(unix))]
+async fn stop_signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]
