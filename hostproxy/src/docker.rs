@@ -179,9 +179,9 @@ fn label_filters(labels: &[(String, String)]) -> HashMap<String, Vec<String>> {
     )])
 }
 
-/// Revokes scoped tokens whose container is gone: each bound one that is not running at
-/// every (re)subscription of the daemon's container events, and each one as Docker reports
-/// it died or was removed. Waits for the engine when it is down (the events say when).
+/// Revokes scoped tokens whose container is gone: each bound one that is not running when
+/// the daemon's container events are first subscribed, and each one as Docker reports it
+/// died or was removed. Waits for the engine when it is down (the events say when).
 pub async fn revoke_tokens_of_dead_containers(
     store: crate::auth::TokenStore,
     docker: Docker,
@@ -199,9 +199,15 @@ pub async fn revoke_tokens_of_dead_containers(
                 .unwrap_or(Ok(0))
         }
     };
+    // Bound containers are checked once, at the first Resync (the engine reachable): a token
+    // may be bound to a container that is only about to be created, so a later Resync (a
+    // reconnection) must not take "no such container" for "gone".
+    let mut checked = false;
     while let Some(event) = events.next().await {
         match event {
+            Event::Resync if checked => {}
             Event::Resync => {
+                checked = true;
                 let bound = {
                     let store = store.clone();
                     tokio::task::spawn_blocking(move || store.bound_containers())
