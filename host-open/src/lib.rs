@@ -112,7 +112,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let args = if url == given {
         args
     } else {
-        eprintln!("host-open: {given} is this container's own page; opening where it leads");
+        // Without its query: a login's state is nobody's business in a log.
+        eprintln!(
+            "host-open: {}{} is this container's own page; opening where it leads",
+            given.origin().ascii_serialization(),
+            given.path()
+        );
         Args {
             url: url.to_string(),
         }

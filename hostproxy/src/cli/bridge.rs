@@ -168,20 +168,8 @@ pub fn bridge(args: BridgeArgs) -> Result<ExitCode> {
 
 async fn run(args: BridgeArgs) -> Result<ExitCode> {
     let docker = hostproxy::docker::connect()?;
-    let info = docker
-        .inspect_container(&args.container, None)
-        .await
-        .with_context(|| format!("no container {:?}", args.container))?;
-    if !info.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
-        bail!("container {:?} is not running", args.container);
-    }
-    let id = info.id.clone().context("docker named no container id")?;
-    let name = info
-        .name
-        .as_deref()
-        .map(|n| n.trim_start_matches('/').to_string())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| id.chars().take(12).collect());
+    let (info, id, name) =
+        hostproxy::tunnel::engine::inspect_running(&docker, &args.container).await?;
     let env = info.config.and_then(|c| c.env).unwrap_or_default();
     let plan = plan(&args, &id, &name, &env)?;
     let socket = StateDir::from_env()?.control_socket();

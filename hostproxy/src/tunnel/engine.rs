@@ -168,6 +168,29 @@ pub async fn copy_before_start(docker: &Docker, container: &str, tools: &Tools) 
     Ok(())
 }
 
+/// A running container looked up: what the engine says of it, its id, and its name (else
+/// the id's first 12 characters).
+pub async fn inspect_running(
+    docker: &Docker,
+    container: &str,
+) -> Result<(bollard::models::ContainerInspectResponse, String, String)> {
+    let info = docker
+        .inspect_container(container, None)
+        .await
+        .with_context(|| format!("no container {container:?}"))?;
+    if !info.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+        bail!("container {container:?} is not running");
+    }
+    let id = info.id.clone().context("docker named no container id")?;
+    let name = info
+        .name
+        .as_deref()
+        .map(|n| n.trim_start_matches('/').to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| id.chars().take(12).collect());
+    Ok((info, id, name))
+}
+
 /// The architecture names of `dist`, from Docker's.
 fn arch_of(docker_arch: &str) -> Option<&'static str> {
     match docker_arch {
@@ -180,20 +203,7 @@ fn arch_of(docker_arch: &str) -> Option<&'static str> {
 impl DockerTarget {
     /// Looks the container up; it must be running.
     pub async fn inspect(docker: Docker, container: &str, tools: Tools) -> Result<Self> {
-        let info = docker
-            .inspect_container(container, None)
-            .await
-            .with_context(|| format!("no container {container:?}"))?;
-        if !info.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
-            bail!("container {container:?} is not running");
-        }
-        let id = info.id.clone().context("docker named no container id")?;
-        let name = info
-            .name
-            .as_deref()
-            .map(|n| n.trim_start_matches('/').to_string())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| id.chars().take(12).collect());
+        let (info, id, name) = inspect_running(&docker, container).await?;
         let config = info.config.unwrap_or_default();
         let image = match &info.image {
             Some(img) => docker.inspect_image(img).await.ok(),

@@ -252,16 +252,21 @@ fn hostproxy_run_copies_the_tools_in_before_the_first_command() {
         format!("[attach]\nlabel = \"{}\"\n", d.attach_label),
     )
     .unwrap();
+    // `hostproxy run [RUN-FLAGS…] -- DOCKER-RUN-ARGS…` with that config, tools not mounted.
+    let run = |flags: &[&str], docker_args: &[&str]| {
+        let config = config.to_str().unwrap();
+        let mut argv = vec!["--config", config, "run", "--no-mount"];
+        argv.extend(flags);
+        argv.push("--");
+        argv.extend(docker_args);
+        d.hostproxy(&argv)
+    };
     let fill = "printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill";
-    for run in 0..5 {
-        let n = name(&format!("run-{run}"));
-        let out = d
-            .hostproxy(&[
-                "--config",
-                config.to_str().unwrap(),
-                "run",
-                "--no-mount",
-                "--",
+    for i in 0..5 {
+        let n = name(&format!("run-{i}"));
+        let out = run(
+            &[],
+            &[
                 "--rm",
                 "--name",
                 &n,
@@ -273,13 +278,14 @@ fn hostproxy_run_copies_the_tools_in_before_the_first_command() {
                 "sh",
                 "-c",
                 fill,
-            ])
-            .output()
-            .unwrap();
+            ],
+        )
+        .output()
+        .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.contains("password=s3cret-pass"),
-            "run {run}: {stdout}{}\n{}",
+            "run {i}: {stdout}{}\n{}",
             String::from_utf8_lossy(&out.stderr),
             d.log_text()
         );
@@ -295,13 +301,9 @@ fn hostproxy_run_copies_the_tools_in_before_the_first_command() {
     // daemon is still copying into it can fail the engine's removal, as with docker run).
     let n = name("run-status");
     let _c = Container(n.clone());
-    let out = d
-        .hostproxy(&[
-            "--config",
-            config.to_str().unwrap(),
-            "run",
-            "--no-mount",
-            "--",
+    let out = run(
+        &[],
+        &[
             "--name",
             &n,
             "--network",
@@ -310,27 +312,45 @@ fn hostproxy_run_copies_the_tools_in_before_the_first_command() {
             "sh",
             "-c",
             "ls /tmp/.hostproxy/bin/git-credential-clawker && exit 7",
-        ])
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    // A copy the engine refuses (a read-only root filesystem takes no upload): run says
+    // why, and nothing is left — the container it created is removed, never started.
+    let n = name("run-refused");
+    let out = run(&[], &["--read-only", "--name", &n, busybox_image(), "true"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("could not be copied"),
+        "{said}"
+    );
+    let left = Command::new("docker")
+        .args(["inspect", &n])
+        .output()
+        .unwrap();
+    assert!(
+        !left.status.success(),
+        "the refused container was left behind"
+    );
+
     // -d prints the id of a started container.
     let n = name("run-detached");
-    let c = Container::start(&mut d.hostproxy(&[
-        "--config",
-        config.to_str().unwrap(),
-        "run",
-        "-d",
-        "--no-mount",
-        "--",
-        "--name",
-        &n,
-        "--network",
-        "none",
-        busybox_image(),
-        "sleep",
-        "30",
-    ]));
+    let c = Container::start(&mut run(
+        &["-d"],
+        &[
+            "--name",
+            &n,
+            "--network",
+            "none",
+            busybox_image(),
+            "sleep",
+            "30",
+        ],
+    ));
     assert_eq!(c.0.len(), 64, "{}", c.0);
     d.wait_serving(&n, std::time::Duration::from_secs(15));
 }
