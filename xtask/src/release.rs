@@ -8,7 +8,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::{ARCHES, Arch, TOOLS, cargo, root, run, rustup_target};
+use crate::artifacts::{ARCHES, Arch, TOOLS, tar_gz};
+use crate::util::{cargo, on_path, root, run, rustup_target};
 
 /// The archive the daemon embeds: `<arch>/<tool>` for every architecture, zstd level 19
 /// with a long window (the tools share most of their code, across tools and arches alike:
@@ -100,7 +101,7 @@ pub(crate) fn daemon(out: &Path, arch: Arch, tools: &Path) -> Result<String> {
             .arg(stage.join(dir)))?;
     }
     let archive = format!("{name}.tar.gz");
-    crate::tar_gz(
+    tar_gz(
         &out.join("release"),
         &out.join(&archive),
         std::slice::from_ref(&name),
@@ -139,7 +140,7 @@ pub(crate) fn devcontainer_feature(out: &Path) -> Result<()> {
         dest.join("install.sh"),
         std::fs::Permissions::from_mode(0o755),
     )?;
-    crate::tar_gz(
+    tar_gz(
         &dest,
         &out.join("devcontainer-feature-hostproxy-tools.tgz"),
         &["devcontainer-feature.json".into(), "install.sh".into()],
@@ -160,7 +161,7 @@ fn ring_cc(target: &str) -> Result<Vec<(String, String)>> {
     } else {
         let arch = target.split('-').next().unwrap_or(target);
         let cross = format!("{arch}-linux-gnu-gcc");
-        if !crate::on_path(&cross) {
+        if !on_path(&cross) {
             anyhow::bail!(
                 "the {target} release daemon needs a C compiler for ring: apt-get install gcc-{arch}-linux-gnu (or set {var})"
             );

@@ -84,7 +84,10 @@ impl ScratchDaemon {
             "--attach-label",
             &attach_label,
             "--tools-dir",
-            &crate::root().join("target/dist").display().to_string(),
+            &crate::util::root()
+                .join("target/dist")
+                .display()
+                .to_string(),
             "--browser",
             "/bin/true",
             "--notifier",

@@ -5,7 +5,9 @@
 //! long-polls); each port's listener owns another, cancelled when its last session goes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use clawker_protocol::Secret;
@@ -62,9 +64,36 @@ struct Shared {
     binder: Arc<dyn PortBinder>,
     daemon_port: u16,
     shutdown: CancellationToken,
-    /// `sessions.json`, rewritten whole (under this lock, so writes land in order) after
-    /// every change; `None`: kept in memory only.
-    persist: Option<Mutex<std::path::PathBuf>>,
+    /// `sessions.json`; `None`: kept in memory only.
+    persist: Option<Arc<Persist>>,
+}
+
+/// The file behind a persisted store, rewritten whole after changes by one writer task on a
+/// blocking thread: changes that come while it writes share the next write (coalesced), and
+/// no runtime worker waits on the disk. A registration waits for the write that holds it
+/// ([`SessionStore::saved`]) before it is answered, so a login in flight survives even a
+/// `kill -9` right after its answer.
+struct Persist {
+    path: PathBuf,
+    /// Held while a snapshot is taken and written, so a later write never carries an older
+    /// snapshot than an earlier one.
+    write: Mutex<()>,
+    /// Counts changes; bumped after each change is in the tables.
+    wanted: AtomicU64,
+    /// The newest change count on disk (or given up on, with a warning).
+    written: tokio::sync::watch::Sender<u64>,
+    wake: tokio::sync::Notify,
+    /// Writes made (the coalescing test counts them).
+    writes: AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Lets the writer task see the store is gone.
+        if let Some(p) = &self.persist {
+            p.wake.notify_one();
+        }
+    }
 }
 
 /// One session in `sessions.json`: what it waits for, never what it captured (an
@@ -122,25 +151,75 @@ impl SessionStore {
         daemon_port: u16,
         binder: Arc<dyn PortBinder>,
         shutdown: CancellationToken,
-        path: std::path::PathBuf,
+        path: PathBuf,
     ) -> Self {
-        Self(Arc::new(Shared {
+        let persist = Arc::new(Persist {
+            path,
+            write: Mutex::new(()),
+            wanted: AtomicU64::new(0),
+            written: tokio::sync::watch::Sender::new(0),
+            wake: tokio::sync::Notify::new(),
+            writes: AtomicU64::new(0),
+        });
+        let store = Self(Arc::new(Shared {
             tables: Mutex::new(Tables::default()),
             max,
             binder,
             daemon_port,
             shutdown,
-            persist: Some(Mutex::new(path)),
-        }))
+            persist: Some(persist.clone()),
+        }));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(write_behind(persist, Arc::downgrade(&store.0)));
+        }
+        store
+    }
+
+    /// Notes a change for `sessions.json`: the writer task writes it soon, with whatever
+    /// else changed meanwhile. Outside a runtime (no writer task) it is written at once.
+    fn save(&self) {
+        let Some(p) = &self.0.persist else {
+            return;
+        };
+        p.wanted.fetch_add(1, Ordering::SeqCst);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            p.wake.notify_one();
+        } else {
+            self.write_now();
+        }
+    }
+
+    /// Waits until every change made before this call is on disk (or its write failed and
+    /// was logged). Returns at once for a store kept in memory.
+    pub async fn saved(&self) {
+        let Some(p) = &self.0.persist else {
+            return;
+        };
+        let want = p.wanted.load(Ordering::SeqCst);
+        let mut rx = p.written.subscribe();
+        let _ = rx.wait_for(|w| *w >= want).await;
+    }
+
+    /// Writes what is not on disk yet, on this thread (the daemon's last act on stop).
+    pub fn flush(&self) {
+        if let Some(p) = &self.0.persist
+            && p.wanted.load(Ordering::SeqCst) > *p.written.borrow()
+        {
+            self.write_now();
+        }
     }
 
     /// Writes every live session to `sessions.json` (0600, atomically). A failure is
     /// logged: the sessions still work, they just would not survive a restart.
-    fn save(&self) {
-        let Some(persist) = &self.0.persist else {
+    fn write_now(&self) {
+        let Some(p) = &self.0.persist else {
             return;
         };
-        let path = persist.lock().unwrap_or_else(|p| p.into_inner());
+        let _order = p.write.lock().unwrap_or_else(|e| e.into_inner());
+        // Read before the snapshot: every change counted so far is in the tables already.
+        let covers = p.wanted.load(Ordering::SeqCst);
+        let path = &p.path;
+        p.writes.fetch_add(1, Ordering::Relaxed);
         let file = PersistedFile {
             sessions: self
                 .lock()
@@ -161,16 +240,23 @@ impl SessionStore {
                 .collect(),
         };
         // Never an empty body over the file: the sessions of the last write stay.
-        let body = match serde_json::to_vec(&file) {
-            Ok(b) => b,
+        match serde_json::to_vec(&file) {
+            Ok(body) => {
+                if let Err(e) = crate::util::write_private_atomic(path, &body) {
+                    tracing::warn!(error = %e, file = %path.display(), "cannot write the callback sessions");
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot serialise the callback sessions: the file is left as it was");
-                return;
             }
-        };
-        if let Err(e) = crate::util::write_private_atomic(&path, &body) {
-            tracing::warn!(error = %e, file = %path.display(), "cannot write the callback sessions");
         }
+        p.written.send_if_modified(|w| {
+            let newer = covers > *w;
+            if newer {
+                *w = covers;
+            }
+            newer
+        });
     }
 
     /// Takes the sessions of `sessions.json` back after a restart: expired ones are
@@ -181,8 +267,8 @@ impl SessionStore {
         let Some(persist) = &self.0.persist else {
             return 0;
         };
-        let path = persist.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let file: PersistedFile = match std::fs::read(&path) {
+        let path = &persist.path;
+        let file: PersistedFile = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, file = %path.display(), "unreadable callback sessions: starting without them");
                 PersistedFile::default()
@@ -353,6 +439,24 @@ impl SessionStore {
     }
 }
 
+/// The writer task of a persisted store: one write per wake-up, on a blocking thread; it
+/// ends with the store.
+async fn write_behind(p: Arc<Persist>, store: Weak<Shared>) {
+    loop {
+        p.wake.notified().await;
+        let Some(shared) = store.upgrade() else {
+            return;
+        };
+        let store = SessionStore(shared);
+        if tokio::task::spawn_blocking(move || store.write_now())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 fn spawn_listener(listeners: Vec<std::net::TcpListener>, entry: &PortEntry) {
     let listeners: Vec<tokio::net::TcpListener> = listeners
         .into_iter()
@@ -415,6 +519,7 @@ mod tests {
         let (short, _) = first
             .register(reg(short_port, "s2", Duration::from_secs(1)))
             .unwrap();
+        first.saved().await;
         #[cfg(unix)]
         assert_eq!(
             crate::platform::fs::mode(&std::fs::metadata(&file).unwrap()),
@@ -426,6 +531,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let second = open();
         assert_eq!(second.restore(), 1);
+        second.saved().await;
         let s = second.get_owned(&live, "container:a").unwrap();
         assert!(s.waits_for("/cb", Some(&Secret::new("s1".into()))));
         assert!(second.get(&short).is_none());
@@ -435,7 +541,51 @@ mod tests {
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(text.contains(&live) && !text.contains(&short));
         second.remove(&live);
+        second.saved().await;
         assert!(!std::fs::read_to_string(&file).unwrap().contains(&live));
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_shares_writes_and_each_is_on_disk_when_saved_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sessions.json");
+        let store = SessionStore::persisted(
+            100,
+            18374,
+            Arc::new(LoopbackBinder),
+            CancellationToken::new(),
+            file.clone(),
+        );
+        let port = free_port();
+        let ids: Vec<String> = (0..64)
+            .map(|i| {
+                store
+                    .register(reg(port, &format!("s{i}"), Duration::from_secs(300)))
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        // Nothing was written on the registering thread: the writer task has not run yet.
+        assert!(!file.exists());
+        store.saved().await;
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(ids.iter().all(|id| text.contains(id.as_str())));
+        let writes = store
+            .0
+            .persist
+            .as_ref()
+            .unwrap()
+            .writes
+            .load(Ordering::Relaxed);
+        assert!(writes < 4, "64 changes took {writes} writes");
+        // A change nobody waits for lands too, and `flush` writes what is pending at once.
+        store.remove(&ids[0]);
+        store.flush();
+        assert!(
+            !std::fs::read_to_string(&file)
+                .unwrap()
+                .contains(ids[0].as_str())
+        );
     }
 
     #[tokio::test]

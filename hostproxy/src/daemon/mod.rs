@@ -205,7 +205,9 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         max_connections: settings.max_connections,
         ..ServeLimits::default()
     };
+    let sessions = state.sessions.clone();
     serve(listeners, router(state), limits, shutdown).await;
+    sessions.flush();
     tracing::info!("stopped");
     Ok(())
 }

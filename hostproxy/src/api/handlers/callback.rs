@@ -116,6 +116,9 @@ pub async fn callback_register(
         ..Default::default()
     });
     let (session_id, session) = registered?;
+    // Answered once it is on disk (a login in flight survives the daemon's death), without a
+    // runtime worker waiting on the disk.
+    state.sessions.saved().await;
     tracing::info!(port, ttl_secs = ttl, "callback session registered");
     Ok(Json(CallbackRegisterResponse {
         success: true,

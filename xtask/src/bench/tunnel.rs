@@ -3,18 +3,20 @@
 //! network: its sockets through `/proc/<pid>/root`, its loopback by entering its network
 //! namespace (`nsenter --net`, or `setns` on a thread of this process).
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{
-    deliver, fmt_ms, fmt_rate, fmt_ratio, hop_request, http, local_server, paired, push_rate,
-    rounds, sign_rate, stat, timed, timed_input, verdict, wait_path,
+use super::chart::Lane;
+use super::measure::{
+    Bench, fmt_ms, fmt_rate, fmt_ratio, paired, stat, timed, timed_input, verdict,
 };
-use crate::chart::Lane;
+use super::probes::{
+    ContainerGuard as Container, cpu_ticks, deliver, health_in_netns, hop_request, http, in_netns,
+    local_server, push_rate, rss_kib, sign_rate, wait_path,
+};
 use crate::scratch::Killer;
 
 /// What the tunnel lanes need from the rest of the bench.
@@ -36,8 +38,6 @@ pub struct Ctx<'a> {
     /// Bytes per bulk push into the declared socket `sink` (the bench's sink).
     pub sink_total: usize,
 }
-
-use crate::bench::ContainerGuard as Container;
 
 /// Where the tunnel listens inside a container (its defaults: nothing configured).
 const TUNNEL: &str = clawker_protocol::tunnel::DEFAULT_HTTP_LISTEN;
@@ -76,52 +76,6 @@ fn run_labelled(ctx: &Ctx<'_>, extra: &[&str]) -> Result<Container> {
 
 fn pid_of(c: &Container) -> Result<u32> {
     Ok(out(Command::new("docker").args(["inspect", "-f", "{{.State.Pid}}", &c.0]))?.parse()?)
-}
-
-/// Runs `f` on a thread of its own that has entered `pid`'s network namespace (`setns`):
-/// what it connects to or binds is the container's loopback. A socket bound there stays
-/// there when handed back to another thread.
-#[allow(unsafe_code)]
-fn in_netns<T: Send + 'static>(
-    pid: u32,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    std::thread::spawn(move || -> Result<T> {
-        use std::os::fd::AsRawFd;
-        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
-        // SAFETY: setns on a descriptor we hold, for this thread only; no memory is shared.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns: {}", std::io::Error::last_os_error());
-        }
-        f()
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the netns thread panicked"))?
-}
-
-/// `/health` through the tunnel from inside `pid`'s network namespace, tried every
-/// millisecond until it answers 200; when it did.
-fn health_in_netns(pid: u32, within: Duration) -> Result<Instant> {
-    in_netns(pid, move || {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(TUNNEL) {
-                let _ = write!(
-                    s,
-                    "GET /health HTTP/1.1\r\nHost: {TUNNEL}\r\nConnection: close\r\n\r\n"
-                );
-                let mut reply = Vec::new();
-                let _ = s.read_to_end(&mut reply);
-                if reply.starts_with(b"HTTP/1.1 200") {
-                    return Ok(Instant::now());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("no /health through the tunnel within {within:?}");
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    })
 }
 
 /// A peer-style relay: socat in the container `c` (the host's, from the bind-mounted
@@ -179,18 +133,10 @@ fn wait_serving(ctx: &Ctx<'_>, n: usize) -> Result<()> {
     }
 }
 
-/// CPU time (user + system, clock ticks) of a process.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').context("odd /proc stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
-}
-
-pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) -> Result<()> {
+pub fn lanes(ctx: &Ctx<'_>, bench: &mut Bench) -> Result<()> {
     // Attach latency: the container starts → /health answered through its tunnel.
     let (mut attach, mut exec_true) = (Vec::new(), Vec::new());
-    for _ in 0..rounds(10) {
+    for _ in 0..bench.rounds(10) {
         let mut c = Command::new("docker");
         c.args([
             "run",
@@ -214,13 +160,13 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
         )?);
     }
     let (a, e) = (stat(attach), stat(exec_true));
-    chart.push(
+    bench.lane(
         Lane::new("attach latency (p50)", "ms", false)
             .ours("container start → /health through the tunnel", a.median)
             .beside("docker exec C true", e.median)
             .beside("target", 300.0),
     );
-    rows.push([
+    bench.row([
         "attach latency (container started → `/health` answered through its tunnel)".into(),
         format!("labelled container, tools in the image: {}", fmt_ms(&a)),
         format!("`docker exec C true` round trip: {}", fmt_ms(&e)),
@@ -241,33 +187,34 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
     // SSH signing: direct, the tunnel, and a peer-style relay (socat in the container over
     // `docker exec -i`, to a host socat on the agent socket; one connection per exec).
     let mut rates: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    for round in 0..rounds(12) {
-        rates[0].push(sign_rate(ctx.agent_sock, ctx.blob, rounds(150))?);
+    for round in 0..bench.rounds(12) {
+        rates[0].push(sign_rate(ctx.agent_sock, ctx.blob, bench.rounds(150))?);
         rates[1].push(
-            sign_rate(&tunnel_ssh, ctx.blob, rounds(150)).context("signing through the tunnel")?,
+            sign_rate(&tunnel_ssh, ctx.blob, bench.rounds(150))
+                .context("signing through the tunnel")?,
         );
         let (_relay, peer_host) =
             socat_over_exec(&c, &root, &format!("peer{round}"), ctx.agent_sock)?;
         rates[2].push(
-            sign_rate(&peer_host, ctx.blob, rounds(150))
+            sign_rate(&peer_host, ctx.blob, bench.rounds(150))
                 .context("signing through socat over exec")?,
         );
     }
-    let rtt = stat(crate::exec_stream::round_trip_ms(&c.0, 160, 12, 150)?);
+    let rtt = stat(super::exec_stream::round_trip_ms(&c.0, 160, 12, 150)?);
     let direct = stat(rates[0].clone());
     let floor = 1.0 / (1.0 / direct.median + rtt.median / 1000.0);
     let vs_peer = paired(&rates[1], &rates[2]);
     let t = stat(rates[1].clone());
     let p = stat(rates[2].clone());
     let of_floor = t.median / floor;
-    chart.push(
+    bench.lane(
         Lane::new("SSH signing through the tunnel", "sign/s", true)
             .ours("tunnel", t.median)
             .beside("direct to ssh-agent", direct.median)
             .beside("exec floor", floor)
             .beside("socat over docker exec -i", p.median),
     );
-    rows.push([
+    bench.row([
         "SSH signing through the tunnel (the attached container's agent socket)".into(),
         format!("tunnel: {}", fmt_rate(&t, "sign/s")),
         format!(
@@ -312,7 +259,7 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
     let netns = format!("/proc/{pid}/ns/net");
     let ours = format!("/proc/{}/ns/net", std::process::id());
     let (mut tun, mut tcp) = (Vec::new(), Vec::new());
-    for _ in 0..rounds(40) {
+    for _ in 0..bench.rounds(40) {
         tun.push(timed_input(
             &mut git(
                 &netns,
@@ -333,12 +280,12 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
     }
     let r = paired(&tun, &tcp);
     let (a, b) = (stat(tun), stat(tcp));
-    chart.push(
+    bench.lane(
         Lane::new("git credential fill (p50)", "ms", false)
             .ours("through the tunnel", a.median)
             .beside("the TCP lane", b.median),
     );
-    rows.push([
+    bench.row([
         "git credential fill through the tunnel".into(),
         format!("helper over the tunnel (no token): {}", fmt_ms(&a)),
         format!("the same helper over the TCP lane (token): {}", fmt_ms(&b)),
@@ -349,23 +296,23 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
         ),
     ]);
     drop(c);
-    oauth_lane(ctx, rows, chart)?;
-    bulk_lane(ctx, rows, chart)?;
+    oauth_lane(ctx, bench)?;
+    bulk_lane(ctx, bench)?;
 
     // 16 attached containers, idle: the daemon's memory, and its CPU over the idle time.
-    let n = rounds(16);
+    let n = bench.rounds(16);
     let many: Vec<Container> = (0..n)
         .map(|_| run_labelled(ctx, &[]))
         .collect::<Result<_>>()?;
     wait_serving(ctx, n)?;
     std::thread::sleep(Duration::from_millis(500));
-    let rss = crate::bench::rss_kib(ctx.daemon_pid)? as f64 / 1024.0;
-    let idle = if crate::bench::smoke() { 1 } else { 10 };
+    let rss = rss_kib(ctx.daemon_pid)? as f64 / 1024.0;
+    let idle = if bench.smoke() { 1 } else { 10 };
     let before = cpu_ticks(ctx.daemon_pid)?;
     std::thread::sleep(Duration::from_secs(idle));
     let ticks = cpu_ticks(ctx.daemon_pid)? - before;
     drop(many);
-    rows.push([
+    bench.row([
         format!("{n} containers attached, idle"),
         format!(
             "daemon RSS {rss:.1} MiB; CPU over {idle} s idle: {ticks} clock ticks ({:.2} %)",
@@ -387,22 +334,22 @@ pub fn lanes(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
 ///
 /// A container may register 10 sessions a minute (`SCOPED_REGISTER_PER_MINUTE`), so the
 /// rounds are spread over three attached containers.
-fn oauth_lane(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) -> Result<()> {
+fn oauth_lane(ctx: &Ctx<'_>, bench: &mut Bench) -> Result<()> {
     let (mut ours, mut hop) = (Vec::new(), Vec::new());
-    for _ in 0..rounds(3) {
+    for _ in 0..bench.rounds(3) {
         let c = run_labelled(ctx, &[])?;
         let pid = pid_of(&c)?;
         health_in_netns(pid, Duration::from_secs(30))?;
-        oauth_rounds(ctx, pid, rounds(8), &mut ours, &mut hop)?;
+        oauth_rounds(ctx, pid, bench.rounds(8), &mut ours, &mut hop)?;
     }
     let (o, h) = (stat(ours), stat(hop));
-    chart.push(
+    bench.lane(
         Lane::new("OAuth delivery through the tunnel (p50)", "ms", false)
             .ours("browser hit → the container's local server", o.median)
             .beside("one direct HTTP hop", h.median)
             .beside("target", 3.0),
     );
-    rows.push([
+    bench.row([
         "OAuth delivery through the tunnel (browser hit on the host → the container's local server)".into(),
         format!(
             "capture → long-poll over the tunnel → replay in the container: {}",
@@ -469,7 +416,7 @@ fn oauth_rounds(
 /// container (its `/tmp/.hostproxy/sockets/sink.sock`, reached through `/proc/PID/root`), to
 /// the host's sink. Beside it, the bare exec stream (`dd` to stdout) and a peer-style relay
 /// (socat in the container over `docker exec -i`, to a host socat on the sink).
-fn bulk_lane(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) -> Result<()> {
+fn bulk_lane(ctx: &Ctx<'_>, bench: &mut Bench) -> Result<()> {
     use clawker_protocol::tunnel::{DEFAULT_SCOPES, SCOPES_LABEL, SOCKETS_LABEL};
     let scopes = format!("{SCOPES_LABEL}={},socket:sink", DEFAULT_SCOPES.join(","));
     let sockets = format!("{SOCKETS_LABEL}=sink");
@@ -482,21 +429,21 @@ fn bulk_lane(ctx: &Ctx<'_>, rows: &mut Vec<[String; 4]>, chart: &mut Vec<Lane>) 
     let sink = ctx.dir.join("sink.sock");
     let total = ctx.sink_total;
     let (mut t, mut e, mut s) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds(5) {
+    for round in 0..bench.rounds(5) {
         t.push(push_rate(&tunnel_sink, total).context("bulk through the tunnel")?);
-        e.push(crate::exec_stream::out_rate(&c.0, total).context("bulk out of a bare exec")?);
+        e.push(super::exec_stream::out_rate(&c.0, total).context("bulk out of a bare exec")?);
         let (_relay, peer_host) = socat_over_exec(&c, &root, &format!("bulk{round}"), &sink)?;
         s.push(push_rate(&peer_host, total).context("bulk through socat over exec")?);
     }
     let (re, rs) = (paired(&t, &e), paired(&t, &s));
     let (t, e, s) = (stat(t), stat(e), stat(s));
-    chart.push(
+    bench.lane(
         Lane::new("bulk through the tunnel", "MiB/s", true)
             .ours("tunnel (declared socket)", t.median)
             .beside("bare docker exec stdout", e.median)
             .beside("socat over docker exec -i", s.median),
     );
-    rows.push([
+    bench.row([
         format!(
             "bulk through the tunnel ({} MiB into an attached container's declared socket)",
             total / (1024 * 1024)

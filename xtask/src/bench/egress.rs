@@ -13,8 +13,9 @@ use anyhow::{Context, Result, bail};
 use e2e::api_upstream::{API_KEY, ApiUpstream};
 use e2e::git_server::{GIT_PASSWORD, GIT_USER, GitServer};
 
-use crate::bench::{fmt_ms, fmt_ratio, paired, rounds, smoke, stat, verdict, wrk};
-use crate::chart::Lane;
+use super::chart::Lane;
+use super::measure::{Bench, fmt_ms, fmt_ratio, paired, stat, verdict};
+use super::probes::wrk;
 use crate::scratch::ScratchDaemon;
 
 /// git with no config of the user's, plus `args`.
@@ -55,18 +56,13 @@ fn first_byte_ms(args: &[&str]) -> Result<f64> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse::<f64>()? * 1000.0)
 }
 
-pub fn lanes(
-    hostproxy: &Path,
-    dir: &Path,
-    rows: &mut Vec<[String; 4]>,
-    chart: &mut Vec<Lane>,
-) -> Result<()> {
+pub fn lanes(hostproxy: &Path, dir: &Path, bench: &mut Bench) -> Result<()> {
     let server = GitServer::start();
     let up = ApiUpstream::start();
     let dir = dir.join("egress");
     std::fs::create_dir_all(&dir)?;
     // A repository of this many MiB of incompressible data on the server.
-    let mib = if smoke() { 4 } else { 100 };
+    let mib = if bench.smoke() { 4 } else { 100 };
     let seed = dir.join("seed");
     ok(git(&["clone", "-q"])
         .arg(server.dir.path().join("repos/r.git"))
@@ -121,7 +117,7 @@ pub fn lanes(
 
     // Clone through the daemon and directly, alternating, each into a fresh directory.
     let (mut ours, mut direct) = (Vec::new(), Vec::new());
-    for i in 0..rounds(5) {
+    for i in 0..bench.rounds(5) {
         let to = dir.join(format!("via-{i}"));
         ours.push(secs(
             git(&[
@@ -154,12 +150,12 @@ pub fn lanes(
     let ratio = paired(&direct, &ours);
     let mibs = |v: &[f64]| stat(v.iter().map(|s| mib as f64 / s).collect());
     let (o, d) = (mibs(&ours), mibs(&direct));
-    chart.push(
+    bench.lane(
         Lane::new(format!("git clone of {mib} MiB over HTTPS"), "MiB/s", true)
             .ours("through the daemon (host credential)", o.median)
             .beside("git directly", d.median),
     );
-    rows.push([
+    bench.row([
         format!(
             "git clone, {mib} MiB repository, HTTPS with basic auth (lighttpd + git http-backend)"
         ),
@@ -179,7 +175,7 @@ pub fn lanes(
     // Time to the first event of an SSE reply.
     let body = r#"{"model":"fast","stream":true,"messages":[]}"#;
     let (mut ours, mut direct) = (Vec::new(), Vec::new());
-    for _ in 0..rounds(30) {
+    for _ in 0..bench.rounds(30) {
         ours.push(first_byte_ms(&[
             "-H",
             &format!("Authorization: Bearer {token}"),
@@ -202,12 +198,12 @@ pub fn lanes(
         ])?);
     }
     let (o, d) = (stat(ours), stat(direct));
-    chart.push(
+    bench.lane(
         Lane::new("time to first SSE event (p50)", "ms", false)
             .ours("through the daemon (pooled TLS)", o.median)
             .beside("the upstream directly (new TLS each)", d.median),
     );
-    rows.push([
+    bench.row([
         "time to the first server-sent event (declared egress, bearer key added)".into(),
         format!("curl through the daemon: {}", fmt_ms(&o)),
         format!("curl to the upstream over TLS: {}", fmt_ms(&d)),
@@ -219,11 +215,13 @@ pub fn lanes(
     ]);
 
     // Requests a second on a pooled upstream (lighttpd serving a small file over TLS).
+    let secs = if bench.smoke() { 1 } else { 5 };
     let via = wrk(
         &format!("http://127.0.0.1:{port}/egress/static/r.git/HEAD"),
         8,
         Some(&token),
         None,
+        secs,
     )
     .context("wrk through the daemon")?;
     let plain = wrk(
@@ -231,14 +229,15 @@ pub fn lanes(
         8,
         None,
         None,
+        secs,
     )
     .context("wrk on the upstream")?;
-    chart.push(
+    bench.lane(
         Lane::new("requests/s on a pooled HTTPS upstream", "req/s", true)
             .ours("through the daemon", via.rps)
             .beside("wrk on the upstream directly", plain.rps),
     );
-    rows.push([
+    bench.row([
         "requests a second, declared egress to an HTTPS upstream (8 connections)".into(),
         format!("through the daemon (pooled): {:.0}/s", via.rps),
         format!("wrk on the upstream directly: {:.0}/s", plain.rps),
