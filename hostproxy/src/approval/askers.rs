@@ -2,15 +2,12 @@
 //! as a host program (argv, working directory `/`, its own process group, killed when the ask
 //! is over) and answers through [`Approvals::answer`]; one that cannot answer abstains.
 
-use std::process::Stdio;
-
 use clawker_protocol::approval::{PendingAsk, answered_by};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{Answer, Approvals};
 use crate::config::ApprovalSettings;
-use crate::platform::process::{Detach, detach_child, host_command, kill_group};
+use crate::platform::process::{Detach, HostRun, RunError, host_command, run_captured};
 
 /// Starts every asker the settings name for `ask`; `stop` ends them.
 pub(super) fn start(
@@ -50,49 +47,25 @@ fn ask_env(ask: &PendingAsk) -> [(&'static str, String); 7] {
 /// Runs `cmd` until it exits or `stop`; its process group is killed either way. `None`: it
 /// could not start, or was stopped.
 async fn run(
-    mut cmd: tokio::process::Command,
+    cmd: tokio::process::Command,
     stdin: Option<Vec<u8>>,
     stop: &CancellationToken,
     what: &str,
 ) -> Option<(std::process::ExitStatus, String)> {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .kill_on_drop(true);
-    detach_child(&mut cmd, Detach::for_this_process());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
+    let run = HostRun {
+        input: stdin.as_deref(),
+        cap: 4096,
+        detach: Detach::for_this_process(),
+        kill_group_after: true,
+    };
+    match run_captured(cmd, run, stop.cancelled()).await {
+        Ok((status, out)) => Some((status, String::from_utf8_lossy(&out).into_owned())),
+        Err(RunError::Spawn(e)) => {
             tracing::warn!(error = %e, "cannot start the {what}");
-            return None;
+            None
         }
-    };
-    let pid = child.id();
-    if let (Some(bytes), Some(mut w)) = (stdin, child.stdin.take()) {
-        tokio::spawn(async move {
-            let _ = w.write_all(&bytes).await;
-        });
+        Err(RunError::Io(_) | RunError::Ended) => None,
     }
-    let mut out = child.stdout.take();
-    let read = async {
-        let mut s = String::new();
-        if let Some(o) = out.as_mut() {
-            let _ = o.take(4096).read_to_string(&mut s).await;
-        }
-        (child.wait().await, s)
-    };
-    let result = tokio::select! {
-        () = stop.cancelled() => None,
-        (status, s) = read => status.ok().map(|st| (st, s)),
-    };
-    if let Some(pid) = pid {
-        kill_group(pid);
-    }
-    result
 }
 
 /// The `--approver` hook: exit 0 allows, exit 1 denies, anything else abstains.

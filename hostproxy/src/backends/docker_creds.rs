@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine;
@@ -14,10 +13,9 @@ use clawker_protocol::Secret;
 use clawker_protocol::api::{DockerCredentialAction, docker_registry};
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{DockerCredentials, DockerError, DockerReply};
-use crate::platform::process::{Detach, detach_child, host_command, kill_group};
+use crate::platform::process::{Detach, HostRun, RunError, host_command, run_captured};
 
 /// `~/.docker/config.json`, the parts that say where credentials are.
 #[derive(Debug, Default, Deserialize)]
@@ -136,37 +134,20 @@ async fn run_helper(
 ) -> Result<(bool, Vec<u8>), DockerError> {
     let shown = program.display().to_string();
     let mut cmd = host_command(&program);
-    cmd.arg(verb)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    detach_child(&mut cmd, Detach::Group);
-    let mut child = cmd.spawn().map_err(|e| DockerError::Spawn(shown, e))?;
-    let pid = child.id();
-    let mut stdin = child.stdin.take().ok_or(DockerError::BadReply)?;
-    let mut stdout = child.stdout.take().ok_or(DockerError::BadReply)?;
-    let work = async {
-        stdin.write_all(input).await.map_err(DockerError::Io)?;
-        drop(stdin);
-        let mut out = Vec::new();
-        (&mut stdout)
-            .take(1024 * 1024)
-            .read_to_end(&mut out)
-            .await
-            .map_err(DockerError::Io)?;
-        let status = child.wait().await.map_err(DockerError::Io)?;
-        Ok((status.success(), out))
+    cmd.arg(verb);
+    // The helper and whatever it starts (a keychain prompt, a `pass` gpg) go on a timeout,
+    // like git's.
+    let run = HostRun {
+        input: Some(input),
+        cap: 1024 * 1024,
+        detach: Detach::Group,
+        kill_group_after: false,
     };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => {
-            // The helper and whatever it started (a keychain prompt, a `pass` gpg): like git's.
-            if let Some(pid) = pid {
-                kill_group(pid);
-            }
-            Err(DockerError::Timeout(timeout))
-        }
+    match run_captured(cmd, run, tokio::time::sleep(timeout)).await {
+        Ok((status, out)) => Ok((status.success(), out)),
+        Err(RunError::Spawn(e)) => Err(DockerError::Spawn(shown, e)),
+        Err(RunError::Io(e)) => Err(DockerError::Io(e)),
+        Err(RunError::Ended) => Err(DockerError::Timeout(timeout)),
     }
 }
 

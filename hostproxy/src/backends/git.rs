@@ -1,16 +1,13 @@
 //! `git credential fill|approve|reject` on the host: argv only, no terminal, a timeout that
 //! kills the whole process group.
 
-use std::process::Stdio;
-
 use clawker_protocol::api::GitCredentialAction;
 use clawker_protocol::credential::{CredentialFields, decode};
 use futures_util::future::BoxFuture;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{CredentialHelper, GitError};
 use crate::config::GitPolicy;
-use crate::platform::process::{Detach, detach_child, host_command, kill_group};
+use crate::platform::process::{Detach, HostRun, RunError, host_command, run_captured};
 
 /// Runs the host's real `git credential`.
 #[derive(Debug, Clone)]
@@ -70,43 +67,22 @@ impl GitCommand {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env_remove("GIT_ASKPASS")
             .env_remove("SSH_ASKPASS")
-            .env("GCM_INTERACTIVE", "never")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
+            .env("GCM_INTERACTIVE", "never");
         // Off the daemon's terminal, so neither git nor a helper can prompt there, and
         // leading its own group, so a timeout kills the helpers git started too.
-        detach_child(&mut cmd, self.detach);
-        let mut child = cmd.spawn().map_err(GitError::Spawn)?;
-        let pid = child.id();
-        let mut stdin = child.stdin.take().ok_or(GitError::BadReply)?;
-        let mut stdout = child.stdout.take().ok_or(GitError::BadReply)?;
-        let work = async {
-            stdin
-                .write_all(stdin_text.as_bytes())
-                .await
-                .map_err(GitError::Spawn)?;
-            drop(stdin);
-            let mut out = Vec::new();
-            // A helper has no business sending more than this.
-            (&mut stdout)
-                .take(64 * 1024)
-                .read_to_end(&mut out)
-                .await
-                .map_err(GitError::Spawn)?;
-            let status = child.wait().await.map_err(GitError::Spawn)?;
-            Ok::<_, GitError>((status, out))
+        let run = HostRun {
+            input: Some(stdin_text.as_bytes()),
+            cap: 64 * 1024,
+            detach: self.detach,
+            kill_group_after: false,
         };
-        let (status, out) = match tokio::time::timeout(self.policy.timeout, work).await {
-            Ok(r) => r?,
-            Err(_) => {
-                if let Some(pid) = pid {
-                    kill_group(pid);
-                }
-                return Err(GitError::Timeout(self.policy.timeout));
-            }
-        };
+        let timeout = self.policy.timeout;
+        let (status, out) = run_captured(cmd, run, tokio::time::sleep(timeout))
+            .await
+            .map_err(|e| match e {
+                RunError::Spawn(e) | RunError::Io(e) => GitError::Spawn(e),
+                RunError::Ended => GitError::Timeout(timeout),
+            })?;
         if action != GitCredentialAction::Get {
             return if status.success() {
                 Ok(None)

@@ -26,7 +26,12 @@ pub struct AttachArgs {
     /// git:HOST[/PREFIX], git:*, git-push:HOST[/PREFIX], git-store:HOST, ssh, ssh:SHA256:…,
     /// ssh-login, gpg, docker:REGISTRY, docker:*, socket:NAME, egress:NAME. Default: attach.scopes (open, callback, git:*, ssh); the container's
     /// own dev.clawker.hostproxy.scopes label can only narrow them.
-    #[arg(long = "allow", value_name = "SCOPE")]
+    #[arg(
+        long = "allow",
+        value_name = "SCOPE",
+        value_parser = clap::builder::TypedValueParser::map(super::ScopeArg, |s| s.to_string()),
+        hide_possible_values = true
+    )]
     pub allow: Vec<String>,
     /// A host socket declared in the config ([[bridge.sockets]]) to give the container
     /// (repeatable); it also needs the scope socket:NAME.

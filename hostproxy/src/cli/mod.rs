@@ -208,7 +208,7 @@ pub enum TokenAction {
         /// A scope (repeatable): open, callback, notify, git:HOST[/PREFIX], git:*,
         /// git-push:HOST[/PREFIX], git-store:HOST, ssh, ssh:SHA256:<fingerprint>, ssh-login,
         /// gpg, docker:REGISTRY, docker:*, socket:NAME, egress:NAME.
-        #[arg(long = "allow", value_parser = |s: &str| s.parse::<Scope>())]
+        #[arg(long = "allow", value_name = "SCOPE", value_parser = ScopeArg, hide_possible_values = true)]
         allow: Vec<Scope>,
         /// Lifetime (e.g. 8h, 30m); default: until revoked.
         #[arg(long, value_parser = parse_duration)]
@@ -369,5 +369,54 @@ fn restore_sigpipe() {
     // SAFETY: setting a signal's disposition to its default; no handler runs our code.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// `--allow`'s values: any scope the daemon accepts (so a typo fails here, before anything
+/// is asked), with the forms that need no name offered to shell completion (and hidden
+/// from `--help`, whose text lists every form).
+#[derive(Clone, Debug)]
+pub struct ScopeArg;
+
+/// The scopes completion offers: the ones complete without a host, key or name.
+const SCOPES_COMPLETED: [&str; 8] = [
+    "open",
+    "callback",
+    "notify",
+    "git:*",
+    "ssh",
+    "ssh-login",
+    "gpg",
+    "docker:*",
+];
+
+impl clap::builder::TypedValueParser for ScopeArg {
+    type Value = Scope;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Scope, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse::<Scope>().map_err(|why| {
+            let flag = arg.map_or_else(|| "--allow".to_string(), ToString::to_string);
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value '{text}' for '{flag}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            SCOPES_COMPLETED
+                .iter()
+                .map(|v| clap::builder::PossibleValue::new(*v)),
+        ))
     }
 }

@@ -3,15 +3,13 @@
 //! never in an error's text.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clawker_protocol::Secret;
-use tokio::io::AsyncReadExt;
 
 use crate::config::{EgressDecl, SecretSource};
-use crate::platform::process::{Detach, detach_child, host_command, kill_group};
+use crate::platform::process::{Detach, HostRun, RunError, host_command, run_captured};
 
 /// How long a secret's program may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,31 +69,21 @@ impl Secrets {
 /// as it may echo the secret).
 async fn run(argv: &[String]) -> Result<Secret<String>, String> {
     let mut cmd = host_command(&argv[0]);
-    cmd.args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    detach_child(&mut cmd, Detach::for_this_process());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
-    let pid = child.id();
-    let mut out = child.stdout.take().ok_or("no stdout")?;
-    let work = async {
-        let mut buf = String::new();
-        let _ = (&mut out).take(64 * 1024).read_to_string(&mut buf).await;
-        (child.wait().await, buf)
+    cmd.args(&argv[1..]);
+    let run = HostRun {
+        input: None,
+        cap: 64 * 1024,
+        detach: Detach::for_this_process(),
+        kill_group_after: false,
     };
-    match tokio::time::timeout(COMMAND_TIMEOUT, work).await {
-        Ok((Ok(st), text)) if st.success() => usable(text, &format!("{}'s output", argv[0])),
-        Ok((Ok(st), _)) => Err(format!("{} failed ({st})", argv[0])),
-        Ok((Err(e), _)) => Err(format!("{} failed: {e}", argv[0])),
-        Err(_) => {
-            if let Some(pid) = pid {
-                kill_group(pid);
-            }
-            Err(format!("{} did not answer within 30 s", argv[0]))
-        }
+    match run_captured(cmd, run, tokio::time::sleep(COMMAND_TIMEOUT)).await {
+        Ok((st, out)) if st.success() => usable(
+            String::from_utf8_lossy(&out).into_owned(),
+            &format!("{}'s output", argv[0]),
+        ),
+        Ok((st, _)) => Err(format!("{} failed ({st})", argv[0])),
+        Err(RunError::Spawn(e)) => Err(format!("cannot run {}: {e}", argv[0])),
+        Err(RunError::Io(e)) => Err(format!("{} failed: {e}", argv[0])),
+        Err(RunError::Ended) => Err(format!("{} did not answer within 30 s", argv[0])),
     }
 }

@@ -216,6 +216,83 @@ fn detach(cmd: &mut std::process::Command, how: Detach, for_good: bool) {
     }
 }
 
+/// How one run of a host program is made (see [`run_captured`]).
+#[derive(Clone, Copy, Debug)]
+pub struct HostRun<'a> {
+    /// Written to its stdin, which is then closed; `None`: stdin is `/dev/null`.
+    pub input: Option<&'a [u8]>,
+    /// Most stdout bytes kept (a helper has no business sending more).
+    pub cap: u64,
+    pub detach: Detach,
+    /// Kill its process group after it exits too (what it left behind: a desktop asker's
+    /// notification); else only when the run is ended early.
+    pub kill_group_after: bool,
+}
+
+/// How a run ended without an exit status.
+#[derive(Debug)]
+pub enum RunError {
+    /// It could not be started.
+    Spawn(std::io::Error),
+    /// Reading its output or waiting for it failed.
+    Io(std::io::Error),
+    /// `until` came first (a timeout, a shutdown): its process group was killed.
+    Ended,
+}
+
+/// Runs a [`host_command`] the one way the daemon runs every host program that answers it
+/// (git, a Docker credential helper, an egress secret's command, an approver): argv only,
+/// no shell; `run.input` on stdin; stdout kept up to `run.cap` bytes; stderr dropped (it may
+/// echo a secret); off the daemon's terminal and leading its own process group, which is
+/// killed when `until` completes first — the program and whatever it started. Returns its
+/// exit status and stdout.
+pub async fn run_captured(
+    mut cmd: tokio::process::Command,
+    run: HostRun<'_>,
+    until: impl std::future::Future<Output = ()>,
+) -> Result<(std::process::ExitStatus, Vec<u8>), RunError> {
+    use std::process::Stdio;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    cmd.stdin(if run.input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .kill_on_drop(true);
+    detach_child(&mut cmd, run.detach);
+    let mut child = cmd.spawn().map_err(RunError::Spawn)?;
+    let pid = child.id();
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let work = async {
+        if let (Some(bytes), Some(mut w)) = (run.input, stdin) {
+            // A program that exits without reading its input says so by its status.
+            let _ = w.write_all(bytes).await;
+        }
+        let mut out = Vec::new();
+        if let Some(o) = stdout {
+            o.take(run.cap)
+                .read_to_end(&mut out)
+                .await
+                .map_err(RunError::Io)?;
+        }
+        let status = child.wait().await.map_err(RunError::Io)?;
+        Ok((status, out))
+    };
+    let result = tokio::select! {
+        r = work => r,
+        () = until => Err(RunError::Ended),
+    };
+    if let Some(pid) = pid
+        && (run.kill_group_after || matches!(result, Err(RunError::Ended)))
+    {
+        kill_group(pid);
+    }
+    result
+}
+
 /// Kills the process group `pid` leads (see [`detach_child`]): the child and whatever it
 /// started. Windows: the process tree.
 pub fn kill_group(pid: u32) {

@@ -8,6 +8,7 @@ mod bridge;
 mod browser;
 mod capture;
 mod ci_job;
+mod cli;
 mod conformance;
 mod docker_creds;
 mod egress;
