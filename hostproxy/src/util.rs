@@ -3,8 +3,6 @@
 
 use std::time::SystemTime;
 
-use rand::TryRng;
-
 /// The operating system's random source failed.
 #[derive(Debug, thiserror::Error)]
 #[error("the operating system's random source failed")]
@@ -13,9 +11,7 @@ pub struct RandomError;
 /// `N` bytes from the OS random source.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     let mut buf = [0u8; N];
-    rand::rngs::SysRng
-        .try_fill_bytes(&mut buf)
-        .map_err(|_| RandomError)?;
+    getrandom::fill(&mut buf).map_err(|_| RandomError)?;
     Ok(buf)
 }
 
