@@ -18,10 +18,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 mod pump;
+#[cfg(unix)]
+mod quiet;
 mod socket;
 mod streams;
 
 pub use pump::{AgentFilter, OnDecision, pump};
+#[cfg(unix)]
+pub use quiet::QuietStream;
 pub use socket::*;
 pub use streams::{InsertError, StreamEnd, StreamRx, Streams};
 

@@ -36,6 +36,9 @@ impl std::fmt::Debug for AgentFilter {
     }
 }
 
+/// What a stream's first read asks for, and again after a read that did not fill its ask.
+const FIRST_READ: usize = 16 * 1024;
+
 /// The sending side of one stream: every DATA frame within the peer's window.
 struct Sender<'a> {
     id: u32,
@@ -255,14 +258,24 @@ pub async fn pump<S>(
         // window reads no more than its credit, so a slow peer slows only this stream.
         let mut buf = BytesMut::new();
         let mut replies = ReplyCounter::default();
+        // How much one read asks for: small while messages are small (a request, a reply),
+        // so a buffer the writer still holds is replaced by a small one, not by a whole
+        // window (musl maps and unmaps an allocation that large each time); doubled up to
+        // the credit while reads fill what they ask for (bulk).
+        let mut ask = FIRST_READ;
         loop {
-            let room = sender.room();
+            let room = sender.room().min(ask);
             buf.reserve(bridge::HEADER_LEN + room);
             buf.put_bytes(0, bridge::HEADER_LEN);
             let n = match rd.read_buf(&mut (&mut buf).limit(room)).await {
                 Ok(0) => return local_eof().await,
                 Err(_) => return Ended::Stream,
                 Ok(n) => n,
+            };
+            ask = if n == room {
+                (ask * 2).min(CHUNK)
+            } else {
+                FIRST_READ
             };
             let Ok(header) = bridge::header(FrameType::Data, id, n) else {
                 return Ended::Stream; // unreachable: n ≤ CHUNK

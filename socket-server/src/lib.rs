@@ -116,7 +116,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
 impl Listener {
     async fn accept(&self) -> std::io::Result<Conn> {
         Ok(match self {
-            Self::Unix(l) => Box::new(l.accept().await?.0),
+            // Watched for readability only: a client reading its reply does not wake this
+            // end (`QuietStream`).
+            Self::Unix(l) => Box::new(clawker_bridge::QuietStream::from_tokio(
+                l.accept().await?.0,
+            )?),
             Self::Tcp(l) => {
                 let (c, _) = l.accept().await?;
                 let _ = c.set_nodelay(true);

@@ -19,11 +19,12 @@ pub use interprocess::local_socket::tokio::{Listener, Stream as Accepted};
 /// A connection made by [`connect`].
 #[derive(Debug)]
 pub enum Stream {
-    /// A unix socket: tokio's own, because `interprocess`'s tokio stream cannot shut one
-    /// direction (its `poll_shutdown` does nothing) and the tunnel's half-close needs it
-    /// (SPEC.md 6.3).
+    /// A unix socket, not through `interprocess` (its tokio stream cannot shut one direction:
+    /// its `poll_shutdown` does nothing, and the tunnel's half-close needs it, SPEC.md 6.3),
+    /// watched for readability only, so the peer reading what was written does not wake
+    /// the daemon (`clawker_bridge::QuietStream`).
     #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
+    Unix(clawker_bridge::QuietStream),
     /// A named pipe.
     #[cfg(not(unix))]
     Local(interprocess::local_socket::tokio::Stream),
@@ -39,7 +40,9 @@ pub async fn connect(path: &Path) -> io::Result<Stream> {
     }
     #[cfg(unix)]
     {
-        Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?))
+        Ok(Stream::Unix(
+            clawker_bridge::QuietStream::connect(path).await?,
+        ))
     }
     #[cfg(not(unix))]
     {
