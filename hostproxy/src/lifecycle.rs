@@ -191,6 +191,37 @@ pub fn stop(port: Option<u16>, wait: Option<u64>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `status`'s line about the tunnel: how many attachments, by state, and why any failed.
+fn attachments_line(list: &[clawker_protocol::tunnel::AttachmentInfo]) -> String {
+    use clawker_protocol::tunnel::AttachState;
+    if list.is_empty() {
+        return "attached: nothing (hostproxy run-flags wires a container)".into();
+    }
+    let states = [
+        AttachState::Serving,
+        AttachState::Attaching,
+        AttachState::Retrying,
+        AttachState::Failed,
+    ];
+    let counts: Vec<String> = states
+        .iter()
+        .map(|st| (st, list.iter().filter(|a| a.state == *st).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(st, n)| format!("{n} {}", st.as_str()))
+        .collect();
+    let mut line = format!("attached: {} ({})", list.len(), counts.join(", "));
+    for a in list.iter().filter(|a| a.state == AttachState::Failed) {
+        // The reasons are the daemon's words about a container's labels: shown escaped.
+        let why = a.notes.last().map(|n| n.escape_debug().to_string());
+        line.push_str(&format!(
+            "\n  {} failed: {}",
+            a.name.escape_debug(),
+            why.as_deref().unwrap_or("see hostproxy attach --list")
+        ));
+    }
+    line
+}
+
 /// Says whether the daemon answers on `port` (exit 0) or not (exit 1).
 pub fn status(port: u16, json: bool) -> Result<ExitCode> {
     let state = StateDir::from_env()?;
@@ -207,10 +238,22 @@ pub fn status(port: u16, json: bool) -> Result<ExitCode> {
         Ok((200, body)) => serde_json::from_str::<StatusResponse>(&body).ok(),
         _ => None,
     };
+    // The tunnel's side, from the control socket of the daemon that holds our PID file.
+    let tunnel = status.as_ref().filter(|_| ours).and_then(|_| {
+        crate::tunnel::control::request(
+            &state.control_socket(),
+            &clawker_protocol::tunnel::ControlRequest::List,
+        )
+        .ok()
+    });
     match (status, json) {
         (Some(s), true) => {
             let mut v = serde_json::to_value(&s)?;
             v["running"] = serde_json::Value::Bool(true);
+            if let Some(t) = &tunnel {
+                v["attachments"] = serde_json::to_value(&t.attachments)?;
+                v["tools"] = serde_json::to_value(&t.tools)?;
+            }
             println!("{v}");
             Ok(ExitCode::SUCCESS)
         }
@@ -224,6 +267,12 @@ pub fn status(port: u16, json: bool) -> Result<ExitCode> {
                 s.uptime_secs,
                 s.sessions
             );
+            if let Some(t) = &tunnel {
+                println!("{}", attachments_line(&t.attachments));
+                if let Some(tools) = &t.tools {
+                    println!("container tools: {tools}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         (None, json) => {

@@ -199,6 +199,9 @@ pub struct ControlResponse {
     /// `approvals`: the asks waiting now, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub asks: Vec<crate::approval::PendingAsk>,
+    /// `list`: where the daemon's container tools are, or why there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<String>,
 }
 
 /// Where an attachment's container end runs.

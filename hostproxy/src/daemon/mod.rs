@@ -177,6 +177,7 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
         engine.clone(),
         shutdown.clone(),
     )?;
+    tunnels.found_tools(tools_said.clone());
     let control = tunnel::control::bind(&state_dir.control_socket())?;
     tokio::spawn(tunnel::control::serve(
         control,

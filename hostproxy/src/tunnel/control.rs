@@ -161,6 +161,7 @@ async fn answer(req: ControlRequest, tunnels: &Tunnels) -> ControlResponse {
         ControlRequest::List => ControlResponse {
             ok: true,
             attachments: tunnels.list(),
+            tools: tunnels.tools_found(),
             ..ControlResponse::default()
         },
         ControlRequest::Detach { name } => {

@@ -90,6 +90,8 @@ struct Inner {
     agents: HostAgents,
     settings: AttachSettings,
     tools: Tools,
+    /// Where the tools were found at start, or why none were (`status`, `attach --list`).
+    tools_found: std::sync::OnceLock<String>,
     /// Manual attachments and hand detaches kept for the next start.
     kept: Option<kept::KeptFile>,
     docker: Option<Docker>,
@@ -167,6 +169,7 @@ impl Tunnels {
             api,
             agents,
             tools,
+            tools_found: std::sync::OnceLock::new(),
             kept: kept.map(kept::KeptFile::load),
             settings,
             docker,
@@ -174,6 +177,16 @@ impl Tunnels {
             next_generation: std::sync::atomic::AtomicU64::new(1),
             shutdown,
         })))
+    }
+
+    /// Notes where the tools were found at start (or why none were), for `status`.
+    pub fn found_tools(&self, line: String) {
+        let _ = self.0.tools_found.set(line);
+    }
+
+    /// What [`Tunnels::found_tools`] noted.
+    pub fn tools_found(&self) -> Option<String> {
+        self.0.tools_found.get().cloned()
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {

@@ -11,6 +11,7 @@ mod ci_job;
 mod cli;
 mod conformance;
 mod docker_creds;
+mod doctor;
 mod egress;
 mod git_attrs;
 mod install;
