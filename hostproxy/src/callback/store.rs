@@ -96,6 +96,9 @@ impl Drop for Shared {
     }
 }
 
+/// Longest a registration waits for its write to `sessions.json`.
+const SAVE_WAIT: Duration = Duration::from_secs(5);
+
 /// One session in `sessions.json`: what it waits for, never what it captured (an
 /// authorization code is not written to disk).
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -190,14 +193,21 @@ impl SessionStore {
     }
 
     /// Waits until every change made before this call is on disk (or its write failed and
-    /// was logged). Returns at once for a store kept in memory.
+    /// was logged), for at most [`SAVE_WAIT`]: a disk that hangs delays an answer, it does
+    /// not withhold it (the session works; it would not survive a restart). Returns at once
+    /// for a store kept in memory.
     pub async fn saved(&self) {
         let Some(p) = &self.0.persist else {
             return;
         };
         let want = p.wanted.load(Ordering::SeqCst);
         let mut rx = p.written.subscribe();
-        let _ = rx.wait_for(|w| *w >= want).await;
+        if tokio::time::timeout(SAVE_WAIT, rx.wait_for(|w| *w >= want))
+            .await
+            .is_err()
+        {
+            tracing::warn!(file = %p.path.display(), "the callback sessions were not written within 5 s: answering anyway");
+        }
     }
 
     /// Writes what is not on disk yet, on this thread (the daemon's last act on stop).
