@@ -80,16 +80,15 @@ pub type AttachedExec = (
     std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 );
 
-/// Runs `cmd` in container `id` with `env` (and as `user`), stdin, stdout and stderr
-/// attached, no TTY: the container end of the bridge and the tunnel.
-pub async fn exec_attached(
+/// Creates an exec of `cmd` in container `id` with `env` (and as `user`), stdin, stdout and
+/// stderr to be attached, no TTY: the container end of the bridge and the tunnel. Its id.
+pub async fn create_exec(
     docker: &Docker,
     id: &str,
     cmd: Vec<String>,
     env: Vec<String>,
     user: Option<String>,
-) -> Result<AttachedExec> {
-    use bollard::exec::{StartExecOptions, StartExecResults};
+) -> Result<String> {
     let exec = docker
         .create_exec(
             id,
@@ -106,9 +105,15 @@ pub async fn exec_attached(
         )
         .await
         .context("cannot create the exec in the container")?;
+    Ok(exec.id)
+}
+
+/// Starts the exec `exec_id` (from [`create_exec`]) attached, through bollard.
+pub async fn start_exec(docker: &Docker, exec_id: &str) -> Result<AttachedExec> {
+    use bollard::exec::{StartExecOptions, StartExecResults};
     let started = docker
         .start_exec(
-            &exec.id,
+            exec_id,
             Some(StartExecOptions {
                 detach: false,
                 tty: false,
@@ -121,6 +126,18 @@ pub async fn exec_attached(
         StartExecResults::Attached { output, input } => Ok((output, input)),
         StartExecResults::Detached => anyhow::bail!("docker did not attach to the exec"),
     }
+}
+
+/// The engine's unix socket when it is a local one (`unix://`, found as [`connect`] finds
+/// it): where an exec can be started by hand (`tunnel::hijack`).
+pub fn local_engine_socket() -> Option<std::path::PathBuf> {
+    let found =
+        crate::platform::docker_host::find(&crate::platform::docker_host::Env::from_process());
+    found
+        .host
+        .strip_prefix("unix://")
+        .filter(|_| cfg!(unix))
+        .map(std::path::PathBuf::from)
 }
 
 /// Gateway addresses of Docker's bridge networks: what `host-gateway` resolves to inside a

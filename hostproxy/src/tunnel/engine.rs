@@ -1,13 +1,12 @@
 //! Where an attachment's container end runs, behind one trait: a Docker container through
-//! bollard (local or remote engine), or any command that speaks the bridge on its stdio
-//! (`--via 'kubectl exec -i POD -- clawker-socket-server'`).
+//! bollard (local or remote engine; on a local unix socket the exec is started by hand,
+//! `hijack`), or any command that speaks the bridge on its stdio (`via`).
 //!
 //! A native Kubernetes engine fits the same trait: `start` is an exec over the API's
 //! WebSocket (kube-rs `AttachParams` with stdin and stdout), `alive` reads the pod's phase;
 //! discovery lists pods by label instead of containers (ARCHITECTURE.md).
 
 use std::pin::Pin;
-use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
@@ -399,7 +398,7 @@ impl Engine for DockerTarget {
             // environment, and any declared ones): one place decides them.
             let sockets = sockets.context("no sockets named for the container end")?;
             let program = self.program().await?;
-            let (output, input) = crate::docker::exec_attached(
+            let exec = crate::docker::create_exec(
                 &self.docker,
                 &self.id,
                 vec![program],
@@ -410,11 +409,22 @@ impl Engine for DockerTarget {
                 None,
             )
             .await?;
+            // A local engine's exec is started by hand (`hijack`: no wake-up per message
+            // for the engine reading what the daemon wrote); others through bollard.
+            let (output, input) = match crate::docker::local_engine_socket() {
+                #[cfg(unix)]
+                Some(socket) => super::hijack::start(&socket, &exec).await?,
+                _ => {
+                    let (output, input) = crate::docker::start_exec(&self.docker, &exec).await?;
+                    let output = output
+                        .map_ok(ExecOutput::from)
+                        .map_err(std::io::Error::other)
+                        .boxed();
+                    (output, input)
+                }
+            };
             Ok(Exec {
-                output: output
-                    .map_ok(ExecOutput::from)
-                    .map_err(std::io::Error::other)
-                    .boxed(),
+                output,
                 input,
                 guard: None,
             })
@@ -432,53 +442,6 @@ impl Engine for DockerTarget {
                 Err(_) => true,
             }
         })
-    }
-}
-
-/// A command that runs the container end with its stdin and stdout as the bridge.
-#[derive(Debug)]
-pub struct ViaTarget {
-    pub argv: Vec<String>,
-}
-
-impl Engine for ViaTarget {
-    fn start<'a>(&'a self, sockets: Option<&'a str>) -> BoxFuture<'a, Result<Exec>> {
-        Box::pin(async move {
-            let (program, args) = self.argv.split_first().context("--via names no command")?;
-            // The user's own command, run like every host program (SPEC.md 11).
-            let mut cmd = crate::platform::process::host_command(program);
-            cmd.args(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true);
-            // Only named sockets travel this way (`docker exec -e CLAWKER_REMOTE_SOCKETS`
-            // passes it on); otherwise the container end uses its own defaults.
-            match sockets {
-                Some(s) => cmd.env(clawker_protocol::env::REMOTE_SOCKETS, s),
-                None => cmd.env_remove(clawker_protocol::env::REMOTE_SOCKETS),
-            };
-            let mut child = cmd
-                .spawn()
-                .with_context(|| format!("cannot run the --via command {program:?}"))?;
-            let stdout = child.stdout.take().context("no stdout")?;
-            let stderr = child.stderr.take().context("no stderr")?;
-            let input = child.stdin.take().context("no stdin")?;
-            let out = tokio_util::io::ReaderStream::with_capacity(stdout, 256 * 1024)
-                .map_ok(ExecOutput::Stdout);
-            let err = tokio_util::io::ReaderStream::new(stderr).map_ok(ExecOutput::Stderr);
-            // Both end when the command exits.
-            let output = futures_util::stream::select(out, err);
-            Ok(Exec {
-                output: output.boxed(),
-                input: Box::pin(input),
-                guard: Some(child),
-            })
-        })
-    }
-
-    fn alive(&self) -> BoxFuture<'_, bool> {
-        Box::pin(async { true })
     }
 }
 

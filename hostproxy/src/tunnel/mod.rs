@@ -32,16 +32,20 @@ pub mod control;
 mod discover;
 pub mod embedded;
 pub mod engine;
+#[cfg(unix)]
+mod hijack;
 pub mod kept;
 mod resolve;
 pub mod tools;
+mod via;
 
 use resolve::Resolved;
 
 use attachment::Attachment;
 
-pub use engine::{DockerTarget, Engine, ViaTarget};
+pub use engine::{DockerTarget, Engine};
 pub use tools::Tools;
+pub use via::ViaTarget;
 
 /// What to attach (the control socket's request, resolved).
 #[derive(Debug, Clone)]

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clawker_protocol::tunnel::{EngineKind, RemoteSocket, default_sockets};
 
-use super::engine::{self, DockerTarget, Engine, ViaTarget};
+use super::ViaTarget;
+use super::engine::{self, DockerTarget, Engine};
 use super::{Target, Tunnels, check_name, listen_of, parse_scopes};
 use crate::auth::Scope;
 
