@@ -149,29 +149,26 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     // 500: the daemon took the URL but its launcher failed (a host with no display, an SSH
     // session). The user can still open it by hand, and the redirect still lands on the
-    // host's listener: the session stays, and the URL is printed.
+    // host's listener: the session stays, and the URL is printed. The same when the answer
+    // never came (the daemon restarting, perhaps after it opened the page): the restarted
+    // daemon still holds the session.
     let launcher_failed = matches!(&opened, Err(e) if e.status() == Some(500));
-    if opened.is_err()
-        && !launcher_failed
-        && let Some(id) = &session
-    {
-        // Nothing will arrive for it: end the session (its forwarder then exits too).
+    let refused = matches!(&opened, Err(e) if e.status().is_some_and(|s| s != 500));
+    if refused && let Some(id) = &session {
+        // The daemon said no: nothing will arrive for it, so end the session (its
+        // forwarder then exits too).
         let _ = client.delete::<serde_json::Value>(&routes::callback(id.expose()));
     }
+    let awaited = if session.is_some() {
+        " (the login's redirect is still awaited on the host)"
+    } else {
+        ""
+    };
     match opened {
         Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(e) if e.is_unreachable() => Ok(print_for_user(&args.url, &format!("{e:#}"))),
-        Err(e) if launcher_failed => Ok(print_for_user(
-            &args.url,
-            &format!(
-                "{e:#}{}",
-                if session.is_some() {
-                    " (the login's redirect is still awaited on the host)"
-                } else {
-                    ""
-                }
-            ),
-        )),
+        Err(e) if e.is_unreachable() || launcher_failed => {
+            Ok(print_for_user(&args.url, &format!("{e:#}{awaited}")))
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -141,6 +141,89 @@ fn a_failing_launcher_prints_the_url_and_keeps_the_login_waiting() {
     assert_eq!(status, 200, "{}", d.log_text());
 }
 
+/// A daemon that goes away after it opened the page but before its answer arrived (a
+/// restart, a crash): host-open cannot know whether the browser opened, so the login's
+/// session stays for the daemon that comes back (caught under `stress`: host-open used to
+/// delete it, and the login then hung with the forwarder polling a deleted session).
+#[test]
+fn an_open_whose_answer_never_came_keeps_the_login_waiting() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    // A scripted daemon: registers the callback, then drops the connection on `/open/url`;
+    // every request line it gets is recorded.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if let Some((k, v)) = h.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                    }
+                    r.read_exact(&mut vec![0; len]).unwrap();
+                    let _ = tx.send(line.trim_end().to_string());
+                    let body = if line.starts_with("POST /callback/register ") {
+                        r#"{"success":true,"session_id":"s-kept","expires_at":"2030-01-01T00:00:00Z"}"#
+                    } else if line.starts_with("POST /open/url ") {
+                        return; // the answer never comes
+                    } else {
+                        let _ = r.get_mut().write_all(
+                            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        );
+                        return;
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    r.get_mut().write_all(head.as_bytes()).unwrap();
+                    r.get_mut().write_all(body.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    let url = "https://accounts.example.com/o/oauth2/auth?response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A38517%2Fcb&state=kept";
+    let env = vec![
+        (
+            "CLAWKER_HOST_PROXY".to_string(),
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("CLAWKER_HOST_PROXY_TOKEN".to_string(), "t0ken".to_string()),
+    ];
+    let (code, out, err) = run_with_input(tool("host-open", &env).arg(url), "");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out.trim(), url, "the url must be printed for the user");
+    assert!(err.contains("still awaited"), "{err}");
+    // What reached the daemon: the registration and the open, and no DELETE of the session
+    // (the forwarder's polls may come too).
+    std::thread::sleep(Duration::from_millis(300));
+    let seen: Vec<String> = rx.try_iter().collect();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("POST /callback/register "))
+            && seen.iter().any(|l| l.starts_with("POST /open/url ")),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|l| l.starts_with("DELETE ")), "{seen:?}");
+}
+
 #[test]
 fn host_open_plain_url_goes_to_the_launcher() {
     let d = DaemonProc::start(DaemonOpts::default());
