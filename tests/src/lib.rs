@@ -58,16 +58,8 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// The static container tools `cargo xtask dist` builds.
-pub const TOOLS: [&str; 7] = [
-    "host-open",
-    "docker-credential-clawker",
-    "host-notify",
-    "callback-forwarder",
-    "git-credential-clawker",
-    "ssh-agent-proxy",
-    "clawker-socket-server",
-];
+/// The static container tools `cargo xtask dist` builds (one list, the protocol's).
+pub use clawker_protocol::tunnel::CONTAINER_TOOLS as TOOLS;
 
 /// The static container tools (`cargo xtask dist`), built on first use.
 pub fn dist_dir() -> &'static Path {

@@ -8,16 +8,8 @@ use anyhow::Result;
 
 use crate::util::run;
 
-/// The container tools: shipped static, into images we did not build.
-pub(crate) const TOOLS: [&str; 7] = [
-    "host-open",
-    "docker-credential-clawker",
-    "host-notify",
-    "callback-forwarder",
-    "git-credential-clawker",
-    "ssh-agent-proxy",
-    "clawker-socket-server",
-];
+/// The container tools: shipped static, into images we did not build (the protocol's list).
+pub(crate) use clawker_protocol::tunnel::CONTAINER_TOOLS as TOOLS;
 
 /// Built static for both architectures beside the container tools and shipped in the same
 /// tarballs, but not copied into images: the fake daemon for other people's CI (docs/ci.md).
