@@ -12,13 +12,36 @@ use crate::config::WatcherSettings;
 
 /// The engine, found as the docker CLI finds it (`platform::docker_host`).
 pub fn connect() -> Result<Docker> {
+    connect_engine().map(|e| e.docker)
+}
+
+/// A connection to the engine: bollard's client and, when the engine is a local unix
+/// socket, that socket's path (where `tunnel::hijack` starts an exec by hand). Found
+/// together, so both name the same engine even if the docker context changes later.
+#[derive(Debug, Clone)]
+pub struct EngineClient {
+    pub docker: Docker,
+    pub local_socket: Option<std::path::PathBuf>,
+}
+
+/// [`connect`], with the local socket it connected to.
+pub fn connect_engine() -> Result<EngineClient> {
     let found =
         crate::platform::docker_host::find(&crate::platform::docker_host::Env::from_process());
-    connect_to(&found.host).with_context(|| {
+    let docker = connect_to(&found.host).with_context(|| {
         format!(
             "cannot connect to the docker engine at {} (from {})",
             found.host, found.from
         )
+    })?;
+    let local_socket = found
+        .host
+        .strip_prefix("unix://")
+        .filter(|_| cfg!(unix))
+        .map(std::path::PathBuf::from);
+    Ok(EngineClient {
+        docker,
+        local_socket,
     })
 }
 
@@ -126,18 +149,6 @@ pub async fn start_exec(docker: &Docker, exec_id: &str) -> Result<AttachedExec> 
         StartExecResults::Attached { output, input } => Ok((output, input)),
         StartExecResults::Detached => anyhow::bail!("docker did not attach to the exec"),
     }
-}
-
-/// The engine's unix socket when it is a local one (`unix://`, found as [`connect`] finds
-/// it): where an exec can be started by hand (`tunnel::hijack`).
-pub fn local_engine_socket() -> Option<std::path::PathBuf> {
-    let found =
-        crate::platform::docker_host::find(&crate::platform::docker_host::Env::from_process());
-    found
-        .host
-        .strip_prefix("unix://")
-        .filter(|_| cfg!(unix))
-        .map(std::path::PathBuf::from)
 }
 
 /// Gateway addresses of Docker's bridge networks: what `host-gateway` resolves to inside a

@@ -140,14 +140,14 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
     // One subscription to the engine's container events for every consumer below; each
     // subscribes before the feed starts, so each hears its first Resync.
     let events = crate::events::ContainerEvents::new();
-    let engine = crate::docker::connect()
+    let engine = crate::docker::connect_engine()
         .map_err(
             |e| tracing::info!(error = %format!("{e:#}"), "no docker engine: only --via attaches"),
         )
         .ok();
-    if let Some(docker) = &engine {
+    if let Some(engine) = &engine {
         let (tokens_file, stop) = (state_dir.tokens_file(), shutdown.clone());
-        let (docker, sub) = (docker.clone(), events.subscribe());
+        let (docker, sub) = (engine.docker.clone(), events.subscribe());
         tokio::spawn(async move {
             tokio::select! {
                 () = crate::docker::revoke_tokens_of_dead_containers(TokenStore::new(tokens_file), docker, sub) => {}
@@ -198,8 +198,8 @@ pub async fn run_until(opts: Options, shutdown: CancellationToken) -> Result<()>
             stop.cancel();
         });
     }
-    if let Some(docker) = engine {
-        tokio::spawn(events.run(docker, shutdown.clone()));
+    if let Some(engine) = engine {
+        tokio::spawn(events.run(engine.docker, shutdown.clone()));
     }
     let limits = ServeLimits {
         header_read_timeout: settings.header_read_timeout,

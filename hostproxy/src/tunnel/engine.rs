@@ -57,6 +57,9 @@ pub trait Engine: Send + Sync + 'static {
 /// A container on a Docker engine.
 pub struct DockerTarget {
     docker: Docker,
+    /// The engine's unix socket when it is local: the exec is started there by hand
+    /// (`hijack`), else through bollard.
+    local_socket: Option<std::path::PathBuf>,
     pub id: String,
     pub name: String,
     /// The labels given to this container itself (`docker run --label`); the ones it got
@@ -201,7 +204,12 @@ fn arch_of(docker_arch: &str) -> Option<&'static str> {
 
 impl DockerTarget {
     /// Looks the container up; it must be running.
-    pub async fn inspect(docker: Docker, container: &str, tools: Tools) -> Result<Self> {
+    pub async fn inspect(
+        docker: Docker,
+        local_socket: Option<std::path::PathBuf>,
+        container: &str,
+        tools: Tools,
+    ) -> Result<Self> {
         let (info, id, name) = inspect_running(&docker, container).await?;
         let config = info.config.unwrap_or_default();
         let image = match &info.image {
@@ -250,6 +258,7 @@ impl DockerTarget {
             .collect();
         Ok(Self {
             docker,
+            local_socket,
             id,
             name,
             labels: own_labels(config.labels.unwrap_or_default(), &image_labels),
@@ -411,9 +420,9 @@ impl Engine for DockerTarget {
             .await?;
             // A local engine's exec is started by hand (`hijack`: no wake-up per message
             // for the engine reading what the daemon wrote); others through bollard.
-            let (output, input) = match crate::docker::local_engine_socket() {
+            let (output, input) = match &self.local_socket {
                 #[cfg(unix)]
-                Some(socket) => super::hijack::start(&socket, &exec).await?,
+                Some(socket) => super::hijack::start(socket, &exec).await?,
                 _ => {
                     let (output, input) = crate::docker::start_exec(&self.docker, &exec).await?;
                     let output = output

@@ -99,6 +99,8 @@ struct Inner {
     /// Manual attachments and hand detaches kept for the next start.
     kept: Option<kept::KeptFile>,
     docker: Option<Docker>,
+    /// The engine's unix socket when it is local (`tunnel::hijack` starts execs there).
+    engine_socket: Option<std::path::PathBuf>,
     entries: Mutex<HashMap<String, Entry>>,
     next_generation: std::sync::atomic::AtomicU64,
     shutdown: CancellationToken,
@@ -144,9 +146,13 @@ impl Tunnels {
         settings: AttachSettings,
         tools: Tools,
         kept: Option<std::path::PathBuf>,
-        docker: Option<Docker>,
+        engine: Option<crate::docker::EngineClient>,
         shutdown: CancellationToken,
     ) -> Result<Self> {
+        let (docker, engine_socket) = match engine {
+            Some(e) => (Some(e.docker), e.local_socket),
+            None => (None, None),
+        };
         parse_scopes(&settings.scopes).context("attach.scopes")?;
         let mut declared = HashMap::new();
         for d in &state.settings.sockets {
@@ -177,6 +183,7 @@ impl Tunnels {
             kept: kept.map(kept::KeptFile::load),
             settings,
             docker,
+            engine_socket,
             entries: Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
             shutdown,
