@@ -56,6 +56,9 @@ impl Decoder for Demux {
 /// The longest answer head the engine may send before the stream starts.
 const HEAD_MAX: usize = 16 * 1024;
 
+/// How long the engine may take to answer the exec start (bollard's client waits as long).
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What a started exec gives: its output, and its stdin.
 pub type Started = (
     BoxStream<'static, io::Result<ExecOutput>>,
@@ -78,17 +81,22 @@ pub async fn start(socket: &Path, exec_id: &str) -> Result<Started> {
     conn.write_all(head.as_bytes()).await?;
     conn.write_all(body).await?;
     let mut buf = BytesMut::with_capacity(1024);
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > HEAD_MAX {
-            bail!("the engine's answer to the exec start has no end");
-        }
-        if conn.read_buf(&mut buf).await? == 0 {
-            bail!("the engine closed the connection before it started the exec");
+    let head = async {
+        loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                return Ok(i + 4);
+            }
+            if buf.len() > HEAD_MAX {
+                bail!("the engine's answer to the exec start has no end");
+            }
+            if conn.read_buf(&mut buf).await? == 0 {
+                bail!("the engine closed the connection before it started the exec");
+            }
         }
     };
+    let end = tokio::time::timeout(ANSWER_WAIT, head)
+        .await
+        .context("the engine did not answer the exec start")??;
     let rest = buf.split_off(end);
     let status = status_code(&buf).context("the engine's answer to the exec start is not HTTP")?;
     if status != 101 && status != 200 {
@@ -216,6 +224,22 @@ mod tests {
         assert!(
             matches!(output.next().await, Some(Ok(ExecOutput::Stdout(b))) if &b[..] == b"ping")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_engine_that_never_answers_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        // Accepts, reads the request, answers nothing.
+        let held = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut sink = Vec::new();
+            let _ = conn.read_to_end(&mut sink).await;
+        });
+        let err = format!("{:#}", start(&path, "abc123").await.err().unwrap());
+        assert!(err.contains("did not answer"), "{err}");
+        held.abort();
     }
 
     #[tokio::test]
