@@ -227,24 +227,25 @@ pub async fn revoke_tokens_of_dead_containers(
                 .unwrap_or(Ok(0))
         }
     };
-    // Bound containers are checked once, at the first Resync (the engine reachable): a token
-    // may be bound to a container that is only about to be created, so a later Resync (a
-    // reconnection) must not take "no such container" for "gone".
-    let mut checked = false;
+    // Bound containers are checked at the first Resync (the engine reachable): a token may be
+    // bound to a container that is only about to be created, so a later Resync (a
+    // reconnection) must not take "no such container" for "gone". Only the ones whose
+    // inspect failed then (a hiccup, which is not "gone") are checked again at later ones.
+    let mut first = true;
+    let mut unsure: Vec<String> = Vec::new();
     while let Some(event) = events.next().await {
         match event {
-            Event::Resync if checked => {}
             Event::Resync => {
-                checked = true;
-                let bound = {
+                let to_check = if std::mem::take(&mut first) {
                     let store = store.clone();
                     tokio::task::spawn_blocking(move || store.bound_containers())
                         .await
                         .unwrap_or_default()
+                } else {
+                    std::mem::take(&mut unsure)
                 };
-                for c in bound {
-                    // Gone means the engine says so: a failed inspect (a hiccup) revokes
-                    // nothing, the next Resync or event decides.
+                for c in to_check {
+                    // Gone means the engine says so.
                     let running = match docker.inspect_container(&c, None).await {
                         Ok(i) => i.state.and_then(|s| s.running).unwrap_or(false),
                         Err(bollard::errors::Error::DockerResponseServerError {
@@ -252,7 +253,8 @@ pub async fn revoke_tokens_of_dead_containers(
                             ..
                         }) => false,
                         Err(e) => {
-                            tracing::debug!(container = %c, error = %e, "cannot inspect a token's container: its tokens stay for now");
+                            tracing::debug!(container = %c, error = %e, "cannot inspect a token's container: its tokens stay until the engine says");
+                            unsure.push(c);
                             continue;
                         }
                     };
@@ -356,6 +358,104 @@ pub async fn watch_containers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake engine on a unix socket: inspecting `hiccup` always fails (500); inspecting
+    /// `gone` fails once, then says there is no such container (404). Counts inspects.
+    async fn flaky_engine(
+        dir: &std::path::Path,
+    ) -> (Docker, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let path = dir.join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let gone_asked = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = gone_asked.clone();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut conn = tokio::io::BufReader::new(conn);
+                    loop {
+                        let mut line = String::new();
+                        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut h = String::new();
+                            if conn.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
+                                break;
+                            }
+                        }
+                        let (status, body) = if line.contains("/containers/gone/json")
+                            && counter.fetch_add(1, Ordering::SeqCst) > 0
+                        {
+                            ("404 Not Found", r#"{"message":"No such container: gone"}"#)
+                        } else {
+                            ("500 Internal Server Error", r#"{"message":"hiccup"}"#)
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let docker =
+            Docker::connect_with_unix(path.to_str().unwrap(), 5, bollard::API_DEFAULT_VERSION)
+                .unwrap();
+        (docker, gone_asked)
+    }
+
+    /// A failed inspect at the first Resync revokes nothing and is asked again at the next
+    /// one, where the engine's "no such container" revokes; a container the engine never
+    /// answers for keeps its token.
+    #[tokio::test]
+    async fn a_hiccup_at_start_is_checked_again_and_only_gone_revokes() {
+        use crate::auth::{Scope, TokenStore};
+        let dir = tempfile::tempdir().unwrap();
+        let (docker, gone_asked) = flaky_engine(dir.path()).await;
+        let store = TokenStore::new(dir.path().join("tokens.json"));
+        for c in ["gone", "hiccup"] {
+            store
+                .issue(&format!("t-{c}"), Some(c.into()), &[Scope::Open], None)
+                .unwrap();
+        }
+        let hub = crate::events::ContainerEvents::new();
+        let sub = hub.subscribe();
+        let revoker = tokio::spawn(revoke_tokens_of_dead_containers(
+            TokenStore::new(dir.path().join("tokens.json")),
+            docker,
+            sub,
+        ));
+        // One connection of the event stream: a Resync at once, another once it settled.
+        let feed = tokio::spawn(async move {
+            hub.feed(|| async {
+                Ok::<_, String>(futures_util::stream::pending::<
+                    Result<Option<crate::events::Event>, String>,
+                >())
+            })
+            .await
+        });
+        let mut bound = store.bound_containers();
+        for _ in 0..100 {
+            if !bound.contains(&"gone".to_string()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            bound = store.bound_containers();
+        }
+        assert_eq!(bound, ["hiccup"], "the container the engine says is gone");
+        assert!(
+            gone_asked.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+            "asked again after the hiccup"
+        );
+        feed.abort();
+        revoker.abort();
+    }
 
     #[test]
     fn first_hosts() {
