@@ -361,6 +361,7 @@ mod tests {
 
     /// A fake engine on a unix socket: inspecting `hiccup` always fails (500); inspecting
     /// `gone` fails once, then says there is no such container (404). Counts inspects.
+    #[cfg(unix)]
     async fn flaky_engine(
         dir: &std::path::Path,
     ) -> (Docker, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -413,6 +414,7 @@ mod tests {
     /// A failed inspect at the first Resync revokes nothing and is asked again at the next
     /// one, where the engine's "no such container" revokes; a container the engine never
     /// answers for keeps its token.
+    #[cfg(unix)]
     #[tokio::test]
     async fn a_hiccup_at_start_is_checked_again_and_only_gone_revokes() {
         use crate::auth::{Scope, TokenStore};
