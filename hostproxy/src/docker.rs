@@ -15,16 +15,27 @@ pub fn connect() -> Result<Docker> {
     connect_engine().map(|e| e.docker)
 }
 
-/// A connection to the engine: bollard's client and, when the engine is a local unix
-/// socket, that socket's path (where `tunnel::hijack` starts an exec by hand). Found
-/// together, so both name the same engine even if the docker context changes later.
+/// A connection to the engine: bollard's client and the address it was made to (`unix://…`,
+/// `tcp://…`, `ssh://…`), found together, so what is decided from the address (whose engine
+/// it is, where `tunnel::hijack` starts an exec) is about the engine the client talks to,
+/// even if the docker context changes while the daemon runs.
 #[derive(Debug, Clone)]
 pub struct EngineClient {
     pub docker: Docker,
-    pub local_socket: Option<std::path::PathBuf>,
+    pub host: String,
 }
 
-/// [`connect`], with the local socket it connected to.
+impl EngineClient {
+    /// The engine's unix socket, when it is a local one.
+    pub fn local_socket(&self) -> Option<std::path::PathBuf> {
+        self.host
+            .strip_prefix("unix://")
+            .filter(|_| cfg!(unix))
+            .map(std::path::PathBuf::from)
+    }
+}
+
+/// [`connect`], with the address it connected to.
 pub fn connect_engine() -> Result<EngineClient> {
     let found =
         crate::platform::docker_host::find(&crate::platform::docker_host::Env::from_process());
@@ -34,14 +45,9 @@ pub fn connect_engine() -> Result<EngineClient> {
             found.host, found.from
         )
     })?;
-    let local_socket = found
-        .host
-        .strip_prefix("unix://")
-        .filter(|_| cfg!(unix))
-        .map(std::path::PathBuf::from);
     Ok(EngineClient {
         docker,
-        local_socket,
+        host: found.host,
     })
 }
 

@@ -17,12 +17,14 @@ impl Tunnels {
         if !self.0.settings.enabled {
             return;
         }
-        let Some(docker) = self.0.docker.clone() else {
+        let Some(engine) = self.0.engine.clone() else {
             return;
         };
+        let docker = engine.docker;
         use crate::config::Discover;
         use crate::platform::docker_host;
-        let engine = docker_host::find(&docker_host::Env::from_process()).host;
+        // The address the daemon's client was made to, not one found again now.
+        let engine = engine.host;
         match self.0.settings.discover {
             Discover::None => return,
             Discover::Local if !docker_host::is_local_owned(&engine) => {

@@ -205,11 +205,11 @@ fn arch_of(docker_arch: &str) -> Option<&'static str> {
 impl DockerTarget {
     /// Looks the container up; it must be running.
     pub async fn inspect(
-        docker: Docker,
-        local_socket: Option<std::path::PathBuf>,
+        engine: &crate::docker::EngineClient,
         container: &str,
         tools: Tools,
     ) -> Result<Self> {
+        let docker = engine.docker.clone();
         let (info, id, name) = inspect_running(&docker, container).await?;
         let config = info.config.unwrap_or_default();
         let image = match &info.image {
@@ -258,7 +258,7 @@ impl DockerTarget {
             .collect();
         Ok(Self {
             docker,
-            local_socket,
+            local_socket: engine.local_socket(),
             id,
             name,
             labels: own_labels(config.labels.unwrap_or_default(), &image_labels),

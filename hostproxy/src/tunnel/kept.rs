@@ -138,7 +138,7 @@ impl super::Tunnels {
     /// `container` was detached by hand: forgotten as a manual attachment, and while this
     /// run of it lasts (its `StartedAt`), not attached by its label again, across restarts.
     pub async fn keep_detached(&self, container: &str) {
-        let (Some(k), Some(docker)) = (&self.0.kept, &self.0.docker) else {
+        let (Some(k), Some(docker)) = (&self.0.kept, self.docker()) else {
             return;
         };
         let started_at = docker
@@ -161,7 +161,7 @@ impl super::Tunnels {
     /// user sees it in `attach --list` rather than only in the log (newcomer review F6).
     /// Replaced by a later attach of it, removed by `detach`.
     pub(super) async fn note_refused(&self, container: &str, reason: String) {
-        let Some(docker) = &self.0.docker else { return };
+        let Some(docker) = self.docker() else { return };
         let Some(name) = docker
             .inspect_container(container, None)
             .await
@@ -211,7 +211,7 @@ impl super::Tunnels {
     /// the ones gone are forgotten.
     pub async fn restore_kept(self) {
         let Some(k) = &self.0.kept else { return };
-        if self.0.docker.is_none() {
+        if self.docker().is_none() {
             // No engine now is not "the containers are gone": keep them for a later start.
             return;
         }

@@ -98,9 +98,7 @@ struct Inner {
     tools_found: std::sync::OnceLock<String>,
     /// Manual attachments and hand detaches kept for the next start.
     kept: Option<kept::KeptFile>,
-    docker: Option<Docker>,
-    /// The engine's unix socket when it is local (`tunnel::hijack` starts execs there).
-    engine_socket: Option<std::path::PathBuf>,
+    engine: Option<crate::docker::EngineClient>,
     entries: Mutex<HashMap<String, Entry>>,
     next_generation: std::sync::atomic::AtomicU64,
     shutdown: CancellationToken,
@@ -149,10 +147,6 @@ impl Tunnels {
         engine: Option<crate::docker::EngineClient>,
         shutdown: CancellationToken,
     ) -> Result<Self> {
-        let (docker, engine_socket) = match engine {
-            Some(e) => (Some(e.docker), e.local_socket),
-            None => (None, None),
-        };
         parse_scopes(&settings.scopes).context("attach.scopes")?;
         let mut declared = HashMap::new();
         for d in &state.settings.sockets {
@@ -182,8 +176,7 @@ impl Tunnels {
             tools_found: std::sync::OnceLock::new(),
             kept: kept.map(kept::KeptFile::load),
             settings,
-            docker,
-            engine_socket,
+            engine,
             entries: Mutex::new(HashMap::new()),
             next_generation: std::sync::atomic::AtomicU64::new(1),
             shutdown,
@@ -258,11 +251,16 @@ impl Tunnels {
         })
     }
 
-    fn docker(&self) -> Result<&Docker> {
+    fn engine(&self) -> Result<&crate::docker::EngineClient> {
         self.0
-            .docker
+            .engine
             .as_ref()
             .context("no docker engine: attach a container with --via instead")
+    }
+
+    /// bollard's client of the engine, if there is one.
+    fn docker(&self) -> Option<&Docker> {
+        self.0.engine.as_ref().map(|e| &e.docker)
     }
 
     /// Attaches `target` with `allow` (empty: the label, then `attach.scopes`) and

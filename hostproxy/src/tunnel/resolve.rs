@@ -61,13 +61,7 @@ impl Tunnels {
         let mut base_sockets: Vec<RemoteSocket> = sockets.to_vec();
         let looked = match target {
             Target::Container(ref c) | Target::Labelled(ref c) => {
-                let t = DockerTarget::inspect(
-                    self.docker()?.clone(),
-                    self.0.engine_socket.clone(),
-                    c,
-                    self.0.tools.clone(),
-                )
-                .await?;
+                let t = DockerTarget::inspect(self.engine()?, c, self.0.tools.clone()).await?;
                 let (k, v) = &self.0.settings.label;
                 if matches!(target, Target::Labelled(_)) && t.labels.get(k) != Some(v) {
                     tracing::info!(
