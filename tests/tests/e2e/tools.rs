@@ -141,15 +141,11 @@ fn a_failing_launcher_prints_the_url_and_keeps_the_login_waiting() {
     assert_eq!(status, 200, "{}", d.log_text());
 }
 
-/// A daemon that goes away after it opened the page but before its answer arrived (a
-/// restart, a crash): host-open cannot know whether the browser opened, so the login's
-/// session stays for the daemon that comes back (caught under `stress`: host-open used to
-/// delete it, and the login then hung with the forwarder polling a deleted session).
-#[test]
-fn an_open_whose_answer_never_came_keeps_the_login_waiting() {
+/// A scripted daemon for host-open: registers the callback (session `s-kept`), then answers
+/// `/open/url` with `open` (a status line), or drops the connection when `None`; every
+/// request line it gets is sent on the channel. Its port.
+fn scripted_daemon(open: Option<&'static str>) -> (u16, std::sync::mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader, Read, Write};
-    // A scripted daemon: registers the callback, then drops the connection on `/open/url`;
-    // every request line it gets is recorded.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -179,26 +175,39 @@ fn an_open_whose_answer_never_came_keeps_the_login_waiting() {
                     }
                     r.read_exact(&mut vec![0; len]).unwrap();
                     let _ = tx.send(line.trim_end().to_string());
-                    let body = if line.starts_with("POST /callback/register ") {
-                        r#"{"success":true,"session_id":"s-kept","expires_at":"2030-01-01T00:00:00Z"}"#
+                    let (status, body) = if line.starts_with("POST /callback/register ") {
+                        (
+                            "200 OK",
+                            r#"{"success":true,"session_id":"s-kept","expires_at":"2030-01-01T00:00:00Z"}"#,
+                        )
                     } else if line.starts_with("POST /open/url ") {
-                        return; // the answer never comes
+                        match open {
+                            Some(status) => (status, r#"{"error":"refused"}"#),
+                            None => return, // the answer never comes
+                        }
                     } else {
-                        let _ = r.get_mut().write_all(
-                            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        );
-                        return;
+                        ("404 Not Found", "{}")
                     };
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                         body.len()
                     );
-                    r.get_mut().write_all(head.as_bytes()).unwrap();
-                    r.get_mut().write_all(body.as_bytes()).unwrap();
+                    if r.get_mut().write_all(head.as_bytes()).is_err()
+                        || r.get_mut().write_all(body.as_bytes()).is_err()
+                    {
+                        return;
+                    }
                 }
             });
         }
     });
+    (port, rx)
+}
+
+/// host-open with an OAuth URL against the scripted daemon: its exit code, stdout and
+/// stderr, and the request lines the daemon got (the forwarder's polls may be among them).
+fn open_against(open: Option<&'static str>) -> (i32, String, String, Vec<String>) {
+    let (port, rx) = scripted_daemon(open);
     let url = "https://accounts.example.com/o/oauth2/auth?response_type=code&redirect_uri=http%3A%2F%2Flocalhost%3A38517%2Fcb&state=kept";
     let env = vec![
         (
@@ -208,11 +217,6 @@ fn an_open_whose_answer_never_came_keeps_the_login_waiting() {
         ("CLAWKER_HOST_PROXY_TOKEN".to_string(), "t0ken".to_string()),
     ];
     let (code, out, err) = run_with_input(tool("host-open", &env).arg(url), "");
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(out.trim(), url, "the url must be printed for the user");
-    assert!(err.contains("still awaited"), "{err}");
-    // What reached the daemon: the registration and the open, and no DELETE of the session
-    // (the forwarder's polls may come too).
     std::thread::sleep(Duration::from_millis(300));
     let seen: Vec<String> = rx.try_iter().collect();
     assert!(
@@ -221,7 +225,37 @@ fn an_open_whose_answer_never_came_keeps_the_login_waiting() {
             && seen.iter().any(|l| l.starts_with("POST /open/url ")),
         "{seen:?}"
     );
+    (code, out, err, seen)
+}
+
+/// A daemon that goes away after it opened the page but before its answer arrived (a
+/// restart, a crash): host-open cannot know whether the browser opened, so the login's
+/// session stays for the daemon that comes back (caught under `stress`: host-open used to
+/// delete it, and the login then hung with the forwarder polling a deleted session).
+#[test]
+fn an_open_whose_answer_never_came_keeps_the_login_waiting() {
+    let (code, out, err, seen) = open_against(None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        out.contains("state=kept"),
+        "the url must be printed for the user: {out}"
+    );
+    assert!(err.contains("still awaited"), "{err}");
     assert!(!seen.iter().any(|l| l.starts_with("DELETE ")), "{seen:?}");
+}
+
+/// A daemon that refuses the open (403): nothing was opened, so the login's session is
+/// deleted at once (its forwarder then ends) and host-open says why.
+#[test]
+fn a_refused_open_ends_the_login_session() {
+    let (code, out, err, seen) = open_against(Some("403 Forbidden"));
+    assert_eq!(out, "", "nothing for the user to open");
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("403"), "{err}");
+    assert!(
+        seen.iter().any(|l| l == "DELETE /callback/s-kept HTTP/1.1"),
+        "{seen:?}"
+    );
 }
 
 #[test]
