@@ -217,7 +217,7 @@ fn detach(cmd: &mut std::process::Command, how: Detach, for_good: bool) {
 }
 
 /// How one run of a host program is made (see [`run_captured`]).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct HostRun<'a> {
     /// Written to its stdin, which is then closed; `None`: stdin is `/dev/null`.
     pub input: Option<&'a [u8]>,
@@ -227,6 +227,19 @@ pub struct HostRun<'a> {
     /// Kill its process group after it exits too (what it left behind: a desktop asker's
     /// notification); else only when the run is ended early.
     pub kill_group_after: bool,
+}
+
+/// The input is left out: it is what git or a credential helper is told to store (a
+/// password, a registry secret).
+impl std::fmt::Debug for HostRun<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostRun")
+            .field("input_len", &self.input.map(<[u8]>::len))
+            .field("cap", &self.cap)
+            .field("detach", &self.detach)
+            .field("kill_group_after", &self.kill_group_after)
+            .finish()
+    }
 }
 
 /// How a run ended without an exit status.
@@ -344,5 +357,25 @@ mod tests {
         assert!(!alive(live.id()));
         assert!(!alive(u32::MAX));
         drop(zombie);
+    }
+}
+
+#[cfg(test)]
+mod host_run_tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_debug_shows_no_input() {
+        let run = HostRun {
+            input: Some(b"password=s3cret-pass\n"),
+            cap: 1,
+            detach: Detach::Group,
+            kill_group_after: false,
+        };
+        let shown = format!("{run:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("input_len: Some(21)"),
+            "{shown}"
+        );
     }
 }
