@@ -11,6 +11,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A store persisted to `file`, on loopback, room for 100 sessions.
+fn persisted(file: PathBuf) -> SessionStore {
+    SessionStore::persisted(
+        100,
+        18374,
+        Arc::new(LoopbackBinder),
+        CancellationToken::new(),
+        file,
+    )
+}
+
 fn reg(port: u16, state: &str, ttl: Duration) -> Registration {
     Registration {
         port,
@@ -26,15 +37,7 @@ fn reg(port: u16, state: &str, ttl: Duration) -> Registration {
 async fn sessions_survive_a_restart_and_expired_ones_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sessions.json");
-    let open = || {
-        SessionStore::persisted(
-            16,
-            18374,
-            Arc::new(LoopbackBinder),
-            CancellationToken::new(),
-            file.clone(),
-        )
-    };
+    let open = || persisted(file.clone());
     let (live_port, short_port) = (free_port(), free_port());
     let first = open();
     let (live, _) = first
@@ -75,13 +78,7 @@ async fn sessions_survive_a_restart_and_expired_ones_do_not() {
 fn a_store_made_outside_a_runtime_writes_each_change_itself() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sessions.json");
-    let store = SessionStore::persisted(
-        100,
-        18374,
-        Arc::new(LoopbackBinder),
-        CancellationToken::new(),
-        file.clone(),
-    );
+    let store = persisted(file.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -103,13 +100,7 @@ fn a_store_made_outside_a_runtime_writes_each_change_itself() {
 async fn a_burst_of_changes_shares_writes_and_each_is_on_disk_when_saved_returns() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sessions.json");
-    let store = SessionStore::persisted(
-        100,
-        18374,
-        Arc::new(LoopbackBinder),
-        CancellationToken::new(),
-        file.clone(),
-    );
+    let store = persisted(file.clone());
     let port = free_port();
     let ids: Vec<String> = (0..64)
         .map(|i| {
@@ -147,13 +138,7 @@ async fn an_unreadable_file_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sessions.json");
     std::fs::write(&file, b"{not json").unwrap();
-    let s = SessionStore::persisted(
-        16,
-        18374,
-        Arc::new(LoopbackBinder),
-        CancellationToken::new(),
-        file,
-    );
+    let s = persisted(file);
     assert_eq!(s.restore(), 0);
     assert!(s.is_empty());
 }
